@@ -1,0 +1,2 @@
+//! The composefs dumpfile: one line per path, as `mkcomposefs --from-file`
+//! reads it and `composefs-info dump` prints it.

@@ -1,0 +1,283 @@
+//! fs-verity digests (sha256, 4096-byte blocks, no salt) computed in userspace,
+//! exactly as the kernel's `FS_IOC_MEASURE_VERITY` reports them.
+//!
+//! The file is cut into 4096-byte blocks (the last one zero-padded); each level
+//! of the Merkle tree hashes the blocks of the level below into 32-byte hashes
+//! packed 128 to a block, until one block remains. The root hash is the sha256
+//! of that block (all zeros for an empty file). The digest is the sha256 of the
+//! 256-byte `fsverity_descriptor` holding the root hash and the file size.
+//! `sha2` picks the SHA-NI instructions at run time where the CPU has them.
+
+use sha2::{Digest as _, Sha256};
+use std::fmt;
+use std::str::FromStr;
+
+/// The Merkle tree block size.
+pub const BLOCK_SIZE: usize = 4096;
+const HASH_SIZE: usize = 32;
+
+/// A sha256 fs-verity digest: names an object and verifies its content.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest as 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        s
+    }
+
+    /// The object path relative to an object store: `ab/cdef...` (62 hex characters after the slash).
+    pub fn object_path(&self) -> String {
+        let hex = self.to_hex();
+        format!("{}/{}", &hex[..2], &hex[2..])
+    }
+
+    /// Parses 64 hex characters (either case).
+    pub fn from_hex(s: &[u8]) -> Result<Self, DigestParseError> {
+        if s.len() != 64 {
+            return Err(DigestParseError::Length(s.len()));
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in s.chunks_exact(2).enumerate() {
+            let hi = hex_val(pair[0]).ok_or(DigestParseError::NotHex)?;
+            let lo = hex_val(pair[1]).ok_or(DigestParseError::NotHex)?;
+            out[i] = hi << 4 | lo;
+        }
+        Ok(Digest(out))
+    }
+
+    /// Parses an object path `ab/cdef...` (with or without a leading `/`).
+    pub fn from_object_path(path: &[u8]) -> Option<Self> {
+        let path = path.strip_prefix(b"/").unwrap_or(path);
+        if path.len() != 65 || path[2] != b'/' {
+            return None;
+        }
+        let mut hex = Vec::with_capacity(64);
+        hex.extend_from_slice(&path[..2]);
+        hex.extend_from_slice(&path[3..]);
+        Digest::from_hex(&hex).ok()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.to_hex())
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Digest::from_hex(s.as_bytes())
+    }
+}
+
+/// A digest string that is not 64 hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DigestParseError {
+    /// Wrong length.
+    #[error("a digest has 64 hex characters, not {0}")]
+    Length(usize),
+    /// A character that is not hex.
+    #[error("a digest holds only hex characters")]
+    NotHex,
+}
+
+/// One level of the Merkle tree being built: hashes not yet packed into a full block.
+#[derive(Default, Clone)]
+struct Level {
+    pending: Vec<u8>,
+    blocks_done: u64,
+}
+
+/// Streaming fs-verity hasher: feed bytes with [`update`](Self::update), get the
+/// digest from [`finish`](Self::finish). Memory is one block per tree level.
+#[derive(Clone)]
+pub struct FsVerityHasher {
+    block: Vec<u8>,
+    size: u64,
+    levels: Vec<Level>,
+}
+
+impl Default for FsVerityHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FsVerityHasher {
+    /// A hasher for an empty stream.
+    pub fn new() -> Self {
+        FsVerityHasher {
+            block: Vec::with_capacity(BLOCK_SIZE),
+            size: 0,
+            levels: Vec::new(),
+        }
+    }
+
+    /// Feeds more bytes of the stream.
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.size += data.len() as u64;
+        if !self.block.is_empty() {
+            let take = (BLOCK_SIZE - self.block.len()).min(data.len());
+            self.block.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.block.len() == BLOCK_SIZE {
+                let h = hash_block(&self.block);
+                self.push_hash(0, &h);
+                self.block.clear();
+            }
+        }
+        let mut chunks = data.chunks_exact(BLOCK_SIZE);
+        for chunk in &mut chunks {
+            let h = hash_block(chunk);
+            self.push_hash(0, &h);
+        }
+        self.block.extend_from_slice(chunks.remainder());
+    }
+
+    fn push_hash(&mut self, level: usize, hash: &[u8; HASH_SIZE]) {
+        if self.levels.len() <= level {
+            self.levels.resize(level + 1, Level::default());
+        }
+        let l = &mut self.levels[level];
+        l.pending.extend_from_slice(hash);
+        if l.pending.len() == BLOCK_SIZE {
+            let h = hash_block(&l.pending);
+            l.pending.clear();
+            l.blocks_done += 1;
+            self.push_hash(level + 1, &h);
+        }
+    }
+
+    /// The Merkle tree root hash of everything fed so far.
+    fn root_hash(mut self) -> [u8; HASH_SIZE] {
+        if self.size == 0 {
+            return [0; HASH_SIZE];
+        }
+        if !self.block.is_empty() {
+            let h = hash_block(&self.block);
+            self.push_hash(0, &h);
+        }
+        let mut i = 0;
+        loop {
+            let top = i + 1 == self.levels.len();
+            let l = &self.levels[i];
+            if top && l.blocks_done == 0 && l.pending.len() == HASH_SIZE {
+                let mut root = [0; HASH_SIZE];
+                root.copy_from_slice(&l.pending);
+                return root;
+            }
+            if !l.pending.is_empty() {
+                let h = hash_block(&l.pending);
+                self.levels[i].pending.clear();
+                self.levels[i].blocks_done += 1;
+                self.push_hash(i + 1, &h);
+            }
+            i += 1;
+        }
+    }
+
+    /// The fs-verity digest of everything fed so far.
+    pub fn finish(self) -> Digest {
+        let size = self.size;
+        let root = self.root_hash();
+        // struct fsverity_descriptor
+        let mut desc = [0u8; 256];
+        desc[0] = 1; // version
+        desc[1] = 1; // FS_VERITY_HASH_ALG_SHA256
+        desc[2] = 12; // log2(block size)
+        desc[3] = 0; // salt size
+        desc[8..16].copy_from_slice(&size.to_le_bytes());
+        desc[16..16 + HASH_SIZE].copy_from_slice(&root);
+        Digest(Sha256::digest(desc).into())
+    }
+}
+
+/// sha256 of one block, zero-padded to [`BLOCK_SIZE`].
+fn hash_block(data: &[u8]) -> [u8; HASH_SIZE] {
+    let mut h = Sha256::new();
+    h.update(data);
+    if data.len() < BLOCK_SIZE {
+        const ZEROS: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];
+        h.update(&ZEROS[data.len()..]);
+    }
+    h.finalize().into()
+}
+
+/// The fs-verity digest of a byte slice.
+pub fn digest(data: &[u8]) -> Digest {
+    let mut h = FsVerityHasher::new();
+    h.update(data);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_world_vector() {
+        assert_eq!(
+            digest(b"hello world\n").to_hex(),
+            "37061ef2ac4c21bec68489b56138c5780306a4ad7fe6676236ecdf2c9027cd92"
+        );
+    }
+
+    #[test]
+    fn empty_file_is_kernel_value() {
+        assert_eq!(
+            digest(b"").to_hex(),
+            "3d248ca542a24fc62d1c43b916eae5016878e2533c88238480b26128a1f1af95"
+        );
+    }
+
+    #[test]
+    fn streaming_in_odd_pieces_equals_one_shot() {
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let mut h = FsVerityHasher::new();
+        for piece in data.chunks(4093) {
+            h.update(piece);
+        }
+        assert_eq!(h.finish(), digest(&data));
+    }
+
+    #[test]
+    fn hex_round_trip_and_object_path() {
+        let d = digest(b"x");
+        assert_eq!(Digest::from_hex(d.to_hex().as_bytes()), Ok(d));
+        assert_eq!(
+            Digest::from_object_path(d.object_path().as_bytes()),
+            Some(d)
+        );
+        assert_eq!(
+            Digest::from_object_path(format!("/{}", d.object_path()).as_bytes()),
+            Some(d)
+        );
+        assert_eq!(Digest::from_hex(b"12"), Err(DigestParseError::Length(2)));
+        assert_eq!(Digest::from_object_path(b"/../../etc/passwd"), None);
+    }
+}

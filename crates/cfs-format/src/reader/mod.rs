@@ -1,0 +1,1 @@
+//! A zero-copy reader over composefs EROFS image bytes.

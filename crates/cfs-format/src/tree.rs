@@ -1,0 +1,370 @@
+//! The in-memory filesystem tree that every source produces (dumpfile parser,
+//! directory scan, image reader, tar import) and the image writer consumes.
+//!
+//! Nodes live in an arena and are named by [`NodeId`]; node 0 is the root.
+//! A directory's entries are kept sorted by name bytes (C `strcmp` order),
+//! which is the order composefs writes them in. A hard link is a second entry
+//! naming an existing node, marked `hardlink: true`; the node's first,
+//! primary entry decides where it falls in the image's inode order.
+
+use crate::fsverity::Digest;
+
+/// `S_IFMT` and the file type bits of `st_mode`.
+pub mod mode {
+    /// Mask of the file type bits.
+    pub const S_IFMT: u32 = 0o170000;
+    /// Socket.
+    pub const S_IFSOCK: u32 = 0o140000;
+    /// Symbolic link.
+    pub const S_IFLNK: u32 = 0o120000;
+    /// Regular file.
+    pub const S_IFREG: u32 = 0o100000;
+    /// Block device.
+    pub const S_IFBLK: u32 = 0o060000;
+    /// Directory.
+    pub const S_IFDIR: u32 = 0o040000;
+    /// Character device.
+    pub const S_IFCHR: u32 = 0o020000;
+    /// FIFO.
+    pub const S_IFIFO: u32 = 0o010000;
+}
+
+/// The type of a node, decoded from the `S_IFMT` bits of its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// Regular file.
+    Regular,
+    /// Directory.
+    Directory,
+    /// Symbolic link.
+    Symlink,
+    /// Block device.
+    BlockDevice,
+    /// Character device (rdev 0/0 is an overlay whiteout).
+    CharDevice,
+    /// FIFO.
+    Fifo,
+    /// Socket.
+    Socket,
+}
+
+impl FileType {
+    /// Decodes the `S_IFMT` bits of a mode; `None` for an invalid type.
+    pub const fn from_mode(m: u32) -> Option<Self> {
+        Some(match m & mode::S_IFMT {
+            mode::S_IFREG => FileType::Regular,
+            mode::S_IFDIR => FileType::Directory,
+            mode::S_IFLNK => FileType::Symlink,
+            mode::S_IFBLK => FileType::BlockDevice,
+            mode::S_IFCHR => FileType::CharDevice,
+            mode::S_IFIFO => FileType::Fifo,
+            mode::S_IFSOCK => FileType::Socket,
+            _ => return None,
+        })
+    }
+
+    /// The `S_IFMT` bits of this type.
+    pub const fn mode_bits(self) -> u32 {
+        match self {
+            FileType::Regular => mode::S_IFREG,
+            FileType::Directory => mode::S_IFDIR,
+            FileType::Symlink => mode::S_IFLNK,
+            FileType::BlockDevice => mode::S_IFBLK,
+            FileType::CharDevice => mode::S_IFCHR,
+            FileType::Fifo => mode::S_IFIFO,
+            FileType::Socket => mode::S_IFSOCK,
+        }
+    }
+}
+
+/// Index of a node in a [`Tree`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    /// The root directory.
+    pub const ROOT: NodeId = NodeId(0);
+
+    /// The arena index.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A point in time as seconds and nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timespec {
+    /// Seconds.
+    pub sec: i64,
+    /// Nanoseconds, below 1e9.
+    pub nsec: u32,
+}
+
+/// The stat fields composefs keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stat {
+    /// File type and permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Link count (recomputed for directories by the writer).
+    pub nlink: u32,
+    /// Device number of a device node (Linux `dev_t` encoding).
+    pub rdev: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Timespec,
+}
+
+impl Stat {
+    /// The file type, `None` when the mode has no valid type.
+    pub const fn file_type(&self) -> Option<FileType> {
+        FileType::from_mode(self.mode)
+    }
+}
+
+/// An extended attribute: full name (with its `user.`/`trusted.`/... prefix) and value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Xattr {
+    /// Full name bytes, no NUL.
+    pub name: Vec<u8>,
+    /// Value bytes.
+    pub value: Vec<u8>,
+}
+
+/// One name in a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name: no `/`, no NUL, not empty, not `.` or `..`.
+    pub name: Vec<u8>,
+    /// The node it names.
+    pub node: NodeId,
+    /// True for a hard link: another entry is the node's primary name.
+    pub hardlink: bool,
+}
+
+/// A file, directory or other inode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node {
+    /// Stat fields.
+    pub stat: Stat,
+    /// Extended attributes, in the order they were given.
+    pub xattrs: Vec<Xattr>,
+    /// Symlink target, or for a regular file the path of its backing object
+    /// relative to the object store (`ab/cdef...`), which becomes the overlay redirect.
+    pub payload: Option<Vec<u8>>,
+    /// Inline content of a small regular file (stored in the image itself).
+    pub content: Option<Vec<u8>>,
+    /// fs-verity digest of the file's content (regular files with external content).
+    pub digest: Option<Digest>,
+    /// Directory entries sorted by name bytes; empty for non-directories.
+    pub entries: Vec<DirEntry>,
+}
+
+impl Node {
+    /// A node with the given stat and nothing else.
+    pub fn new(stat: Stat) -> Self {
+        Node {
+            stat,
+            ..Node::default()
+        }
+    }
+
+    /// The file type, `None` when the mode has no valid type.
+    pub const fn file_type(&self) -> Option<FileType> {
+        self.stat.file_type()
+    }
+
+    /// The value of the xattr with this full name.
+    pub fn xattr(&self, name: &[u8]) -> Option<&[u8]> {
+        self.xattrs
+            .iter()
+            .find(|x| x.name == name)
+            .map(|x| x.value.as_slice())
+    }
+
+    /// Sets an xattr, replacing any existing value of that name.
+    pub fn set_xattr(&mut self, name: &[u8], value: &[u8]) {
+        match self.xattrs.iter_mut().find(|x| x.name == name) {
+            Some(x) => x.value = value.to_vec(),
+            None => self.xattrs.push(Xattr {
+                name: name.to_vec(),
+                value: value.to_vec(),
+            }),
+        }
+    }
+
+    /// Looks up an entry by name (binary search; entries are sorted).
+    pub fn entry(&self, name: &[u8]) -> Option<&DirEntry> {
+        self.entries
+            .binary_search_by(|e| e.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+}
+
+/// Errors from building a tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeError {
+    /// Entries can only be added to directories.
+    #[error("not a directory")]
+    NotADirectory,
+    /// The name already exists in that directory.
+    #[error("duplicate name {}", String::from_utf8_lossy(.0))]
+    Duplicate(Vec<u8>),
+    /// The name is empty, `.`, `..`, too long, or holds `/` or NUL.
+    #[error("invalid name {:?}", String::from_utf8_lossy(.0))]
+    InvalidName(Vec<u8>),
+}
+
+/// Longest file name composefs accepts (`LCFS_MAX_NAME_LENGTH`).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// A whole filesystem tree: an arena of nodes, node 0 the root directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// A tree holding only this root node.
+    pub fn new(root: Node) -> Self {
+        Tree { nodes: vec![root] }
+    }
+
+    /// The root's id.
+    pub const fn root(&self) -> NodeId {
+        NodeId::ROOT
+    }
+
+    /// Number of nodes (inodes) in the tree.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: a tree has at least its root.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Adds a node, not yet named by any directory.
+    pub fn add_node(&mut self, node: Node) -> NodeId {
+        let id = NodeId(u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes"));
+        self.nodes.push(node);
+        id
+    }
+
+    /// The node with this id. Panics on an id from another tree.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.index()]
+    }
+
+    /// The node with this id, mutably. Panics on an id from another tree.
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id.index()]
+    }
+
+    /// All nodes with their ids, in arena order.
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &Node)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (NodeId(i as u32), n))
+    }
+
+    /// Checks a directory entry name.
+    pub fn check_name(name: &[u8]) -> Result<(), TreeError> {
+        if name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name.len() > MAX_NAME_LEN
+            || name.iter().any(|&b| b == b'/' || b == 0)
+        {
+            return Err(TreeError::InvalidName(name.to_vec()));
+        }
+        Ok(())
+    }
+
+    /// Adds `name` → `node` to directory `dir`, keeping entries sorted.
+    /// `hardlink` marks a second name for an already named node.
+    pub fn link(
+        &mut self,
+        dir: NodeId,
+        name: &[u8],
+        node: NodeId,
+        hardlink: bool,
+    ) -> Result<(), TreeError> {
+        Self::check_name(name)?;
+        let d = &mut self.nodes[dir.index()];
+        if d.file_type() != Some(FileType::Directory) {
+            return Err(TreeError::NotADirectory);
+        }
+        // Entries usually arrive in order: try the end first.
+        let pos = match d.entries.last() {
+            Some(last) if last.name.as_slice() < name => d.entries.len(),
+            None => 0,
+            _ => match d.entries.binary_search_by(|e| e.name.as_slice().cmp(name)) {
+                Ok(_) => return Err(TreeError::Duplicate(name.to_vec())),
+                Err(pos) => pos,
+            },
+        };
+        d.entries.insert(
+            pos,
+            DirEntry {
+                name: name.to_vec(),
+                node,
+                hardlink,
+            },
+        );
+        Ok(())
+    }
+
+    /// Finds the node at a `/`-separated path from the root (no `.`/`..` handling).
+    pub fn lookup_path(&self, path: &[u8]) -> Option<NodeId> {
+        let mut cur = self.root();
+        for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            cur = self.node(cur).entry(comp)?.node;
+        }
+        Some(cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> Node {
+        Node::new(Stat {
+            mode: mode::S_IFDIR | 0o755,
+            ..Stat::default()
+        })
+    }
+
+    #[test]
+    fn entries_stay_sorted_and_unique() {
+        let mut t = Tree::new(dir());
+        for name in [&b"b"[..], b"a", b"c", b"+", b"B"] {
+            let n = t.add_node(dir());
+            t.link(t.root(), name, n, false).unwrap();
+        }
+        let names: Vec<&[u8]> = t
+            .node(t.root())
+            .entries
+            .iter()
+            .map(|e| e.name.as_slice())
+            .collect();
+        assert_eq!(names, [&b"+"[..], b"B", b"a", b"b", b"c"]);
+        let n = t.add_node(dir());
+        assert_eq!(
+            t.link(t.root(), b"a", n, false),
+            Err(TreeError::Duplicate(b"a".to_vec()))
+        );
+        assert!(t.link(t.root(), b"..", n, false).is_err());
+        assert!(t.link(t.root(), b"x/y", n, false).is_err());
+        assert_eq!(t.lookup_path(b"/c"), Some(NodeId(3)));
+    }
+}

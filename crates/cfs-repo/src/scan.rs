@@ -1,0 +1,1 @@
+//! Directory scanning: a live tree into a [`cfs_format::Tree`].
