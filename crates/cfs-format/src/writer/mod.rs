@@ -1,4 +1,12 @@
 //! Writes a [`Tree`](crate::Tree) as a composefs EROFS image, byte for byte as C `mkcomposefs` does.
+//!
+//! Three passes: [`prepare`] (overlay xattrs, whiteouts, breadth-first
+//! numbering), [`layout`] (where each inode, xattr and block goes), [`emit`]
+//! (the bytes). The whole image is built in memory: it holds metadata only.
+
+mod emit;
+mod layout;
+mod prepare;
 
 use crate::Tree;
 
@@ -38,11 +46,9 @@ pub enum WriteError {
     },
 }
 
-/// Writes the tree as an image.
+/// Writes the tree as an image; returns its bytes and the format version chosen.
 pub fn write_image(tree: &Tree, options: &WriteOptions) -> Result<Vec<u8>, WriteError> {
-    let _ = (tree, options);
-    Err(WriteError::Invalid {
-        path: "/".into(),
-        reason: "image writing is not implemented yet".into(),
-    })
+    let prepared = prepare::prepare(tree, options.min_version, options.max_version)?;
+    let layout = layout::layout(&prepared);
+    Ok(emit::emit(&prepared, &layout))
 }
