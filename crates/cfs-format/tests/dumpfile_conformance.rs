@@ -83,13 +83,9 @@ fn first_difference(want: &[u8], got: &[u8]) -> Option<String> {
                 let show = |l: Option<&[u8]>| match l {
                     None => "<end of file>".to_string(),
                     Some(l) => {
-                        let s = String::from_utf8_lossy(l);
-                        if s.len() > 300 {
-                            format!(
-                                "{}... ({} bytes)",
-                                &s[..s.floor_char_boundary(300)],
-                                l.len()
-                            )
+                        let s = String::from_utf8_lossy(&l[..l.len().min(300)]);
+                        if l.len() > 300 {
+                            format!("{s}... ({} bytes)", l.len())
                         } else {
                             s.into_owned()
                         }
