@@ -1,2 +1,7 @@
 //! `cfs`: the command-line interface (also run as `mkcomposefs` and `composefs-info`).
-fn main() {}
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

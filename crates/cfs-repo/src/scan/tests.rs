@@ -1,0 +1,261 @@
+//! Scans of small temporary trees, checked field by field.
+
+use super::*;
+use cfs_format::fsverity::digest;
+use std::fs;
+use std::os::unix::fs::symlink;
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 7 + 3) % 251) as u8).collect()
+}
+
+/// A tree with every kind of entry the scanner handles.
+fn sample() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path();
+    for (name, len) in [
+        ("empty", 0),
+        ("one", 1),
+        ("sixty-four", 64),
+        ("sixty-five", 65),
+    ] {
+        fs::write(r.join(name), pattern(len)).unwrap();
+    }
+    fs::create_dir_all(r.join("a/b/c")).unwrap();
+    fs::write(r.join("a/b/c/big"), pattern(4096 * 3 + 17)).unwrap();
+    symlink("../one", r.join("a/link")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        r.join("a/fifo"),
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    fs::write(r.join("a/hl1"), pattern(100)).unwrap();
+    fs::hard_link(r.join("a/hl1"), r.join("a/b/hl2")).unwrap();
+    fs::hard_link(r.join("a/hl1"), r.join("zz-hl3")).unwrap();
+    tmp
+}
+
+fn node<'a>(tree: &'a Tree, path: &str) -> &'a Node {
+    tree.node(
+        tree.lookup_path(path.as_bytes())
+            .unwrap_or_else(|| panic!("{path} missing")),
+    )
+}
+
+#[test]
+fn regular_files_by_size() {
+    let tmp = sample();
+    let scan = scan(tmp.path(), &ScanOptions::default()).unwrap();
+    let t = &scan.tree;
+
+    let empty = node(t, "/empty");
+    assert_eq!(empty.stat.size, 0);
+    assert_eq!(
+        (&empty.content, &empty.payload, empty.digest),
+        (&None, &None, None)
+    );
+
+    for (name, len) in [("/one", 1), ("/sixty-four", 64)] {
+        let n = node(t, name);
+        assert_eq!(n.content.as_deref(), Some(&pattern(len)[..]), "{name}");
+        let d = digest(&pattern(len));
+        assert_eq!(n.digest, Some(d), "{name}");
+        assert_eq!(n.payload.as_deref(), Some(d.object_path().as_bytes()));
+    }
+    for (name, len) in [("/sixty-five", 65), ("/a/b/c/big", 4096 * 3 + 17)] {
+        let n = node(t, name);
+        assert_eq!(n.content, None, "{name}");
+        let d = digest(&pattern(len));
+        assert_eq!(n.digest, Some(d), "{name}");
+        assert_eq!(n.payload.as_deref(), Some(d.object_path().as_bytes()));
+        assert_eq!(n.stat.size, len as u64);
+        assert_eq!(n.stat.mode & 0o170000, 0o100000);
+    }
+    let mut external: Vec<_> = scan
+        .external
+        .iter()
+        .map(|(_, p)| p.strip_prefix(tmp.path()).unwrap().to_path_buf())
+        .collect();
+    external.sort();
+    let expect: Vec<PathBuf> = ["a/b/c/big", "a/b/hl2", "a/hl1", "sixty-five", "zz-hl3"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(external, expect);
+}
+
+#[test]
+fn symlink_fifo_dirs_and_mtime() {
+    let tmp = sample();
+    let t = scan(tmp.path(), &ScanOptions::default()).unwrap().tree;
+    let link = node(&t, "/a/link");
+    assert_eq!(link.payload.as_deref(), Some(&b"../one"[..]));
+    assert_eq!(link.stat.size, 6);
+    assert_eq!(link.file_type(), Some(FileType::Symlink));
+
+    let fifo = node(&t, "/a/fifo");
+    assert_eq!(fifo.file_type(), Some(FileType::Fifo));
+    assert_eq!(fifo.stat.mode & 0o7777, 0o640);
+
+    // Directory link counts: 2 + subdirectories.
+    assert_eq!(node(&t, "/").stat.nlink, 3);
+    assert_eq!(node(&t, "/a").stat.nlink, 3);
+    assert_eq!(node(&t, "/a/b/c").stat.nlink, 2);
+
+    let meta = fs::symlink_metadata(tmp.path().join("one")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let one = node(&t, "/one");
+    assert_eq!(one.stat.mtime.sec, meta.mtime());
+    assert_eq!(i64::from(one.stat.mtime.nsec), meta.mtime_nsec());
+    assert_eq!(one.stat.uid, meta.uid());
+
+    let epoch = scan(
+        tmp.path(),
+        &ScanOptions {
+            use_epoch: true,
+            ..ScanOptions::default()
+        },
+    )
+    .unwrap()
+    .tree;
+    assert!(epoch
+        .nodes()
+        .all(|(_, n)| n.stat.mtime == Timespec::default()));
+}
+
+#[test]
+fn hard_links_split_by_default_like_c() {
+    let tmp = sample();
+    let t = scan(tmp.path(), &ScanOptions::default()).unwrap().tree;
+    let ids: Vec<NodeId> = ["/a/hl1", "/a/b/hl2", "/zz-hl3"]
+        .iter()
+        .map(|p| t.lookup_path(p.as_bytes()).unwrap())
+        .collect();
+    assert!(ids[0] != ids[1] && ids[1] != ids[2]);
+    for id in ids {
+        assert_eq!(t.node(id).stat.nlink, 1);
+    }
+    assert!(t
+        .nodes()
+        .all(|(_, n)| n.entries.iter().all(|e| !e.hardlink)));
+}
+
+#[test]
+fn hard_links_detected_on_request() {
+    let tmp = sample();
+    let opts = ScanOptions {
+        hardlinks: true,
+        ..ScanOptions::default()
+    };
+    let scan = scan(tmp.path(), &opts).unwrap();
+    let t = &scan.tree;
+    // Breadth-first over sorted names: /zz-hl3 (depth 1) is met first.
+    let primary = t.lookup_path(b"/zz-hl3").unwrap();
+    assert_eq!(t.lookup_path(b"/a/hl1"), Some(primary));
+    assert_eq!(t.lookup_path(b"/a/b/hl2"), Some(primary));
+    assert_eq!(t.node(primary).stat.nlink, 3);
+    assert!(!t.node(NodeId::ROOT).entry(b"zz-hl3").unwrap().hardlink);
+    let a = t.node(t.lookup_path(b"/a").unwrap());
+    assert!(a.entry(b"hl1").unwrap().hardlink);
+    // One object to store, not three.
+    assert_eq!(
+        scan.external
+            .iter()
+            .filter(|(id, _)| *id == primary)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn xattr_modes() {
+    let tmp = sample();
+    let p = tmp.path().join("one");
+    if let Err(e) = rustix::fs::setxattr(&p, "user.test", b"v\0x", rustix::fs::XattrFlags::empty())
+    {
+        eprintln!("skipping: user xattrs not supported here: {e}");
+        return;
+    }
+    let root_is_root = rustix::process::geteuid().is_root();
+    if root_is_root {
+        rustix::fs::setxattr(&p, "trusted.test", b"t", rustix::fs::XattrFlags::empty()).unwrap();
+    }
+    let all = scan(tmp.path(), &ScanOptions::default()).unwrap().tree;
+    let n = node(&all, "/one");
+    assert_eq!(n.xattr(b"user.test"), Some(&b"v\0x"[..]));
+    if root_is_root {
+        assert_eq!(n.xattr(b"trusted.test"), Some(&b"t"[..]));
+    }
+
+    let user = scan(
+        tmp.path(),
+        &ScanOptions {
+            xattrs: XattrMode::UserOnly,
+            ..ScanOptions::default()
+        },
+    )
+    .unwrap()
+    .tree;
+    assert!(user
+        .nodes()
+        .all(|(_, n)| n.xattrs.iter().all(|x| x.name.starts_with(b"user."))));
+    assert_eq!(node(&user, "/one").xattr(b"user.test"), Some(&b"v\0x"[..]));
+
+    let none = scan(
+        tmp.path(),
+        &ScanOptions {
+            xattrs: XattrMode::None,
+            ..ScanOptions::default()
+        },
+    )
+    .unwrap()
+    .tree;
+    assert!(none.nodes().all(|(_, n)| n.xattrs.is_empty()));
+}
+
+#[test]
+fn devices_kept_or_skipped() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipping: creating device nodes needs root");
+        return;
+    }
+    let tmp = sample();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        tmp.path().join("null"),
+        rustix::fs::FileType::CharacterDevice,
+        Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    let t = scan(tmp.path(), &ScanOptions::default()).unwrap().tree;
+    let n = node(&t, "/null");
+    assert_eq!(n.file_type(), Some(FileType::CharDevice));
+    assert_eq!(n.stat.rdev, rustix::fs::makedev(1, 3));
+    let skipped = scan(
+        tmp.path(),
+        &ScanOptions {
+            skip_devices: true,
+            ..ScanOptions::default()
+        },
+    )
+    .unwrap()
+    .tree;
+    assert_eq!(skipped.lookup_path(b"/null"), None);
+}
+
+#[test]
+fn errors_name_the_path() {
+    let tmp = sample();
+    let err = scan(&tmp.path().join("one"), &ScanOptions::default()).unwrap_err();
+    assert!(matches!(err, ScanError::NotADirectory(_)), "{err}");
+    let err = scan(&tmp.path().join("missing"), &ScanOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("could not open") && msg.contains("missing"),
+        "{msg}"
+    );
+}

@@ -1,0 +1,108 @@
+//! Command-line entry: picks the personality from `argv[0]` (`mkcomposefs`,
+//! `composefs-info`, or `cfs` with subcommands), runs it, and turns errors into
+//! `PROG: message` on stderr and a non-zero exit. A closed stdout (broken pipe,
+//! as in `cfs dump x | head`) ends the program quietly.
+
+mod info;
+mod mkfs;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Build, inspect and (later) mount composefs images.
+#[derive(Parser, Debug)]
+#[command(name = "cfs", version, about)]
+struct Cfs {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build an image from a directory or a dumpfile (as `mkcomposefs`).
+    Mkfs(mkfs::MkfsArgs),
+    /// Print an image as a canonical dumpfile (as `composefs-info dump`).
+    Dump {
+        /// Images to dump, one after the other.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// List the paths in an image, with symlink targets and backing objects.
+    Ls {
+        /// Images to list.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// List the backing objects images refer to, sorted, each once.
+    Objects {
+        /// Images to read.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// List the backing objects not present in an object directory.
+    MissingObjects {
+        /// The object directory (`ab/cdef…` layout).
+        #[arg(long)]
+        basedir: PathBuf,
+        /// Images to read.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Print the fs-verity digest (sha256, 4 KiB blocks) of files: `DIGEST  PATH`.
+    Digest {
+        /// Files to measure.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Runs the program named by `argv[0]`.
+pub fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let prog = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("cfs")
+        .to_owned();
+    let result = match prog.as_str() {
+        "mkcomposefs" => mkfs::main_mkcomposefs(args),
+        "composefs-info" => info::main_composefs_info(args),
+        _ => run_cfs(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let name = match prog.as_str() {
+                "mkcomposefs" | "composefs-info" => prog.as_str(),
+                _ => "cfs",
+            };
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
+    let cli = Cfs::parse_from(args);
+    match cli.command {
+        Command::Mkfs(a) => mkfs::run(&a),
+        Command::Dump { images } => info::dump(&images),
+        Command::Ls { images } => info::ls(&images),
+        Command::Objects { images } => info::objects(&images, None),
+        Command::MissingObjects { basedir, images } => info::objects(&images, Some(&basedir)),
+        Command::Digest { files } => info::measure(&files, true),
+    }
+}
+
+/// True when the error comes from writing to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
