@@ -296,3 +296,119 @@ impl<T: Deref<Target = [u8]>> Image<T> {
         DirBlock::parse(dir.nid(), index, data)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory block: dirents for `names` (nameoffs given explicitly when
+    /// `offs` is `Some`), the names, then zero padding to `len`.
+    fn block(names: &[&[u8]], offs: Option<&[u16]>, len: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        let mut off = (names.len() * DIRENT_SIZE) as u16;
+        for (i, n) in names.iter().enumerate() {
+            b.extend_from_slice(&(100 + i as u64).to_le_bytes());
+            let o = offs.map_or(off, |o| o[i]);
+            b.extend_from_slice(&o.to_le_bytes());
+            b.extend_from_slice(&[crate::erofs::file_type::REG_FILE, 0]);
+            off += n.len() as u16;
+        }
+        for n in names {
+            b.extend_from_slice(n);
+        }
+        b.resize(len.max(b.len()), 0);
+        b
+    }
+
+    fn names(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let b = DirBlock::parse(Nid(7), 0, data).map_err(|e| e.to_string())?;
+        (0..b.count)
+            .map(|i| {
+                b.entry(i)
+                    .map(|(_, n)| n.to_vec())
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dirent_blocks() {
+        let long = [b'n'; 256];
+        type Case<'a> = (&'a str, Vec<u8>, Result<&'a [&'a [u8]], &'a str>);
+        let cases: &[Case<'_>] = &[
+            (
+                "padded",
+                block(&[b".", b"..", b"abc"], None, 4096),
+                Ok(&[b".", b"..", b"abc"]),
+            ),
+            (
+                "exact fit",
+                block(&[b".", b"xyz"], None, 0),
+                Ok(&[b".", b"xyz"]),
+            ),
+            (
+                "tail short",
+                block(&[b"a", b"bc"], None, 30),
+                Ok(&[b"a", b"bc"]),
+            ),
+            (
+                "nameoff 0",
+                block(&[b"a"], Some(&[0]), 64),
+                Err("first dirent nameoff 0"),
+            ),
+            (
+                "nameoff 13",
+                block(&[b"a"], Some(&[13]), 64),
+                Err("first dirent nameoff 13"),
+            ),
+            (
+                "nameoff past end",
+                block(&[b"a"], Some(&[24]), 24),
+                Err("first dirent nameoff 24"),
+            ),
+            (
+                "names go back",
+                block(&[b"ab", b"c"], Some(&[24, 20]), 64),
+                Err("name runs from 24 to 20"),
+            ),
+            (
+                "names cross",
+                block(&[b"ab", b"c", b"d"], Some(&[36, 39, 38]), 64),
+                Err("name runs"),
+            ),
+            (
+                "empty name",
+                block(&[b"a", b"b"], Some(&[24, 24]), 64),
+                Err("name length 0"),
+            ),
+            (
+                "empty last",
+                block(&[b"a", b""], None, 64),
+                Err("name length 0"),
+            ),
+            (
+                "too long",
+                block(&[&long[..]], None, 4096),
+                Err("name length 256"),
+            ),
+            ("block too short", vec![0; 6], Err("past the block end")),
+        ];
+        for (what, data, expect) in cases {
+            let got = names(data);
+            match expect {
+                Ok(want) => assert_eq!(
+                    got.as_deref(),
+                    Ok(&want.iter().map(|n| n.to_vec()).collect::<Vec<_>>()[..]),
+                    "{what}"
+                ),
+                Err(msg) => {
+                    let err = got.expect_err(what);
+                    assert!(
+                        err.contains(msg) && err.contains("inode 7"),
+                        "{what}: {err}"
+                    );
+                }
+            }
+        }
+    }
+}

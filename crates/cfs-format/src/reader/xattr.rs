@@ -266,3 +266,207 @@ impl<T: Deref<Target = [u8]>> Image<T> {
         parse_entry(nid, bytes, what).map(|(x, _)| x)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::erofs::{
+        ComposefsHeader, InodeCompact, Superblock, COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC,
+        FEATURE_COMPAT_XATTR_FILTER, SUPER_MAGIC, XATTR_FILTER_DEFAULT,
+    };
+    use zerocopy::IntoBytes;
+
+    /// An xattr entry: header, suffix, value, padding.
+    fn entry(index: u8, suffix: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut e = vec![suffix.len() as u8, index];
+        e.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        e.extend_from_slice(suffix);
+        e.extend_from_slice(value);
+        e.resize(e.len().next_multiple_of(4), 0);
+        e
+    }
+
+    /// The filter C composefs writes for these (index, suffix) names.
+    fn filter(names: &[(u8, &[u8])]) -> u32 {
+        let present = names.iter().fold(0u32, |f, (i, s)| {
+            f | 1 << (xxh32(s, XATTR_FILTER_SEED + u32::from(*i)) % XATTR_FILTER_BITS)
+        });
+        XATTR_FILTER_DEFAULT & !present
+    }
+
+    /// A composefs image whose root (nid 36, an empty inline directory) has
+    /// this xattr body; shared entries live at 4096.
+    fn image(
+        compat: u32,
+        filter: u32,
+        shared_ids: &[u32],
+        inline: &[u8],
+        shared: &[u8],
+    ) -> Vec<u8> {
+        let mut img = vec![0u8; 8192];
+        let mut h = ComposefsHeader::default();
+        h.magic.set(COMPOSEFS_MAGIC);
+        h.version.set(COMPOSEFS_HEADER_VERSION);
+        img[..32].copy_from_slice(h.as_bytes());
+        let mut sb = Superblock::default();
+        sb.magic.set(SUPER_MAGIC);
+        sb.feature_compat.set(compat);
+        sb.blkszbits = 12;
+        sb.root_nid.set(36);
+        sb.xattr_blkaddr.set(1);
+        img[1024..1152].copy_from_slice(sb.as_bytes());
+        let mut body = filter.to_le_bytes().to_vec();
+        body.push(shared_ids.len() as u8);
+        body.extend_from_slice(&[0; 7]);
+        for id in shared_ids {
+            body.extend_from_slice(&id.to_le_bytes());
+        }
+        body.extend_from_slice(inline);
+        let dirents = [
+            &36u64.to_le_bytes()[..],
+            &24u16.to_le_bytes(),
+            &[2, 0],
+            &36u64.to_le_bytes(),
+            &25u16.to_le_bytes(),
+            &[2, 0],
+            b"...",
+        ]
+        .concat();
+        let mut ino = InodeCompact::default();
+        ino.i_format.set(2 << 1);
+        ino.i_xattr_icount.set(((body.len() - 12) / 4 + 1) as u16);
+        ino.i_mode.set(0o40755);
+        ino.i_nlink.set(2);
+        ino.i_size.set(dirents.len() as u32);
+        let mut at = 1152;
+        for part in [ino.as_bytes(), &body, &dirents] {
+            img[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        img[4096..4096 + shared.len()].copy_from_slice(shared);
+        img
+    }
+
+    /// Name, value, and whether shared, of every xattr of the root.
+    type Listed = Vec<(Vec<u8>, Vec<u8>, bool)>;
+
+    fn all(img: &Image<Vec<u8>>) -> Result<Listed, ReadError> {
+        img.xattrs(img.root_nid())?
+            .map(|x| x.map(|x| (x.name(), x.value().to_vec(), x.is_shared())))
+            .collect()
+    }
+
+    #[test]
+    fn inline_then_shared_with_full_names() {
+        let inline = [entry(1, b"foo", b"bar"), entry(4, b"x", b"12345")].concat();
+        let shared = [entry(6, b"selinux", b"label"), entry(2, b"", b"acl")].concat();
+        let img = Image::open(image(0, 0, &[4, 0], &inline, &shared)).unwrap();
+        let got = all(&img).unwrap();
+        let want = [
+            (&b"user.foo"[..], &b"bar"[..], false),
+            (b"trusted.x", b"12345", false),
+            (b"system.posix_acl_access", b"acl", true),
+            (b"security.selinux", b"label", true),
+        ];
+        assert_eq!(got, want.map(|(n, v, s)| (n.to_vec(), v.to_vec(), s)));
+        let root = img.root_nid();
+        for (n, v, _) in want {
+            assert_eq!(img.get_xattr(root, n).unwrap(), Some(v));
+        }
+        assert_eq!(img.get_xattr(root, b"user.fo").unwrap(), None);
+        assert_eq!(img.get_xattr(root, b"user.fooo").unwrap(), None);
+        // The directory still reads: the xattr body is skipped correctly.
+        let names: Vec<_> = img
+            .readdir(root, 0)
+            .unwrap()
+            .map(|e| e.unwrap().name)
+            .collect();
+        assert_eq!(names, [&b"."[..], b".."]);
+    }
+
+    #[test]
+    fn name_filter_is_a_fast_negative() {
+        let inline = [entry(1, b"foo", b"bar"), entry(1, b"hidden", b"h")].concat();
+        // The filter claims only user.foo is present.
+        let f = filter(&[(1, b"foo")]);
+        let hidden_bit = xxh32(b"hidden", XATTR_FILTER_SEED + 1) % XATTR_FILTER_BITS;
+        let foo_bit = xxh32(b"foo", XATTR_FILTER_SEED + 1) % XATTR_FILTER_BITS;
+        assert_ne!(hidden_bit, foo_bit);
+        let with = Image::open(image(FEATURE_COMPAT_XATTR_FILTER, f, &[], &inline, &[])).unwrap();
+        let without = Image::open(image(0, f, &[], &inline, &[])).unwrap();
+        let root = with.root_nid();
+        assert_eq!(
+            with.get_xattr(root, b"user.foo").unwrap(),
+            Some(&b"bar"[..])
+        );
+        assert_eq!(with.get_xattr(root, b"user.hidden").unwrap(), None);
+        assert_eq!(all(&with).unwrap().len(), 2);
+        assert_eq!(
+            without.get_xattr(root, b"user.hidden").unwrap(),
+            Some(&b"h"[..])
+        );
+    }
+
+    #[test]
+    fn corrupt_xattr_bodies() {
+        let ok = entry(1, b"a", b"b");
+        let mut long_value = entry(1, b"a", b"b");
+        long_value[2] = 200;
+        // What, inline entries, shared ids, shared area, expected error.
+        type Case<'a> = (&'a str, Vec<u8>, &'a [u32], &'a [u8], &'a str);
+        let cases: &[Case<'_>] = &[
+            (
+                "unknown index",
+                entry(9, b"a", b"b"),
+                &[],
+                &[],
+                "unknown e_name_index 9",
+            ),
+            (
+                "long prefix",
+                entry(0x80, b"a", b"b"),
+                &[],
+                &[],
+                "unknown e_name_index 128",
+            ),
+            (
+                "value too long",
+                long_value,
+                &[],
+                &[],
+                "run past the xattr area",
+            ),
+            ("cut header", vec![5, 1, 0, 0], &[], &[], "run past"),
+            (
+                "shared past end",
+                ok.clone(),
+                &[u32::MAX],
+                &[],
+                "shared xattr 4294967295",
+            ),
+            (
+                "shared index",
+                ok.clone(),
+                &[0],
+                &entry(77, b"z", b""),
+                "unknown e_name_index 77",
+            ),
+        ];
+        for (what, inline, ids, shared, msg) in cases {
+            let img = Image::open(image(0, 0, ids, inline, shared)).unwrap();
+            let err = all(&img).expect_err(what).to_string();
+            assert!(
+                err.contains(msg) && err.contains("inode 36"),
+                "{what}: {err}"
+            );
+        }
+        // h_shared_count larger than the body.
+        let mut img = image(0, 0, &[], &ok, &[]);
+        img[1152 + 32 + 4] = 200;
+        let img = Image::open(img).unwrap();
+        assert!(all(&img)
+            .unwrap_err()
+            .to_string()
+            .contains("h_shared_count 200"));
+    }
+}
