@@ -137,11 +137,11 @@ impl<'a> DirBlock<'a> {
 
     fn entry_ref(&self, i: usize) -> Result<DirEntryRef<'a>, ReadError> {
         let (de, name) = self.entry(i)?;
-        let offset = self.index * BLOCK_SIZE + i as u64 * DIRENT;
+        let offset = self.index.saturating_mul(BLOCK_SIZE) + i as u64 * DIRENT;
         let next_offset = if i + 1 < self.count {
             offset + DIRENT
         } else {
-            (self.index + 1) * BLOCK_SIZE
+            (self.index + 1).saturating_mul(BLOCK_SIZE)
         };
         Ok(DirEntryRef {
             nid: Nid(de.nid.get()),
