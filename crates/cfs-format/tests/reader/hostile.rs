@@ -1,0 +1,220 @@
+//! Hostile images: thousands of deterministic mutations of real images, each
+//! opened and walked through every read; errors are fine, panics and hangs are bugs.
+
+use super::common::*;
+use cfs_format::reader::Image;
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+/// xorshift64*: a tiny deterministic PRNG.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Offsets worth mutating: the superblock, every inode, xattr body, inline
+/// data and directory block of the clean image.
+fn hot_offsets<T: Deref<Target = [u8]>>(img: &Image<T>) -> Vec<usize> {
+    let base = img.bytes().as_ptr() as usize;
+    let mut hot = vec![
+        0,
+        1024,
+        1024 + 8,
+        1024 + 12,
+        1024 + 14,
+        1024 + 40,
+        1024 + 44,
+    ];
+    let mut stack = vec![img.root_nid()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(nid) = stack.pop() {
+        if !seen.insert(nid) {
+            continue;
+        }
+        let ino = img.inode(nid).unwrap();
+        hot.extend(
+            [ino.offset(), ino.xattr_body_offset(), ino.inline_offset()].map(|o| o as usize),
+        );
+        if ino.is_dir() {
+            let mut block = 0;
+            while block < ino.size() {
+                hot.push(img.read(nid, block, 1).unwrap().as_ptr() as usize - base);
+                block += 4096;
+            }
+            for e in img.readdir(nid, 0).unwrap() {
+                let e = e.unwrap();
+                if !e.is_dot_or_dotdot() {
+                    stack.push(e.nid);
+                }
+            }
+        } else if ino.size() > 0 {
+            hot.push(img.read(nid, 0, 1).unwrap().as_ptr() as usize - base);
+        }
+    }
+    hot
+}
+
+fn mutate(rng: &mut Rng, clean: &[u8], hot: &[usize]) -> (Vec<u8>, String) {
+    let mut b = clean.to_vec();
+    let near = |rng: &mut Rng| {
+        let h = hot[rng.below(hot.len())];
+        (h + rng.below(80)).saturating_sub(8).min(clean.len() - 1)
+    };
+    let kind = rng.below(6);
+    let what = match kind {
+        0 => {
+            let len = if rng.below(2) == 0 {
+                near(rng)
+            } else {
+                rng.below(clean.len())
+            };
+            b.truncate(len);
+            format!("truncate to {len}")
+        }
+        1 => {
+            let mut at = Vec::new();
+            for _ in 0..1 + rng.below(8) {
+                let pos = near(rng);
+                b[pos] ^= 1 << rng.below(8);
+                at.push(pos);
+            }
+            format!("flip bits at {at:?}")
+        }
+        2 | 3 => {
+            let pos = near(rng);
+            let len = (1 + rng.below(64)).min(b.len() - pos);
+            let random = kind == 3;
+            for x in &mut b[pos..pos + len] {
+                *x = if random { rng.next() as u8 } else { 0 };
+            }
+            format!(
+                "{} {len} bytes at {pos}",
+                if random { "randomize" } else { "zero" }
+            )
+        }
+        4 => {
+            let pos = near(rng).min(b.len().saturating_sub(8));
+            let v: u64 = match rng.below(5) {
+                0 => u64::MAX,
+                1 => 0,
+                2 => u64::from(u32::MAX),
+                3 => rng.below(70_000) as u64,
+                _ => 0xFFFF,
+            };
+            let width = [1, 2, 4, 8][rng.below(4)].min(b.len() - pos);
+            b[pos..pos + width].copy_from_slice(&v.to_le_bytes()[..width]);
+            format!("write {v:#x} as {width} bytes at {pos}")
+        }
+        _ => {
+            let pos = rng.below(b.len());
+            b[pos] = rng.next() as u8;
+            format!("random byte at {pos}")
+        }
+    };
+    (b, what)
+}
+
+/// Reads everything reachable through the API, bounded; errors are fine.
+fn walk_all<T: Deref<Target = [u8]>>(img: &Image<T>) -> bool {
+    let tree_ok = img.to_tree().is_ok();
+    let mut stack = vec![img.root_nid()];
+    let mut seen = std::collections::HashSet::new();
+    let mut budget = 20_000usize;
+    let mut buf = vec![0u8; 16384];
+    while let Some(nid) = stack.pop() {
+        if !seen.insert(nid) || budget == 0 {
+            continue;
+        }
+        budget -= 1;
+        let Ok(ino) = img.inode(nid) else { continue };
+        let _ = img.read_into(nid, 0, &mut buf);
+        let _ = img.read(nid, 4096, 100_000);
+        let _ = img.symlink_target(nid);
+        let _ = img.redirect(nid);
+        let _ = img.digest(nid);
+        let _ = img.get_xattr(nid, b"user.foo");
+        if let Ok(x) = img.xattrs(nid) {
+            for x in x.take(1000).flatten() {
+                let _ = img.get_xattr(nid, &x.name());
+            }
+        }
+        if let Ok(rd) = img.readdir(nid, 0) {
+            for e in rd.take(2000) {
+                let Ok(e) = e else { break };
+                budget = budget.saturating_sub(1);
+                let _ = img.lookup(nid, e.name);
+                let _ = img.readdir(nid, e.next_offset).map(|mut r| r.next());
+                if !e.is_dot_or_dotdot() {
+                    stack.push(e.nid);
+                }
+            }
+        }
+        let _ = ino.stat();
+    }
+    tree_ok
+}
+
+#[test]
+fn hostile_mutations_never_panic_or_hang() {
+    let tmp = TempDir::new("hostile");
+    let (small, big) = (tmp.0.join("small"), tmp.0.join("big"));
+    build_source(&small, false);
+    build_source(&big, true);
+    let mut images = Vec::new();
+    for (src, args) in [
+        (&small, &[][..]),
+        (&small, &["-x1", "-Eforce-inode-extended"]),
+        (&small, &["-Enoinline_data"]),
+        (&big, &["--chunksize=4096", "-Enoinline_data"]),
+    ] {
+        let Some(bytes) = mkfs(src, args) else {
+            return;
+        };
+        images.push(with_composefs_header(bytes, 1));
+    }
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let start = Instant::now();
+    // Refused at open, walked with to_tree failing, walked with to_tree succeeding.
+    let mut outcomes = [0usize; 3];
+    for (i, clean) in images.iter().enumerate() {
+        let img = Image::open(&clean[..]).unwrap();
+        if let Err(e) = img.to_tree() {
+            panic!("image {i}: clean image does not read back: {e}");
+        }
+        let hot = hot_offsets(&img);
+        for round in 0..1500 {
+            let (bytes, what) = mutate(&mut rng, clean, &hot);
+            let t = Instant::now();
+            let result = std::panic::catch_unwind(|| match Image::open(&bytes[..]) {
+                Ok(img) => 1 + usize::from(walk_all(&img)),
+                Err(_) => 0,
+            });
+            let outcome =
+                result.unwrap_or_else(|_| panic!("image {i} mutation {round} ({what}) panicked"));
+            outcomes[outcome] += 1;
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "image {i} mutation {round} ({what}) took {:?}",
+                t.elapsed()
+            );
+        }
+    }
+    eprintln!(
+        "{} mutations: {} refused at open, {} walked with to_tree failing, {} with it succeeding, in {:?}",
+        outcomes.iter().sum::<usize>(),
+        outcomes[0],
+        outcomes[1],
+        outcomes[2],
+        start.elapsed()
+    );
+}
