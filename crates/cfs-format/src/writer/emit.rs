@@ -1,7 +1,7 @@
 //! Last pass of the writer: the bytes, in the order and positions [`layout`](super::layout) decided.
 
 use super::layout::{xattr_index, Layout};
-use super::prepare::{chunk_bits, chunk_count, Inode, Prepared, MAX_NONINLINE_CHUNKS};
+use super::prepare::{chunk_bits, chunk_count, Entry, Inode, Prepared, MAX_NONINLINE_CHUNKS};
 use crate::erofs::{
     self, file_type, ComposefsHeader, DataLayout, Dirent, InodeCompact, InodeExtended, Superblock,
     XattrBodyHeader, XattrEntry, BLOCK_SIZE,
@@ -59,15 +59,17 @@ fn name_filter(xattrs: &[Xattr]) -> u32 {
     let mut bits = 0u32;
     for x in xattrs {
         let (index, suffix) = xattr_index(&x.name);
-        let bit = erofs::xxh32(suffix, erofs::XATTR_FILTER_SEED.wrapping_add(u32::from(index)))
-            & (erofs::XATTR_FILTER_BITS - 1);
+        let bit = erofs::xxh32(
+            suffix,
+            erofs::XATTR_FILTER_SEED.wrapping_add(u32::from(index)),
+        ) & (erofs::XATTR_FILTER_BITS - 1);
         bits |= 1 << bit;
     }
     erofs::XATTR_FILTER_DEFAULT & !bits
 }
 
 /// Writes directory entries `entries` as one chunk (a block or the tail).
-fn put_dirents(out: &mut Out, p: &Prepared, l: &Layout, entries: &[(Vec<u8>, usize)], align: u64) {
+fn put_dirents(out: &mut Out, p: &Prepared, l: &Layout, entries: &[Entry], align: u64) {
     let mut nameoff = (entries.len() * erofs::DIRENT_SIZE) as u16;
     for (name, target) in entries {
         let d = Dirent {
@@ -86,7 +88,7 @@ fn put_dirents(out: &mut Out, p: &Prepared, l: &Layout, entries: &[(Vec<u8>, usi
 }
 
 /// Splits a directory's entries into full blocks and the tail, as laid out.
-fn dir_chunks(entries: &[(Vec<u8>, usize)], n_blocks: u64) -> (Vec<&[(Vec<u8>, usize)]>, &[(Vec<u8>, usize)]) {
+fn dir_chunks(entries: &[Entry], n_blocks: u64) -> (Vec<&[Entry]>, &[Entry]) {
     let mut blocks = Vec::new();
     let mut first = 0;
     let mut block = 0u64;
@@ -116,7 +118,12 @@ pub(super) fn emit(p: &Prepared, l: &Layout) -> Vec<u8> {
     let header = ComposefsHeader {
         magic: erofs::COMPOSEFS_MAGIC.into(),
         version: erofs::COMPOSEFS_HEADER_VERSION.into(),
-        flags: if p.has_acl { erofs::COMPOSEFS_FLAG_HAS_ACL } else { 0 }.into(),
+        flags: if p.has_acl {
+            erofs::COMPOSEFS_FLAG_HAS_ACL
+        } else {
+            0
+        }
+        .into(),
         composefs_version: p.version.into(),
         unused: Default::default(),
     };
@@ -132,7 +139,8 @@ pub(super) fn emit(p: &Prepared, l: &Layout) -> Vec<u8> {
         build_time: (p.build_time.sec as u64).into(),
         build_time_nsec: p.build_time.nsec.into(),
         blocks: ((data_start / BLOCK_SIZE + l.n_data_blocks) as u32).into(),
-        meta_blkaddr: (((erofs::SUPER_OFFSET + erofs::SUPERBLOCK_SIZE as u64) / BLOCK_SIZE) as u32).into(),
+        meta_blkaddr: (((erofs::SUPER_OFFSET + erofs::SUPERBLOCK_SIZE as u64) / BLOCK_SIZE) as u32)
+            .into(),
         xattr_blkaddr: ((l.inodes_end / BLOCK_SIZE) as u32).into(),
         ..Superblock::default()
     };
@@ -205,7 +213,7 @@ fn put_inode(out: &mut Out, p: &Prepared, l: &Layout, i: usize, ino: &Inode, nex
         FileType::Regular => {
             if ino.stat.size > 0 && ino.content.is_none() {
                 layout = DataLayout::ChunkBased;
-                chunk_format = Some((chunk_bits(ino.stat.size) - erofs::BLOCK_BITS) as u32);
+                chunk_format = Some(chunk_bits(ino.stat.size) - erofs::BLOCK_BITS);
             }
             ino.stat.size
         }
@@ -227,7 +235,8 @@ fn put_inode(out: &mut Out, p: &Prepared, l: &Layout, i: usize, ino: &Inode, nex
         }
         _ => {}
     }
-    let format = layout.raw() << erofs::I_DATALAYOUT_BIT | u16::from(!il.compact) << erofs::I_VERSION_BIT;
+    let format =
+        layout.raw() << erofs::I_DATALAYOUT_BIT | u16::from(!il.compact) << erofs::I_VERSION_BIT;
     let st = &ino.stat;
     if il.compact {
         let c = InodeCompact {
@@ -288,7 +297,9 @@ fn put_inode(out: &mut Out, p: &Prepared, l: &Layout, i: usize, ino: &Inode, nex
                 put_dirents(out, p, l, tail, 1);
             }
         }
-        FileType::Symlink if il.n_blocks == 0 => out.put(ino.symlink.as_deref().unwrap_or_default()),
+        FileType::Symlink if il.n_blocks == 0 => {
+            out.put(ino.symlink.as_deref().unwrap_or_default())
+        }
         FileType::Regular if il.tail_size > 0 => match &ino.content {
             Some(c) => out.put(&c[c.len() - il.tail_size as usize..]),
             None => {
