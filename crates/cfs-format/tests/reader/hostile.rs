@@ -187,7 +187,8 @@ fn conformance_images() -> Vec<Vec<u8>> {
         "dump-example",
         "honggfuzz-long-symlink.dump",
         "bigfile-xattr.dump",
-        "config.dump.gz",
+        "honggfuzz-bigfile-with-acl.dump",
+        "longlink.dump",
     ] {
         let raw = std::fs::read(dir.join(name)).expect("conformance asset");
         let text = if name.ends_with(".gz") {
@@ -207,7 +208,7 @@ fn conformance_images() -> Vec<Vec<u8>> {
 
 #[test]
 fn hostile_mutations_of_conformance_images_never_panic_or_hang() {
-    run_mutations(conformance_images(), 300);
+    run_mutations(conformance_images(), 1000);
 }
 
 #[test]
