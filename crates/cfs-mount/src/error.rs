@@ -16,7 +16,7 @@ pub enum MountError {
     #[error("invalid mount options: {0}")]
     Config(String),
     /// A file system operation failed.
-    #[error("could not {op} {}: {source}", .path.display())]
+    #[error("could not {op} {}", .path.display())]
     Io {
         /// What was being done.
         op: &'static str,
@@ -47,11 +47,12 @@ pub enum MountError {
         how: &'static str,
     },
     /// An object directory is missing.
-    #[error("object directory {} is missing or not a directory{}", .path.display(), .source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    #[error("object directory {} is missing or not a directory", .path.display())]
     MissingBasedir {
         /// The directory.
         path: PathBuf,
         /// The error from looking it up, if any.
+        #[source]
         source: Option<io::Error>,
     },
     /// `verity=require`, and the object store can't provide it.
@@ -64,7 +65,7 @@ pub enum MountError {
         why: String,
     },
     /// The erofs mount of the image failed.
-    #[error("could not mount {} as erofs: {source}", .path.display())]
+    #[error("could not mount {} as erofs (a corrupt image, or a feature this kernel lacks: dmesg has the kernel's reason)", .path.display())]
     Erofs {
         /// The image.
         path: PathBuf,
@@ -73,7 +74,7 @@ pub enum MountError {
         source: KernelError,
     },
     /// The overlay mount failed.
-    #[error("could not mount the overlay for {}: {source}", .path.display())]
+    #[error("could not mount the overlay for {}", .path.display())]
     Overlay {
         /// The image.
         path: PathBuf,
@@ -82,7 +83,7 @@ pub enum MountError {
         source: KernelError,
     },
     /// The finished mount could not be attached at the mount point.
-    #[error("could not attach the mount at {}: {source}", .path.display())]
+    #[error("could not attach the mount at {}", .path.display())]
     Attach {
         /// The mount point.
         path: PathBuf,
@@ -106,7 +107,7 @@ pub enum UnmountError {
     #[error("{} is busy (files open on it); --lazy detaches it now and unmounts once they close", .0.display())]
     Busy(PathBuf),
     /// Any other failure.
-    #[error("could not unmount {}: {source}", .path.display())]
+    #[error("could not unmount {}", .path.display())]
     Io {
         /// The mount point.
         path: PathBuf,
