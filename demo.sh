@@ -1,7 +1,7 @@
 #!/bin/bash
 # cfs demo: build an image from a directory and from a dumpfile, print its
-# digest, dump it, and (as root) mount it with erofs + overlayfs and read a
-# file through it. Everything happens in a temporary directory, cleaned up on exit.
+# digest, dump it, and (as root) mount it with `cfs mount` (erofs + overlayfs),
+# read files through it and `cfs unmount` it. Everything happens in a temporary directory, cleaned up on exit.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,7 +12,7 @@ work=$(mktemp -d)
 mounts=()
 cleanup() {
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
-        umount "${mounts[i]}" 2>/dev/null || umount -l "${mounts[i]}" || true
+        "$cfs" unmount "${mounts[i]}" 2>/dev/null || "$cfs" unmount --lazy "${mounts[i]}" || true
     done
     rm -rf "$work"
 }
@@ -58,15 +58,16 @@ if [ "$(id -u)" != 0 ]; then
     exit 0
 fi
 
-step "mount: erofs image + overlayfs with a data-only lower layer"
-mkdir "$work/erofs" "$work/mnt"
-mount -t erofs -o ro "$work/dir.cfs" "$work/erofs"
-mounts+=("$work/erofs")
-mount -t overlay overlay \
-    -o "ro,metacopy=on,redirect_dir=on,lowerdir=$work/erofs::$work/objects" "$work/mnt"
+step "cfs mount: erofs from the image file + overlayfs over objects/ (data-only layer)"
+mkdir "$work/mnt"
+"$cfs" mount "$work/dir.cfs" "$work/mnt" --basedir "$work/objects"
 mounts+=("$work/mnt")
+grep " $work/mnt " /proc/self/mountinfo
 ls -l "$work/mnt" "$work/mnt/etc"
 step "cat etc/motd (inline) and the head of usr/share/doc/README (from objects/)"
 cat "$work/mnt/etc/motd"
 head -3 "$work/mnt/usr/share/doc/README"
-step "done; unmounting"
+step "cfs unmount"
+"$cfs" unmount "$work/mnt"
+mounts=()
+if grep -q " $work/" /proc/self/mountinfo; then echo "still mounted!"; exit 1; else echo "nothing left mounted"; fi

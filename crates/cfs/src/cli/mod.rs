@@ -1,10 +1,11 @@
 //! Command-line entry: picks the personality from `argv[0]` (`mkcomposefs`,
-//! `composefs-info`, or `cfs` with subcommands), runs it, and turns errors into
+//! `composefs-info`, `mount.composefs`, or `cfs` with subcommands), runs it, and turns errors into
 //! `PROG: message` on stderr and a non-zero exit. A closed stdout (broken pipe,
 //! as in `cfs dump x | head`) ends the program quietly.
 
 mod info;
 mod mkfs;
+mod mount;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -12,7 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Build, inspect and (later) mount composefs images.
+/// Build, inspect and mount composefs images.
 #[derive(Parser, Debug)]
 #[command(name = "cfs", version, about)]
 struct Cfs {
@@ -57,6 +58,10 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Mount an image (kernel erofs + overlayfs; needs root).
+    Mount(mount::MountArgs),
+    /// Unmount a composefs mount (any mode).
+    Unmount(mount::UnmountArgs),
 }
 
 /// Runs the program named by `argv[0]`.
@@ -71,6 +76,7 @@ pub fn main() -> ExitCode {
     let result = match prog.as_str() {
         "mkcomposefs" => mkfs::main_mkcomposefs(args),
         "composefs-info" => info::main_composefs_info(args),
+        "mount.composefs" => mount::main_mount_composefs(args),
         _ => run_cfs(args),
     };
     match result {
@@ -78,7 +84,7 @@ pub fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let name = match prog.as_str() {
-                "mkcomposefs" | "composefs-info" => prog.as_str(),
+                "mkcomposefs" | "composefs-info" | "mount.composefs" => prog.as_str(),
                 _ => "cfs",
             };
             eprintln!("{name}: {e:#}");
@@ -96,6 +102,8 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Objects { images } => info::objects(&images, None),
         Command::MissingObjects { basedir, images } => info::objects(&images, Some(&basedir)),
         Command::Digest { files } => info::measure(&files, true),
+        Command::Mount(a) => mount::mount(a),
+        Command::Unmount(a) => mount::unmount(&a),
     }
 }
 

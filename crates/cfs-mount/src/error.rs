@@ -1,0 +1,118 @@
+//! Why a mount failed: one enum for the mount operation, each variant naming
+//! the file and what was wrong, so the CLI can print it as is.
+
+use crate::syscalls::KernelError;
+use crate::MountMode;
+use cfs_format::Digest;
+use std::io;
+use std::path::PathBuf;
+
+/// Why a composefs mount failed. Nothing is left mounted or attached when
+/// one of these is returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountError {
+    /// The options can't describe a mount.
+    #[error("invalid mount options: {0}")]
+    Config(String),
+    /// A file system operation failed.
+    #[error("could not {op} {}", .path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The image file is not a composefs image the kernel could mount.
+    #[error("{} is not a usable composefs image: {what}", .path.display())]
+    BadImage {
+        /// The image.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The image's fs-verity digest is not the one asked for (`digest=`).
+    #[error("{} has fs-verity digest {found}, not the expected {expected} ({how})", .path.display())]
+    DigestMismatch {
+        /// The image.
+        path: PathBuf,
+        /// The digest asked for.
+        expected: Digest,
+        /// The image's digest.
+        found: Digest,
+        /// Who measured it: the kernel, or userspace where the kernel can't.
+        how: &'static str,
+    },
+    /// An object directory is missing.
+    #[error("object directory {} is missing or not a directory", .path.display())]
+    MissingBasedir {
+        /// The directory.
+        path: PathBuf,
+        /// The error from looking it up, if any.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// `verity=require`, and the object store can't provide it.
+    #[error("verity=require: the object store {} lacks fs-verity ({why}); \
+             mount with verity off (--verity=off or --verity=try) to skip content checks", .store.display())]
+    NoVerity {
+        /// The object directory probed.
+        store: PathBuf,
+        /// What the probe found.
+        why: String,
+    },
+    /// The erofs mount of the image failed.
+    #[error("could not mount {} as erofs (a corrupt image, or a feature this kernel lacks: dmesg has the kernel's reason)", .path.display())]
+    Erofs {
+        /// The image.
+        path: PathBuf,
+        /// The failed step.
+        #[source]
+        source: KernelError,
+    },
+    /// The overlay mount failed.
+    #[error("could not mount the overlay for {}", .path.display())]
+    Overlay {
+        /// The image.
+        path: PathBuf,
+        /// The failed step.
+        #[source]
+        source: KernelError,
+    },
+    /// The finished mount could not be attached at the mount point.
+    #[error("could not attach the mount at {}", .path.display())]
+    Attach {
+        /// The mount point.
+        path: PathBuf,
+        /// The failed step.
+        #[source]
+        source: KernelError,
+    },
+    /// A mount mode that is declared but not built yet.
+    #[error("the {0:?} mount mode is not implemented yet")]
+    ModeNotImplemented(MountMode),
+}
+
+/// Why `unmount` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnmountError {
+    /// Nothing is mounted there.
+    #[error("{} is not a mount point", .0.display())]
+    NotMounted(PathBuf),
+    /// Files are open on the mount.
+    #[error("{} is busy (files open on it); --lazy detaches it now and unmounts once they close", .0.display())]
+    Busy(PathBuf),
+    /// Any other failure.
+    #[error("could not unmount {}", .path.display())]
+    Io {
+        /// The mount point.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,263 @@
+//! The thin syscall layer: filesystem contexts (`fsopen`/`fsconfig`/`fsmount`,
+//! see fsopen(2)), `move_mount(2)`, loop devices (loop(4)) and
+//! `FS_IOC_MEASURE_VERITY` (fsverity(7)). Nothing here decides anything; the
+//! callers in `kernel.rs` do, from what `options.rs` builds.
+//!
+//! The three ioctls rustix doesn't wrap are the only `unsafe` in the crate.
+
+use crate::options::Param;
+use cfs_format::Digest;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{Mode, OFlags, CWD};
+use rustix::io::Errno;
+use rustix::mount::{self as m, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// A failed step of building a mount, with what the kernel logged about it.
+#[derive(Debug)]
+pub struct KernelError {
+    /// The errno.
+    pub errno: Errno,
+    /// The step (`fsconfig erofs source=…`, `fsmount overlay`, …).
+    pub step: String,
+    /// Messages the filesystem context logged (`e erofs: …`), oldest first.
+    pub log: Vec<String>,
+}
+
+impl std::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.step, std::io::Error::from(self.errno))?;
+        for line in &self.log {
+            write!(f, " [kernel: {line}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// A filesystem context being configured (`fsopen`), closed on drop.
+pub struct FsContext {
+    fd: OwnedFd,
+    fstype: &'static str,
+}
+
+impl FsContext {
+    /// `fsopen(fstype, FSOPEN_CLOEXEC)`.
+    pub fn open(fstype: &'static str) -> Result<FsContext, KernelError> {
+        let fd = m::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).map_err(|errno| KernelError {
+            errno,
+            step: format!("fsopen {fstype}"),
+            log: Vec::new(),
+        })?;
+        Ok(FsContext { fd, fstype })
+    }
+
+    /// Reads (and so clears) the messages the kernel logged on this context.
+    fn drain_log(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = rustix::io::read(&self.fd, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+        }
+        out
+    }
+
+    fn fail(&self, errno: Errno, step: String) -> KernelError {
+        KernelError {
+            errno,
+            step: format!("{} {}", step, self.fstype),
+            log: self.drain_log(),
+        }
+    }
+
+    /// One `fsconfig` call.
+    pub fn set(&self, p: &Param) -> Result<(), KernelError> {
+        match p {
+            Param::Flag(k) => m::fsconfig_set_flag(&self.fd, *k)
+                .map_err(|e| self.fail(e, format!("fsconfig {k} on"))),
+            Param::Str(k, v) => m::fsconfig_set_string(&self.fd, *k, v.as_os_str())
+                .map_err(|e| self.fail(e, format!("fsconfig {k}={} on", v.to_string_lossy()))),
+        }
+    }
+
+    /// `FSCONFIG_CMD_CREATE` then `fsmount`: a detached mount, held by the fd.
+    pub fn create_and_mount(&self, attrs: MountAttrFlags) -> Result<OwnedFd, KernelError> {
+        m::fsconfig_create(&self.fd).map_err(|e| self.fail(e, "create".into()))?;
+        m::fsmount(&self.fd, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+            .map_err(|e| self.fail(e, "fsmount".into()))
+    }
+}
+
+/// The path through which a process reaches what `fd` refers to, also for a
+/// detached mount: `/proc/self/fd/N`.
+pub fn fd_path(fd: BorrowedFd<'_>) -> OsString {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_raw_fd()).into()
+}
+
+/// Attaches the detached mount `mnt` at `target` (`move_mount(2)`).
+pub fn attach(mnt: BorrowedFd<'_>, target: &Path) -> Result<(), KernelError> {
+    m::move_mount(
+        mnt,
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|errno| KernelError {
+        errno,
+        step: format!("move_mount to {}", target.display()),
+        log: Vec::new(),
+    })
+}
+
+/// A loop device bound to an image, read-only with autoclear: it goes away
+/// when its last user (this fd, then the erofs superblock) lets go.
+pub struct LoopDevice {
+    /// The open device; dropping it before a mount uses it frees the device.
+    pub fd: OwnedFd,
+    /// `/dev/loopN`.
+    pub path: PathBuf,
+}
+
+/// `ioctl(LOOP_CTL_GET_FREE)`: returns the number, which rustix's `NoArg` drops.
+struct GetFreeLoop;
+
+// SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number as
+// the ioctl's result; as_ptr's null is never read, and the output is that int.
+#[allow(unsafe_code)]
+unsafe impl rustix::ioctl::Ioctl for GetFreeLoop {
+    type Output = rustix::ioctl::IoctlOutput;
+    const IS_MUTATING: bool = false;
+    fn opcode(&self) -> rustix::ioctl::Opcode {
+        linux_raw_sys::loop_device::LOOP_CTL_GET_FREE as _
+    }
+    fn as_ptr(&mut self) -> *mut core::ffi::c_void {
+        core::ptr::null_mut()
+    }
+    unsafe fn output_from_ptr(
+        out: rustix::ioctl::IoctlOutput,
+        _: *mut core::ffi::c_void,
+    ) -> rustix::io::Result<Self::Output> {
+        Ok(out)
+    }
+}
+
+/// Binds `image` (an open file) to a free loop device, read-only, direct I/O
+/// off, 4 KiB blocks (the composefs block size), autoclear.
+#[allow(unsafe_code)]
+pub fn loop_attach(image: BorrowedFd<'_>, name: &Path) -> Result<LoopDevice, KernelError> {
+    use linux_raw_sys::loop_device as ld;
+    use std::os::fd::AsRawFd;
+    let err = |errno, step: &str| KernelError {
+        errno,
+        step: step.to_string(),
+        log: Vec::new(),
+    };
+    let ctl = rustix::fs::open(
+        "/dev/loop-control",
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err(e, "open /dev/loop-control"))?;
+    // SAFETY: GetFreeLoop matches LOOP_CTL_GET_FREE's contract (see its impl),
+    // and ctl is an open loop-control device.
+    let n = unsafe { rustix::ioctl::ioctl(&ctl, GetFreeLoop) }
+        .map_err(|e| err(e, "ioctl LOOP_CTL_GET_FREE"))?;
+    let path = PathBuf::from(format!("/dev/loop{n}"));
+    let fd = rustix::fs::open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| err(e, &format!("open {}", path.display())))?;
+    let mut info = ld::loop_info64 {
+        lo_device: 0,
+        lo_inode: 0,
+        lo_rdevice: 0,
+        lo_offset: 0,
+        lo_sizelimit: 0,
+        lo_number: 0,
+        lo_encrypt_type: 0,
+        lo_encrypt_key_size: 0,
+        lo_flags: ld::LO_FLAGS_READ_ONLY as u32 | ld::LO_FLAGS_AUTOCLEAR as u32,
+        lo_file_name: [0; 64],
+        lo_crypt_name: [0; 64],
+        lo_encrypt_key: [0; 32],
+        lo_init: [0; 2],
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_os_str().as_bytes();
+    let len = bytes.len().min(info.lo_file_name.len() - 1);
+    info.lo_file_name[..len].copy_from_slice(&bytes[..len]);
+    let config = ld::loop_config {
+        fd: image.as_raw_fd() as u32,
+        block_size: 4096,
+        info,
+        __reserved: [0; 8],
+    };
+    // SAFETY: LOOP_CONFIGURE reads one `struct loop_config` (linux-raw-sys's
+    // binding of the uapi struct) and writes nothing back; Setter passes a
+    // pointer to `config`, which outlives the call, and fd is a loop device.
+    unsafe {
+        let op = rustix::ioctl::Setter::<{ ld::LOOP_CONFIGURE as rustix::ioctl::Opcode }, _>::new(
+            config,
+        );
+        rustix::ioctl::ioctl(&fd, op)
+    }
+    .map_err(|e| err(e, &format!("ioctl LOOP_CONFIGURE {}", path.display())))?;
+    Ok(LoopDevice { fd, path })
+}
+
+/// `struct fsverity_digest` with room for a sha512 digest.
+#[repr(C)]
+struct FsverityDigest {
+    alg: u16,
+    size: u16,
+    digest: [u8; 64],
+}
+
+/// What `FS_IOC_MEASURE_VERITY` said about a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measured {
+    /// fs-verity is on: the file's sha256 digest.
+    Sha256(Digest),
+    /// fs-verity is on with another algorithm.
+    OtherAlgorithm,
+    /// The filesystem supports fs-verity, this file doesn't have it (ENODATA).
+    NotEnabled,
+    /// The kernel or filesystem has no fs-verity (ENOTTY, EOPNOTSUPP).
+    Unsupported,
+}
+
+/// Asks the kernel for a file's fs-verity digest.
+#[allow(unsafe_code)]
+pub fn measure_verity(file: BorrowedFd<'_>) -> rustix::io::Result<Measured> {
+    let mut d = FsverityDigest {
+        alg: 0,
+        size: 64,
+        digest: [0; 64],
+    };
+    // SAFETY: FS_IOC_MEASURE_VERITY reads `size` and writes alg, size and at
+    // most `size` (64) digest bytes into the struct: all inside `d`, which is
+    // repr(C) like the uapi struct and lives across the call.
+    let r = unsafe {
+        let op = rustix::ioctl::Updater::<
+            { linux_raw_sys::ioctl::FS_IOC_MEASURE_VERITY as rustix::ioctl::Opcode },
+            _,
+        >::new(&mut d);
+        rustix::ioctl::ioctl(file.as_fd(), op)
+    };
+    match r {
+        Ok(()) if d.alg == 1 && d.size == 32 => {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(&d.digest[..32]);
+            Ok(Measured::Sha256(Digest(out)))
+        }
+        Ok(()) => Ok(Measured::OtherAlgorithm),
+        Err(Errno::NODATA) => Ok(Measured::NotEnabled),
+        Err(Errno::NOTTY | Errno::OPNOTSUPP) => Ok(Measured::Unsupported),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,173 @@
+//! `cfs mount`, `cfs unmount`, and `mount.composefs` (the helper `mount -t
+//! composefs` runs, with C `mount.composefs`'s `-o` options).
+
+use anyhow::{bail, Context};
+use cfs_mount::options::parse_composefs_options;
+use cfs_mount::{ErofsBacking, MountConfig, MountMode, Upper, Verity};
+use clap::{Args, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// `--verity` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerityArg {
+    /// No content checks (C `noverity`).
+    Off,
+    /// Check contents where the object store has fs-verity (C `tryverity`).
+    Try,
+    /// Refuse to mount without fs-verity on the object store (C `verity`).
+    Require,
+}
+
+/// Options of `cfs mount`.
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// An image file, or with --repo an image name (a ref or a 64-hex image id).
+    image: String,
+    /// Where to mount it.
+    mountpoint: PathBuf,
+    /// Repository holding the image (`REPO/images/refs/NAME`, objects in `REPO/objects`).
+    #[arg(long, value_name = "REPO")]
+    repo: Option<PathBuf>,
+    /// Object directory (repeatable; default `REPO/objects` with --repo).
+    #[arg(long, value_name = "DIR")]
+    basedir: Vec<PathBuf>,
+    /// Content checking against the image's digests.
+    #[arg(long, value_enum, default_value = "try")]
+    verity: VerityArg,
+    /// The image's expected fs-verity digest (64 hex).
+    #[arg(long, value_name = "HEX")]
+    digest: Option<cfs_format::Digest>,
+    /// Directory receiving changes (with --workdir and --read-write).
+    #[arg(long, value_name = "DIR", requires = "workdir")]
+    upperdir: Option<PathBuf>,
+    /// overlayfs work directory, on the upper dir's filesystem.
+    #[arg(long, value_name = "DIR", requires = "upperdir")]
+    workdir: Option<PathBuf>,
+    /// Mount writable (needs --upperdir and --workdir).
+    #[arg(long, requires = "upperdir")]
+    read_write: bool,
+    /// Attach the image through a loop device even where erofs can mount files.
+    #[arg(long, hide = true)]
+    loop_device: bool,
+}
+
+/// Options of `cfs unmount`.
+#[derive(Args, Debug)]
+pub struct UnmountArgs {
+    /// The mount point.
+    mountpoint: PathBuf,
+    /// Detach a busy mount now; it goes away once its open files close.
+    #[arg(long)]
+    lazy: bool,
+}
+
+/// `cfs mount`.
+pub fn mount(a: MountArgs) -> anyhow::Result<()> {
+    let (image, mut basedirs) = match &a.repo {
+        Some(repo) => {
+            let found = cfs_mount::repo::resolve(repo, &a.image)?;
+            (found.image, vec![found.objects])
+        }
+        None => (PathBuf::from(&a.image), Vec::new()),
+    };
+    if !a.basedir.is_empty() {
+        basedirs = a.basedir.clone();
+    }
+    if basedirs.is_empty() {
+        bail!("no object directory: give --basedir DIR, or --repo REPO to mount an image by name");
+    }
+    let cfg = MountConfig {
+        image,
+        basedirs,
+        upper: a
+            .upperdir
+            .zip(a.workdir)
+            .map(|(upperdir, workdir)| Upper { upperdir, workdir }),
+        read_only: !a.read_write,
+        verity: match a.verity {
+            VerityArg::Off => Verity::Off,
+            VerityArg::Try => Verity::Try,
+            VerityArg::Require => Verity::Require,
+        },
+        expected_digest: a.digest,
+        backing: if a.loop_device {
+            ErofsBacking::Loop
+        } else {
+            ErofsBacking::Auto
+        },
+    };
+    cfs_mount::mount(&cfg, &a.mountpoint, MountMode::Kernel)?;
+    Ok(())
+}
+
+/// `cfs unmount`.
+pub fn unmount(a: &UnmountArgs) -> anyhow::Result<()> {
+    cfs_mount::unmount(&a.mountpoint, a.lazy)?;
+    Ok(())
+}
+
+/// `mount.composefs IMAGE MOUNTPOINT [-o OPTS] [-t composefs] [-s -f -n -v]`,
+/// as `mount(8)` calls a helper.
+pub fn main_mount_composefs(argv: Vec<OsString>) -> anyhow::Result<()> {
+    let mut positional = Vec::new();
+    let mut opts = String::new();
+    let mut fake = false;
+    let mut verbose = false;
+    let mut args = argv.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("-o") => {
+                let o = args.next().context("-o needs an argument")?;
+                let o = o
+                    .into_string()
+                    .map_err(|o| anyhow::anyhow!("options are not UTF-8: {o:?}"))?;
+                if !opts.is_empty() {
+                    opts.push(',');
+                }
+                opts.push_str(&o);
+            }
+            Some("-t") => {
+                let t = args.next().context("-t needs an argument")?;
+                if t != "composefs" {
+                    bail!("Unsupported fs type '{}'", t.to_string_lossy());
+                }
+            }
+            Some("-N") => bail!("-N (mount namespace) is not supported"),
+            Some("-h" | "--help") => {
+                println!(
+                    "usage: mount.composefs IMAGE MOUNTPOINT [-o basedir=DIR[:DIR..],digest=HEX,\
+                     verity|tryverity|noverity,upperdir=DIR,workdir=DIR,ro|rw]"
+                );
+                return Ok(());
+            }
+            Some(flags) if flags.starts_with('-') && flags.len() > 1 => {
+                for c in flags[1..].chars() {
+                    match c {
+                        's' | 'n' => {} // sloppy, no mtab: nothing to do
+                        'f' => fake = true,
+                        'v' => verbose = true,
+                        c => bail!("unknown flag -{c}"),
+                    }
+                }
+            }
+            _ => positional.push(arg),
+        }
+    }
+    let [image, mountpoint]: [OsString; 2] =
+        positional.try_into().map_err(|p: Vec<OsString>| {
+            anyhow::anyhow!("expected IMAGE and MOUNTPOINT, got {} arguments", p.len())
+        })?;
+    let cfg = parse_composefs_options(&opts)
+        .and_then(|o| o.into_config(image.into()))
+        .map_err(anyhow::Error::msg)?;
+    if verbose {
+        eprintln!("mount.composefs: {cfg:?}");
+    }
+    if fake {
+        return Ok(());
+    }
+    cfs_mount::mount(&cfg, mountpoint.as_ref(), MountMode::Kernel)
+        .with_context(|| format!("Failed to mount composefs {}", cfg.image.display()))?;
+    Ok(())
+}
