@@ -324,6 +324,20 @@ pub struct Dirent {
     pub reserved: u8,
 }
 
+/// An 8-byte chunk index entry, used when `i_u` has [`CHUNK_FORMAT_INDEXES`]
+/// (`struct erofs_inode_chunk_index`). Without that flag a chunk-based inode
+/// instead has a plain `__le32` block address per chunk.
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct ChunkIndex {
+    /// High bits of the start block (newer kernels) or allocation advice; zero here.
+    pub startblk_hi: U16,
+    /// Extra device holding the chunk; 0 is the image itself.
+    pub device_id: U16,
+    /// Start block of the chunk, or [`NULL_ADDR`] for a hole.
+    pub blkaddr: U32,
+}
+
 /// Size of a composefs header in bytes.
 pub const COMPOSEFS_HEADER_SIZE: usize = size_of::<ComposefsHeader>();
 /// Size of a superblock in bytes.
@@ -338,6 +352,8 @@ pub const XATTR_BODY_HEADER_SIZE: usize = size_of::<XattrBodyHeader>();
 pub const XATTR_ENTRY_SIZE: usize = size_of::<XattrEntry>();
 /// Size of a dirent.
 pub const DIRENT_SIZE: usize = size_of::<Dirent>();
+/// Size of a chunk index entry.
+pub const CHUNK_INDEX_SIZE: usize = size_of::<ChunkIndex>();
 
 /// xxh32 as the kernel's `lib/xxhash.c` computes it; EROFS hashes xattr name
 /// suffixes with it for the name filter.
@@ -409,6 +425,7 @@ mod tests {
         assert_eq!(XATTR_BODY_HEADER_SIZE, 12);
         assert_eq!(XATTR_ENTRY_SIZE, 4);
         assert_eq!(DIRENT_SIZE, 12);
+        assert_eq!(CHUNK_INDEX_SIZE, 8);
     }
 
     #[test]

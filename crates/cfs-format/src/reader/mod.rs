@@ -1,10 +1,35 @@
-//! A zero-copy reader over composefs EROFS image bytes.
+//! A zero-copy reader over composefs (and plain) EROFS image bytes.
 //!
-//! [`Image::open`] checks the headers only; every later access is bounds-checked
-//! and returns an error naming the inode and field on bad data, never panics.
+//! [`Image::open`] checks the headers only, in O(1) whatever the image size;
+//! every later access is bounds-checked with checked arithmetic and returns an
+//! error naming the inode and field on bad data, never panics. Reads hand out
+//! `&[u8]` slices borrowed from the image so that a FUSE server can answer
+//! straight from an mmap without copying or allocating.
+//!
+//! The reader is split by concept:
+//! - [`image`](Image): opening, the superblock, bounds-checked slicing;
+//! - [`inode`](Inode): inodes by nid, compact and extended, and their data layout;
+//! - [`dir`](DirEntryRef): directory iteration, resumable `readdir`, binary-search `lookup`;
+//! - [`xattr`](XattrRef): shared and inline xattrs, the name filter, `get_xattr`;
+//! - `data`: file content, symlink targets, the overlay redirect and digest;
+//! - `tree`: [`Image::to_tree`], the whole image as C composefs reads it back.
+//!
+//! Layout rules follow the kernel's `fs/erofs` (`erofs_fs.h`, `inode.c`,
+//! `data.c`, `dir.c`, `namei.c`, `xattr.c`); where the kernel refuses an image
+//! (inline data crossing a block, a name longer than 255 bytes, ...) so do we.
 
-use crate::Tree;
-use std::ops::Deref;
+mod data;
+mod dir;
+mod image;
+mod inode;
+mod tree;
+mod xattr;
+
+pub use dir::{DirEntryRef, ReadDir};
+pub use image::{Image, OpenOptions};
+pub use inode::{Inode, Nid};
+pub use tree::TreeLimits;
+pub use xattr::{XattrRef, Xattrs};
 
 /// Why an image (or part of one) can't be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,35 +43,30 @@ pub enum ReadError {
         /// What was wrong.
         what: String,
     },
+    /// A directory operation on an inode that is not a directory.
+    #[error("inode {nid} is not a directory")]
+    NotADirectory {
+        /// The inode.
+        nid: u64,
+    },
+    /// A symlink operation on an inode that is not a symlink.
+    #[error("inode {nid} is not a symlink")]
+    NotASymlink {
+        /// The inode.
+        nid: u64,
+    },
+    /// [`Image::to_tree`] stopped at one of its [`TreeLimits`].
+    #[error("image exceeds a reading limit: {what}")]
+    Limit {
+        /// Which limit, and its value.
+        what: String,
+    },
 }
 
-/// An opened image over bytes held by `T` (a `Vec<u8>` in tests, an mmap in production).
-pub struct Image<T: Deref<Target = [u8]>> {
-    data: T,
-}
-
-impl<T: Deref<Target = [u8]>> Image<T> {
-    /// Checks the composefs header and superblock; reads nothing else.
-    pub fn open(data: T) -> Result<Self, ReadError> {
-        let _ = &data;
-        Err(ReadError::Corrupt {
-            nid: None,
-            what: "image reading is not implemented yet".into(),
-        })
-    }
-
-    /// The image bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.data
-    }
-
-    /// Reads the whole image back into a tree, as `composefs-info dump` sees it:
-    /// overlay xattrs turned back into payload/digest, escaped names unescaped,
-    /// whiteouts restored, the root's 00..ff whiteout stubs dropped.
-    pub fn to_tree(&self) -> Result<Tree, ReadError> {
-        Err(ReadError::Corrupt {
-            nid: None,
-            what: "image reading is not implemented yet".into(),
-        })
+/// A [`ReadError::Corrupt`] for inode `nid` (if any) naming `what` was wrong.
+pub(crate) fn corrupt(nid: Option<Nid>, what: impl Into<String>) -> ReadError {
+    ReadError::Corrupt {
+        nid: nid.map(|n| n.0),
+        what: what.into(),
     }
 }

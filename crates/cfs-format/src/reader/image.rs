@@ -1,0 +1,249 @@
+//! Opening an image: the composefs header and the EROFS superblock, checked
+//! once in O(1), plus the bounds-checked slicing every other read goes through.
+//!
+//! A composefs image starts with a 32-byte `lcfs_erofs_header_s` at offset 0;
+//! a plain EROFS image (from `mkfs.erofs`) has zeros there. Both carry the
+//! superblock at byte 1024. Nothing past the superblock and the root inode is
+//! looked at when opening, so opening costs the same for any image size.
+
+use super::{corrupt, Nid, ReadError};
+use crate::erofs::{
+    ComposefsHeader, Superblock, BLOCK_BITS, BLOCK_SIZE, COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC,
+    FEATURE_COMPAT_XATTR_FILTER, SUPER_MAGIC, SUPER_OFFSET,
+};
+use crate::tree::Timespec;
+use std::ops::Deref;
+use zerocopy::FromBytes;
+
+/// How strictly [`Image::open_with`] checks the header at offset 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    allow_plain_erofs: bool,
+}
+
+impl OpenOptions {
+    /// The strict defaults of [`Image::open`]: a composefs header is required.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also accept a plain EROFS image without a composefs header (as
+    /// `mkfs.erofs` writes). A composefs header, when present, is still checked.
+    pub fn allow_plain_erofs(mut self, yes: bool) -> Self {
+        self.allow_plain_erofs = yes;
+        self
+    }
+}
+
+/// An opened image over bytes held by `T` (a `Vec<u8>` in tests, an mmap in production).
+///
+/// Cheap to share between threads when `T` is: every read takes `&self`.
+pub struct Image<T: Deref<Target = [u8]>> {
+    data: T,
+    /// The composefs header's `composefs_version` and `flags`, `None` for plain EROFS.
+    composefs: Option<(u32, u32)>,
+    /// Byte offset of nid 0: `meta_blkaddr * 4096`.
+    pub(super) meta_offset: u64,
+    /// Byte offset of shared xattr id 0: `xattr_blkaddr * 4096`.
+    pub(super) xattr_offset: u64,
+    root: Nid,
+    build_time: Timespec,
+    /// The superblock has `EROFS_FEATURE_COMPAT_XATTR_FILTER` and no long prefixes.
+    pub(super) xattr_filter: bool,
+}
+
+impl<T: Deref<Target = [u8]>> Image<T> {
+    /// Checks the composefs header and superblock; reads nothing else.
+    ///
+    /// The header must carry the composefs magic and version 1; a plain EROFS
+    /// image is refused (see [`Image::open_erofs`]).
+    pub fn open(data: T) -> Result<Self, ReadError> {
+        Self::open_with(data, OpenOptions::default())
+    }
+
+    /// Like [`Image::open`], but also accepts a plain EROFS image with no
+    /// composefs header, such as `mkfs.erofs` writes.
+    pub fn open_erofs(data: T) -> Result<Self, ReadError> {
+        Self::open_with(data, OpenOptions::new().allow_plain_erofs(true))
+    }
+
+    /// Opens with explicit [`OpenOptions`].
+    pub fn open_with(data: T, options: OpenOptions) -> Result<Self, ReadError> {
+        let bytes: &[u8] = &data;
+        let (header, _) = ComposefsHeader::read_from_prefix(bytes)
+            .map_err(|_| corrupt(None, "image shorter than the composefs header"))?;
+        let composefs = if header.magic.get() == COMPOSEFS_MAGIC {
+            if header.version.get() != COMPOSEFS_HEADER_VERSION {
+                return Err(corrupt(
+                    None,
+                    format!(
+                        "composefs header version {} (expected {COMPOSEFS_HEADER_VERSION})",
+                        header.version.get()
+                    ),
+                ));
+            }
+            // C composefs writes versions 0 and 1 (2 is being designed); the
+            // layout rules this reader checks do not depend on it.
+            Some((header.composefs_version.get(), header.flags.get()))
+        } else if options.allow_plain_erofs {
+            None
+        } else {
+            return Err(corrupt(
+                None,
+                format!(
+                    "composefs header magic {:#010x} (expected {COMPOSEFS_MAGIC:#010x})",
+                    header.magic.get()
+                ),
+            ));
+        };
+
+        let sb_bytes = bytes
+            .get(SUPER_OFFSET as usize..)
+            .ok_or_else(|| corrupt(None, "image shorter than the superblock"))?;
+        let (sb, _) = Superblock::read_from_prefix(sb_bytes)
+            .map_err(|_| corrupt(None, "image shorter than the superblock"))?;
+        if sb.magic.get() != SUPER_MAGIC {
+            return Err(corrupt(
+                None,
+                format!(
+                    "superblock magic {:#010x} (expected {SUPER_MAGIC:#010x})",
+                    sb.magic.get()
+                ),
+            ));
+        }
+        if u32::from(sb.blkszbits) != BLOCK_BITS {
+            return Err(corrupt(
+                None,
+                format!(
+                    "superblock blkszbits {} (only 12 is supported)",
+                    sb.blkszbits
+                ),
+            ));
+        }
+        if sb.dirblkbits != 0 {
+            return Err(corrupt(
+                None,
+                format!(
+                    "superblock dirblkbits {} (only 0 is supported)",
+                    sb.dirblkbits
+                ),
+            ));
+        }
+        let len = bytes.len() as u64;
+        let meta_offset = u64::from(sb.meta_blkaddr.get()) * BLOCK_SIZE;
+        if meta_offset >= len {
+            return Err(corrupt(
+                None,
+                format!(
+                    "superblock meta_blkaddr {} is past the end of the image",
+                    sb.meta_blkaddr.get()
+                ),
+            ));
+        }
+        // An image with no shared xattrs may point xattr_blkaddr just past its
+        // last inode, which can be the end of the image.
+        let xattr_offset = u64::from(sb.xattr_blkaddr.get()) * BLOCK_SIZE;
+        if xattr_offset > len {
+            return Err(corrupt(
+                None,
+                format!(
+                    "superblock xattr_blkaddr {} is past the end of the image",
+                    sb.xattr_blkaddr.get()
+                ),
+            ));
+        }
+        let image = Image {
+            composefs,
+            meta_offset,
+            xattr_offset,
+            root: Nid(u64::from(sb.root_nid.get())),
+            build_time: Timespec {
+                sec: sb.build_time.get() as i64,
+                nsec: sb.build_time_nsec.get(),
+            },
+            xattr_filter: sb.feature_compat.get() & FEATURE_COMPAT_XATTR_FILTER != 0
+                && sb.xattr_prefix_count == 0,
+            data,
+        };
+        // The root inode must be there and be a directory: one O(1) read.
+        let root = image.inode(image.root)?;
+        if !root.is_dir() {
+            return Err(corrupt(
+                Some(image.root),
+                format!("root inode i_mode {:#o} is not a directory", root.mode()),
+            ));
+        }
+        Ok(image)
+    }
+
+    /// The image bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The nid of the root directory (superblock `root_nid`).
+    pub fn root_nid(&self) -> Nid {
+        self.root
+    }
+
+    /// The composefs format version from the header, `None` for a plain EROFS image.
+    pub fn composefs_version(&self) -> Option<u32> {
+        self.composefs.map(|(v, _)| v)
+    }
+
+    /// The composefs header flags (`COMPOSEFS_FLAG_*`), `None` for a plain EROFS image.
+    pub fn composefs_flags(&self) -> Option<u32> {
+        self.composefs.map(|(_, f)| f)
+    }
+
+    /// The superblock build time: the mtime of every compact inode.
+    pub fn build_time(&self) -> Timespec {
+        self.build_time
+    }
+
+    /// `len` bytes at `offset`, or an error naming `what` was being read.
+    pub(super) fn slice(
+        &self,
+        nid: Option<Nid>,
+        offset: u64,
+        len: u64,
+        what: &str,
+    ) -> Result<&[u8], ReadError> {
+        let bytes = self.bytes();
+        let out_of_bounds = || {
+            corrupt(
+                nid,
+                format!(
+                    "{what}: {len} bytes at offset {offset} are outside the image ({} bytes)",
+                    bytes.len()
+                ),
+            )
+        };
+        let end = offset.checked_add(len).ok_or_else(out_of_bounds)?;
+        let start = usize::try_from(offset).map_err(|_| out_of_bounds())?;
+        let end = usize::try_from(end).map_err(|_| out_of_bounds())?;
+        bytes.get(start..end).ok_or_else(out_of_bounds)
+    }
+
+    /// A `U` read from `offset`, or an error naming `what` was being read.
+    pub(super) fn read_at<U: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
+        &self,
+        nid: Option<Nid>,
+        offset: u64,
+        what: &str,
+    ) -> Result<U, ReadError> {
+        let bytes = self.slice(nid, offset, size_of::<U>() as u64, what)?;
+        U::read_from_bytes(bytes).map_err(|_| corrupt(nid, format!("{what}: short read")))
+    }
+}
+
+impl<T: Deref<Target = [u8]>> std::fmt::Debug for Image<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("len", &self.bytes().len())
+            .field("composefs_version", &self.composefs_version())
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
