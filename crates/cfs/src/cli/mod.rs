@@ -6,6 +6,7 @@
 mod info;
 mod mkfs;
 mod output;
+mod repo;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -16,6 +17,9 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "cfs", version, about)]
 struct Cfs {
+    /// The repository (default: /var/lib/cfs for root, else $XDG_DATA_HOME/cfs or ~/.local/share/cfs).
+    #[arg(long, global = true, env = "CFS_REPO", value_name = "PATH")]
+    repo: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +61,8 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    #[command(flatten)]
+    Repo(repo::RepoCommand),
 }
 
 /// Runs the program named by `argv[0]`.
@@ -96,6 +102,7 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Objects { images } => info::objects(&images, None),
         Command::MissingObjects { basedir, images } => info::objects(&images, Some(&basedir)),
         Command::Digest { files } => info::measure(&files, true),
+        Command::Repo(c) => repo::run(cli.repo.as_deref(), c),
     }
 }
 
