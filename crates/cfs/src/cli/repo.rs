@@ -135,11 +135,8 @@ pub fn run(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
 
 fn create_image(repo: Option<&Path>, a: &CreateArgs) -> anyhow::Result<()> {
     let path = repo_path(repo)?;
-    let r = if path.exists() {
-        Repository::open(&path)?
-    } else {
-        Repository::init(&path)?
-    };
+    // The first import creates the repository; init opens an existing one.
+    let r = Repository::init(&path)?;
     let mut options = CreateOptions::default();
     options.scan.use_epoch = a.use_epoch;
     options.scan.skip_devices = a.skip_devices;
