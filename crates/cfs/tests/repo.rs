@@ -264,7 +264,7 @@ fn walk_count(p: &Path) -> usize {
 fn sigkill_at_random_points_leaves_no_corrupt_object() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    generate(&src, 1500, 60_000, 2);
+    generate(&src, 1000, 40_000, 2);
     let want = expected_id(&src);
     let repo = tmp.path().join("repo");
     ok(cfs(&repo, &[&"init"]));
@@ -276,6 +276,10 @@ fn sigkill_at_random_points_leaves_no_corrupt_object() {
     ok(cfs(&probe, &[&"create-image", &src, &"x"]));
     let full = t.elapsed().as_millis().max(20) as u64;
     for i in 0..10 {
+        // Start each run from nothing stored, so every kill lands mid-import:
+        // drop the name (if a run completed) and collect what the last run left.
+        let _ = cfs(&repo, &[&"rm", &"img"]);
+        ok(cfs(&repo, &[&"gc"]));
         let mut child = Command::new(CFS)
             .arg("--repo")
             .arg(&repo)
@@ -290,8 +294,10 @@ fn sigkill_at_random_points_leaves_no_corrupt_object() {
             .unwrap();
         let delay = rng.below(full);
         std::thread::sleep(Duration::from_millis(delay));
+        let finished = child.try_wait().unwrap().is_some();
         let _ = child.kill();
         let _ = child.wait();
+        eprintln!("kill {i} after {delay} of {full} ms (already finished: {finished})");
         let (_, report) = fsck_json(&repo);
         assert!(
             report.contains("\"corrupt\":[]") && report.contains("\"missing\":[]"),

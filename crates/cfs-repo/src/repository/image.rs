@@ -3,7 +3,7 @@
 //! image names.
 //!
 //! `create_image` order, which is what makes a kill at any point harmless:
-//! objects (each complete before it has a name), `syncfs`, then the image
+//! objects (each complete before it has a name), their directories synced, then the image
 //! object, then `images/ID`, then the ref. Whatever is named is complete;
 //! what a killed run leaves without a name is removed by `gc`.
 
@@ -79,9 +79,9 @@ impl Repository {
         let stats = import::store_contents(&mut scanned, &self.objects, progress)?;
         let image = writer::write_image(&scanned.tree, &options.write)?;
         // Every object name durable before anything names it.
-        rustix::fs::syncfs(self.objects.dir())
-            .map_err(RepoError::io("sync", self.objects.path()))?;
+        self.objects.sync()?;
         let stored = self.objects.insert_bytes(&image)?;
+        self.objects.sync()?;
         self.link_image_id(&stored.digest)?;
         self.set_ref(name, &stored.digest)?;
         Ok(CreateReport {

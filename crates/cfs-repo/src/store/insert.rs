@@ -228,10 +228,12 @@ impl ObjectStore {
         rustix::fs::fchmod(&tmp, Mode::from_raw_mode(0o644))
             .map_err(StoreError::io("chmod", &dest))?;
         let fd = self.maybe_enable_verity(tmp)?;
-        match rustix::fs::mkdirat(self.dir.as_fd(), &rel[..2], Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(StoreError::io("create", &self.path().join(&rel[..2]))(e)),
-        }
+        let new_dir =
+            match rustix::fs::mkdirat(self.dir.as_fd(), &rel[..2], Mode::from_raw_mode(0o755)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
+                Err(e) => return Err(StoreError::io("create", &self.path().join(&rel[..2]))(e)),
+            };
         let linked = match temp {
             Temp::Anonymous => {
                 let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
@@ -262,10 +264,13 @@ impl ObjectStore {
             ),
         };
         match linked {
-            Ok(()) => Ok(Inserted {
-                new: true,
-                ..existing
-            }),
+            Ok(()) => {
+                self.mark_dirty(&digest, new_dir);
+                Ok(Inserted {
+                    new: true,
+                    ..existing
+                })
+            }
             Err(Errno::EXIST) => Ok(existing),
             Err(e) => Err(StoreError::io("link", &dest)(e)),
         }

@@ -24,7 +24,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// Why an object store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,10 @@ pub struct ObjectStore {
     dir: OwnedFd,
     /// [`VeritySupport`] as learnt from the first insert (0 = not yet known).
     verity: AtomicU8,
+    /// `XX/` directories that gained a name since the last [`sync`](Self::sync).
+    dirty: [AtomicBool; 256],
+    /// The store directory itself gained an `XX/` directory.
+    dirty_top: AtomicBool,
 }
 
 impl ObjectStore {
@@ -103,6 +107,8 @@ impl ObjectStore {
             path: path.to_path_buf(),
             dir,
             verity: AtomicU8::new(0),
+            dirty: std::array::from_fn(|_| AtomicBool::new(false)),
+            dirty_top: AtomicBool::new(false),
         })
     }
 
@@ -164,6 +170,38 @@ impl ObjectStore {
         file.read_to_end(&mut data)
             .map_err(StoreError::std_io("read", &self.object_path(digest)))?;
         Ok(data)
+    }
+
+    /// Makes every object name created since the last call durable: fsyncs
+    /// the `XX/` directories that gained names (and the store directory if it
+    /// gained `XX/` directories). Object contents are synced before they get
+    /// a name; call this before anything else (an image) names them. Cheaper
+    /// than `syncfs`, which would flush everything else on the file system too.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        for (i, flag) in self.dirty.iter().enumerate() {
+            if flag.swap(false, Ordering::Relaxed) {
+                let rel = format!("{i:02x}");
+                let fd = rustix::fs::openat(
+                    self.dir.as_fd(),
+                    rel.as_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(StoreError::io("open", &self.path.join(&rel)))?;
+                rustix::fs::fsync(&fd).map_err(StoreError::io("sync", &self.path.join(&rel)))?;
+            }
+        }
+        if self.dirty_top.swap(false, Ordering::Relaxed) {
+            rustix::fs::fsync(&self.dir).map_err(StoreError::io("sync", &self.path))?;
+        }
+        Ok(())
+    }
+
+    fn mark_dirty(&self, digest: &Digest, new_dir: bool) {
+        self.dirty[usize::from(digest.0[0])].store(true, Ordering::Relaxed);
+        if new_dir {
+            self.dirty_top.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether this store's file system can enable fs-verity on objects, as

@@ -171,9 +171,11 @@ fn fill_store(dir: &std::path::Path, scanned: &mut scan::Scan) -> anyhow::Result
         let repo = cfs_repo::Repository::open(dir)?;
         let _lock = repo.lock(cfs_repo::repository::LockMode::Shared)?;
         cfs_repo::import::store_contents(scanned, repo.objects(), &progress)?;
+        repo.objects().sync()?;
     } else {
         let store = cfs_repo::store::ObjectStore::create(dir)?;
         cfs_repo::import::store_contents(scanned, &store, &progress)?;
+        store.sync()?;
     }
     Ok(())
 }
