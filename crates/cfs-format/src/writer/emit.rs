@@ -87,11 +87,11 @@ fn put_dirents(out: &mut Out, p: &Prepared, l: &Layout, entries: &[(Vec<u8>, usi
     out.align(align);
 }
 
+/// A run of directory entries: name and target inode slot.
+type Entries = [(Vec<u8>, usize)];
+
 /// Splits a directory's entries into full blocks and the tail, as laid out.
-fn dir_chunks(
-    entries: &[(Vec<u8>, usize)],
-    n_blocks: u64,
-) -> (Vec<&[(Vec<u8>, usize)]>, &[(Vec<u8>, usize)]) {
+fn dir_chunks(entries: &Entries, n_blocks: u64) -> (Vec<&Entries>, &Entries) {
     let mut blocks = Vec::new();
     let mut first = 0;
     let mut block = 0u64;
@@ -216,7 +216,7 @@ fn put_inode(out: &mut Out, p: &Prepared, l: &Layout, i: usize, ino: &Inode, nex
         FileType::Regular => {
             if ino.stat.size > 0 && ino.content.is_none() {
                 layout = DataLayout::ChunkBased;
-                chunk_format = Some((chunk_bits(ino.stat.size) - erofs::BLOCK_BITS) as u32);
+                chunk_format = Some(chunk_bits(ino.stat.size) - erofs::BLOCK_BITS);
             }
             ino.stat.size
         }
