@@ -84,11 +84,12 @@ impl Drop for Mount {
 
 fn xattrs_of(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut out = BTreeMap::new();
-    let size = rustix::fs::llistxattr(path, &mut [0u8; 0][..]).unwrap_or(0);
+    // rustix 1.x answers an empty buffer with 0, not the size: ask with `_query`.
+    let size = rustix::fs::llistxattr_query(path).unwrap_or(0);
     let mut list = vec![0u8; size];
     let n = rustix::fs::llistxattr(path, &mut list[..]).unwrap();
     for name in list[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let size = rustix::fs::lgetxattr(path, name, &mut [0u8; 0][..]).unwrap();
+        let size = rustix::fs::lgetxattr_query(path, name).unwrap();
         let mut v = vec![0u8; size];
         let n = rustix::fs::lgetxattr(path, name, &mut v[..]).unwrap();
         v.truncate(n);
