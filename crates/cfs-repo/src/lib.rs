@@ -1,8 +1,15 @@
 //! The cfs repository and its importers.
 //!
 //! - [`scan`]: reads a live directory tree into a [`cfs_format::Tree`], as `mkcomposefs DIR` does.
-//! - [`objects`]: a plain object directory (`--digest-store`) filled from a scan.
+//! - [`store`]: a content-addressed object directory (`XX/REST`, named by fs-verity
+//!   digest): crash-safe, deduplicating inserts; listing and re-hashing.
+//! - [`import`]: completes a content-less scan by storing each file once, hashing while copying.
+//! - [`repository`]: the repository (objects, images, names), with fsck, gc and locking.
 #![deny(unsafe_code)]
 
-pub mod objects;
+pub mod import;
+pub mod repository;
 pub mod scan;
+pub mod store;
+
+pub use repository::{RepoError, Repository};

@@ -63,6 +63,10 @@ pub struct ScanOptions {
     pub skip_devices: bool,
     /// Detect hard links (not done by C `mkcomposefs` 1.0.x; see the module doc).
     pub hardlinks: bool,
+    /// Read no file content: regular files are left without digest, payload
+    /// and inline content and listed in [`Scan::unread`] instead, for a caller
+    /// that hashes them while copying them into a store (one read per file).
+    pub skip_content: bool,
 }
 
 /// Why a directory could not be scanned.
@@ -124,7 +128,12 @@ pub struct Scan {
     pub tree: Tree,
     /// Regular files whose content is external (not inline, not empty), with
     /// the source path they were read from: what a digest store must hold.
+    /// Empty with [`ScanOptions::skip_content`].
     pub external: Vec<(NodeId, PathBuf)>,
+    /// With [`ScanOptions::skip_content`]: every non-empty regular file, with
+    /// its source path, whose content is still to be read (the node's
+    /// `stat.size` is the size seen by the scan). Empty otherwise.
+    pub unread: Vec<(NodeId, PathBuf)>,
 }
 
 /// Scans the directory at `root` into a tree.
@@ -213,6 +222,14 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
     }
 
     set_dir_nlinks(&mut tree);
+    if options.skip_content {
+        let unread = files.into_iter().map(|(id, path, _)| (id, path)).collect();
+        return Ok(Scan {
+            tree,
+            external: Vec::new(),
+            unread,
+        });
+    }
     let contents = files
         .par_iter()
         .map(|(id, path, size)| read_content(path, *size).map(|c| (*id, c)))
@@ -228,7 +245,11 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
         .filter(|(_, _, size)| *size > INLINE_CONTENT_MAX)
         .map(|(id, path, _)| (id, path))
         .collect();
-    Ok(Scan { tree, external })
+    Ok(Scan {
+        tree,
+        external,
+        unread: Vec::new(),
+    })
 }
 
 /// The node for a stat result, before any content: C's `lcfs_load_node_from_file`.

@@ -178,6 +178,9 @@ fn objects_with(
     load: impl Fn(&Path) -> anyhow::Result<Tree>,
     missing_in: Option<&Path>,
 ) -> anyhow::Result<()> {
+    // A repository's objects are in its objects/ directory.
+    let missing_in = missing_in.map(cfs_repo::Repository::object_dir_of);
+    let missing_in = missing_in.as_deref();
     if let Some(dir) = missing_in {
         if !dir.is_dir() {
             bail!("Can't open basedir `{}`", dir.display());

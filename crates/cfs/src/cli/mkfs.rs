@@ -145,6 +145,8 @@ fn scan_dir(a: &MkfsArgs) -> anyhow::Result<Tree> {
         },
         skip_devices: a.skip_devices,
         hardlinks: a.hardlinks,
+        // With a digest store, content is read once, while it is stored.
+        skip_content: a.digest_store.is_some(),
     };
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = a.threads {
@@ -152,10 +154,28 @@ fn scan_dir(a: &MkfsArgs) -> anyhow::Result<Tree> {
     }
     let pool = pool.build().context("could not start worker threads")?;
     pool.install(|| {
-        let scanned = scan::scan(&a.source, &options)?;
+        let mut scanned = scan::scan(&a.source, &options)?;
         if let Some(store) = &a.digest_store {
-            cfs_repo::objects::fill_store(store, &scanned).context("cannot fill store")?;
+            fill_store(store, &mut scanned).context("cannot fill store")?;
         }
         Ok(scanned.tree)
     })
+}
+
+/// `--digest-store=DIR`: a repository's `objects/` (under its shared lock,
+/// so a concurrent gc can't remove what this run stores before it is named),
+/// or else DIR itself as a plain object directory, created if missing.
+fn fill_store(dir: &std::path::Path, scanned: &mut scan::Scan) -> anyhow::Result<()> {
+    let progress = cfs_repo::import::Progress::default();
+    if cfs_repo::Repository::is_repository(dir) {
+        let repo = cfs_repo::Repository::open(dir)?;
+        let _lock = repo.lock(cfs_repo::repository::LockMode::Shared)?;
+        cfs_repo::import::store_contents(scanned, repo.objects(), &progress)?;
+        repo.objects().sync()?;
+    } else {
+        let store = cfs_repo::store::ObjectStore::create(dir)?;
+        cfs_repo::import::store_contents(scanned, &store, &progress)?;
+        store.sync()?;
+    }
+    Ok(())
 }

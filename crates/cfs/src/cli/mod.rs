@@ -7,6 +7,7 @@ mod info;
 mod mkfs;
 mod mount;
 mod output;
+mod repo;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -17,6 +18,9 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "cfs", version, about)]
 struct Cfs {
+    /// The repository (default: /var/lib/cfs for root, else $XDG_DATA_HOME/cfs or ~/.local/share/cfs).
+    #[arg(long, global = true, env = "CFS_REPO", value_name = "PATH")]
+    repo: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +66,8 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount a composefs mount (any mode).
     Unmount(mount::UnmountArgs),
+    #[command(flatten)]
+    Repo(repo::RepoCommand),
 }
 
 /// Runs the program named by `argv[0]`.
@@ -102,8 +108,9 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Objects { images } => info::objects(&images, None),
         Command::MissingObjects { basedir, images } => info::objects(&images, Some(&basedir)),
         Command::Digest { files } => info::measure(&files, true),
-        Command::Mount(a) => mount::mount(a),
+        Command::Mount(a) => mount::mount(a, cli.repo.as_deref()),
         Command::Unmount(a) => mount::unmount(&a),
+        Command::Repo(c) => repo::run(cli.repo.as_deref(), c),
     }
 }
 

@@ -6,7 +6,7 @@ use cfs_mount::options::parse_composefs_options;
 use cfs_mount::{ErofsBacking, MountConfig, MountMode, Upper, Verity};
 use clap::{Args, ValueEnum};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `--verity` values.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,13 +22,11 @@ pub enum VerityArg {
 /// Options of `cfs mount`.
 #[derive(Args, Debug)]
 pub struct MountArgs {
-    /// An image file, or with --repo an image name (a ref or a 64-hex image id).
+    /// An image file, or an image name (a ref or a 64-hex image id) in the
+    /// repository (`--repo`, `CFS_REPO`, or the default repository).
     image: String,
     /// Where to mount it.
     mountpoint: PathBuf,
-    /// Repository holding the image (`REPO/images/refs/NAME`, objects in `REPO/objects`).
-    #[arg(long, value_name = "REPO")]
-    repo: Option<PathBuf>,
     /// Object directory (repeatable; default `REPO/objects` with --repo).
     #[arg(long, value_name = "DIR")]
     basedir: Vec<PathBuf>,
@@ -63,13 +61,22 @@ pub struct UnmountArgs {
 }
 
 /// `cfs mount`.
-pub fn mount(a: MountArgs) -> anyhow::Result<()> {
-    let (image, mut basedirs) = match &a.repo {
-        Some(repo) => {
-            let found = cfs_mount::repo::resolve(repo, &a.image)?;
-            (found.image, vec![found.objects])
-        }
-        None => (PathBuf::from(&a.image), Vec::new()),
+pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
+    let as_file = Path::new(&a.image);
+    // A path (existing, or spelled as one) is an image file; anything else a name.
+    let is_path = as_file.exists() || a.image.starts_with('/') || a.image.starts_with('.');
+    let (image, mut basedirs) = if is_path {
+        // An image file; with a repository, its objects are the default basedir.
+        let objects = repo.map(|r| r.join("objects")).into_iter().collect();
+        (as_file.to_path_buf(), objects)
+    } else {
+        let repo = match repo {
+            Some(r) => r.to_path_buf(),
+            None => cfs_repo::repository::default_path()
+                .context("no repository: give --repo or set CFS_REPO")?,
+        };
+        let found = cfs_mount::repo::resolve(&repo, &a.image)?;
+        (found.image, vec![found.objects])
     };
     if !a.basedir.is_empty() {
         basedirs = a.basedir.clone();

@@ -1,0 +1,235 @@
+//! Checking a repository: every object re-hashed (in parallel) against its
+//! name, every image parsed and every object it names present, every name
+//! pointing somewhere valid, and nothing in the repository that does not
+//! belong there. Holds the shared lock, so it waits for a running gc but not
+//! for imports (whose unnamed objects are complete and are simply counted).
+
+use super::image::objects_of_image;
+use super::open::TOP_LEVEL;
+use super::{LockMode, RepoError, Repository};
+use crate::store::EntryKind;
+use cfs_format::Digest;
+use rayon::prelude::*;
+use std::path::PathBuf;
+
+/// An object whose content does not hash to its name (or can't be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt {
+    /// Path of the object, relative to the repository.
+    pub path: PathBuf,
+    /// The digest its name says.
+    pub expected: Digest,
+    /// The digest of its content, if it could be read.
+    pub found: Option<Digest>,
+    /// Why it could not be read.
+    pub error: Option<String>,
+}
+
+/// An object an image needs that is not in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// The image (its id).
+    pub image: Digest,
+    /// The missing object.
+    pub object: Digest,
+}
+
+/// A stray entry or a broken name: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Path relative to the repository.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// Everything fsck found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FsckReport {
+    /// Objects checked.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Images checked.
+    pub images: u64,
+    /// Names checked.
+    pub refs: u64,
+    /// Objects whose content does not match their name.
+    pub corrupt: Vec<Corrupt>,
+    /// Objects images need but the store lacks.
+    pub missing: Vec<Missing>,
+    /// Entries that do not belong (badly named files, leftover temporaries).
+    pub stray: Vec<Problem>,
+    /// Images that don't parse, names that point nowhere.
+    pub broken: Vec<Problem>,
+}
+
+impl FsckReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty()
+            && self.missing.is_empty()
+            && self.stray.is_empty()
+            && self.broken.is_empty()
+    }
+}
+
+impl Repository {
+    /// Checks the whole repository; see the module doc. An `Err` means fsck
+    /// itself could not run (e.g. a directory is unreadable); what it finds
+    /// wrong is in the report.
+    pub fn fsck(&self) -> Result<FsckReport, RepoError> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let mut report = FsckReport::default();
+        let objects_rel = PathBuf::from("objects");
+
+        // Objects.
+        let entries = self.objects.list()?;
+        let mut present = std::collections::HashSet::new();
+        let mut to_hash = Vec::new();
+        for e in entries {
+            let rel = objects_rel.join(&e.path);
+            match e.kind {
+                EntryKind::Object(d) => {
+                    present.insert(d);
+                    report.objects += 1;
+                    report.bytes += e.size;
+                    to_hash.push((d, rel));
+                }
+                EntryKind::Temporary => report.stray.push(Problem {
+                    path: rel,
+                    what: "temporary file left by an interrupted import (gc removes it)".into(),
+                }),
+                EntryKind::Stray => report.stray.push(Problem {
+                    path: rel,
+                    what: "not an object (name is not a digest, or not a regular file)".into(),
+                }),
+            }
+        }
+        report.corrupt = to_hash
+            .par_iter()
+            .filter_map(|(d, rel)| match self.objects.hash_object(d) {
+                Ok(found) if found == *d => None,
+                Ok(found) => Some(Corrupt {
+                    path: rel.clone(),
+                    expected: *d,
+                    found: Some(found),
+                    error: None,
+                }),
+                Err(e) => Some(Corrupt {
+                    path: rel.clone(),
+                    expected: *d,
+                    found: None,
+                    error: Some(e.to_string()),
+                }),
+            })
+            .collect();
+        let corrupt: std::collections::HashSet<Digest> =
+            report.corrupt.iter().map(|c| c.expected).collect();
+
+        // Top level.
+        for e in std::fs::read_dir(&self.path).map_err(RepoError::std_io("read", &self.path))? {
+            let e = e.map_err(RepoError::std_io("read", &self.path))?;
+            let name = e.file_name();
+            if !TOP_LEVEL.iter().any(|t| name == *t) {
+                report.stray.push(Problem {
+                    path: PathBuf::from(&name),
+                    what: "not part of a repository".into(),
+                });
+            }
+        }
+
+        // images/ID links.
+        let images_dir = self.path.join("images");
+        let mut ids = Vec::new();
+        for e in std::fs::read_dir(&images_dir).map_err(RepoError::std_io("read", &images_dir))? {
+            let e = e.map_err(RepoError::std_io("read", &images_dir))?;
+            let name = e.file_name();
+            let rel = PathBuf::from("images").join(&name);
+            if name == "refs" {
+                continue;
+            }
+            let Ok(id) = Digest::from_hex(name.as_encoded_bytes()) else {
+                report.stray.push(Problem {
+                    path: rel,
+                    what: "not an image id".into(),
+                });
+                continue;
+            };
+            let want = format!("../objects/{}", id.object_path());
+            match std::fs::read_link(e.path()) {
+                Ok(t) if t.as_os_str() == want.as_str() => ids.push(id),
+                Ok(t) => report.broken.push(Problem {
+                    path: rel,
+                    what: format!("points to {}, not {want}", t.display()),
+                }),
+                Err(_) => report.broken.push(Problem {
+                    path: rel,
+                    what: "not a symlink".into(),
+                }),
+            }
+        }
+        report.images = ids.len() as u64;
+
+        // Refs.
+        let refs_dir = self.path.join("images/refs");
+        for e in std::fs::read_dir(&refs_dir).map_err(RepoError::std_io("read", &refs_dir))? {
+            let e = e.map_err(RepoError::std_io("read", &refs_dir))?;
+            let name = e.file_name();
+            let rel = PathBuf::from("images/refs").join(&name);
+            let Some(name) = name.to_str().filter(|n| super::refs::check_name(n).is_ok()) else {
+                report.stray.push(Problem {
+                    path: rel,
+                    what: "not a valid image name (a leftover temporary name?)".into(),
+                });
+                continue;
+            };
+            report.refs += 1;
+            match self.read_ref(name) {
+                Ok(Some(id)) if ids.contains(&id) => {}
+                Ok(Some(id)) => report.broken.push(Problem {
+                    path: rel,
+                    what: format!("names image {id}, which is not in images/"),
+                }),
+                Ok(None) => {}
+                Err(e) => report.broken.push(Problem {
+                    path: rel,
+                    what: e.to_string(),
+                }),
+            }
+        }
+
+        // Images: present, parse, all their objects present.
+        let checked: Vec<(Digest, Result<Vec<Digest>, String>)> = ids
+            .par_iter()
+            .map(|id| {
+                if !present.contains(id) {
+                    return (*id, Ok(vec![*id]));
+                }
+                if corrupt.contains(id) {
+                    return (*id, Err("image object is corrupt".into()));
+                }
+                let r = self
+                    .read_image(id)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| objects_of_image(b).map_err(|e| e.to_string()))
+                    .map(|objs| objs.into_iter().filter(|o| !present.contains(o)).collect());
+                (*id, r)
+            })
+            .collect();
+        for (id, r) in checked {
+            match r {
+                Ok(missing) => report.missing.extend(
+                    missing
+                        .into_iter()
+                        .map(|object| Missing { image: id, object }),
+                ),
+                Err(what) => report.broken.push(Problem {
+                    path: PathBuf::from("images").join(id.to_hex()),
+                    what,
+                }),
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,122 @@
+//! Garbage collection: mark from the names, sweep the rest.
+//!
+//! Roots are the refs (`images/refs/NAME`). An image no name points to loses
+//! its `images/ID` link; every object not reachable from a named image (the
+//! image object itself and the objects it names) is removed, as are
+//! temporary files of interrupted imports. Stray files are left for a human
+//! (fsck reports them). Runs under the exclusive lock, so no import is
+//! between storing objects and naming its image. If any named image can't
+//! be read, gc stops before removing anything.
+
+use super::{LockMode, RepoError, Repository};
+use crate::store::EntryKind;
+use cfs_format::Digest;
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+/// What gc removed (or, dry, would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Images kept (named).
+    pub images_kept: u64,
+    /// `images/ID` links removed (images no name points to).
+    pub images_removed: Vec<Digest>,
+    /// Objects kept.
+    pub objects_kept: u64,
+    /// Objects removed.
+    pub objects_removed: u64,
+    /// Bytes of removed objects.
+    pub bytes_freed: u64,
+    /// Temporary files removed.
+    pub temporaries_removed: u64,
+    /// The paths removed, relative to the repository.
+    pub removed: Vec<PathBuf>,
+}
+
+impl Repository {
+    /// Collects garbage; with `dry_run`, only reports what it would remove.
+    pub fn gc(&self, dry_run: bool) -> Result<GcReport, RepoError> {
+        let _lock = self.lock(LockMode::Exclusive)?;
+        let mut report = GcReport::default();
+        let roots: HashSet<Digest> = self.refs()?.into_iter().map(|(_, id)| id).collect();
+
+        // Mark. Every named image must be readable: a name pointing at an
+        // unreadable image means we don't know what is live.
+        let marked: Vec<Vec<Digest>> = roots
+            .par_iter()
+            .map(|id| {
+                let mut objs: Vec<Digest> = self.image_objects(id)?.into_iter().collect();
+                objs.push(*id);
+                Ok(objs)
+            })
+            .collect::<Result<_, RepoError>>()?;
+        let live: HashSet<Digest> = marked.into_iter().flatten().collect();
+        report.images_kept = roots.len() as u64;
+
+        // Sweep image links first, so no image ever names a removed object.
+        for id in self.image_ids()? {
+            if roots.contains(&id) {
+                continue;
+            }
+            let rel = PathBuf::from("images").join(id.to_hex());
+            if !dry_run {
+                match std::fs::remove_file(self.path.join(&rel)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(RepoError::std_io("remove", &self.path.join(&rel))(e)),
+                }
+            }
+            report.images_removed.push(id);
+            report.removed.push(rel);
+        }
+        // Leftover temporary ref names.
+        let refs_dir = self.path.join("images/refs");
+        for e in std::fs::read_dir(&refs_dir).map_err(RepoError::std_io("read", &refs_dir))? {
+            let e = e.map_err(RepoError::std_io("read", &refs_dir))?;
+            if e.file_name().as_encoded_bytes().starts_with(b".tmp-") {
+                if !dry_run {
+                    std::fs::remove_file(e.path())
+                        .map_err(RepoError::std_io("remove", &e.path()))?;
+                }
+                report
+                    .removed
+                    .push(PathBuf::from("images/refs").join(e.file_name()));
+            }
+        }
+
+        let mut doomed = Vec::new();
+        for e in self.objects.list()? {
+            let remove = match e.kind {
+                EntryKind::Object(d) if live.contains(&d) => {
+                    report.objects_kept += 1;
+                    false
+                }
+                EntryKind::Object(_) => {
+                    report.objects_removed += 1;
+                    report.bytes_freed += e.size;
+                    true
+                }
+                EntryKind::Temporary => {
+                    report.temporaries_removed += 1;
+                    true
+                }
+                EntryKind::Stray => false,
+            };
+            if remove {
+                doomed.push(e.path);
+            }
+        }
+        if !dry_run {
+            // In parallel: each unlink mostly waits on the file system's journal.
+            doomed
+                .par_iter()
+                .try_for_each(|p| self.objects.remove_entry(p))?;
+        }
+        report
+            .removed
+            .extend(doomed.iter().map(|p| PathBuf::from("objects").join(p)));
+        // No sync: a removal lost in a crash only leaves garbage for the next gc.
+        Ok(report)
+    }
+}

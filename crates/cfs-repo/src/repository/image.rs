@@ -1,0 +1,145 @@
+//! Images in the repository: building one from a directory
+//! ([`Repository::create_image`]), listing them, and reading the objects an
+//! image names.
+//!
+//! `create_image` order, which is what makes a kill at any point harmless:
+//! objects (each complete before it has a name), their directories synced, then the image
+//! object, then `images/ID`, then the ref. Whatever is named is complete;
+//! what a killed run leaves without a name is removed by `gc`.
+
+use super::{LockMode, RepoError, Repository};
+use crate::import::{self, ImportStats, Progress};
+use crate::scan::{self, ScanOptions};
+use cfs_format::reader::Image;
+use cfs_format::writer::{self, WriteOptions};
+use cfs_format::{Digest, FileType};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// How to build an image from a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// How to read the directory; `skip_content` is forced on (content is
+    /// read once, while it is stored).
+    pub scan: ScanOptions,
+    /// Image format versions.
+    pub write: WriteOptions,
+}
+
+impl Default for CreateOptions {
+    /// Hard links preserved, everything else as `mkcomposefs` does.
+    fn default() -> Self {
+        CreateOptions {
+            scan: ScanOptions {
+                hardlinks: true,
+                ..ScanOptions::default()
+            },
+            write: WriteOptions::default(),
+        }
+    }
+}
+
+/// What `create_image` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateReport {
+    /// The image id (fs-verity digest of the image).
+    pub id: Digest,
+    /// Size of the image in bytes.
+    pub image_size: u64,
+    /// Inodes in the image.
+    pub inodes: u64,
+    /// Files and objects.
+    pub stats: ImportStats,
+}
+
+/// An image as `cfs images` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The image id.
+    pub id: Digest,
+    /// Names pointing to it (sorted; empty for an unnamed image).
+    pub names: Vec<String>,
+}
+
+impl Repository {
+    /// Builds an image of the directory `source` and stores it under `name`
+    /// (replacing what the name pointed to). Holds the shared lock throughout.
+    pub fn create_image(
+        &self,
+        source: &Path,
+        name: &str,
+        options: &CreateOptions,
+        progress: &Progress,
+    ) -> Result<CreateReport, RepoError> {
+        super::refs::check_name(name)?;
+        let _lock = self.lock(LockMode::Shared)?;
+        let mut scan_options = options.scan;
+        scan_options.skip_content = true;
+        let mut scanned = scan::scan(source, &scan_options)?;
+        let stats = import::store_contents(&mut scanned, &self.objects, progress)?;
+        let image = writer::write_image(&scanned.tree, &options.write)?;
+        // Every object name durable before anything names it.
+        self.objects.sync()?;
+        let stored = self.objects.insert_bytes(&image)?;
+        self.objects.sync()?;
+        self.link_image_id(&stored.digest)?;
+        self.set_ref(name, &stored.digest)?;
+        Ok(CreateReport {
+            id: stored.digest,
+            image_size: image.len() as u64,
+            inodes: scanned.tree.len() as u64,
+            stats,
+        })
+    }
+
+    /// Every image with its names: named ones and those in `images/` only.
+    pub fn images(&self) -> Result<Vec<ImageInfo>, RepoError> {
+        let refs = self.refs()?;
+        let mut out: Vec<ImageInfo> = self
+            .image_ids()?
+            .into_iter()
+            .map(|id| ImageInfo {
+                id,
+                names: refs
+                    .iter()
+                    .filter(|(_, t)| *t == id)
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.names.cmp(&b.names).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Reads a stored image's bytes.
+    pub fn read_image(&self, id: &Digest) -> Result<Vec<u8>, RepoError> {
+        Ok(self.objects.read_object(id)?)
+    }
+
+    /// The objects an image refers to (its external files' backing objects), sorted.
+    pub fn image_objects(&self, id: &Digest) -> Result<BTreeSet<Digest>, RepoError> {
+        let bytes = self.read_image(id)?;
+        objects_of_image(bytes).map_err(|source| RepoError::CorruptImage {
+            id: id.to_hex(),
+            source,
+        })
+    }
+}
+
+/// The backing objects of an image: for each regular file without inline
+/// content, the object its overlay redirect names (or, lacking one, its
+/// fs-verity digest).
+pub fn objects_of_image(bytes: Vec<u8>) -> Result<BTreeSet<Digest>, cfs_format::reader::ReadError> {
+    let tree = Image::open(bytes)?.to_tree()?;
+    let mut out = BTreeSet::new();
+    for (_, node) in tree.nodes() {
+        if node.file_type() != Some(FileType::Regular) || node.content.is_some() {
+            continue;
+        }
+        let by_path = node.payload.as_deref().and_then(Digest::from_object_path);
+        if let Some(d) = by_path.or(node.digest) {
+            out.insert(d);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,289 @@
+//! Writing objects: one read of the source, hashed while it is copied.
+//!
+//! 1. An anonymous `O_TMPFILE` in the store (or, where the file system lacks
+//!    it, a `.tmp-PID-N` file that only `gc` ever looks at).
+//! 2. The content: `FICLONE` (reflink) when the source's file system shares
+//!    extents with the store's, then the clone is read back to hash it; else
+//!    read, hash and write chunk by chunk. Either way the digest is of the
+//!    bytes that are in the new file.
+//! 3. The source must not have changed: same size (as the scan saw it too) and
+//!    mtime before and after, and exactly that many bytes read.
+//! 4. `fdatasync`, chmod 0644, fs-verity where available, then `linkat` under
+//!    `XX/REST`. Until that link, the object has no name; after it, it is
+//!    complete and durable. `EEXIST` (another writer won) or an object already
+//!    present means dedup: the existing file is kept and the copy dropped.
+
+use super::{ObjectStore, StoreError};
+use cfs_format::fsverity::FsVerityHasher;
+use cfs_format::Digest;
+use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+use rustix::io::Errno;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Largest read or write at once.
+const CHUNK: usize = 256 * 1024;
+
+/// The result of storing one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    /// The object's fs-verity digest (its name).
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// False when the object was already present (dedup): nothing was added.
+    pub new: bool,
+}
+
+/// A source file to store: where it is and the size a scan saw.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceFile<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// Its size as the tree records it; a different size on reading is an error.
+    pub size: Option<u64>,
+}
+
+/// Where a temporary object lives until it is linked under its name.
+pub(super) enum Temp {
+    /// An `O_TMPFILE`: no name, vanishes with its last fd.
+    Anonymous,
+    /// A named file in the store's top directory (fallback).
+    Named(String),
+}
+
+impl Temp {
+    /// Removes a named temporary file; nothing to do for an anonymous one.
+    pub(super) fn remove(self, store: &ObjectStore) {
+        if let Temp::Named(name) = self {
+            let _ = rustix::fs::unlinkat(store.dir.as_fd(), name.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
+static NO_REFLINK: AtomicBool = AtomicBool::new(false);
+
+impl ObjectStore {
+    /// Creates a temporary file for a new object, read-write.
+    pub(super) fn temp_file(&self) -> Result<(OwnedFd, Temp), StoreError> {
+        if !NO_TMPFILE.load(Ordering::Relaxed) {
+            match rustix::fs::openat(
+                self.dir.as_fd(),
+                ".",
+                OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            ) {
+                Ok(fd) => return Ok((fd, Temp::Anonymous)),
+                Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {
+                    NO_TMPFILE.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(StoreError::io("create a temporary file in", self.path())(e)),
+            }
+        }
+        let name = format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let fd = rustix::fs::openat(
+            self.dir.as_fd(),
+            name.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(StoreError::io("create", &self.path().join(&name)))?;
+        Ok((fd, Temp::Named(name)))
+    }
+
+    /// Stores a file's content; see the module doc.
+    pub fn insert_file(&self, source: SourceFile<'_>) -> Result<Inserted, StoreError> {
+        let path = source.path;
+        let src = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(StoreError::io("open", path))?;
+        let before = rustix::fs::fstat(&src).map_err(StoreError::io("stat", path))?;
+        let (tmp, temp) = self.temp_file()?;
+        let result = self.fill_and_publish(&src, path, &before, source.size, tmp, &temp);
+        // Linked or not, the temporary name (if any) goes.
+        temp.remove(self);
+        result
+    }
+
+    fn fill_and_publish(
+        &self,
+        src: &OwnedFd,
+        path: &Path,
+        before: &rustix::fs::Stat,
+        expected: Option<u64>,
+        tmp: OwnedFd,
+        temp: &Temp,
+    ) -> Result<Inserted, StoreError> {
+        let size = before.st_size as u64;
+        if let Some(expected) = expected {
+            if expected != size {
+                return Err(StoreError::SourceChanged {
+                    path: path.to_path_buf(),
+                    what: format!("size was {expected}, is now {size}"),
+                });
+            }
+        }
+        let mut hasher = FsVerityHasher::new();
+        let mut buf = vec![0u8; CHUNK.min(size as usize + 1).max(4096)];
+        let tmp_path = self.path();
+        let mut total = 0u64;
+        let cloned = size > 0
+            && !NO_REFLINK.load(Ordering::Relaxed)
+            && match rustix::fs::ioctl_ficlone(&tmp, src) {
+                Ok(()) => true,
+                Err(_) => {
+                    // EXDEV, EOPNOTSUPP, EINVAL: this pair of file systems can't share extents.
+                    NO_REFLINK.store(true, Ordering::Relaxed);
+                    false
+                }
+            };
+        // Hash what is in the new file: the clone read back, or each chunk as it is written.
+        let reader: &OwnedFd = if cloned { &tmp } else { src };
+        loop {
+            let n = match rustix::io::read(reader, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(StoreError::io("read", path)(e)),
+            };
+            hasher.update(&buf[..n]);
+            if !cloned {
+                write_all(&tmp, &buf[..n]).map_err(StoreError::io("write to", tmp_path))?;
+            }
+            total += n as u64;
+        }
+        let after = rustix::fs::fstat(src).map_err(StoreError::io("stat", path))?;
+        if total != size
+            || after.st_size != before.st_size
+            || after.st_mtime != before.st_mtime
+            || after.st_mtime_nsec != before.st_mtime_nsec
+        {
+            return Err(StoreError::SourceChanged {
+                path: path.to_path_buf(),
+                what: format!(
+                    "{size} bytes at the start, {total} read, {} at the end{}",
+                    after.st_size,
+                    if after.st_mtime != before.st_mtime
+                        || after.st_mtime_nsec != before.st_mtime_nsec
+                    {
+                        ", modified"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+        let digest = hasher.finish();
+        self.publish(tmp, temp, digest, size)
+    }
+
+    /// Stores bytes held in memory (an image).
+    pub fn insert_bytes(&self, data: &[u8]) -> Result<Inserted, StoreError> {
+        let digest = cfs_format::fsverity::digest(data);
+        let size = data.len() as u64;
+        if self.contains(&digest) {
+            return Ok(Inserted {
+                digest,
+                size,
+                new: false,
+            });
+        }
+        let (tmp, temp) = self.temp_file()?;
+        let result = write_all(&tmp, data)
+            .map_err(StoreError::io("write to", self.path()))
+            .and_then(|()| self.publish(tmp, &temp, digest, size));
+        temp.remove(self);
+        result
+    }
+
+    /// Syncs a complete temporary object and links it under its digest.
+    fn publish(
+        &self,
+        tmp: OwnedFd,
+        temp: &Temp,
+        digest: Digest,
+        size: u64,
+    ) -> Result<Inserted, StoreError> {
+        let existing = Inserted {
+            digest,
+            size,
+            new: false,
+        };
+        if self.contains(&digest) {
+            return Ok(existing);
+        }
+        let rel = digest.object_path();
+        let dest = self.path().join(&rel);
+        rustix::fs::fdatasync(&tmp).map_err(StoreError::io("sync", &dest))?;
+        rustix::fs::fchmod(&tmp, Mode::from_raw_mode(0o644))
+            .map_err(StoreError::io("chmod", &dest))?;
+        let fd = self.maybe_enable_verity(tmp)?;
+        let new_dir =
+            match rustix::fs::mkdirat(self.dir.as_fd(), &rel[..2], Mode::from_raw_mode(0o755)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
+                Err(e) => return Err(StoreError::io("create", &self.path().join(&rel[..2]))(e)),
+            };
+        let linked = match temp {
+            Temp::Anonymous => {
+                let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                match rustix::fs::linkat(
+                    CWD,
+                    proc.as_str(),
+                    self.dir.as_fd(),
+                    rel.as_str(),
+                    AtFlags::SYMLINK_FOLLOW,
+                ) {
+                    // No /proc: AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, but try.
+                    Err(Errno::NOENT) => rustix::fs::linkat(
+                        &fd,
+                        "",
+                        self.dir.as_fd(),
+                        rel.as_str(),
+                        AtFlags::EMPTY_PATH,
+                    ),
+                    r => r,
+                }
+            }
+            Temp::Named(name) => rustix::fs::linkat(
+                self.dir.as_fd(),
+                name.as_str(),
+                self.dir.as_fd(),
+                rel.as_str(),
+                AtFlags::empty(),
+            ),
+        };
+        match linked {
+            Ok(()) => {
+                self.mark_dirty(&digest, new_dir);
+                Ok(Inserted {
+                    new: true,
+                    ..existing
+                })
+            }
+            Err(Errno::EXIST) => Ok(existing),
+            Err(e) => Err(StoreError::io("link", &dest)(e)),
+        }
+    }
+}
+
+fn write_all(fd: &OwnedFd, mut data: &[u8]) -> rustix::io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

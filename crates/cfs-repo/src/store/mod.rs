@@ -1,0 +1,215 @@
+//! A content-addressed object directory: each object is a plain, read-only
+//! (0644) regular file at `XX/REST`, where `XXREST` is the 64-hex fs-verity
+//! digest of its content. This is the layout an overlayfs data-only lower
+//! layer (`lowerdir=IMAGE::OBJECTS`), C `mkcomposefs --digest-store` and
+//! `composefs-info --basedir` expect, and what a FUSE server can open with
+//! `openat2(RESOLVE_BENEATH)`.
+//!
+//! A repository's `objects/` is one of these; so is a plain `--digest-store`
+//! directory. Writing ([`insert`]) hashes while copying, publishes a fully
+//! written and synced file under its name in one `linkat`, and never rewrites
+//! an existing object. Listing and verifying ([`verify`]) walk the `XX/`
+//! directories and re-hash.
+
+mod insert;
+mod verify;
+mod verity;
+
+pub use insert::{Inserted, SourceFile};
+pub use verify::{Entry, EntryKind};
+pub use verity::VeritySupport;
+
+use cfs_format::Digest;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+/// Why an object store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file system operation failed.
+    #[error("could not {op} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A source file changed (size or modification time) while it was read.
+    #[error("{}: file changed while it was read ({what})", .path.display())]
+    SourceChanged {
+        /// The source file.
+        path: PathBuf,
+        /// What changed.
+        what: String,
+    },
+    /// The store path exists but is not a directory.
+    #[error("{}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
+}
+
+impl StoreError {
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(rustix::io::Errno) -> StoreError + 'a {
+        move |e| StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    }
+
+    pub(crate) fn std_io<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(io::Error) -> StoreError + 'a {
+        move |source| StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// An open object directory.
+#[derive(Debug)]
+pub struct ObjectStore {
+    path: PathBuf,
+    dir: OwnedFd,
+    /// [`VeritySupport`] as learnt from the first insert (0 = not yet known).
+    verity: AtomicU8,
+    /// `XX/` directories that gained a name since the last [`sync`](Self::sync).
+    dirty: [AtomicBool; 256],
+    /// The store directory itself gained an `XX/` directory.
+    dirty_top: AtomicBool,
+}
+
+impl ObjectStore {
+    /// Opens an existing object directory.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::NOTDIR => StoreError::NotADirectory(path.to_path_buf()),
+            e => StoreError::io("open", path)(e),
+        })?;
+        Ok(ObjectStore {
+            path: path.to_path_buf(),
+            dir,
+            verity: AtomicU8::new(0),
+            dirty: std::array::from_fn(|_| AtomicBool::new(false)),
+            dirty_top: AtomicBool::new(false),
+        })
+    }
+
+    /// Opens an object directory, creating it (and its parents) if missing.
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        match std::fs::create_dir_all(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::NotADirectory(path.to_path_buf()))
+            }
+            Err(e) => return Err(StoreError::std_io("create", path)(e)),
+        }
+        Self::open(path)
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory, for `*at` calls.
+    pub fn dir(&self) -> &OwnedFd {
+        &self.dir
+    }
+
+    /// Where the object with this digest lives (whether or not it exists).
+    pub fn object_path(&self, digest: &Digest) -> PathBuf {
+        self.path.join(digest.object_path())
+    }
+
+    /// True when an object with this digest is present (any file at its name).
+    pub fn contains(&self, digest: &Digest) -> bool {
+        rustix::fs::statat(
+            self.dir.as_fd(),
+            digest.object_path(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
+    }
+
+    /// Opens an object for reading.
+    pub fn open_object(&self, digest: &Digest) -> Result<std::fs::File, StoreError> {
+        let rel = digest.object_path();
+        rustix::fs::openat(
+            self.dir.as_fd(),
+            rel.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(std::fs::File::from)
+        .map_err(StoreError::io("open", &self.object_path(digest)))
+    }
+
+    /// Reads a whole object (images are metadata only and small).
+    pub fn read_object(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        use std::io::Read;
+        let mut file = self.open_object(digest)?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)
+            .map_err(StoreError::std_io("read", &self.object_path(digest)))?;
+        Ok(data)
+    }
+
+    /// Makes every object name created since the last call durable: fsyncs
+    /// the `XX/` directories that gained names (and the store directory if it
+    /// gained `XX/` directories). Object contents are synced before they get
+    /// a name; call this before anything else (an image) names them. Cheaper
+    /// than `syncfs`, which would flush everything else on the file system too.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        for (i, flag) in self.dirty.iter().enumerate() {
+            if flag.swap(false, Ordering::Relaxed) {
+                let rel = format!("{i:02x}");
+                let fd = rustix::fs::openat(
+                    self.dir.as_fd(),
+                    rel.as_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(StoreError::io("open", &self.path.join(&rel)))?;
+                rustix::fs::fsync(&fd).map_err(StoreError::io("sync", &self.path.join(&rel)))?;
+            }
+        }
+        if self.dirty_top.swap(false, Ordering::Relaxed) {
+            rustix::fs::fsync(&self.dir).map_err(StoreError::io("sync", &self.path))?;
+        }
+        Ok(())
+    }
+
+    fn mark_dirty(&self, digest: &Digest, new_dir: bool) {
+        self.dirty[usize::from(digest.0[0])].store(true, Ordering::Relaxed);
+        if new_dir {
+            self.dirty_top.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this store's file system can enable fs-verity on objects, as
+    /// learnt from inserting (or from [`probe_verity`](Self::probe_verity)).
+    pub fn verity_support(&self) -> VeritySupport {
+        VeritySupport::from_u8(self.verity.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests;

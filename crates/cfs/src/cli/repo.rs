@@ -1,0 +1,432 @@
+//! Repository commands: `init`, `create-image`, `images`, `image-objects`,
+//! `rm`, `fsck`, `gc`, `info`. The repository is `--repo`, else `$CFS_REPO`,
+//! else the default location (`/var/lib/cfs` for root,
+//! `$XDG_DATA_HOME/cfs` or `~/.local/share/cfs` for others).
+
+use anyhow::{bail, Context};
+use cfs_repo::import::{ImportStats, Progress};
+use cfs_repo::repository::{self, CreateOptions, FsckReport};
+use cfs_repo::scan::XattrMode;
+use cfs_repo::store::VeritySupport;
+use cfs_repo::Repository;
+use clap::{Args, Subcommand};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The repository subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RepoCommand {
+    /// Create a repository (or finish creating one).
+    Init,
+    /// Store a directory's files and an image of it under NAME.
+    CreateImage(CreateArgs),
+    /// List the images: NAME and image id (unnamed images as `-`).
+    Images,
+    /// List the objects an image needs (`ab/cdef…`), sorted.
+    ImageObjects {
+        /// Image name or id.
+        name: String,
+    },
+    /// Remove an image name (objects go at the next `gc`).
+    Rm {
+        /// Image name or id.
+        name: String,
+    },
+    /// Check every object, image and name; non-zero exit on any problem.
+    Fsck {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove everything no image name reaches.
+    Gc {
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the repository's location, format, size and fs-verity support.
+    Info,
+}
+
+/// Options of `cfs create-image`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Make all mtimes zero.
+    #[arg(long)]
+    use_epoch: bool,
+    /// Don't store xattrs.
+    #[arg(long, conflicts_with = "user_xattrs")]
+    skip_xattrs: bool,
+    /// Only store `user.*` xattrs.
+    #[arg(long)]
+    user_xattrs: bool,
+    /// Don't store block and character devices.
+    #[arg(long)]
+    skip_devices: bool,
+    /// Split hard links into separate inodes (as C mkcomposefs 1.0.x does).
+    #[arg(long)]
+    no_hardlinks: bool,
+    /// Print the summary line even when stderr is not a terminal.
+    #[arg(long)]
+    stats: bool,
+    /// Threads hashing and copying (default: 4 per CPU; each object's fsync
+    /// waits on the disk, and more threads overlap those waits).
+    #[arg(long, value_name = "N")]
+    threads: Option<std::num::NonZeroUsize>,
+    /// The directory to import.
+    dir: PathBuf,
+    /// The image's name.
+    name: String,
+}
+
+/// The repository path from `--repo`/`CFS_REPO` or the default.
+fn repo_path(repo: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match repo {
+        Some(p) => Ok(p.to_path_buf()),
+        None => repository::default_path()
+            .context("no repository location: set --repo, CFS_REPO, XDG_DATA_HOME or HOME"),
+    }
+}
+
+fn open(repo: Option<&Path>) -> anyhow::Result<Repository> {
+    Ok(Repository::open(&repo_path(repo)?)?)
+}
+
+/// Runs a repository command on a pool of 4 threads per CPU (or
+/// `create-image --threads`): storing and removing objects mostly waits on
+/// the disk (an fsync per new object, journal commits for unlinks), and more
+/// threads overlap those waits.
+pub fn run(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
+    let threads = match &cmd {
+        RepoCommand::CreateImage(CreateArgs {
+            threads: Some(n), ..
+        }) => n.get(),
+        _ => std::thread::available_parallelism().map_or(4, |n| n.get() * 4),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("could not start worker threads")?
+        .install(|| dispatch(repo, cmd))
+}
+
+fn dispatch(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
+    match cmd {
+        RepoCommand::Init => {
+            let r = Repository::init(&repo_path(repo)?)?;
+            println!("{}", r.path().display());
+            Ok(())
+        }
+        RepoCommand::CreateImage(a) => create_image(repo, &a),
+        RepoCommand::Images => {
+            let r = open(repo)?;
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            for img in r.images()? {
+                if img.names.is_empty() {
+                    writeln!(out, "-\t{}", img.id)?;
+                }
+                for n in &img.names {
+                    writeln!(out, "{n}\t{}", img.id)?;
+                }
+            }
+            Ok(out.flush()?)
+        }
+        RepoCommand::ImageObjects { name } => {
+            let r = open(repo)?;
+            let id = r.resolve(&name)?;
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            for o in r.image_objects(&id)? {
+                writeln!(out, "{}", o.object_path())?;
+            }
+            Ok(out.flush()?)
+        }
+        RepoCommand::Rm { name } => {
+            let r = open(repo)?;
+            let id = r.remove(&name)?;
+            eprintln!("removed {name} ({id}); run `cfs gc` to free its objects");
+            Ok(())
+        }
+        RepoCommand::Fsck { json } => fsck(repo, json),
+        RepoCommand::Gc { dry_run } => gc(repo, dry_run),
+        RepoCommand::Info => info(repo),
+    }
+}
+
+fn create_image(repo: Option<&Path>, a: &CreateArgs) -> anyhow::Result<()> {
+    let path = repo_path(repo)?;
+    // The first import creates the repository; init opens an existing one.
+    let r = Repository::init(&path)?;
+    let mut options = CreateOptions::default();
+    options.scan.use_epoch = a.use_epoch;
+    options.scan.skip_devices = a.skip_devices;
+    options.scan.hardlinks = !a.no_hardlinks;
+    options.scan.xattrs = if a.skip_xattrs {
+        XattrMode::None
+    } else if a.user_xattrs {
+        XattrMode::UserOnly
+    } else {
+        XattrMode::All
+    };
+    let progress = Progress::default();
+    let terminal = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        if terminal {
+            s.spawn(|| show_progress(&progress, &done));
+        }
+        let r = r.create_image(&a.dir, &a.name, &options, &progress);
+        done.store(true, Ordering::Relaxed);
+        r
+    })
+    .with_context(|| format!("cannot import {}", a.dir.display()))?;
+    if terminal || a.stats {
+        eprintln!("{}", summary(&report.stats, start.elapsed()));
+    }
+    println!("{}", report.id);
+    Ok(())
+}
+
+/// Redraws a progress bar from the counters until `done`.
+fn show_progress(progress: &Progress, done: &std::sync::atomic::AtomicBool) {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    while !done.load(Ordering::Relaxed) {
+        let total = progress.total_bytes.load(Ordering::Relaxed);
+        bar.set_length(total);
+        bar.set_position(progress.bytes.load(Ordering::Relaxed));
+        let total_files = progress.total_files.load(Ordering::Relaxed);
+        if total_files == 0 {
+            bar.set_message("scanning…");
+        } else {
+            bar.set_message(format!(
+                "{}/{} files",
+                progress.files.load(Ordering::Relaxed),
+                total_files
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+}
+
+/// `N files, B read, N new objects (B), B saved by dedup, in Ts (R/s)`.
+fn summary(s: &ImportStats, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-6);
+    format!(
+        "{} files, {} read, {} new objects ({}), {} saved by dedup, in {:.2}s ({}/s, {:.0} files/s)",
+        s.files,
+        human(s.bytes),
+        s.new_objects,
+        human(s.new_bytes),
+        human(s.saved_bytes()),
+        secs,
+        human((s.bytes as f64 / secs) as u64),
+        s.files as f64 / secs
+    )
+}
+
+/// Bytes in binary units with one decimal.
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn fsck(repo: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let r = open(repo)?;
+    let report = r.fsck()?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if json {
+        writeln!(out, "{}", fsck_json(&report))?;
+    } else {
+        for c in &report.corrupt {
+            match (&c.found, &c.error) {
+                (Some(found), _) => writeln!(
+                    out,
+                    "corrupt {}: content hashes to {found}",
+                    c.path.display()
+                )?,
+                (None, Some(e)) => writeln!(out, "corrupt {}: {e}", c.path.display())?,
+                (None, None) => writeln!(out, "corrupt {}", c.path.display())?,
+            }
+        }
+        for m in &report.missing {
+            writeln!(
+                out,
+                "missing objects/{} (needed by image {})",
+                m.object.object_path(),
+                m.image
+            )?;
+        }
+        for p in &report.stray {
+            writeln!(out, "stray {}: {}", p.path.display(), p.what)?;
+        }
+        for p in &report.broken {
+            writeln!(out, "broken {}: {}", p.path.display(), p.what)?;
+        }
+        writeln!(
+            out,
+            "{} objects ({}), {} images, {} names checked: {}",
+            report.objects,
+            human(report.bytes),
+            report.images,
+            report.refs,
+            if report.is_clean() {
+                "clean"
+            } else {
+                "PROBLEMS"
+            }
+        )?;
+    }
+    out.flush()?;
+    if !report.is_clean() {
+        bail!(
+            "fsck: {} corrupt, {} missing, {} stray, {} broken",
+            report.corrupt.len(),
+            report.missing.len(),
+            report.stray.len(),
+            report.broken.len()
+        );
+    }
+    Ok(())
+}
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn fsck_json(r: &FsckReport) -> String {
+    let list = |items: Vec<String>| format!("[{}]", items.join(","));
+    let problems = |ps: &[repository::Problem]| {
+        list(
+            ps.iter()
+                .map(|p| {
+                    format!(
+                        "{{\"path\":{},\"what\":{}}}",
+                        js(&p.path.to_string_lossy()),
+                        js(&p.what)
+                    )
+                })
+                .collect(),
+        )
+    };
+    let corrupt = list(
+        r.corrupt
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"path\":{},\"expected\":{},\"found\":{},\"error\":{}}}",
+                    js(&c.path.to_string_lossy()),
+                    js(&c.expected.to_hex()),
+                    c.found.map_or("null".into(), |f| js(&f.to_hex())),
+                    c.error.as_deref().map_or("null".into(), js)
+                )
+            })
+            .collect(),
+    );
+    let missing = list(
+        r.missing
+            .iter()
+            .map(|m| {
+                format!(
+                    "{{\"image\":{},\"object\":{}}}",
+                    js(&m.image.to_hex()),
+                    js(&m.object.to_hex())
+                )
+            })
+            .collect(),
+    );
+    format!(
+        "{{\"clean\":{},\"objects\":{},\"bytes\":{},\"images\":{},\"refs\":{},\"corrupt\":{corrupt},\"missing\":{missing},\"stray\":{},\"broken\":{}}}",
+        r.is_clean(),
+        r.objects,
+        r.bytes,
+        r.images,
+        r.refs,
+        problems(&r.stray),
+        problems(&r.broken)
+    )
+}
+
+fn gc(repo: Option<&Path>, dry_run: bool) -> anyhow::Result<()> {
+    let r = open(repo)?;
+    let report = r.gc(dry_run)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if dry_run {
+        for p in &report.removed {
+            writeln!(out, "would remove {}", p.display())?;
+        }
+    }
+    writeln!(
+        out,
+        "{} {} objects ({}), {} unnamed images, {} temporary files; kept {} objects of {} images",
+        if dry_run { "would remove" } else { "removed" },
+        report.objects_removed,
+        human(report.bytes_freed),
+        report.images_removed.len(),
+        report.temporaries_removed,
+        report.objects_kept,
+        report.images_kept
+    )?;
+    Ok(out.flush()?)
+}
+
+fn info(repo: Option<&Path>) -> anyhow::Result<()> {
+    let r = open(repo)?;
+    let s = r.stats()?;
+    println!("repository: {}", r.path().display());
+    println!("format version: {}", repository::FORMAT_VERSION);
+    println!("objects: {} ({})", s.objects, human(s.bytes));
+    println!("images: {}", s.images);
+    let verity = match s.verity {
+        VeritySupport::Enabled => "enabled on objects (kernel-verified)",
+        VeritySupport::Unavailable | VeritySupport::Unknown => {
+            "not available on this kernel or file system: digests are computed and checked in userspace only"
+        }
+    };
+    println!("fs-verity: {verity}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes_and_json_strings() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(js("a\"b\\\n\u{1}"), "\"a\\\"b\\\\\\n\\u0001\"");
+        assert!(fsck_json(&FsckReport::default()).starts_with("{\"clean\":true,"));
+    }
+}
