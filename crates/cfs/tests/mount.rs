@@ -4,7 +4,8 @@
 //! stores escaped), hard links, a whiteout and a large sparse file.
 //!
 //! The mounted tree is walked (lstat, readlink, xattrs, sha256 of contents)
-//! and compared with the source tree. The few things a composefs mount shows
+//! and compared with the source tree and with the image's own dump (`cfs
+//! dump`, contents from the objects it names). The few things a composefs mount shows
 //! differently from its source by design are mapped, each with its reason, in
 //! [`expected_from_source`].
 //!
@@ -351,6 +352,69 @@ fn small_setup() -> (tempfile::TempDir, PathBuf, PathBuf, String) {
     (t, image, objects, digest)
 }
 
+/// The image's dump (`cfs dump`) as a walk would record it: contents come
+/// from the objects the dump names (or the inline data), hard links are
+/// recorded against the first path in walk order. The same whiteout mapping
+/// as for the source applies.
+fn expected_from_dump(image: &Path, objects: &Path) -> BTreeMap<PathBuf, Entry> {
+    use cfs_format::{FileType, NodeId};
+    let o = ok(cfs(&[os("dump"), image.as_os_str()]));
+    let tree = cfs_format::dumpfile::parse(&o.stdout, Default::default()).unwrap();
+    let mut out = BTreeMap::new();
+    let mut first_path: BTreeMap<NodeId, PathBuf> = BTreeMap::new();
+    let mut stack = vec![(PathBuf::new(), tree.root())];
+    while let Some((rel, id)) = stack.pop() {
+        let n = tree.node(id);
+        for e in n.entries.iter().rev() {
+            stack.push((rel.join(OsStr::from_bytes(&e.name)), e.node));
+        }
+        let st = &n.stat;
+        let ft = n.file_type().unwrap();
+        let link_of = if ft != FileType::Directory && st.nlink > 1 {
+            let first = first_path.entry(id).or_insert(rel.clone());
+            (*first != rel).then(|| first.clone())
+        } else {
+            None
+        };
+        let sha256 = (ft == FileType::Regular).then(|| match (&n.content, &n.payload) {
+            (Some(c), _) => format!("{:x}", Sha256::digest(c)),
+            (None, Some(p)) if st.size > 0 => sha256_file(&objects.join(OsStr::from_bytes(p))),
+            _ => format!("{:x}", Sha256::digest(b"")),
+        });
+        let device = matches!(ft, FileType::CharDevice | FileType::BlockDevice);
+        out.insert(
+            rel.clone(),
+            Entry {
+                mode: st.mode,
+                uid: st.uid,
+                gid: st.gid,
+                nlink: u64::from(st.nlink),
+                rdev: if device { st.rdev } else { 0 },
+                size: (ft != FileType::Directory).then_some(st.size),
+                mtime: (st.mtime.sec, i64::from(st.mtime.nsec)),
+                symlink: n
+                    .payload
+                    .as_ref()
+                    .filter(|_| ft == FileType::Symlink)
+                    .map(|p| OsStr::from_bytes(p).to_os_string()),
+                xattrs: n
+                    .xattrs
+                    .iter()
+                    .map(|x| {
+                        (
+                            String::from_utf8_lossy(&x.name).into_owned(),
+                            x.value.clone(),
+                        )
+                    })
+                    .collect(),
+                sha256,
+                link_of,
+            },
+        );
+    }
+    expected_from_source(out)
+}
+
 /// Lists the differences between two walks, one line each.
 fn diff(want: &BTreeMap<PathBuf, Entry>, got: &BTreeMap<PathBuf, Entry>) -> Vec<String> {
     let mut out = Vec::new();
@@ -377,6 +441,7 @@ fn mounted_tree_equals_source() {
     let mnt = t.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let want = expected_from_source(walk(&src));
+    let from_dump = expected_from_dump(&image, &objects);
     for extra in [&[][..], &[os("--loop-device")][..]] {
         let mut args = vec![
             image.as_os_str(),
@@ -392,6 +457,12 @@ fn mounted_tree_equals_source() {
         assert!(
             d.is_empty(),
             "mount {extra:?} differs from the source:\n{}",
+            d.join("\n")
+        );
+        let d = diff(&from_dump, &got);
+        assert!(
+            d.is_empty(),
+            "mount {extra:?} differs from the image's dump:\n{}",
             d.join("\n")
         );
     }
@@ -493,6 +564,59 @@ fn writable_mount_writes_only_the_upper_dir() {
     assert_eq!(std::fs::read(mnt.join("d/external")).unwrap(), ext);
     assert!(!mnt.join("inline").exists());
     drop(g);
+    assert_nothing_left(t.path());
+}
+
+/// A repository image mounted by name with an upper dir: writes land in the
+/// upper dir, and `cfs fsck` finds the repository clean afterwards.
+#[test]
+fn writable_mount_of_a_repository_image_keeps_fsck_clean() {
+    require_kernel_mounts!();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    make_tree(&src);
+    let repo = t.path().join("repo");
+    let r = |args: &[&OsStr]| {
+        let mut all = vec![os("--repo"), repo.as_os_str()];
+        all.extend_from_slice(args);
+        cfs(&all)
+    };
+    ok(r(&[os("create-image"), src.as_os_str(), os("tree")]));
+    let (upper, work, mnt) = (
+        t.path().join("up"),
+        t.path().join("wk"),
+        t.path().join("mnt"),
+    );
+    for d in [&upper, &work, &mnt] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let g = mount(
+        &[
+            os("tree"),
+            mnt.as_os_str(),
+            os("--repo"),
+            repo.as_os_str(),
+            os("--upperdir"),
+            upper.as_os_str(),
+            os("--workdir"),
+            work.as_os_str(),
+            os("--read-write"),
+        ],
+        &mnt,
+    )
+    .unwrap();
+    std::fs::write(mnt.join("written"), b"upper only\n").unwrap();
+    drop(g);
+    assert_eq!(
+        std::fs::read(upper.join("written")).unwrap(),
+        b"upper only\n"
+    );
+    let o = r(&[os("fsck")]);
+    assert!(
+        o.status.success(),
+        "fsck after a writable mount: {}",
+        stderr(&o)
+    );
     assert_nothing_left(t.path());
 }
 
