@@ -113,16 +113,22 @@ pub enum ServeFailed {
     },
 }
 
-/// True when this process is root with `CAP_SYS_ADMIN` in the initial user
-/// namespace, which FUSE passthrough requires.
+/// True when this process has `CAP_SYS_ADMIN` in the initial user namespace,
+/// which FUSE passthrough requires: its user namespace maps all ids to
+/// themselves (`/proc/self/uid_map` is `0 0 4294967295`, as only the initial
+/// namespace has by default) and its effective capabilities hold bit 21. If
+/// this guesses wrong the kernel refuses the backing file and reads fall
+/// back to `pread`.
 fn privileged() -> bool {
-    let initial_ns = || -> Option<bool> {
-        Some(
-            std::fs::read_link("/proc/self/ns/user").ok()?
-                == std::fs::read_link("/proc/1/ns/user").ok()?,
-        )
-    };
-    rustix::process::geteuid().is_root() && initial_ns().unwrap_or(false)
+    let initial_ns = std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+    let cap_sys_admin = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|caps| caps & (1 << 21) != 0)
+    });
+    initial_ns && cap_sys_admin
 }
 
 /// Mounts the image and serves it until it is unmounted. `ready` is called

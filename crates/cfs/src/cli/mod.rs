@@ -3,6 +3,7 @@
 //! `PROG: message` on stderr and a non-zero exit. A closed stdout (broken pipe,
 //! as in `cfs dump x | head`) ends the program quietly.
 
+mod fuse;
 mod info;
 mod mkfs;
 mod output;
@@ -51,6 +52,8 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Mount an image with the cfs FUSE server: standalone or as an overlay lower layer.
+    FuseServe(fuse::FuseServeArgs),
     /// Print the fs-verity digest (sha256, 4 KiB blocks) of files: `DIGEST  PATH`.
     Digest {
         /// Files to measure.
@@ -96,6 +99,7 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Objects { images } => info::objects(&images, None),
         Command::MissingObjects { basedir, images } => info::objects(&images, Some(&basedir)),
         Command::Digest { files } => info::measure(&files, true),
+        Command::FuseServe(a) => fuse::run(&a),
     }
 }
 
