@@ -71,6 +71,10 @@ pub enum ObjectError {
         /// The digest of the content.
         found: Digest,
     },
+    /// The file carries a metacopy digest but no redirect: its content is
+    /// nowhere (the kernel overlay refuses such a file with EIO too).
+    #[error("file has a metacopy digest but no redirect to an object")]
+    NoRedirect,
     /// Verification is required and the image has no digest for this file.
     #[error("object {0}: the image has no fs-verity digest and verity is required")]
     NoDigest(String),

@@ -206,6 +206,13 @@ impl CfsFs {
             return Ok(None);
         }
         let Some(redirect) = self.image.redirect(nid)? else {
+            if self
+                .image
+                .get_xattr(nid, cfs_format::overlay::METACOPY)?
+                .is_some()
+            {
+                return Err(crate::objects::ObjectError::NoRedirect.into());
+            }
             return Ok(None);
         };
         let Some(objects) = &self.objects else {
