@@ -73,12 +73,13 @@ impl ServeOptions {
     }
 }
 
-/// Why serving could not start or ended with an error.
+/// Why serving could not start or ended with an error. Messages name the
+/// step and path; the cause is the error's `source()`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeFailed {
     /// The image file could not be read.
-    #[error("could not open image {path}: {source}")]
+    #[error("could not open image {path}")]
     OpenImage {
         /// The image.
         path: PathBuf,
@@ -86,7 +87,7 @@ pub enum ServeFailed {
         source: std::io::Error,
     },
     /// The image's headers are bad.
-    #[error("image {path}: {source}")]
+    #[error("bad image {path}")]
     Image {
         /// The image.
         path: PathBuf,
@@ -94,7 +95,7 @@ pub enum ServeFailed {
         source: ReadError,
     },
     /// The object directory could not be opened.
-    #[error("could not open object directory {path}: {source}")]
+    #[error("could not open object directory {path}")]
     Objects {
         /// The directory.
         path: PathBuf,
@@ -102,7 +103,7 @@ pub enum ServeFailed {
         source: std::io::Error,
     },
     /// Mounting, or the FUSE session, failed.
-    #[error("could not {op} {path}: {source}")]
+    #[error("could not {op} {path}")]
     Session {
         /// What was being done.
         op: &'static str,
