@@ -39,11 +39,7 @@ fn rows() -> Vec<Row> {
             Row {
                 asset: f[0].to_string(),
                 options,
-                mode: if f[2] == "1" {
-                    ParseMode::Strict
-                } else {
-                    ParseMode::Lenient
-                },
+                mode: if f[2] == "1" { ParseMode::Strict } else { ParseMode::Lenient },
                 image_sha256: f[3].to_string(),
                 fsverity: f[4].to_string(),
             }
@@ -56,9 +52,7 @@ pub fn read_asset(name: &str) -> Vec<u8> {
     let raw = std::fs::read(conformance().join("assets").join(name)).expect("asset");
     if name.ends_with(".gz") {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .expect("gunzip");
+        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).expect("gunzip");
         out
     } else {
         raw
@@ -90,24 +84,13 @@ fn every_conformance_image_is_byte_identical() {
         let sha = hex(&Sha256::digest(&image));
         if sha != row.image_sha256 {
             std::fs::write(format!("/tmp/cfs-{}.img", row.asset), &image).ok();
-            failures.push(format!(
-                "{}: image sha256 {sha}, expected {}",
-                row.asset, row.image_sha256
-            ));
+            failures.push(format!("{}: image sha256 {sha}, expected {}", row.asset, row.image_sha256));
             continue;
         }
         let verity = cfs_format::fsverity::digest(&image).to_hex();
         if verity != row.fsverity {
-            failures.push(format!(
-                "{}: fs-verity {verity}, expected {}",
-                row.asset, row.fsverity
-            ));
+            failures.push(format!("{}: fs-verity {verity}, expected {}", row.asset, row.fsverity));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }

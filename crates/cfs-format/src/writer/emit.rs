@@ -59,10 +59,8 @@ fn name_filter(xattrs: &[Xattr]) -> u32 {
     let mut bits = 0u32;
     for x in xattrs {
         let (index, suffix) = xattr_index(&x.name);
-        let bit = erofs::xxh32(
-            suffix,
-            erofs::XATTR_FILTER_SEED.wrapping_add(u32::from(index)),
-        ) & (erofs::XATTR_FILTER_BITS - 1);
+        let bit = erofs::xxh32(suffix, erofs::XATTR_FILTER_SEED.wrapping_add(u32::from(index)))
+            & (erofs::XATTR_FILTER_BITS - 1);
         bits |= 1 << bit;
     }
     erofs::XATTR_FILTER_DEFAULT & !bits
@@ -88,10 +86,7 @@ fn put_dirents(out: &mut Out, p: &Prepared, l: &Layout, entries: &[(Vec<u8>, usi
 }
 
 /// Splits a directory's entries into full blocks and the tail, as laid out.
-fn dir_chunks(
-    entries: &[(Vec<u8>, usize)],
-    n_blocks: u64,
-) -> (Vec<&[(Vec<u8>, usize)]>, &[(Vec<u8>, usize)]) {
+fn dir_chunks(entries: &[(Vec<u8>, usize)], n_blocks: u64) -> (Vec<&[(Vec<u8>, usize)]>, &[(Vec<u8>, usize)]) {
     let mut blocks = Vec::new();
     let mut first = 0;
     let mut block = 0u64;
@@ -121,12 +116,7 @@ pub(super) fn emit(p: &Prepared, l: &Layout) -> Vec<u8> {
     let header = ComposefsHeader {
         magic: erofs::COMPOSEFS_MAGIC.into(),
         version: erofs::COMPOSEFS_HEADER_VERSION.into(),
-        flags: if p.has_acl {
-            erofs::COMPOSEFS_FLAG_HAS_ACL
-        } else {
-            0
-        }
-        .into(),
+        flags: if p.has_acl { erofs::COMPOSEFS_FLAG_HAS_ACL } else { 0 }.into(),
         composefs_version: p.version.into(),
         unused: Default::default(),
     };
@@ -142,8 +132,7 @@ pub(super) fn emit(p: &Prepared, l: &Layout) -> Vec<u8> {
         build_time: (p.build_time.sec as u64).into(),
         build_time_nsec: p.build_time.nsec.into(),
         blocks: ((data_start / BLOCK_SIZE + l.n_data_blocks) as u32).into(),
-        meta_blkaddr: (((erofs::SUPER_OFFSET + erofs::SUPERBLOCK_SIZE as u64) / BLOCK_SIZE) as u32)
-            .into(),
+        meta_blkaddr: (((erofs::SUPER_OFFSET + erofs::SUPERBLOCK_SIZE as u64) / BLOCK_SIZE) as u32).into(),
         xattr_blkaddr: ((l.inodes_end / BLOCK_SIZE) as u32).into(),
         ..Superblock::default()
     };
@@ -238,8 +227,7 @@ fn put_inode(out: &mut Out, p: &Prepared, l: &Layout, i: usize, ino: &Inode, nex
         }
         _ => {}
     }
-    let format =
-        layout.raw() << erofs::I_DATALAYOUT_BIT | u16::from(!il.compact) << erofs::I_VERSION_BIT;
+    let format = layout.raw() << erofs::I_DATALAYOUT_BIT | u16::from(!il.compact) << erofs::I_VERSION_BIT;
     let st = &ino.stat;
     if il.compact {
         let c = InodeCompact {
@@ -300,9 +288,7 @@ fn put_inode(out: &mut Out, p: &Prepared, l: &Layout, i: usize, ino: &Inode, nex
                 put_dirents(out, p, l, tail, 1);
             }
         }
-        FileType::Symlink if il.n_blocks == 0 => {
-            out.put(ino.symlink.as_deref().unwrap_or_default())
-        }
+        FileType::Symlink if il.n_blocks == 0 => out.put(ino.symlink.as_deref().unwrap_or_default()),
         FileType::Regular if il.tail_size > 0 => match &ino.content {
             Some(c) => out.put(&c[c.len() - il.tail_size as usize..]),
             None => {

@@ -88,11 +88,7 @@ pub(super) fn layout(p: &Prepared) -> Layout {
             *counts.entry(x).or_default() += 1;
         }
     }
-    let mut shared: Vec<&Xattr> = counts
-        .iter()
-        .filter(|(_, &c)| c > 1)
-        .map(|(x, _)| *x)
-        .collect();
+    let mut shared: Vec<&Xattr> = counts.iter().filter(|(_, &c)| c > 1).map(|(x, _)| *x).collect();
     // C's canonical order: descending by name, then by value length, then by value bytes.
     shared.sort_by(|a, b| {
         b.name
@@ -163,8 +159,7 @@ pub(super) fn layout(p: &Prepared) -> Layout {
         l.xattr_size = if ino.xattrs.is_empty() {
             0
         } else {
-            (erofs::XATTR_BODY_HEADER_SIZE as u64 + n_shared * 4 + unshared_size)
-                .next_multiple_of(4)
+            (erofs::XATTR_BODY_HEADER_SIZE as u64 + n_shared * 4 + unshared_size).next_multiple_of(4)
         };
 
         let aligned = pos.next_multiple_of(SLOT_SIZE);

@@ -92,10 +92,7 @@ fn walk(tree: &Tree) -> Result<Walk, WriteError> {
                 format!("{base}/{}", String::from_utf8_lossy(&e.name))
             };
             if e.node.index() >= tree.len() {
-                return Err(invalid(
-                    &child_path,
-                    "entry names a node that does not exist",
-                ));
+                return Err(invalid(&child_path, "entry names a node that does not exist"));
             }
             if e.hardlink {
                 continue;
@@ -117,13 +114,7 @@ fn walk(tree: &Tree) -> Result<Walk, WriteError> {
             if !e.hardlink {
                 continue;
             }
-            let p = || {
-                format!(
-                    "{}/{}",
-                    w.path[&id].trim_end_matches('/'),
-                    String::from_utf8_lossy(&e.name)
-                )
-            };
+            let p = || format!("{}/{}", w.path[&id].trim_end_matches('/'), String::from_utf8_lossy(&e.name));
             if !w.parent.contains_key(&e.node) {
                 return Err(invalid(&p(), "hard link to a node outside the tree"));
             }
@@ -141,11 +132,7 @@ fn is_whiteout(stat: &Stat) -> bool {
 
 /// Chunk size bits for an external file of this size (C `erofs_compute_chunk_bitsize`).
 pub(super) fn chunk_bits(size: u64) -> u32 {
-    let bits = if size <= 1 {
-        0
-    } else {
-        64 - (size - 1).leading_zeros()
-    };
+    let bits = if size <= 1 { 0 } else { 64 - (size - 1).leading_zeros() };
     let bits = bits.max(crate::erofs::BLOCK_BITS);
     bits.min(u32::from(crate::erofs::CHUNK_FORMAT_BLKBITS_MASK) + crate::erofs::BLOCK_BITS)
 }
@@ -165,11 +152,7 @@ fn set_xattr(xattrs: &mut Vec<Xattr>, name: &[u8], value: &[u8]) {
     }
 }
 
-pub(super) fn prepare(
-    tree: &Tree,
-    min_version: u32,
-    max_version: u32,
-) -> Result<Prepared, WriteError> {
+pub(super) fn prepare(tree: &Tree, min_version: u32, max_version: u32) -> Result<Prepared, WriteError> {
     for v in [min_version, max_version] {
         if v > 1 {
             return Err(WriteError::UnsupportedVersion(v));
@@ -179,8 +162,7 @@ pub(super) fn prepare(
     let w = walk(tree)?;
 
     let mut version = min_version;
-    if version < 1 && max_version >= 1 && w.order.iter().any(|&id| is_whiteout(&tree.node(id).stat))
-    {
+    if version < 1 && max_version >= 1 && w.order.iter().any(|&id| is_whiteout(&tree.node(id).stat)) {
         version = 1;
     }
 
@@ -198,10 +180,7 @@ pub(super) fn prepare(
         let n = tree.node(id);
         let path = &w.path[&id];
         let Some(ft) = n.file_type() else {
-            return Err(invalid(
-                path,
-                format!("invalid file mode {:o}", n.stat.mode),
-            ));
+            return Err(invalid(path, format!("invalid file mode {:o}", n.stat.mode)));
         };
         // Later duplicates of a name replace earlier ones, as C's set_xattr does.
         let mut xattrs: Vec<Xattr> = Vec::with_capacity(n.xattrs.len() + 2);
@@ -235,10 +214,7 @@ pub(super) fn prepare(
             FileType::Regular => match &n.content {
                 Some(c) if !c.is_empty() => {
                     if c.len() > INLINE_CONTENT_MAX {
-                        return Err(invalid(
-                            path,
-                            format!("inline content over {INLINE_CONTENT_MAX} bytes"),
-                        ));
+                        return Err(invalid(path, format!("inline content over {INLINE_CONTENT_MAX} bytes")));
                     }
                     stat.size = c.len() as u64;
                     content = Some(c.clone());
@@ -262,11 +238,7 @@ pub(super) fn prepare(
             },
             _ => {}
         }
-        let entries = n
-            .entries
-            .iter()
-            .map(|e| (e.name.clone(), e.node, e.hardlink))
-            .collect();
+        let entries = n.entries.iter().map(|e| (e.name.clone(), e.node, e.hardlink)).collect();
         work.insert(
             id,
             Work {
@@ -307,13 +279,7 @@ pub(super) fn prepare(
     }
     let (root_stat, selinux) = {
         let r = &work[&root];
-        (
-            r.stat,
-            r.xattrs
-                .iter()
-                .find(|x| x.name == b"security.selinux")
-                .map(|x| x.value.clone()),
-        )
+        (r.stat, r.xattrs.iter().find(|x| x.name == b"security.selinux").map(|x| x.value.clone()))
     };
     let mut stubs = Vec::new();
     for i in 0..=255u8 {
@@ -397,9 +363,7 @@ pub(super) fn prepare(
             let me = index[&id];
             let parent = index[&w.parent[&id]];
             for (name, target) in [(&b"."[..], me), (&b".."[..], parent)] {
-                let pos = entries
-                    .binary_search_by(|(n, _)| n.as_slice().cmp(name))
-                    .unwrap_or_else(|p| p);
+                let pos = entries.binary_search_by(|(n, _)| n.as_slice().cmp(name)).unwrap_or_else(|p| p);
                 entries.insert(pos, (name.to_vec(), target));
             }
         }
@@ -439,10 +403,7 @@ fn check_xattr(path: &str, x: &Xattr) -> Result<(), WriteError> {
     if x.value.len() > usize::from(u16::MAX) {
         return Err(invalid(
             path,
-            format!(
-                "xattr {} value longer than 65535 bytes",
-                String::from_utf8_lossy(&x.name)
-            ),
+            format!("xattr {} value longer than 65535 bytes", String::from_utf8_lossy(&x.name)),
         ));
     }
     Ok(())
