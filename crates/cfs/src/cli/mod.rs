@@ -3,6 +3,7 @@
 //! `PROG: message` on stderr and a non-zero exit. A closed stdout (broken pipe,
 //! as in `cfs dump x | head`) ends the program quietly.
 
+mod fuse;
 mod info;
 mod mkfs;
 mod mount;
@@ -56,6 +57,8 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Mount an image with the cfs FUSE server: standalone or as an overlay lower layer.
+    FuseServe(fuse::FuseServeArgs),
     /// Print the fs-verity digest (sha256, 4 KiB blocks) of files: `DIGEST  PATH`.
     Digest {
         /// Files to measure.
@@ -111,6 +114,7 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Mount(a) => mount::mount(a, cli.repo.as_deref()),
         Command::Unmount(a) => mount::unmount(&a),
         Command::Repo(c) => repo::run(cli.repo.as_deref(), c),
+        Command::FuseServe(a) => fuse::run(&a, cli.repo.as_deref()),
     }
 }
 

@@ -1,0 +1,341 @@
+//! Opening the object a file's `trusted.overlay.redirect` names, safely, and
+//! checking its fs-verity digest before its first byte is served.
+//!
+//! An image is untrusted input, so its redirect is too. Two independent
+//! guards keep a redirect inside the object store:
+//! 1. [`object_path`] accepts only `/xx/` + 62 lowercase hex digits (an
+//!    optional `.ext` suffix of letters and digits allowed, as older stores
+//!    name objects `xx/hex.file`): one fixed-depth path of plain names, no
+//!    `..`, no empty component;
+//! 2. the open is an `openat2` under the objects directory with
+//!    `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV |
+//!    RESOLVE_NO_MAGICLINKS` and `O_NOFOLLOW`, and only a regular file is kept:
+//!    a symlink or mount planted in the store is refused by the kernel.
+//!
+//! Verification is done in userspace (the digest of the whole object, at
+//! about 1.4 GB/s), because fs-verity may be missing from the kernel or the
+//! filesystem. A result is cached per object inode and change time: the next
+//! open of an unchanged object costs one `fstat`. Data read after the check
+//! is not re-checked (with passthrough the kernel reads it directly); a store
+//! with fs-verity enabled closes that window, which is future work.
+
+use cfs_format::fsverity::{Digest, FsVerityHasher};
+use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// When file contents are checked against the image's fs-verity digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerityPolicy {
+    /// Check every object whose file carries a digest (the default: a
+    /// composefs image names each object by its digest).
+    #[default]
+    Auto,
+    /// Check every object, and refuse (EIO) an external file without a digest.
+    Require,
+    /// Check nothing.
+    None,
+}
+
+/// Why an object could not be served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectError {
+    /// The redirect is not an object path (`/xx/hex…`).
+    #[error("redirect {0:?} is not an object path /xx/<62 hex>")]
+    BadRedirect(String),
+    /// Opening or reading the object failed.
+    #[error("could not {op} object {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The object path, relative to the store.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The object is not a regular file.
+    #[error("object {0} is not a regular file")]
+    NotRegular(String),
+    /// The object's content does not match the image's digest.
+    #[error("object {path}: fs-verity digest {found}, the image says {expected}")]
+    DigestMismatch {
+        /// The object path.
+        path: String,
+        /// The digest in the image.
+        expected: Digest,
+        /// The digest of the content.
+        found: Digest,
+    },
+    /// The file carries a metacopy digest but no redirect: its content is
+    /// nowhere (the kernel overlay refuses such a file with EIO too).
+    #[error("file has a metacopy digest but no redirect to an object")]
+    NoRedirect,
+    /// Verification is required and the image has no digest for this file.
+    #[error("object {0}: the image has no fs-verity digest and verity is required")]
+    NoDigest(String),
+}
+
+/// The object path (relative to the store) a redirect names, if it is a
+/// valid one: `/xx/` + 62 lowercase hex digits, optionally `.` + 1 to 16
+/// ASCII letters or digits. Anything else is refused.
+pub fn object_path(redirect: &[u8]) -> Option<&str> {
+    let path = redirect.strip_prefix(b"/")?;
+    let is_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    let (dir, rest) = (path.get(..2)?, path.get(2..)?);
+    let rest = rest.strip_prefix(b"/")?;
+    if !dir.iter().all(is_hex) || rest.len() < 62 || !rest[..62].iter().all(is_hex) {
+        return None;
+    }
+    match &rest[62..] {
+        [] => {}
+        [b'.', ext @ ..] if (1..=16).contains(&ext.len()) => {
+            if !ext.iter().all(u8::is_ascii_alphanumeric) {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    std::str::from_utf8(path).ok()
+}
+
+/// Identity of one version of an object file: a change to it (rewrite, or
+/// replacement by another file) changes one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileVersion {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime: (i64, i64),
+}
+
+/// The object store: a directory opened once, and the verification cache.
+#[derive(Debug)]
+pub struct ObjectStore {
+    dir: OwnedFd,
+    policy: VerityPolicy,
+    /// Objects already verified, per file version: the digest they have.
+    /// Locked only on an object's open, never on reads.
+    verified: Mutex<HashMap<FileVersion, Digest>>,
+}
+
+impl ObjectStore {
+    /// Opens the objects directory (`ab/cdef…` layout).
+    pub fn open(dir: &Path, policy: VerityPolicy) -> Result<Self, std::io::Error> {
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(ObjectStore {
+            dir: fd,
+            policy,
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The verification policy.
+    pub fn policy(&self) -> VerityPolicy {
+        self.policy
+    }
+
+    /// Opens the object `redirect` names, read-only, after checking it is a
+    /// regular file inside the store and (per the policy) that its content
+    /// has the fs-verity digest `expected`.
+    pub fn open_object(
+        &self,
+        redirect: &[u8],
+        expected: Option<Digest>,
+    ) -> Result<File, ObjectError> {
+        let path = object_path(redirect)
+            .ok_or_else(|| ObjectError::BadRedirect(String::from_utf8_lossy(redirect).into()))?;
+        let io = |op, source: rustix::io::Errno| ObjectError::Io {
+            op,
+            path: path.to_owned(),
+            source: source.into(),
+        };
+        let fd = openat2(
+            self.dir.as_fd(),
+            path,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY,
+            Mode::empty(),
+            ResolveFlags::BENEATH
+                | ResolveFlags::NO_SYMLINKS
+                | ResolveFlags::NO_XDEV
+                | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| io("open", e))?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| ObjectError::Io {
+            op: "stat",
+            path: path.to_owned(),
+            source: e,
+        })?;
+        if !meta.file_type().is_file() {
+            return Err(ObjectError::NotRegular(path.to_owned()));
+        }
+        let expected = match (self.policy, expected) {
+            (VerityPolicy::None, _) => return Ok(file),
+            (VerityPolicy::Auto, None) => return Ok(file),
+            (VerityPolicy::Require, None) => return Err(ObjectError::NoDigest(path.to_owned())),
+            (_, Some(d)) => d,
+        };
+        let version = FileVersion {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        };
+        let cached = self.lock().get(&version).copied();
+        let found = match cached {
+            Some(d) => d,
+            None => {
+                let d = measure(&file, meta.size()).map_err(|e| ObjectError::Io {
+                    op: "read",
+                    path: path.to_owned(),
+                    source: e,
+                })?;
+                self.lock().insert(version, d);
+                d
+            }
+        };
+        if found != expected {
+            return Err(ObjectError::DigestMismatch {
+                path: path.to_owned(),
+                expected,
+                found,
+            });
+        }
+        Ok(file)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileVersion, Digest>> {
+        // A panic while holding the lock can't leave the map inconsistent.
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The fs-verity digest of `size` bytes of `file`, read with `pread`.
+fn measure(file: &File, size: u64) -> std::io::Result<Digest> {
+    let mut hasher = FsVerityHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < size {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX62: &str = "9a256e79a69a2acb500de542f004320630257f9481c2ec3d41ca4635106a11";
+
+    #[test]
+    fn object_paths() {
+        let good = format!("/b0/{HEX62}");
+        assert_eq!(object_path(good.as_bytes()), Some(&good[1..]));
+        let with_ext = format!("/b0/{HEX62}.file");
+        assert_eq!(object_path(with_ext.as_bytes()), Some(&with_ext[1..]));
+        let bad = [
+            "/../../etc/passwd".to_owned(),
+            "../../etc/passwd".to_owned(),
+            format!("b0/{HEX62}"),
+            format!("/B0/{HEX62}"),
+            format!("/b0/{}", HEX62.to_uppercase()),
+            format!("/b0/{}", &HEX62[1..]),
+            format!("/b0/{HEX62}/x"),
+            format!("/b0/{HEX62}."),
+            format!("/b0/{HEX62}./.."),
+            format!("/b0/{HEX62}.abcdefghijklmnopq"),
+            format!("//b0/{HEX62}"),
+            format!("/b0//{HEX62}"),
+            format!("/b0/{HEX62}\0"),
+            format!("/../{HEX62}"),
+            "/".to_owned(),
+            String::new(),
+        ];
+        for b in bad {
+            assert_eq!(object_path(b.as_bytes()), None, "{b:?}");
+        }
+    }
+
+    fn store(policy: VerityPolicy) -> (tempfile::TempDir, ObjectStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path(), policy).unwrap();
+        (dir, store)
+    }
+
+    fn put(dir: &Path, data: &[u8]) -> (String, Digest) {
+        let d = cfs_format::fsverity::digest(data);
+        let p = d.object_path();
+        std::fs::create_dir_all(dir.join(&p[..2])).unwrap();
+        std::fs::write(dir.join(&p), data).unwrap();
+        (format!("/{p}"), d)
+    }
+
+    #[test]
+    fn verified_open_and_mismatch() {
+        let (dir, store) = store(VerityPolicy::Auto);
+        let (redirect, digest) = put(dir.path(), b"hello world\n");
+        assert!(store.open_object(redirect.as_bytes(), Some(digest)).is_ok());
+        // Cached: same answer.
+        assert!(store.open_object(redirect.as_bytes(), Some(digest)).is_ok());
+        std::fs::write(dir.path().join(&redirect[1..]), b"hellO world\n").unwrap();
+        let err = store
+            .open_object(redirect.as_bytes(), Some(digest))
+            .unwrap_err();
+        assert!(matches!(err, ObjectError::DigestMismatch { .. }), "{err}");
+        // No digest: fine under Auto, refused under Require.
+        assert!(store.open_object(redirect.as_bytes(), None).is_ok());
+        let (_d2, strict) = (
+            0,
+            ObjectStore::open(dir.path(), VerityPolicy::Require).unwrap(),
+        );
+        assert!(matches!(
+            strict.open_object(redirect.as_bytes(), None),
+            Err(ObjectError::NoDigest(_))
+        ));
+    }
+
+    #[test]
+    fn planted_symlink_is_refused() {
+        let (dir, store) = store(VerityPolicy::None);
+        let path = format!("ab/{HEX62}");
+        std::fs::create_dir_all(dir.path().join("ab")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join(&path)).unwrap();
+        let err = store
+            .open_object(format!("/{path}").as_bytes(), None)
+            .unwrap_err();
+        assert!(matches!(err, ObjectError::Io { .. }), "{err}");
+        // A symlinked prefix directory too.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("x")).unwrap();
+        std::fs::write(outside.path().join(HEX62), b"secret").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("cd")).unwrap();
+        let err = store
+            .open_object(format!("/cd/{HEX62}").as_bytes(), None)
+            .unwrap_err();
+        assert!(matches!(err, ObjectError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn directory_object_is_refused() {
+        let (dir, store) = store(VerityPolicy::None);
+        std::fs::create_dir_all(dir.path().join("ab").join(HEX62)).unwrap();
+        let err = store
+            .open_object(format!("/ab/{HEX62}").as_bytes(), None)
+            .unwrap_err();
+        assert!(matches!(err, ObjectError::NotRegular(_)), "{err}");
+    }
+}
