@@ -469,6 +469,46 @@ fn mounted_tree_equals_source() {
     assert_nothing_left(t.path());
 }
 
+/// Removes the temporary `/sbin/mount.composefs` link on the way out.
+struct SbinHelper(PathBuf);
+
+impl Drop for SbinHelper {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `mount -t composefs` through mount(8) itself, with cfs installed as
+/// `/sbin/mount.composefs` for the duration of the test (skipped where another
+/// helper is already installed there).
+#[test]
+fn mount_t_composefs_through_mount8() {
+    require_kernel_mounts!();
+    let sbin = PathBuf::from("/sbin/mount.composefs");
+    if sbin.symlink_metadata().is_ok() {
+        eprintln!("skipped: /sbin/mount.composefs already exists (not ours to replace)");
+        return;
+    }
+    let (t, image, objects, digest) = small_setup();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cfs"), &sbin).unwrap();
+    let _installed = SbinHelper(sbin);
+    let mnt = t.path().join("mnt");
+    let o = Command::new("mount")
+        .args(["-t", "composefs"])
+        .arg(&image)
+        .arg(&mnt)
+        .arg("-o")
+        .arg(format!("basedir={},digest={digest},ro", objects.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mount -t composefs: {}", stderr(&o));
+    let g = Mounted(mnt.clone());
+    assert_eq!(std::fs::read(mnt.join("inline")).unwrap(), b"hi\n");
+    assert_eq!(std::fs::read(mnt.join("d/external")).unwrap().len(), 1700);
+    drop(g);
+    assert_nothing_left(t.path());
+}
+
 #[test]
 fn mount_by_name_in_a_repository() {
     require_kernel_mounts!();
