@@ -485,6 +485,36 @@ fn standalone_matches_kernel_overlay_on_a_generated_tree() {
     );
 }
 
+/// A real tree of this machine (`/usr/share/doc`, or `CFS_TEST_REAL_TREE`):
+/// the standalone FUSE mount equals the kernel overlay mount, contents included.
+#[test]
+fn standalone_matches_kernel_overlay_on_a_real_tree() {
+    require_kernel!();
+    let src = PathBuf::from(
+        std::env::var_os("CFS_TEST_REAL_TREE").unwrap_or_else(|| "/usr/share/doc".into()),
+    );
+    if !src.is_dir() {
+        eprintln!("skipped: no real tree at {}", src.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, objects) = (tmp.path().join("real.cfs"), tmp.path().join("objects"));
+    mkfs(&src, &image, &objects);
+    let kernel = KernelMount::new(&image, &objects);
+    let want = walk_bounded(kernel.overlay.path(), true);
+    let fuse = FuseMount::new(&image, &["--basedir", objects.to_str().unwrap()]).unwrap();
+    let got = walk_bounded(fuse.path(), true);
+    let d = diff("kernel", &want, "fuse", &got);
+    assert!(
+        d.is_empty(),
+        "standalone differs from the kernel on {}:\n{}",
+        src.display(),
+        d.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
+    assert!(want.len() > 100, "{} is too small a tree", src.display());
+    drop(fuse.finish());
+}
+
 #[test]
 fn standalone_matches_kernel_overlay_on_conformance_images() {
     require_kernel!();
