@@ -1,0 +1,39 @@
+#!/bin/bash
+# Builds the fuzz targets with libFuzzer's coverage instrumentation on the stable
+# toolchain (the flags cargo-fuzz passes, minus sanitizers that need nightly) and
+# runs one: fuzz/run.sh TARGET [SECONDS] [libFuzzer args...]
+# Seeds: the conformance dumps, and images our writer builds from them.
+set -euo pipefail
+cd "$(dirname "$0")"
+target=${1:?usage: run.sh erofs_walk|dumpfile_roundtrip [seconds] [libfuzzer args]}
+secs=${2:-60}
+shift $(( $# > 1 ? 2 : 1 ))
+export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+ -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+ -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
+# An explicit --target keeps these flags off build scripts and proc macros.
+triple=$(rustc -vV | sed -n "s/^host: //p")
+cargo build --release --target "$triple" --bin "$target" >&2
+conf=../../shared/conformance
+corpus=corpus/$target
+mkdir -p "$corpus" artifacts/"$target"
+if [ -z "$(ls -A "$corpus")" ]; then
+    case $target in
+        dumpfile_roundtrip)
+            for f in "$conf"/assets/* "$conf"/should-fail/*; do
+                case $f in *.gz) zcat "$f" | head -c 65536 > "$corpus/$(basename "$f" .gz)";; *) cp "$f" "$corpus/";; esac
+            done;;
+        erofs_walk)
+            cfs=../target/debug/cfs
+            [ -x "$cfs" ] || (cd .. && cargo build -q -p cfs)
+            for f in "$conf"/assets/*; do
+                n=$(basename "$f" .gz)
+                case $f in *.gz) zcat "$f" > /tmp/cfs-fuzz-seed.dump;; *) cp "$f" /tmp/cfs-fuzz-seed.dump;; esac
+                "$cfs" mkfs --from-file /tmp/cfs-fuzz-seed.dump "$corpus/$n.img" 2>/dev/null || true
+                # libFuzzer's default max_len is small; keep seeds that fit 1 MiB.
+                [ "$(stat -c %s "$corpus/$n.img" 2>/dev/null || echo 0)" -le 1048576 ] || rm -f "$corpus/$n.img"
+            done;;
+    esac
+fi
+exec target/"$triple"/release/"$target" "$corpus" -artifact_prefix=artifacts/"$target"/ \
+    -max_total_time="$secs" -max_len=1048576 -timeout=10 -rss_limit_mb=2048 "$@"
