@@ -389,8 +389,19 @@ impl<'a> LayerReader<'a> {
             reason: format!("bad {what} field: {e}"),
         };
         let perm = h.mode().map_err(|e| bad("mode", e))? & 0o7777;
-        let uid = h.uid().map_err(|e| bad("uid", e))?;
-        let gid = h.gid().map_err(|e| bad("gid", e))?;
+        // An empty numeric field reads as 0, as Go's archive/tar and GNU tar do.
+        let blank = |f: &[u8]| f.iter().all(|&b| b == 0 || b == b' ');
+        let old = h.as_old();
+        let uid = if blank(&old.uid) {
+            0
+        } else {
+            h.uid().map_err(|e| bad("uid", e))?
+        };
+        let gid = if blank(&old.gid) {
+            0
+        } else {
+            h.gid().map_err(|e| bad("gid", e))?
+        };
         let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
             (Ok(u), Ok(g)) => (u, g),
             _ => return Err(self.err(shown, "uid or gid above 2^32-1")),
@@ -398,7 +409,11 @@ impl<'a> LayerReader<'a> {
         let mtime = match pax_mtime {
             Some(t) => t,
             None => Timespec {
-                sec: i64::try_from(h.mtime().map_err(|e| bad("mtime", e))?).unwrap_or(i64::MAX),
+                sec: if blank(&old.mtime) {
+                    0
+                } else {
+                    i64::try_from(h.mtime().map_err(|e| bad("mtime", e))?).unwrap_or(i64::MAX)
+                },
                 nsec: 0,
             },
         };
