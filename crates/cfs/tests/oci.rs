@@ -795,3 +795,44 @@ fn registry_pull_mount_and_wrong_digest() {
     assert!(ok(cfs(&fresh, &[&"oci", &"images"])).is_empty());
     assert!(ok(cfs(&fresh, &[&"images"])).is_empty());
 }
+
+/// A debootstrapped Debian minbase root (cached by `.ci/run` as
+/// `/var/cache/cfs-test/minbase.tar`), as a one-layer image made with
+/// `umoci raw add-layer`: pulled, mounted and compared with `umoci unpack`.
+#[test]
+fn debian_minbase_matches_umoci_unpack() {
+    let tar = Path::new("/var/cache/cfs-test/minbase.tar");
+    if !tar.exists() {
+        eprintln!(
+            "SKIPPED: no cached Debian minbase root at {} (.ci/run builds it with debootstrap)",
+            tar.display()
+        );
+        return;
+    }
+    if !have("umoci") {
+        eprintln!("SKIPPED: needs umoci");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    let img = format!("{}:minbase", layout.display());
+    for args in [
+        vec!["init", "--layout", layout.to_str().unwrap()],
+        vec!["new", "--image", &img],
+        vec!["raw", "add-layer", "--image", &img, tar.to_str().unwrap()],
+    ] {
+        let o = Command::new("umoci").args(&args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let repo = t.path().join("repo");
+    ok(cfs(
+        &repo,
+        &[&"oci", &"pull", &format!("oci:{img}"), &"minbase"],
+    ));
+    compare_with_umoci(&repo, "minbase", &img, t.path());
+    ok(cfs(&repo, &[&"fsck"]));
+}
