@@ -51,7 +51,10 @@ impl Repository {
                 Ok(objs)
             })
             .collect::<Result<_, RepoError>>()?;
-        let live: HashSet<Digest> = marked.into_iter().flatten().collect();
+        let mut live: HashSet<Digest> = marked.into_iter().flatten().collect();
+        // OCI tags keep their manifests, configs and layer records too.
+        let oci = crate::oci::store::gc_mark(self).map_err(|e| RepoError::Oci(Box::new(e)))?;
+        live.extend(oci.objects);
         report.images_kept = roots.len() as u64;
 
         // Sweep image links first, so no image ever names a removed object.
@@ -68,6 +71,14 @@ impl Repository {
                 }
             }
             report.images_removed.push(id);
+            report.removed.push(rel);
+        }
+        // OCI blob and layer links no tag reaches.
+        for rel in oci.unreached {
+            if !dry_run {
+                let p = self.path.join(&rel);
+                std::fs::remove_file(&p).map_err(RepoError::std_io("remove", &p))?;
+            }
             report.removed.push(rel);
         }
         // Leftover temporary ref names.

@@ -7,7 +7,8 @@
 //! REPO/objects/XX/REST       objects named by fs-verity digest (an ObjectStore)
 //! REPO/images/ID             symlink ../objects/XX/REST: an image, by image id
 //! REPO/images/refs/NAME      symlink ../ID: a human name (tag) for an image
-//! REPO/streams/, streams/refs/   reserved (composefs-rs splitstreams; tar/OCI import)
+//! REPO/streams/, streams/refs/   reserved (composefs-rs splitstreams)
+//! REPO/streams/oci/          OCI tags, manifests, configs, layer records (crate::oci::store)
 //! ```
 //!
 //! One file per verb: [`open`](Repository::open) and
@@ -25,6 +26,7 @@ pub use fsck::{Corrupt, FsckReport, Missing, Problem};
 pub use gc::GcReport;
 pub use image::{CreateOptions, CreateReport, ImageInfo};
 pub use lock::{LockMode, RepoLock};
+pub use refs::check_name;
 
 use crate::scan::ScanError;
 use crate::store::{ObjectStore, StoreError};
@@ -94,6 +96,9 @@ pub enum RepoError {
     /// The tree can't be written as an image.
     #[error("cannot write image: {0}")]
     Write(#[from] WriteError),
+    /// OCI records that can't be read (gc stops rather than guess).
+    #[error("OCI records: {0}")]
+    Oci(Box<crate::oci::OciError>),
 }
 
 impl RepoError {

@@ -35,7 +35,7 @@ impl Repository {
     }
 
     /// Links `images/ID` to the image's object (no-op if present) and syncs `images/`.
-    pub(super) fn link_image_id(&self, id: &Digest) -> Result<(), RepoError> {
+    pub(crate) fn link_image_id(&self, id: &Digest) -> Result<(), RepoError> {
         let link = self.images_dir().join(id.to_hex());
         let target = format!("../objects/{}", id.object_path());
         match rustix::fs::symlinkat(

@@ -187,6 +187,53 @@ impl ObjectStore {
         self.publish(tmp, temp, digest, size)
     }
 
+    /// Stores exactly `size` bytes read from a stream (a tar entry), hashed
+    /// while they are written. `what` names the source in errors; a stream
+    /// that ends early is an error and nothing is stored.
+    pub fn insert_reader(
+        &self,
+        reader: &mut dyn std::io::Read,
+        size: u64,
+        what: &Path,
+    ) -> Result<Inserted, StoreError> {
+        let (tmp, temp) = self.temp_file()?;
+        let result = self
+            .copy_from_reader(reader, size, what, &tmp)
+            .and_then(|digest| self.publish(tmp, &temp, digest, size));
+        temp.remove(self);
+        result
+    }
+
+    fn copy_from_reader(
+        &self,
+        reader: &mut dyn std::io::Read,
+        size: u64,
+        what: &Path,
+        tmp: &OwnedFd,
+    ) -> Result<Digest, StoreError> {
+        let mut hasher = FsVerityHasher::new();
+        let mut buf = vec![0u8; CHUNK.min(size as usize).max(4096)];
+        let mut left = size;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = match reader.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(StoreError::SourceChanged {
+                        path: what.to_path_buf(),
+                        what: format!("ended after {} of {size} bytes", size - left),
+                    })
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::std_io("read", what)(e)),
+            };
+            hasher.update(&buf[..n]);
+            write_all(tmp, &buf[..n]).map_err(StoreError::io("write to", self.path()))?;
+            left -= n as u64;
+        }
+        Ok(hasher.finish())
+    }
+
     /// Stores bytes held in memory (an image).
     pub fn insert_bytes(&self, data: &[u8]) -> Result<Inserted, StoreError> {
         let digest = cfs_format::fsverity::digest(data);

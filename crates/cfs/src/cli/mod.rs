@@ -7,6 +7,7 @@ mod fuse;
 mod info;
 mod mkfs;
 mod mount;
+mod oci;
 mod output;
 mod repo;
 
@@ -71,6 +72,13 @@ enum Command {
     Unmount(mount::UnmountArgs),
     #[command(flatten)]
     Repo(repo::RepoCommand),
+    /// Import one tar (plain, gzip or zstd) as an image NAME.
+    ImportTar(oci::ImportTarArgs),
+    /// OCI images: pull, list, inspect, remove, mount.
+    Oci {
+        #[command(subcommand)]
+        command: oci::OciCommand,
+    },
 }
 
 /// Runs the program named by `argv[0]`.
@@ -115,6 +123,12 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Unmount(a) => mount::unmount(&a),
         Command::Repo(c) => repo::run(cli.repo.as_deref(), c),
         Command::FuseServe(a) => fuse::run(&a, cli.repo.as_deref()),
+        Command::ImportTar(a) => {
+            repo::with_pool(|| oci::import_tar(&repo::repo_path(cli.repo.as_deref())?, &a))
+        }
+        Command::Oci { command } => {
+            repo::with_pool(|| oci::run(&repo::repo_path(cli.repo.as_deref())?, command))
+        }
     }
 }
 

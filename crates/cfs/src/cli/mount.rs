@@ -60,6 +60,18 @@ pub struct UnmountArgs {
     lazy: bool,
 }
 
+impl MountArgs {
+    /// The image argument as given.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// Replaces the image argument (`cfs oci mount NAME` mounts `oci:NAME`).
+    pub fn set_image(&mut self, image: String) {
+        self.image = image;
+    }
+}
+
 /// `cfs mount`.
 pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
     let as_file = Path::new(&a.image);

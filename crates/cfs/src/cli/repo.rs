@@ -82,7 +82,7 @@ pub struct CreateArgs {
 }
 
 /// The repository path from `--repo`/`CFS_REPO` or the default.
-fn repo_path(repo: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub fn repo_path(repo: Option<&Path>) -> anyhow::Result<PathBuf> {
     match repo {
         Some(p) => Ok(p.to_path_buf()),
         None => repository::default_path()
@@ -92,6 +92,19 @@ fn repo_path(repo: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 fn open(repo: Option<&Path>) -> anyhow::Result<Repository> {
     Ok(Repository::open(&repo_path(repo)?)?)
+}
+
+/// Runs `f` on a pool of 4 threads per CPU (see [`run`]).
+pub fn with_pool<T>(f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T>
+where
+    T: Send,
+{
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("could not start worker threads")?
+        .install(f)
 }
 
 /// Runs a repository command on a pool of 4 threads per CPU (or

@@ -1,0 +1,312 @@
+//! What the repository records about OCI images, beside its images:
+//!
+//! ```text
+//! REPO/streams/oci/blobs/sha256/HEX    → ../../../../objects/XX/REST   manifests and configs, verbatim
+//! REPO/streams/oci/layers/sha256/HEX   → ../../../../objects/XX/REST   a layer's tree as a dumpfile
+//! REPO/streams/oci/refs/NAME           → ../blobs/sha256/HEX           a tag: its manifest
+//! REPO/images/refs/oci:NAME            the merged image of the tag, mountable by name
+//! ```
+//!
+//! A layer is keyed by the digest the manifest names it by (the compressed
+//! blob), so a pull knows before fetching that it has it. Its record is the
+//! layer tree ([`super::tar`]) printed as a composefs dumpfile: whiteouts as
+//! char devices 0/0, opaque directories with `trusted.overlay.opaque=y`, file
+//! contents by object, so reading it back gives exactly the tree that was
+//! merged. Links are made only after the objects they name are durable; the
+//! tag is set last. gc keeps every object a tag reaches (manifest, config,
+//! layer records and the objects they name) and drops the links nothing
+//! reaches.
+
+use super::layout::{parse_json, sha256_hex, Manifest};
+use super::OciError;
+use crate::Repository;
+use cfs_format::dumpfile::{self, ParseMode};
+use cfs_format::writer::{self, WriteOptions};
+use cfs_format::{Digest, FileType, Tree};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+const BLOBS: &str = "streams/oci/blobs/sha256";
+const LAYERS: &str = "streams/oci/layers/sha256";
+const REFS: &str = "streams/oci/refs";
+
+/// The image name (`images/refs/…`) of an OCI tag's merged image.
+pub fn image_name(tag: &str) -> String {
+    format!("oci:{tag}")
+}
+
+/// Checks an OCI tag name (the image name `oci:NAME` must be valid too).
+pub fn check_tag(tag: &str) -> Result<(), OciError> {
+    crate::repository::check_name(tag)?;
+    crate::repository::check_name(&image_name(tag))?;
+    Ok(())
+}
+
+fn io_err<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> OciError + 'a {
+    OciError::io(op, p)
+}
+
+/// Creates the `streams/oci/` directories.
+pub fn ensure_dirs(repo: &Repository) -> Result<(), OciError> {
+    for d in [BLOBS, LAYERS, REFS] {
+        let p = repo.path().join(d);
+        std::fs::create_dir_all(&p).map_err(io_err("create", &p))?;
+    }
+    Ok(())
+}
+
+fn sync_dir(p: &Path) -> Result<(), OciError> {
+    std::fs::File::open(p)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync", p))
+}
+
+/// Replaces `link` with a symlink to `target` (temporary name, rename).
+fn set_link(dir: &Path, name: &str, target: &str) -> Result<(), OciError> {
+    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create", &tmp))?;
+    let dest = dir.join(name);
+    std::fs::rename(&tmp, &dest).map_err(io_err("rename", &dest))?;
+    sync_dir(dir)
+}
+
+fn object_link(obj: &Digest) -> String {
+    format!("../../../../objects/{}", obj.object_path())
+}
+
+/// The object a `blobs/` or `layers/` link names.
+fn read_object_link(p: &Path) -> Result<Option<Digest>, OciError> {
+    match std::fs::read_link(p) {
+        Ok(t) => {
+            let t = t.as_os_str().as_encoded_bytes();
+            Ok(t.strip_prefix(b"../../../../objects/")
+                .and_then(Digest::from_object_path))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", p)(e)),
+    }
+}
+
+/// The layer record of a blob digest, if this repository has it.
+pub fn layer_object(repo: &Repository, digest: &str) -> Result<Option<Digest>, OciError> {
+    let p = repo.path().join(LAYERS).join(sha256_hex(digest)?);
+    match read_object_link(&p)? {
+        Some(d) if repo.objects().contains(&d) => Ok(Some(d)),
+        _ => Ok(None),
+    }
+}
+
+/// Every layer digest recorded (as `sha256:HEX`).
+pub fn layer_digests(repo: &Repository) -> Result<Vec<String>, OciError> {
+    let dir = repo.path().join(LAYERS);
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err("read", &dir)(e)),
+    };
+    for e in rd {
+        let e = e.map_err(io_err("read", &dir))?;
+        if let Some(n) = e.file_name().to_str() {
+            let d = format!("sha256:{n}");
+            if sha256_hex(&d).is_ok() {
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Stores a layer tree as its record; the caller syncs and then links it.
+pub fn store_layer(repo: &Repository, tree: &Tree) -> Result<Digest, OciError> {
+    let mut text = Vec::new();
+    dumpfile::print(tree, &mut text).map_err(|e| OciError::Invalid {
+        what: "layer tree".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(repo.objects().insert_bytes(&text)?.digest)
+}
+
+/// Links a (durable) layer record under its blob digest.
+pub fn link_layer(repo: &Repository, digest: &str, obj: &Digest) -> Result<(), OciError> {
+    set_link(
+        &repo.path().join(LAYERS),
+        sha256_hex(digest)?,
+        &object_link(obj),
+    )
+}
+
+/// Reads a layer record back into its tree.
+pub fn load_layer(repo: &Repository, digest: &str, obj: &Digest) -> Result<Tree, OciError> {
+    let text = repo.objects().read_object(obj)?;
+    dumpfile::parse(&text, ParseMode::Strict).map_err(|e| OciError::Invalid {
+        what: format!("layer record of {digest} (object {obj})"),
+        reason: e.to_string(),
+    })
+}
+
+/// Stores a JSON document (manifest, config) and links it by its sha256.
+pub fn put_blob(repo: &Repository, digest: &str, bytes: &[u8]) -> Result<(), OciError> {
+    let hex = sha256_hex(digest)?;
+    let obj = repo.objects().insert_bytes(bytes)?.digest;
+    repo.objects().sync()?;
+    set_link(&repo.path().join(BLOBS), hex, &object_link(&obj))
+}
+
+/// Reads a stored JSON document back (checked against its sha256).
+pub fn get_blob(repo: &Repository, digest: &str) -> Result<Vec<u8>, OciError> {
+    let p = repo.path().join(BLOBS).join(sha256_hex(digest)?);
+    let obj = read_object_link(&p)?.ok_or_else(|| OciError::Invalid {
+        what: p.display().to_string(),
+        reason: "missing or malformed blob link".into(),
+    })?;
+    let bytes = repo.objects().read_object(&obj)?;
+    let v = super::layout::Verify::new(&bytes[..], None);
+    v.finish(digest, Some(bytes.len() as u64))?;
+    Ok(bytes)
+}
+
+/// Points a tag at a manifest (stored with [`put_blob`]).
+pub fn set_tag(repo: &Repository, tag: &str, manifest: &str) -> Result<(), OciError> {
+    check_tag(tag)?;
+    let target = format!("../blobs/sha256/{}", sha256_hex(manifest)?);
+    set_link(&repo.path().join(REFS), tag, &target)
+}
+
+/// The manifest digest a tag points to.
+pub fn read_tag(repo: &Repository, tag: &str) -> Result<Option<String>, OciError> {
+    check_tag(tag)?;
+    let p = repo.path().join(REFS).join(tag);
+    match std::fs::read_link(&p) {
+        Ok(t) => {
+            let t = t.to_string_lossy().into_owned();
+            match t.strip_prefix("../blobs/sha256/") {
+                Some(h) if sha256_hex(&format!("sha256:{h}")).is_ok() => {
+                    Ok(Some(format!("sha256:{h}")))
+                }
+                _ => Err(OciError::Invalid {
+                    what: p.display().to_string(),
+                    reason: format!("points to {t:?}"),
+                }),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", &p)(e)),
+    }
+}
+
+/// Every tag with its manifest digest, sorted.
+pub fn tags(repo: &Repository) -> Result<Vec<(String, String)>, OciError> {
+    let dir = repo.path().join(REFS);
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err("read", &dir)(e)),
+    };
+    for e in rd {
+        let e = e.map_err(io_err("read", &dir))?;
+        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if check_tag(&name).is_err() {
+            continue;
+        }
+        if let Ok(Some(m)) = read_tag(repo, &name) {
+            out.push((name, m));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Removes a tag and its image name; objects go at the next gc.
+pub fn remove_tag(repo: &Repository, tag: &str) -> Result<(), OciError> {
+    if read_tag(repo, tag)?.is_none() {
+        return Err(OciError::UnknownImage(tag.to_owned()));
+    }
+    let p = repo.path().join(REFS).join(tag);
+    std::fs::remove_file(&p).map_err(io_err("remove", &p))?;
+    sync_dir(&repo.path().join(REFS))?;
+    match repo.remove(&image_name(tag)) {
+        Ok(_) | Err(crate::RepoError::UnknownImage(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a merged tree as an image, stores it and names it `name` (when given).
+pub fn store_image(
+    repo: &Repository,
+    tree: &Tree,
+    name: Option<&str>,
+) -> Result<(Digest, u64), OciError> {
+    let image = writer::write_image(tree, &WriteOptions::default())?;
+    let size = image.len() as u64;
+    let Some(name) = name else {
+        return Ok((cfs_format::fsverity::digest(&image), size));
+    };
+    repo.objects().sync()?;
+    let id = repo.objects().insert_bytes(&image)?.digest;
+    repo.objects().sync()?;
+    repo.link_image_id(&id)?;
+    repo.set_ref(name, &id)?;
+    Ok((id, size))
+}
+
+/// What gc keeps for OCI tags, and the links nothing reaches.
+#[derive(Debug, Default)]
+pub struct OciLive {
+    /// Objects reached from tags (manifests, configs, layer records, their objects).
+    pub objects: HashSet<Digest>,
+    /// Blob and layer links no tag reaches, relative to the repository.
+    pub unreached: Vec<PathBuf>,
+}
+
+/// Marks what the OCI tags reach. A tag whose manifest or layers can't be
+/// read is an error: gc must not guess what is live.
+pub fn gc_mark(repo: &Repository) -> Result<OciLive, OciError> {
+    let mut live = OciLive::default();
+    let mut blobs = HashSet::new();
+    let mut layers = HashSet::new();
+    for (tag, mdigest) in tags(repo)? {
+        let mbytes = get_blob(repo, &mdigest)?;
+        let m: Manifest = parse_json(&mbytes, &format!("manifest {mdigest} of {tag}"))?;
+        for d in [&mdigest, &m.config.digest] {
+            let p = repo.path().join(BLOBS).join(sha256_hex(d)?);
+            if let Some(o) = read_object_link(&p)? {
+                live.objects.insert(o);
+            }
+            blobs.insert(sha256_hex(d)?.to_owned());
+        }
+        for l in &m.layers {
+            layers.insert(sha256_hex(&l.digest)?.to_owned());
+            if let Some(o) = layer_object(repo, &l.digest)? {
+                live.objects.insert(o);
+                let tree = load_layer(repo, &l.digest, &o)?;
+                for (_, n) in tree.nodes() {
+                    if n.file_type() == Some(FileType::Regular) && n.content.is_none() {
+                        if let Some(d) = n.digest {
+                            live.objects.insert(d);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (dir, keep) in [(BLOBS, &blobs), (LAYERS, &layers)] {
+        let p = repo.path().join(dir);
+        let Ok(rd) = std::fs::read_dir(&p) else {
+            continue;
+        };
+        for e in rd {
+            let e = e.map_err(io_err("read", &p))?;
+            let n = e.file_name();
+            let keep_it = n.to_str().is_some_and(|n| keep.contains(n));
+            if !keep_it {
+                live.unreached.push(Path::new(dir).join(n));
+            }
+        }
+    }
+    Ok(live)
+}

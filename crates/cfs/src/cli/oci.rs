@@ -1,0 +1,238 @@
+//! `cfs oci …` (pull, images, inspect, rm, mount, compute-id) and
+//! `cfs import-tar`. The work is in `cfs_repo::oci`; this prints.
+
+use super::mount::{self, MountArgs};
+use anyhow::Context;
+use cfs_repo::oci::layout::{parse_json, Config, Manifest};
+use cfs_repo::oci::pull::{self, Event, PullOptions};
+use cfs_repo::oci::{store, OciError};
+use cfs_repo::Repository;
+use clap::{Args, Subcommand};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// `cfs oci` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum OciCommand {
+    /// Pull an image (oci:DIR[:TAG], oci-archive:FILE, docker://HOST/REPO:TAG,
+    /// docker-archive:FILE) into the repository and tag it NAME.
+    Pull(PullArgs),
+    /// List the OCI images: NAME, manifest digest, image id.
+    Images,
+    /// Show an image's manifest, config and layers.
+    Inspect {
+        /// The image's NAME.
+        name: String,
+    },
+    /// Remove an image's NAME (objects go at the next `cfs gc`).
+    Rm {
+        /// The image's NAME.
+        name: String,
+    },
+    /// Mount an image by NAME (as `cfs mount oci:NAME`; same options).
+    Mount(MountArgs),
+    /// Print the composefs image id of an image: a NAME in the repository,
+    /// or a reference (its layers are stored, nothing is tagged).
+    ComputeId {
+        /// NAME or transport reference.
+        reference: String,
+        /// Verify TLS certificates of registries.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        tls_verify: bool,
+    },
+}
+
+/// Options of `cfs oci pull`.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// What to pull.
+    reference: String,
+    /// The tag in the repository (default: the image's name and tag).
+    name: Option<String>,
+    /// Verify TLS certificates of registries (`--tls-verify=false` for a
+    /// registry on loopback without TLS).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    tls_verify: bool,
+}
+
+/// Options of `cfs import-tar`.
+#[derive(Args, Debug)]
+pub struct ImportTarArgs {
+    /// The tar (plain, gzip or zstd; `-` for stdin).
+    file: PathBuf,
+    /// The image's name.
+    name: String,
+}
+
+fn open(repo: &Path) -> anyhow::Result<Repository> {
+    // The first import creates the repository; init opens an existing one.
+    Ok(Repository::init(repo)?)
+}
+
+/// Runs `cfs import-tar`.
+pub fn import_tar(repo: &Path, a: &ImportTarArgs) -> anyhow::Result<()> {
+    let r = open(repo)?;
+    let (id, stats) = pull::import_tar(&r, &a.file, &a.name, &Default::default())
+        .with_context(|| format!("cannot import {}", a.file.display()))?;
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "{} entries, {} files, {} bytes, {} new objects",
+            stats.entries, stats.files, stats.bytes, stats.new_objects
+        );
+    }
+    println!("{id}");
+    Ok(())
+}
+
+/// Runs a `cfs oci` command.
+pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
+    match cmd {
+        OciCommand::Pull(a) => {
+            let r = open(repo)?;
+            let options = PullOptions {
+                tag: a.name,
+                insecure: !a.tls_verify,
+                ..PullOptions::default()
+            };
+            let report = with_progress(|events| pull::pull(&r, &a.reference, &options, events))
+                .with_context(|| format!("cannot pull {}", a.reference))?;
+            let fetched = report.layers.iter().filter(|l| !l.reused).count();
+            eprintln!(
+                "{}: {} layers ({} fetched, {} already present), image {} bytes",
+                report.tag.as_deref().unwrap_or("-"),
+                report.layers.len(),
+                fetched,
+                report.layers.len() - fetched,
+                report.image_size
+            );
+            println!("{}", report.image_id);
+            Ok(())
+        }
+        OciCommand::Images => {
+            let r = Repository::open(repo)?;
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            for (tag, manifest) in store::tags(&r)? {
+                let id = r
+                    .read_ref(&store::image_name(&tag))?
+                    .map_or_else(|| "-".to_owned(), |d| d.to_hex());
+                writeln!(out, "{tag}\t{manifest}\t{id}")?;
+            }
+            Ok(out.flush()?)
+        }
+        OciCommand::Inspect { name } => inspect(&Repository::open(repo)?, &name),
+        OciCommand::Rm { name } => {
+            let r = Repository::open(repo)?;
+            store::remove_tag(&r, &name)?;
+            eprintln!("removed {name}; run `cfs gc` to free its objects");
+            Ok(())
+        }
+        OciCommand::Mount(mut a) => {
+            let name = a.image().to_owned();
+            let r = Repository::open(repo)?;
+            if store::read_tag(&r, &name)?.is_none() {
+                return Err(OciError::UnknownImage(name).into());
+            }
+            a.set_image(store::image_name(&name));
+            mount::mount(a, Some(repo))
+        }
+        OciCommand::ComputeId {
+            reference,
+            tls_verify,
+        } => {
+            let r = open(repo)?;
+            if pull::is_transport(&reference) {
+                let options = PullOptions {
+                    dry: true,
+                    insecure: !tls_verify,
+                    ..PullOptions::default()
+                };
+                let report = with_progress(|events| pull::pull(&r, &reference, &options, events))?;
+                println!("{}", report.image_id);
+            } else {
+                if store::read_tag(&r, &reference)?.is_none() {
+                    return Err(OciError::UnknownImage(reference).into());
+                }
+                println!("{}", r.resolve(&store::image_name(&reference))?);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn inspect(r: &Repository, name: &str) -> anyhow::Result<()> {
+    let manifest_digest =
+        store::read_tag(r, name)?.ok_or_else(|| OciError::UnknownImage(name.to_owned()))?;
+    let mbytes = store::get_blob(r, &manifest_digest)?;
+    let m: Manifest = parse_json(&mbytes, &manifest_digest)?;
+    let cbytes = store::get_blob(r, &m.config.digest)?;
+    let c: Config = parse_json(&cbytes, &m.config.digest)?;
+    let id = r.read_ref(&store::image_name(name))?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    writeln!(out, "name:      {name}")?;
+    writeln!(
+        out,
+        "image id:  {}",
+        id.map_or_else(|| "-".to_owned(), |d| d.to_hex())
+    )?;
+    writeln!(out, "manifest:  {manifest_digest}")?;
+    writeln!(out, "config:    {}", m.config.digest)?;
+    writeln!(out, "platform:  {}/{}", c.os, c.architecture)?;
+    writeln!(out, "layers:")?;
+    for (l, diff) in m.layers.iter().zip(c.rootfs.diff_ids.iter()) {
+        let rec =
+            store::layer_object(r, &l.digest)?.map_or_else(|| "missing".to_owned(), |d| d.to_hex());
+        writeln!(
+            out,
+            "  {} {:>12} {}\n    diff_id {diff}\n    record  {rec}",
+            l.digest, l.size, l.media_type
+        )?;
+    }
+    Ok(out.flush()?)
+}
+
+/// Runs a pull with per-layer progress bars when stderr is a terminal.
+fn with_progress<T>(
+    f: impl FnOnce(&(dyn Fn(Event) + Sync)) -> Result<T, OciError>,
+) -> Result<T, OciError> {
+    if !std::io::stderr().is_terminal() {
+        return f(&|_| {});
+    }
+    let multi = indicatif::MultiProgress::new();
+    let bars: Mutex<Vec<indicatif::ProgressBar>> = Mutex::new(Vec::new());
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let events = |e: Event| {
+        let mut bars = bars.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            Event::Step(s) => {
+                let _ = multi.println(s);
+            }
+            Event::Layers(layers) => {
+                for l in layers {
+                    let b = multi.add(indicatif::ProgressBar::new(l.size));
+                    b.set_style(style.clone());
+                    b.set_prefix(l.digest.chars().take(19).collect::<String>());
+                    bars.push(b);
+                }
+            }
+            Event::Progress { index, read } => {
+                if let Some(b) = bars.get(index) {
+                    b.set_position(read);
+                }
+            }
+            Event::LayerDone { index, reused } => {
+                if let Some(b) = bars.get(index) {
+                    b.finish_with_message(if reused { "already present" } else { "done" });
+                }
+            }
+        }
+    };
+    let r = f(&events);
+    for b in bars.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        b.finish();
+    }
+    r
+}
