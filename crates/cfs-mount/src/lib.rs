@@ -74,6 +74,12 @@ pub fn mount_with(
     server: &Server,
 ) -> Result<(), MountError> {
     check_mountpoint(target)?;
+    // The server and mountinfo know the mount point by its absolute path.
+    let target = &std::fs::canonicalize(target).map_err(|source| MountError::Io {
+        op: "resolve the mount point",
+        path: target.to_path_buf(),
+        source,
+    })?;
     match mode {
         MountMode::Kernel => kernel::mount(cfg, target),
         m => {
