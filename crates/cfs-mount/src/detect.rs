@@ -118,9 +118,13 @@ pub fn decide(choice: FuseChoice, f: &Facts) -> Result<Decision, NoMode> {
     }
     let overlay = match &f.userxattr_overlay {
         Some(Ok(())) if f.cap_sys_admin => Ok(()),
-        Some(Err(why)) => Err(format!("the kernel refused an overlay with userxattr: {why}")),
-        _ => Err("no CAP_SYS_ADMIN to mount an overlay (run in a user namespace: unshare -Urm)"
-            .to_string()),
+        Some(Err(why)) => Err(format!(
+            "the kernel refused an overlay with userxattr: {why}"
+        )),
+        _ => Err(
+            "no CAP_SYS_ADMIN to mount an overlay (run in a user namespace: unshare -Urm)"
+                .to_string(),
+        ),
     };
     match overlay {
         Ok(()) => ok(
@@ -157,14 +161,16 @@ impl Facts {
     pub fn probe(choice: FuseChoice, upperdir: bool) -> Facts {
         let cap_sys_admin = has_cap_sys_admin();
         let initial_userns = in_initial_userns();
-        let want_overlay =
-            cap_sys_admin && !(choice != FuseChoice::Yes && initial_userns);
+        let want_overlay = cap_sys_admin && !(choice != FuseChoice::Yes && initial_userns);
         Facts {
             cap_sys_admin,
             initial_userns,
             userxattr_overlay: want_overlay.then(probe_userxattr_overlay),
-            dev_fuse: rustix::fs::access("/dev/fuse", rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK)
-                .is_ok(),
+            dev_fuse: rustix::fs::access(
+                "/dev/fuse",
+                rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+            )
+            .is_ok(),
             fusermount3: find_in_path("fusermount3"),
             upperdir,
         }
@@ -191,11 +197,10 @@ pub fn has_cap_sys_admin() -> bool {
     })
 }
 
-/// `name` in a `PATH` directory (or the usual sbin/bin directories).
+/// `name` in a `PATH` directory (`/usr/bin:/bin` when `PATH` is unset).
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
     std::env::split_paths(&path)
-        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
@@ -257,7 +262,15 @@ mod tests {
     #[test]
     fn decision_table() {
         // (choice, cap, initial ns, overlay probe, fusermount3, upperdir) -> mode or error
-        let table: &[(FuseChoice, bool, bool, Option<bool>, bool, bool, Option<MountMode>)] = &[
+        let table: &[(
+            FuseChoice,
+            bool,
+            bool,
+            Option<bool>,
+            bool,
+            bool,
+            Option<MountMode>,
+        )] = &[
             (Auto, true, true, None, true, false, Some(Kernel)),
             (Auto, true, true, None, true, true, Some(Kernel)),
             (No, true, true, None, false, false, Some(Kernel)),
@@ -265,8 +278,24 @@ mod tests {
             (Yes, true, true, Some(false), true, false, Some(Fuse)),
             (Yes, true, true, Some(false), true, true, None),
             // A user namespace: CAP_SYS_ADMIN there only.
-            (Auto, true, false, Some(true), false, false, Some(FuseOverlay)),
-            (Auto, true, false, Some(true), false, true, Some(FuseOverlay)),
+            (
+                Auto,
+                true,
+                false,
+                Some(true),
+                false,
+                false,
+                Some(FuseOverlay),
+            ),
+            (
+                Auto,
+                true,
+                false,
+                Some(true),
+                false,
+                true,
+                Some(FuseOverlay),
+            ),
             (Auto, true, false, Some(false), false, false, Some(Fuse)),
             (Auto, true, false, Some(false), false, true, None),
             (No, true, false, Some(true), true, false, None),
@@ -277,7 +306,15 @@ mod tests {
             (Auto, false, true, None, true, true, None),
             (No, false, true, None, true, false, None),
             // An identity-mapped child namespace is not the initial one.
-            (Auto, true, false, Some(true), true, false, Some(FuseOverlay)),
+            (
+                Auto,
+                true,
+                false,
+                Some(true),
+                true,
+                false,
+                Some(FuseOverlay),
+            ),
         ];
         for &(choice, cap, init, overlay, fm, upper, want) in table {
             let f = facts(cap, init, overlay, fm, upper);
@@ -290,8 +327,14 @@ mod tests {
     fn errors_say_what_to_do() {
         let no_fusermount = decide(Auto, &facts(false, true, None, false, false)).unwrap_err();
         assert!(no_fusermount.0.contains("install fuse3"), "{no_fusermount}");
-        let no_dev = decide(Auto, &Facts { dev_fuse: false, ..facts(false, true, None, true, false) })
-            .unwrap_err();
+        let no_dev = decide(
+            Auto,
+            &Facts {
+                dev_fuse: false,
+                ..facts(false, true, None, true, false)
+            },
+        )
+        .unwrap_err();
         assert!(no_dev.0.contains("chmod 0666 /dev/fuse"), "{no_dev}");
         let no_kernel = decide(No, &facts(false, true, None, true, false)).unwrap_err();
         assert!(no_kernel.0.contains("--fuse=auto"), "{no_kernel}");

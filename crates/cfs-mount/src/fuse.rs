@@ -223,8 +223,8 @@ const FUSERMOUNT_OPTS: &str = "fsname=cfs,subtype=cfs,ro,noatime,default_permiss
 /// `/dev/fuse` fd back over a socket (libfuse's `_FUSE_COMMFD` protocol).
 fn fusermount3(target: &Path) -> Result<OwnedFd, MountError> {
     use rustix::net::{
-        recvmsg, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
-        SocketFlags, SocketType,
+        recvmsg, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketFlags,
+        SocketType,
     };
     use std::os::fd::AsRawFd;
     let bin = find_in_path("fusermount3").ok_or(MountError::NoFusermount)?;
@@ -275,7 +275,9 @@ fn fusermount3(target: &Path) -> Result<OwnedFd, MountError> {
             }
         }
     }
-    let out = child.wait_with_output().map_err(io("wait for fusermount3 for"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(io("wait for fusermount3 for"))?;
     match fd {
         Some(fd) if out.status.success() => Ok(fd),
         _ => Err(MountError::Fusermount {
@@ -288,8 +290,12 @@ fn fusermount3(target: &Path) -> Result<OwnedFd, MountError> {
 
 /// `fusermount3 -u [-z] target`: how a user unmounts their FUSE mount.
 pub(crate) fn fusermount3_unmount(target: &Path, lazy: bool) -> std::io::Result<()> {
-    let bin = find_in_path("fusermount3")
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "fusermount3 is not on PATH: install fuse3"))?;
+    let bin = find_in_path("fusermount3").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "fusermount3 is not on PATH: install fuse3",
+        )
+    })?;
     let mut cmd = std::process::Command::new(bin);
     cmd.arg("-u");
     if lazy {

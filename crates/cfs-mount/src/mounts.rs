@@ -29,7 +29,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -87,7 +90,11 @@ pub fn at(target: &Path) -> Option<Option<CfsMount>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let top = info
         .lines()
-        .filter(|l| l.split(' ').nth(4).is_some_and(|m| Path::new(&unescape(m)) == target))
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| Path::new(&unescape(m)) == target)
+        })
         .last()?;
     Some(parse_line(top))
 }

@@ -156,7 +156,11 @@ fn watch_signals(target: PathBuf, mode: MountMode) {
 }
 
 /// Starts the server on the mounted `dev` and waits until it is ready.
-pub(crate) fn start(opts: &ServeOptions, dev: OwnedFd, how: &Server) -> Result<Running, MountError> {
+pub(crate) fn start(
+    opts: &ServeOptions,
+    dev: OwnedFd,
+    how: &Server,
+) -> Result<Running, MountError> {
     match how {
         Server::Foreground => {
             // Blocked here, blocked in every thread spawned from here on.
@@ -165,9 +169,11 @@ pub(crate) fn start(opts: &ServeOptions, dev: OwnedFd, how: &Server) -> Result<R
             let o = opts.clone();
             let handle = std::thread::Builder::new()
                 .name("cfs-fuse".into())
-                .spawn(move || cfs_fuse::serve_fd(&o, dev, move || {
-                    let _ = tx.send(());
-                }))
+                .spawn(move || {
+                    cfs_fuse::serve_fd(&o, dev, move || {
+                        let _ = tx.send(());
+                    })
+                })
                 .map_err(|source| MountError::Io {
                     op: "start the FUSE server thread for",
                     path: opts.mountpoint.clone(),
@@ -175,12 +181,12 @@ pub(crate) fn start(opts: &ServeOptions, dev: OwnedFd, how: &Server) -> Result<R
                 })?;
             match rx.recv() {
                 Ok(()) => Ok(Running::Thread(handle)),
-                Err(_) => Err(join(handle, &opts.mountpoint)
-                    .err()
-                    .unwrap_or_else(|| MountError::Server {
+                Err(_) => Err(join(handle, &opts.mountpoint).err().unwrap_or_else(|| {
+                    MountError::Server {
                         path: opts.mountpoint.clone(),
                         message: "the server ended before it was ready".into(),
-                    })),
+                    }
+                })),
             }
         }
         Server::Detached(cmd) => spawn_detached(opts, dev, cmd),
@@ -249,9 +255,7 @@ fn spawn_detached(
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
-        .map_err(io("start the FUSE server for"))?;
+    let mut child = command.spawn().map_err(io("start the FUSE server for"))?;
     drop((dev_hi, ready_hi));
     let mut said = String::new();
     let _ = ready_r.read_to_string(&mut said);
@@ -345,9 +349,11 @@ fn take_listen_fds() -> Result<(OwnedFd, std::fs::File), String> {
     use std::os::fd::FromRawFd;
     let var = |k| std::env::var(k).unwrap_or_default();
     if var("LISTEN_FDS") != "2" || var("LISTEN_FDNAMES") != "fuse:ready" {
-        return Err("no fds handed over (LISTEN_FDS=2, LISTEN_FDNAMES=fuse:ready): \
+        return Err(
+            "no fds handed over (LISTEN_FDS=2, LISTEN_FDNAMES=fuse:ready): \
                     this command is run by `cfs mount`"
-            .into());
+                .into(),
+        );
     }
     if let Ok(pid) = std::env::var("LISTEN_PID") {
         if pid != std::process::id().to_string() {

@@ -3,7 +3,9 @@
 
 use anyhow::{bail, Context};
 use cfs_mount::options::parse_composefs_options;
-use cfs_mount::{ErofsBacking, FuseChoice, MountConfig, MountMode, Server, ServerCommand, Upper, Verity};
+use cfs_mount::{
+    ErofsBacking, FuseChoice, MountConfig, MountMode, Server, ServerCommand, Upper, Verity,
+};
 use clap::{Args, ValueEnum};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
