@@ -259,18 +259,21 @@ mod tests {
         }
     }
 
+    /// (choice, cap, initial ns, overlay probe, fusermount3, upperdir) -> mode or error
+    type Row = (
+        FuseChoice,
+        bool,
+        bool,
+        Option<bool>,
+        bool,
+        bool,
+        Option<MountMode>,
+    );
+
     #[test]
     fn decision_table() {
         // (choice, cap, initial ns, overlay probe, fusermount3, upperdir) -> mode or error
-        let table: &[(
-            FuseChoice,
-            bool,
-            bool,
-            Option<bool>,
-            bool,
-            bool,
-            Option<MountMode>,
-        )] = &[
+        let table: &[Row] = &[
             (Auto, true, true, None, true, false, Some(Kernel)),
             (Auto, true, true, None, true, true, Some(Kernel)),
             (No, true, true, None, false, false, Some(Kernel)),

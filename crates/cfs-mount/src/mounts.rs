@@ -86,24 +86,29 @@ fn all_mountpoints() -> Vec<PathBuf> {
 /// The top mount at `target` (canonicalised), if something is mounted there:
 /// `Some(Some(m))` for a cfs mount, `Some(None)` for another filesystem.
 pub fn at(target: &Path) -> Option<Option<CfsMount>> {
-    let target = std::fs::canonicalize(target).ok()?;
+    let target = resolve(target)?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let top = info
-        .lines()
-        .filter(|l| {
-            l.split(' ')
-                .nth(4)
-                .is_some_and(|m| Path::new(&unescape(m)) == target)
-        })
-        .last()?;
+    let top = info.lines().rev().find(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|m| Path::new(&unescape(m)) == target)
+    })?;
     Some(parse_line(top))
 }
 
 /// True when something is mounted at `target`.
 pub fn is_mountpoint(target: &Path) -> bool {
-    match std::fs::canonicalize(target) {
-        Ok(t) => all_mountpoints().contains(&t),
-        Err(_) => false,
+    resolve(target).is_some_and(|t| all_mountpoints().contains(&t))
+}
+
+/// `target` as mountinfo spells it: its parent canonicalised, its own name
+/// kept. Only the parent is resolved, because a mount point whose FUSE
+/// server died answers lstat with ENOTCONN.
+fn resolve(target: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(target).ok()?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Some(std::fs::canonicalize(parent).ok()?.join(name)),
+        _ => Some(abs),
     }
 }
 
