@@ -388,7 +388,7 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
         os(&digest),
     ];
     drop(mount(&args, &mnt).unwrap());
-    // A mount point that doesn't exist: nothing of the half-built mount stays.
+    // A mount point that doesn't exist: refused before anything is built.
     let e = mount(
         &[
             image.as_os_str(),
@@ -399,7 +399,7 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
         &mnt,
     )
     .unwrap_err();
-    assert!(e.contains("could not attach"), "{e}");
+    assert!(e.contains("does not exist (create it with mkdir)"), "{e}");
     let e = String::from_utf8_lossy(&cfs(&[os("unmount"), mnt.as_os_str()]).stderr).into_owned();
     assert!(e.contains("not a mount point"), "{e}");
     assert_nothing_left(t.path());
