@@ -40,7 +40,16 @@ fn drop_caches() {
 fn timed(user: bool, script: &str) -> Duration {
     let mut cmd = if user {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid", "cfs-test", "--regid", "cfs-test", "--init-groups", "sh", "-c", script]);
+        c.args([
+            "--reuid",
+            "cfs-test",
+            "--regid",
+            "cfs-test",
+            "--init-groups",
+            "sh",
+            "-c",
+            script,
+        ]);
         c
     } else {
         let mut c = Command::new("sh");
@@ -83,16 +92,27 @@ fn main() {
     let m = mnt.display().to_string();
     let walk = format!("find {m} -printf '%s\\n' > /dev/null");
     let read = format!("find {m} -type f -print0 | xargs -0 -r cat > /dev/null");
-    let mount_args = format!(
-        "--basedir {} {} {m}",
-        objects.display(),
-        image.display()
-    );
+    let mount_args = format!("--basedir {} {} {m}", objects.display(), image.display());
     let cfs = cfs().display().to_string();
     let modes: [(&str, bool, String, String); 4] = [
-        ("kernel", false, format!("{cfs} mount --fuse=no {mount_args}"), format!("{cfs} unmount {m}")),
-        ("fuse+overlay", false, format!("{cfs} mount --fuse=yes {mount_args}"), format!("{cfs} unmount {m}")),
-        ("fuse (plain user)", true, format!("{cfs} mount {mount_args}"), format!("{cfs} unmount {m}")),
+        (
+            "kernel",
+            false,
+            format!("{cfs} mount --fuse=no {mount_args}"),
+            format!("{cfs} unmount {m}"),
+        ),
+        (
+            "fuse+overlay",
+            false,
+            format!("{cfs} mount --fuse=yes {mount_args}"),
+            format!("{cfs} unmount {m}"),
+        ),
+        (
+            "fuse (plain user)",
+            true,
+            format!("{cfs} mount {mount_args}"),
+            format!("{cfs} unmount {m}"),
+        ),
         (
             "fuse-overlayfs",
             false,
