@@ -1,7 +1,8 @@
 #!/bin/bash
 # cfs demo: build an image from a directory and from a dumpfile, print its
-# digest, dump it, and (as root) mount it with `cfs mount` (erofs + overlayfs),
-# read files through it and `cfs unmount` it. Everything happens in a temporary directory, cleaned up on exit.
+# digest, dump it, and (as root) mount it in all three modes: kernel (erofs +
+# overlayfs), fuse+overlay, and as a plain user standalone FUSE and, in a user
+# namespace, fuse+overlay; read files through each and `cfs unmount` it. Everything happens in a temporary directory, cleaned up on exit.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -58,16 +59,54 @@ if [ "$(id -u)" != 0 ]; then
     exit 0
 fi
 
-step "cfs mount: erofs from the image file + overlayfs over objects/ (data-only layer)"
+step "mode 1, kernel (root, --fuse=auto): erofs from the image file + overlayfs over objects/"
 mkdir "$work/mnt"
-"$cfs" mount "$work/dir.cfs" "$work/mnt" --basedir "$work/objects"
+"$cfs" mount --explain "$work/dir.cfs" "$work/mnt" --basedir "$work/objects"
 mounts+=("$work/mnt")
-grep " $work/mnt " /proc/self/mountinfo
+"$cfs" mounts
 ls -l "$work/mnt" "$work/mnt/etc"
 step "cat etc/motd (inline) and the head of usr/share/doc/README (from objects/)"
 cat "$work/mnt/etc/motd"
 head -3 "$work/mnt/usr/share/doc/README"
-step "cfs unmount"
 "$cfs" unmount "$work/mnt"
 mounts=()
+
+step "mode 2, fuse+overlay (root, --fuse=yes): FUSE for metadata, overlayfs reads objects/"
+"$cfs" mount --fuse=yes --explain "$work/dir.cfs" "$work/mnt" --basedir "$work/objects"
+mounts+=("$work/mnt")
+"$cfs" mounts
+head -3 "$work/mnt/usr/share/doc/README"
+"$cfs" unmount "$work/mnt"
+mounts=()
+
+# The rootless modes need a plain user: cfs-demo, created here if missing,
+# and /dev/fuse usable by everyone as distributions ship it (fuse3 for fusermount3).
+if command -v fusermount3 >/dev/null && command -v setpriv >/dev/null; then
+    id cfs-demo >/dev/null 2>&1 || useradd -m cfs-demo
+    chmod 0666 /dev/fuse
+    chmod -R a+rX "$work"
+    chmod a+x "$work"
+    mkdir "$work/user" && chown cfs-demo "$work/user"
+    as_user() { setpriv --reuid cfs-demo --regid cfs-demo --init-groups "$@"; }
+    script='
+        cd "$1"; mkdir -p mnt
+        "$CFS" mount --explain "$2/dir.cfs" mnt --basedir "$2/objects"
+        "$CFS" mounts
+        ls -l mnt/etc; head -2 mnt/usr/share/doc/README
+        "$CFS" unmount mnt'
+    step "mode 3, standalone FUSE (plain user cfs-demo, --fuse=auto, through fusermount3)"
+    as_user env CFS="$cfs" sh -eu -c "$script" sh "$work/user" "$work"
+    step "mode 2 rootless (cfs-demo in unshare -Urm, --fuse=auto): fuse+overlay, writable with --upperdir"
+    as_user unshare -Urm env CFS="$cfs" sh -eu -c "$script"'
+        mkdir -p up work
+        "$CFS" mount --upperdir up --workdir work --read-write "$2/dir.cfs" mnt --basedir "$2/objects"
+        echo "written by cfs-demo" > mnt/etc/motd
+        cat mnt/etc/motd
+        "$CFS" unmount mnt
+        echo "upper dir holds: $(ls up/etc)"' sh "$work/user" "$work"
+    sleep 0.3
+    if ps -u cfs-demo -o stat= | grep -qv '^Z'; then echo "cfs-demo processes left!"; exit 1; fi
+else
+    step "no fusermount3 or setpriv: skipping the rootless modes (apt-get install fuse3 util-linux)"
+fi
 if grep -q " $work/" /proc/self/mountinfo; then echo "still mounted!"; exit 1; else echo "nothing left mounted"; fi

@@ -115,14 +115,16 @@ pub enum ServeFailed {
 }
 
 /// True when this process has `CAP_SYS_ADMIN` in the initial user namespace,
-/// which FUSE passthrough requires: its user namespace maps all ids to
-/// themselves (`/proc/self/uid_map` is `0 0 4294967295`, as only the initial
-/// namespace has by default) and its effective capabilities hold bit 21. If
-/// this guesses wrong the kernel refuses the backing file and reads fall
-/// back to `pread`.
+/// which FUSE passthrough requires: `/proc/self/ns/user` is the initial user
+/// namespace (its inode is `PROC_USER_INIT_INO`, see `cfs-mount`'s `detect`
+/// for why not `uid_map`) and its effective capabilities hold bit 21. If this
+/// guesses wrong the kernel refuses the backing file and reads fall back to
+/// `pread`.
 fn privileged() -> bool {
-    let initial_ns = std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+    use std::os::unix::fs::MetadataExt;
+    const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
+    let initial_ns =
+        std::fs::metadata("/proc/self/ns/user").is_ok_and(|m| m.ino() == PROC_USER_INIT_INO);
     let cap_sys_admin = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("CapEff:"))
@@ -132,9 +134,9 @@ fn privileged() -> bool {
     initial_ns && cap_sys_admin
 }
 
-/// Mounts the image and serves it until it is unmounted. `ready` is called
-/// once the mount is in place and the kernel handshake done.
-pub fn serve(opts: &ServeOptions, ready: impl FnOnce()) -> Result<(), ServeFailed> {
+/// Opens the image (and the object store in standalone mode) and builds the
+/// filesystem; shared by [`serve`] and [`serve_fd`].
+fn filesystem(opts: &ServeOptions) -> Result<server::CfsFs, ServeFailed> {
     let bytes =
         ImageBytes::open(&opts.image, opts.immutable).map_err(|source| ServeFailed::OpenImage {
             path: opts.image.clone(),
@@ -153,8 +155,14 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce()) -> Result<(), ServeFaile
         )?),
         _ => None,
     };
+    Ok(server::CfsFs::new(image, opts.mode, objects, privileged()))
+}
+
+/// Mounts the image and serves it until it is unmounted. `ready` is called
+/// once the mount is in place and the kernel handshake done.
+pub fn serve(opts: &ServeOptions, ready: impl FnOnce()) -> Result<(), ServeFailed> {
+    let fs = filesystem(opts)?;
     let root = rustix::process::geteuid().is_root();
-    let fs = server::CfsFs::new(image, opts.mode, objects, privileged());
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("cfs".into()),
@@ -193,4 +201,30 @@ pub fn serve_standalone(
     let mut o = ServeOptions::new(image, mountpoint);
     o.objects = Some(objects.to_owned());
     serve(&o, || {})
+}
+
+/// Serves the image on `dev`, a `/dev/fuse` fd already mounted by the caller
+/// (`fsopen("fuse")` with `fd=N`, or `fusermount3`), until the mount goes
+/// away. `opts.mountpoint` only names the mount in errors. `ready` is called
+/// once the kernel handshake (FUSE_INIT) is answered, when the mount answers
+/// requests.
+pub fn serve_fd(
+    opts: &ServeOptions,
+    dev: std::os::fd::OwnedFd,
+    ready: impl FnOnce(),
+) -> Result<(), ServeFailed> {
+    let fs = filesystem(opts)?;
+    let mut config = Config::default();
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    let failed = |op| {
+        let path = opts.mountpoint.clone();
+        move |source| ServeFailed::Session { op, path, source }
+    };
+    // The kernel checks access (allow_other, default_permissions) itself; the
+    // session lets every request it forwards through.
+    let session =
+        Session::from_fd(fs, dev, SessionACL::All, config).map_err(failed("handshake on"))?;
+    ready();
+    session.run().map_err(failed("serve"))
 }

@@ -1,6 +1,7 @@
 //! Why a mount failed: one enum for the mount operation, each variant naming
 //! the file and what was wrong, so the CLI can print it as is.
 
+use crate::detect::NoMode;
 use crate::syscalls::KernelError;
 use crate::MountMode;
 use cfs_format::Digest;
@@ -91,6 +92,49 @@ pub enum MountError {
         #[source]
         source: KernelError,
     },
+    /// No mount mode fits this process (`--fuse=…` and its privileges).
+    #[error("no way to mount here: {0}")]
+    NoMode(#[from] NoMode),
+    /// The mount point can't take the mount.
+    #[error("mount point {}: {why}", .path.display())]
+    BadMountpoint {
+        /// The mount point.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        why: String,
+    },
+    /// The FUSE mount itself failed.
+    #[error("could not {step} {}", .path.display())]
+    Fuse {
+        /// The step.
+        step: &'static str,
+        /// The mount point.
+        path: PathBuf,
+        /// The failed call.
+        #[source]
+        source: Box<KernelError>,
+    },
+    /// A rootless FUSE mount needs `fusermount3`.
+    #[error("fusermount3 is not on PATH: a FUSE mount without privilege needs it (install fuse3: apt-get install fuse3)")]
+    NoFusermount,
+    /// `fusermount3` refused.
+    #[error("fusermount3 could not mount {} ({status}): {stderr}", .path.display())]
+    Fusermount {
+        /// The mount point.
+        path: PathBuf,
+        /// Its exit status.
+        status: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// The FUSE server could not start or failed.
+    #[error("the FUSE server for {} failed: {message}", .path.display())]
+    Server {
+        /// The mount point.
+        path: PathBuf,
+        /// Its error.
+        message: String,
+    },
     /// A mount mode that is declared but not built yet.
     #[error("the {0:?} mount mode is not implemented yet")]
     ModeNotImplemented(MountMode),
@@ -103,6 +147,9 @@ pub enum UnmountError {
     /// Nothing is mounted there.
     #[error("{} is not a mount point", .0.display())]
     NotMounted(PathBuf),
+    /// Something else is mounted there.
+    #[error("{} is not a cfs mount (see cfs mounts); use umount for other filesystems", .0.display())]
+    NotCfs(PathBuf),
     /// Files are open on the mount.
     #[error("{} is busy (files open on it); --lazy detaches it now and unmounts once they close", .0.display())]
     Busy(PathBuf),

@@ -42,23 +42,7 @@ pub fn mount(cfg: &MountConfig, target: &Path) -> Result<(), MountError> {
     if let Some(expected) = cfg.expected_digest {
         check_digest(&image, &cfg.image, expected)?;
     }
-    for dir in &cfg.basedirs {
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(MountError::MissingBasedir {
-                    path: dir.clone(),
-                    source: None,
-                })
-            }
-            Err(e) => {
-                return Err(MountError::MissingBasedir {
-                    path: dir.clone(),
-                    source: Some(e),
-                })
-            }
-        }
-    }
+    check_basedirs(cfg)?;
     let (store_verity, why) = probe_store_verity(&cfg.basedirs[0], &image)?;
     let verity = cfg
         .verity
@@ -89,6 +73,51 @@ pub fn mount(cfg: &MountConfig, target: &Path) -> Result<(), MountError> {
         path: target.to_path_buf(),
         source,
     })
+}
+
+/// What every mode checks before mounting: the options, the image's headers
+/// (and `digest=`), the object directories. Returns the configuration with
+/// absolute paths, as the FUSE modes hand them to a server.
+pub(crate) fn prepare(cfg: &MountConfig) -> Result<MountConfig, MountError> {
+    cfg.validate().map_err(MountError::Config)?;
+    let mut cfg = absolute_paths(cfg)?;
+    cfg.image = std::path::absolute(&cfg.image).map_err(|source| MountError::Io {
+        op: "make absolute",
+        path: cfg.image.clone(),
+        source,
+    })?;
+    let image = File::open(&cfg.image).map_err(|source| MountError::Io {
+        op: "open image",
+        path: cfg.image.clone(),
+        source,
+    })?;
+    check_image(&image, &cfg.image)?;
+    if let Some(expected) = cfg.expected_digest {
+        check_digest(&image, &cfg.image, expected)?;
+    }
+    check_basedirs(&cfg)?;
+    Ok(cfg)
+}
+
+fn check_basedirs(cfg: &MountConfig) -> Result<(), MountError> {
+    for dir in &cfg.basedirs {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(MountError::MissingBasedir {
+                    path: dir.clone(),
+                    source: None,
+                })
+            }
+            Err(e) => {
+                return Err(MountError::MissingBasedir {
+                    path: dir.clone(),
+                    source: Some(e),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 fn absolute_paths(cfg: &MountConfig) -> Result<MountConfig, MountError> {

@@ -66,10 +66,20 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Mount an image (kernel erofs + overlayfs; needs root).
+    /// Mount an image: kernel erofs + overlayfs as root, FUSE (under
+    /// overlayfs in a user namespace) otherwise; see --fuse.
     Mount(mount::MountArgs),
     /// Unmount a composefs mount (any mode).
     Unmount(mount::UnmountArgs),
+    /// List cfs mounts and their modes (kernel, fuse+overlay, fuse).
+    Mounts,
+    /// The FUSE server `cfs mount` starts (fds handed over by LISTEN_FDS).
+    #[command(name = "__serve", hide = true)]
+    Serve {
+        /// Server options, as `cfs mount` writes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     #[command(flatten)]
     Repo(repo::RepoCommand),
     /// Import one tar (plain, gzip or zstd) as an image NAME.
@@ -121,6 +131,8 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Digest { files } => info::measure(&files, true),
         Command::Mount(a) => mount::mount(a, cli.repo.as_deref()),
         Command::Unmount(a) => mount::unmount(&a),
+        Command::Mounts => mount::mounts(),
+        Command::Serve { args } => mount::serve(&args),
         Command::Repo(c) => repo::run(cli.repo.as_deref(), c),
         Command::FuseServe(a) => fuse::run(&a, cli.repo.as_deref()),
         Command::ImportTar(a) => {

@@ -3,7 +3,9 @@
 
 use anyhow::{bail, Context};
 use cfs_mount::options::parse_composefs_options;
-use cfs_mount::{ErofsBacking, MountConfig, MountMode, Upper, Verity};
+use cfs_mount::{
+    ErofsBacking, FuseChoice, MountConfig, MountMode, Server, ServerCommand, Upper, Verity,
+};
 use clap::{Args, ValueEnum};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,29 @@ pub struct MountArgs {
     /// Attach the image through a loop device even where erofs can mount files.
     #[arg(long, hide = true)]
     loop_device: bool,
+    /// Whether to mount with FUSE: auto picks the kernel mount with
+    /// CAP_SYS_ADMIN in the initial user namespace, fuse+overlay in a user
+    /// namespace, standalone FUSE otherwise.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    fuse: FuseArg,
+    /// Print the chosen mode and why (on stdout) before mounting.
+    #[arg(long)]
+    explain: bool,
+    /// Keep the FUSE server attached: serve in this process until unmounted
+    /// (or SIGTERM/SIGINT, which unmount).
+    #[arg(long)]
+    foreground: bool,
+}
+
+/// `--fuse` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FuseArg {
+    /// The best mode this process's privileges allow.
+    Auto,
+    /// A FUSE mode: fuse+overlay where overlayfs allows it, else standalone.
+    Yes,
+    /// The kernel mount only.
+    No,
 }
 
 /// Options of `cfs unmount`.
@@ -116,7 +141,37 @@ pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
             ErofsBacking::Auto
         },
     };
-    cfs_mount::mount(&cfg, &a.mountpoint, MountMode::Kernel)?;
+    let choice = match a.fuse {
+        FuseArg::Auto => FuseChoice::Auto,
+        FuseArg::Yes => FuseChoice::Yes,
+        FuseArg::No => FuseChoice::No,
+    };
+    mount_config(&cfg, &a.mountpoint, choice, a.foreground, a.explain)
+}
+
+/// Mounts `cfg` at `target` in the mode `choice` leads to, with the server
+/// detached unless `foreground`; with `explain`, first prints the mode and
+/// why. The entry every `cfs … mount` command shares.
+pub fn mount_config(
+    cfg: &MountConfig,
+    target: &Path,
+    choice: FuseChoice,
+    foreground: bool,
+    explain: bool,
+) -> anyhow::Result<()> {
+    let decision = cfs_mount::decide(cfg, choice)?;
+    if explain {
+        println!("mode: {}", decision.mode);
+        println!("why: {}", decision.why);
+        use std::io::Write;
+        std::io::stdout().flush()?;
+    }
+    let server = if foreground {
+        Server::Foreground
+    } else {
+        Server::Detached(ServerCommand::this_exe().context("could not find the cfs executable")?)
+    };
+    cfs_mount::mount_with(cfg, target, decision.mode, &server)?;
     Ok(())
 }
 
@@ -124,6 +179,21 @@ pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
 pub fn unmount(a: &UnmountArgs) -> anyhow::Result<()> {
     cfs_mount::unmount(&a.mountpoint, a.lazy)?;
     Ok(())
+}
+
+/// `cfs mounts`: `MODE MOUNTPOINT` for each cfs mount this process sees.
+pub fn mounts() -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for m in cfs_mount::mounts::list().context("could not read /proc/self/mountinfo")? {
+        writeln!(out, "{}\t{}", m.mode, m.mountpoint.display())?;
+    }
+    Ok(())
+}
+
+/// The hidden `cfs __serve`: a detached FUSE server started by `cfs mount`.
+pub fn serve(args: &[OsString]) -> anyhow::Result<()> {
+    cfs_mount::server::serve_handed_over(args).map_err(anyhow::Error::msg)
 }
 
 /// `mount.composefs IMAGE MOUNTPOINT [-o OPTS] [-t composefs] [-s -f -n -v]`,

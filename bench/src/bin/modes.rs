@@ -1,0 +1,156 @@
+//! Mount-mode benchmarks (root only): the same image walked and read in all
+//! three `cfs mount` modes, beside `fuse-overlayfs` (what rootless podman
+//! uses today) over the same unpacked tree. Prints a markdown table.
+//!
+//! - **kernel**: `cfs mount --fuse=no` (erofs + overlayfs), walked as root;
+//! - **fuse+overlay**: `cfs mount --fuse=yes` as root: the same code path as
+//!   auto in a user namespace (FUSE server for metadata under an overlay with
+//!   `userxattr`), measured from the initial namespace so caches can be dropped;
+//! - **fuse**: standalone, mounted and walked by the plain user `cfs-test`
+//!   (fusermount3, no passthrough: what a user gets);
+//! - **fuse-overlayfs**: `fuse-overlayfs -o lowerdir=TREE`, walked as root.
+//!
+//! Walk: `find -printf '%s'` (readdir + lstat of every entry). Read: `cat`
+//! of every regular file. Each cold (after `drop_caches`) and warm. Tree:
+//! `/usr/share` or the first argument. Uses `../target/release/cfs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn cfs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/cfs")
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn drop_caches() {
+    run(&mut Command::new("sync"));
+    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches (root?)");
+}
+
+/// `sh -c script` as root or as the plain user, timed.
+fn timed(user: bool, script: &str) -> Duration {
+    let mut cmd = if user {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid",
+            "cfs-test",
+            "--regid",
+            "cfs-test",
+            "--init-groups",
+            "sh",
+            "-c",
+            script,
+        ]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    };
+    let t = Instant::now();
+    run(&mut cmd);
+    t.elapsed()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Median of `n` runs of `f`.
+fn median(n: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    let mut v: Vec<Duration> = (0..n).map(|_| f()).collect();
+    v.sort();
+    v[n / 2]
+}
+
+fn main() {
+    let tree = PathBuf::from(std::env::args().nth(1).unwrap_or("/usr/share".into()));
+    let work = tempfile_dir();
+    let (image, objects) = (work.join("image.cfs"), work.join("objects"));
+    let t = Instant::now();
+    run(Command::new(cfs())
+        .args(["mkfs", "--hardlinks", "--digest-store"])
+        .arg(&objects)
+        .arg(&tree)
+        .arg(&image));
+    eprintln!("image of {} built in {:?}", tree.display(), t.elapsed());
+    let _ = Command::new("chmod").arg("0666").arg("/dev/fuse").status();
+    let _ = Command::new("useradd").args(["-m", "cfs-test"]).status();
+    run(Command::new("chmod").arg("-R").arg("a+rX").arg(&work));
+    let mnt = work.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run(Command::new("chown").arg("cfs-test").arg(&mnt));
+    let m = mnt.display().to_string();
+    let walk = format!("find {m} -printf '%s\\n' > /dev/null");
+    let read = format!("find {m} -type f -print0 | xargs -0 -r cat > /dev/null");
+    let mount_args = format!("--basedir {} {} {m}", objects.display(), image.display());
+    let cfs = cfs().display().to_string();
+    let modes: [(&str, bool, String, String); 4] = [
+        (
+            "kernel",
+            false,
+            format!("{cfs} mount --fuse=no {mount_args}"),
+            format!("{cfs} unmount {m}"),
+        ),
+        (
+            "fuse+overlay",
+            false,
+            format!("{cfs} mount --fuse=yes {mount_args}"),
+            format!("{cfs} unmount {m}"),
+        ),
+        (
+            "fuse (plain user)",
+            true,
+            format!("{cfs} mount {mount_args}"),
+            format!("{cfs} unmount {m}"),
+        ),
+        (
+            "fuse-overlayfs",
+            false,
+            format!("fuse-overlayfs -o lowerdir={} {m}", tree.display()),
+            format!("umount {m}"),
+        ),
+    ];
+    println!("| mode | mount | walk cold | walk warm | read-all cold | read-all warm |");
+    println!("|---|---|---|---|---|---|");
+    for (name, user, mount, unmount) in &modes {
+        drop_caches();
+        let mounted = timed(*user, mount);
+        let cold = |s: &str| {
+            median(3, || {
+                drop_caches();
+                timed(*user, s)
+            })
+        };
+        let warm = |s: &str| {
+            timed(*user, s);
+            median(3, || timed(*user, s))
+        };
+        let (wc, ww, rc, rw) = (cold(&walk), warm(&walk), cold(&read), warm(&read));
+        timed(*user, unmount);
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            ms(mounted),
+            ms(wc),
+            ms(ww),
+            ms(rc),
+            ms(rw)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+fn tempfile_dir() -> PathBuf {
+    let p = std::env::temp_dir().join(format!("cfs-bench-modes-{}", std::process::id()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
