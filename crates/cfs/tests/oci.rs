@@ -387,15 +387,16 @@ impl Drop for Unmount {
     }
 }
 
-/// Mounts `cfs oci mount NAME` and compares with `umoci unpack` of `image`.
-fn compare_with_umoci(repo: &Path, name: &str, image: &str, work: &Path) {
+/// Mounts `cfs oci mount NAME` and compares with `umoci unpack` of `image`;
+/// returns the unpacked rootfs (None when skipped).
+fn compare_with_umoci(repo: &Path, name: &str, image: &str, work: &Path) -> Option<PathBuf> {
     if let Some(why) = can_mount() {
         eprintln!("SKIPPED: comparing the mounted tree needs kernel mounts ({why})");
-        return;
+        return None;
     }
     if !have("umoci") {
         eprintln!("SKIPPED: comparing the mounted tree needs umoci");
-        return;
+        return None;
     }
     let bundle = work.join(format!("bundle-{name}"));
     let o = Command::new("umoci")
@@ -413,6 +414,99 @@ fn compare_with_umoci(repo: &Path, name: &str, image: &str, work: &Path) {
     ok(cfs(repo, &[&"oci", &"mount", &name, &mnt]));
     let _guard = Unmount(mnt.clone());
     assert_same_tree(&bundle.join("rootfs"), &mnt);
+    Some(bundle.join("rootfs"))
+}
+
+/// Lists a tree as `find` and `sha256sum` see it (paths, types, modes, sizes
+/// and link targets of non-directories, content hashes): owners are left out,
+/// since a user namespace maps them.
+const LISTING: &str = r#"cd "$1"
+find . -type d -printf '%p %y %m\n' | LC_ALL=C sort
+find . ! -type d -printf '%p %y %m %s %l\n' | LC_ALL=C sort
+find . -type f -exec sha256sum {} + | LC_ALL=C sort"#;
+
+/// The test user (created as `.ci/run` does) for rootless mounts.
+const USER: &str = "cfs-test";
+
+/// As the plain test user inside `unshare -Urm`, as a rootless container
+/// engine runs: `cfs oci mount NAME` (auto picks fuse+overlay there) gives the
+/// same tree as `rootfs`, contents included.
+fn compare_rootless(repo: &Path, name: &str, rootfs: &Path, work: &Path) {
+    for tool in ["setpriv", "unshare", "fusermount3", "timeout"] {
+        if !have(tool) {
+            eprintln!("SKIPPED: the rootless mount needs {tool}");
+            return;
+        }
+    }
+    // The reference listing first: making the work dir readable below changes modes in it.
+    let want = Command::new("sh")
+        .args(["-c", LISTING, "sh"])
+        .arg(rootfs)
+        .output()
+        .unwrap();
+    assert!(want.status.success());
+    let _ = Command::new("chmod").args(["0666", "/dev/fuse"]).status();
+    if !Command::new("id")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        let _ = Command::new("useradd").args(["-m", USER]).status();
+    }
+    let o = Command::new("chmod")
+        .arg("-R")
+        .arg("a+rX")
+        .arg(work)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "chmod: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let home = work.join("rootless-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let o = Command::new("chown").arg(USER).arg(&home).output().unwrap();
+    assert!(o.status.success());
+    let script = format!(
+        "mkdir -p \"$HOME_DIR/m\"\n\
+         \"$CFS\" --repo \"$REPO\" oci mount --explain '{name}' \"$HOME_DIR/m\" >&2\n\
+         sh -c '{}' sh \"$HOME_DIR/m\"\n\
+         \"$CFS\" unmount \"$HOME_DIR/m\"",
+        LISTING.replace('\'', "'\\''")
+    );
+    let got = Command::new("timeout")
+        .args([
+            "-k",
+            "5",
+            "120",
+            "setpriv",
+            "--reuid",
+            USER,
+            "--regid",
+            USER,
+            "--init-groups",
+        ])
+        .args(["unshare", "-Urm", "sh", "-eu", "-c", &script])
+        .env("CFS", CFS)
+        .env("REPO", repo)
+        .env("HOME_DIR", &home)
+        .current_dir(&home)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(got.status.success(), "rootless oci mount failed: {err}");
+    assert!(
+        err.contains("fuse+overlay") || err.contains("FuseOverlay"),
+        "mode: {err}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        String::from_utf8_lossy(&want.stdout),
+        "the rootless mount differs from the reference unpack"
+    );
 }
 
 #[test]
@@ -742,12 +836,14 @@ fn registry_pull_mount_and_wrong_digest() {
         &[&"oci", &"pull", &format!("oci:{}:v1", layout.display())],
     ));
     assert_eq!(id, id2);
-    compare_with_umoci(
+    if let Some(rootfs) = compare_with_umoci(
         &repo,
         "sample:v1",
         &format!("{}:v1", layout.display()),
         t.path(),
-    );
+    ) {
+        compare_rootless(&repo, "sample:v1", &rootfs, t.path());
+    }
     // Pulled again: every layer is already there.
     let o = cfs(
         &repo,
