@@ -81,6 +81,11 @@ mounts=()
 
 # The rootless modes need a plain user: cfs-demo, created here if missing,
 # and /dev/fuse usable by everyone as distributions ship it (fuse3 for fusermount3).
+if ! command -v fusermount3 >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "installing fuse3 (fusermount3) for the rootless modes"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fuse3 >/dev/null ||
+        echo "note: could not install fuse3"
+fi
 if command -v fusermount3 >/dev/null && command -v setpriv >/dev/null; then
     id cfs-demo >/dev/null 2>&1 || useradd -m cfs-demo
     chmod 0666 /dev/fuse
