@@ -14,7 +14,6 @@ use crate::erofs::{
 };
 use crate::tree::{FileType, Stat, Timespec};
 use std::fmt;
-use std::ops::Deref;
 use zerocopy::little_endian::U16;
 
 /// An inode number as EROFS stores it: the inode's 32-byte slot counted from
@@ -184,7 +183,7 @@ impl Inode {
     }
 }
 
-impl<T: Deref<Target = [u8]>> Image<T> {
+impl<T: super::ImageSource> Image<T> {
     /// The inode at `nid` (`meta_blkaddr * 4096 + nid * 32`), compact or extended.
     ///
     /// Fails on an inode outside the image, unknown `i_format` bits, or a data
