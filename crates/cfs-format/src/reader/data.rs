@@ -14,7 +14,7 @@
 //!   entry size; `NULL_ADDR` is a hole that reads as zeros. composefs writes
 //!   chunk-based files as all holes: their content is the redirect target.
 
-use super::{corrupt, Image, Inode, Nid, ReadError};
+use super::{corrupt, Image, ImageSource, Inode, Nid, ReadError};
 use crate::erofs::{
     ChunkIndex, DataLayout, BLOCK_SIZE, CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, NULL_ADDR,
 };
@@ -29,7 +29,7 @@ static ZEROS: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
 /// Longest symlink target: `PATH_MAX - 1`, as C composefs and the kernel allow.
 pub const MAX_SYMLINK_LEN: u64 = 4095;
 
-impl<T: super::ImageSource> Image<T> {
+impl<T: ImageSource> Image<T> {
     /// Up to `len` bytes of the data of inode `nid` from byte `offset`: the
     /// longest run that is contiguous in the image, so it may be shorter than
     /// asked for (call again from where it ended); empty at or past the end.
@@ -119,7 +119,7 @@ impl<T: super::ImageSource> Image<T> {
 
     /// Data from `offset` to the end of the contiguous run it falls in (never
     /// past `i_size`), at most `max` bytes, and possibly fewer where the
-    /// image source stops (see [`super::ImageSource::get_prefix`]); empty
+    /// image source stops (see [`super::ImageSource::prefix_at`]); empty
     /// when `offset >= i_size`. The whole run is bounds-checked either way.
     pub(super) fn extent(&self, inode: &Inode, offset: u64, max: u64) -> Result<&[u8], ReadError> {
         let size = inode.size();

@@ -72,7 +72,7 @@ impl<T: ImageSource> Image<T> {
     /// Opens with explicit [`OpenOptions`].
     pub fn open_with(data: T, options: OpenOptions) -> Result<Self, ReadError> {
         let header = data
-            .get(0, size_of::<ComposefsHeader>())
+            .bytes_at(0, size_of::<ComposefsHeader>())
             .and_then(|b| ComposefsHeader::read_from_bytes(b).ok())
             .ok_or_else(|| corrupt(None, "image shorter than the composefs header"))?;
         let composefs = if header.magic.get() == COMPOSEFS_MAGIC {
@@ -101,7 +101,7 @@ impl<T: ImageSource> Image<T> {
         };
 
         let sb = data
-            .get(SUPER_OFFSET, size_of::<Superblock>())
+            .bytes_at(SUPER_OFFSET, size_of::<Superblock>())
             .and_then(|b| Superblock::read_from_bytes(b).ok())
             .ok_or_else(|| corrupt(None, "image shorter than the superblock"))?;
         if sb.magic.get() != SUPER_MAGIC {
@@ -131,7 +131,7 @@ impl<T: ImageSource> Image<T> {
                 ),
             ));
         }
-        let len = data.len();
+        let len = data.size();
         let meta_offset = u64::from(sb.meta_blkaddr.get()) * BLOCK_SIZE;
         if meta_offset >= len {
             return Err(corrupt(
@@ -185,7 +185,7 @@ impl<T: ImageSource> Image<T> {
 
     /// The image size in bytes.
     pub fn size(&self) -> u64 {
-        self.data.len()
+        self.data.size()
     }
 
     /// The nid of the root directory (superblock `root_nid`).
@@ -218,7 +218,7 @@ impl<T: ImageSource> Image<T> {
     ) -> Result<&[u8], ReadError> {
         let n = self.check(nid, offset, len, what)?;
         self.data
-            .get(offset, n)
+            .bytes_at(offset, n)
             .ok_or_else(|| self.unreadable(nid, offset, len, what))
     }
 
@@ -240,7 +240,7 @@ impl<T: ImageSource> Image<T> {
         let at = offset + skip;
         // Fits a usize: at most `len`, which `check` proved does.
         let want = (len - skip).min(max) as usize;
-        match self.data.get_prefix(at, want) {
+        match self.data.prefix_at(at, want) {
             Some(b) if !b.is_empty() || want == 0 => Ok(&b[..b.len().min(want)]),
             _ => Err(self.unreadable(nid, at, want as u64, what)),
         }

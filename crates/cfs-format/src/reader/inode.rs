@@ -7,7 +7,7 @@
 //! chunk index of a `CHUNK_BASED` file. A compact inode has no mtime of its own:
 //! it is the superblock's build time.
 
-use super::{corrupt, Image, ReadError};
+use super::{corrupt, Image, ImageSource, ReadError};
 use crate::erofs::{
     DataLayout, InodeCompact, InodeExtended, INODE_COMPACT_SIZE, INODE_EXTENDED_SIZE,
     I_DATALAYOUT_BIT, SLOT_SIZE, XATTR_BODY_HEADER_SIZE,
@@ -183,7 +183,7 @@ impl Inode {
     }
 }
 
-impl<T: super::ImageSource> Image<T> {
+impl<T: ImageSource> Image<T> {
     /// The inode at `nid` (`meta_blkaddr * 4096 + nid * 32`), compact or extended.
     ///
     /// Fails on an inode outside the image, unknown `i_format` bits, or a data

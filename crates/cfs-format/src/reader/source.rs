@@ -1,7 +1,7 @@
 //! Where an image's bytes come from: [`ImageSource`].
 //!
 //! The reader never needs the whole image as one slice. Every read is a
-//! bounded range, `len` bytes at `offset`, checked against [`ImageSource::len`]
+//! bounded range, `len` bytes at `offset`, checked against [`ImageSource::size`]
 //! first; the source only has to hand out that range as a `&[u8]` living as
 //! long as the source. A `Vec<u8>`, a `&[u8]` or an mmap does that for free
 //! (the blanket impl below: a sub-slice, no copy). A source that reads the
@@ -10,7 +10,7 @@
 //! without copying but must copy a range that straddles two.
 //!
 //! File data is the one place where a caller takes less than it asked for:
-//! [`ImageSource::get_prefix`] lets a source stop at its own boundary (the end
+//! [`ImageSource::prefix_at`] lets a source stop at its own boundary (the end
 //! of a block), so that reading a large file through a block cache walks its
 //! blocks instead of copying the file. Metadata reads (inodes, xattrs,
 //! directory blocks) always ask for exact ranges.
@@ -25,33 +25,28 @@ use std::ops::Deref;
 /// that read fail with [`super::ReadError::Corrupt`]; the image stays usable.
 pub trait ImageSource {
     /// The image size in bytes, fixed for the life of the source.
-    fn len(&self) -> u64;
-
-    /// True for an empty source (which no image is).
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    fn size(&self) -> u64;
 
     /// Exactly `len` bytes at `offset`, or `None` if they are outside the
     /// image or can't be read. The same range always yields the same bytes.
-    fn get(&self, offset: u64, len: usize) -> Option<&[u8]>;
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]>;
 
     /// Between 1 and `len` bytes at `offset` (none when `len` is 0): as long
     /// a prefix as the source serves without copying. `None` as for
-    /// [`ImageSource::get`]. The default serves all of it.
-    fn get_prefix(&self, offset: u64, len: usize) -> Option<&[u8]> {
-        self.get(offset, len)
+    /// [`ImageSource::bytes_at`]. The default serves all of it.
+    fn prefix_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        self.bytes_at(offset, len)
     }
 }
 
 impl<T: Deref<Target = [u8]>> ImageSource for T {
-    fn len(&self) -> u64 {
-        (**self).len() as u64
+    fn size(&self) -> u64 {
+        self.len() as u64
     }
 
-    fn get(&self, offset: u64, len: usize) -> Option<&[u8]> {
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
         let start = usize::try_from(offset).ok()?;
-        (**self).get(start..start.checked_add(len)?)
+        self.get(start..start.checked_add(len)?)
     }
 }
 
@@ -73,9 +68,9 @@ mod tests {
             (1, usize::MAX, None),
         ];
         for &(offset, len, want) in cases {
-            assert_eq!(ImageSource::get(&v, offset, len), want, "{offset}+{len}");
-            assert_eq!(v.get_prefix(offset, len), want, "{offset}+{len}");
+            assert_eq!(v.bytes_at(offset, len), want, "{offset}+{len}");
+            assert_eq!(v.prefix_at(offset, len), want, "{offset}+{len}");
         }
-        assert_eq!(ImageSource::len(&&v[..4]), 4);
+        assert_eq!((&v[..4]).size(), 4);
     }
 }

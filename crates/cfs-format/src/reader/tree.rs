@@ -34,7 +34,7 @@
 //! refused on a directory met twice (which includes every cycle), a directory
 //! with two entries of one name, or a name that is not a valid file name.
 
-use super::{corrupt, Image, Inode, Nid, ReadError};
+use super::{corrupt, Image, ImageSource, Inode, Nid, ReadError};
 use crate::erofs::DataLayout;
 use crate::overlay;
 use crate::tree::{DirEntry, FileType, Node, NodeId, Tree, Xattr};
@@ -106,7 +106,7 @@ struct Frame<'a> {
     entries: Vec<DirEntry>,
 }
 
-impl<T: super::ImageSource> Image<T> {
+impl<T: ImageSource> Image<T> {
     /// Reads the whole image back into a tree, as `composefs-info dump` sees it:
     /// overlay xattrs turned back into payload/digest, escaped names unescaped,
     /// whiteouts restored, the root's 00..ff whiteout stubs dropped.

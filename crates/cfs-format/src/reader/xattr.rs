@@ -14,7 +14,7 @@
 //! `xxh32(suffix, SEED + index) % 32` *clear* for every name present; a set bit
 //! proves a name absent without reading the entries.
 
-use super::{corrupt, Image, Inode, Nid, ReadError};
+use super::{corrupt, Image, ImageSource, Inode, Nid, ReadError};
 use crate::erofs::{
     xattr_prefix, xxh32, XattrBodyHeader, XattrEntry, XATTR_BODY_HEADER_SIZE, XATTR_ENTRY_SIZE,
     XATTR_FILTER_BITS, XATTR_FILTER_SEED, XATTR_PREFIXES,
@@ -85,7 +85,7 @@ impl<'a> XattrRef<'a> {
 
 /// Iterator over an inode's xattrs, inline ones first, made by [`Image::xattrs`].
 /// After an error, yields nothing more.
-pub struct Xattrs<'a, T: super::ImageSource> {
+pub struct Xattrs<'a, T: ImageSource> {
     image: &'a Image<T>,
     nid: Nid,
     /// Inline entries not yet read.
@@ -95,7 +95,7 @@ pub struct Xattrs<'a, T: super::ImageSource> {
     done: bool,
 }
 
-impl<'a, T: super::ImageSource> Iterator for Xattrs<'a, T> {
+impl<'a, T: ImageSource> Iterator for Xattrs<'a, T> {
     type Item = Result<XattrRef<'a>, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -176,7 +176,7 @@ fn split_name(name: &[u8]) -> (u8, &[u8]) {
         .map_or((0, name), |(p, i)| (*i, &name[p.len()..]))
 }
 
-impl<T: super::ImageSource> Image<T> {
+impl<T: ImageSource> Image<T> {
     /// The xattrs of inode `nid`: inline entries, then shared ones.
     pub fn xattrs(&self, nid: Nid) -> Result<Xattrs<'_, T>, ReadError> {
         let inode = self.inode(nid)?;
