@@ -108,7 +108,7 @@ fn synthetic_dump(n: usize) -> Vec<u8> {
 
 fn mount_ready(tmp: &Path) {
     println!("\n### Mount-ready time (spawn `cfs fuse-serve` → mount ready), median of 5\n");
-    println!("| inodes | image size | cfs, repository image (mmap) | cfs, plain path (read into memory) | kernel `mount -t erofs` |");
+    println!("| inodes | image size | cfs, repository image (mmap) | cfs, plain path (pread block cache) | kernel `mount -t erofs` |");
     println!("|---|---|---|---|---|");
     let repo = tmp.join("ready-repo");
     std::fs::create_dir_all(repo.join("images/refs")).unwrap();

@@ -291,6 +291,9 @@ impl Filesystem for CfsFs {
                 g(&s.read),
                 self.passthrough
             );
+            if let Some(c) = self.image.source().cache_stats() {
+                eprintln!("cfs-fuse cache: {c}");
+            }
         }
     }
 
@@ -535,7 +538,7 @@ impl Filesystem for CfsFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let blocks = (self.image.bytes().len() as u64).div_ceil(4096);
+        let blocks = self.image.size().div_ceil(4096);
         reply.statfs(blocks, 0, 0, 0, 0, 4096, 255, 4096)
     }
 

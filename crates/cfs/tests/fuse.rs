@@ -485,6 +485,84 @@ fn standalone_matches_kernel_overlay_on_a_generated_tree() {
     );
 }
 
+/// Parses the server's `cfs-fuse cache:` line (the block cache of an image
+/// that is not mapped) into counters; `None` when there is none.
+fn cache_stats(log: &str) -> Option<BTreeMap<String, u64>> {
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("cfs-fuse cache: "))?;
+    let mut out = BTreeMap::new();
+    let mut words = line.split_whitespace().peekable();
+    while let Some(kv) = words.next() {
+        let (k, v) = kv.split_once('=').expect("key=value");
+        out.insert(k.to_owned(), v.parse().expect("a number"));
+        if words.peek() == Some(&"of") {
+            words.next();
+            let total = words.next().expect("a total");
+            out.insert("blocks".to_owned(), total.parse().expect("a number"));
+        }
+    }
+    Some(out)
+}
+
+/// An image at a plain path (not a repository object, no fs-verity) is
+/// served through the `pread` block cache, equals the kernel's mount, and
+/// mounting reads only a few blocks of it, not the whole image.
+#[test]
+fn plain_path_images_are_served_through_the_block_cache() {
+    require_kernel!();
+    let b = build_generated();
+    let kernel = KernelMount::new(&b.image, &b.objects);
+    let want = walk_bounded(kernel.overlay.path(), true);
+    let fuse = FuseMount::new(&b.image, &["--basedir", b.objects.to_str().unwrap()]).unwrap();
+    let got = walk_bounded(fuse.path(), true);
+    let d = diff("kernel", &want, "fuse", &got);
+    assert!(
+        d.is_empty(),
+        "block cache differs from the kernel:\n{}",
+        d.join("\n")
+    );
+    let log = fuse.finish();
+    let cache = cache_stats(&log).unwrap_or_else(|| panic!("no block cache in use:\n{log}"));
+    assert!(
+        cache["blocks_read"] > 0 && cache["blocks_read"] <= cache["blocks"],
+        "{log}"
+    );
+
+    // 200k empty files: a 9 MiB image. Mount, look up one file, unmount.
+    let tmp = tempfile::tempdir().unwrap();
+    let (dump, image) = (tmp.path().join("big.dump"), tmp.path().join("big.cfs"));
+    let mut text = String::from("/ 4096 40755 2 0 0 0 0.0 - - -\n");
+    for d in 0..200 {
+        text += &format!("/d{d:03} 4096 40755 2 0 0 0 0.0 - - -\n");
+        for f in 0..1000 {
+            text += &format!("/d{d:03}/f{f:04} 0 100644 1 0 0 0 0.0 - - -\n");
+        }
+    }
+    std::fs::write(&dump, text).unwrap();
+    run_ok(
+        Command::new(cfs())
+            .args(["mkfs", "--from-file"])
+            .arg(&dump)
+            .arg(&image),
+    );
+    let start = Instant::now();
+    let fuse = FuseMount::new(&image, &[]).unwrap();
+    let ready = start.elapsed();
+    let md = std::fs::symlink_metadata(fuse.path().join("d123/f0456")).unwrap();
+    assert_eq!(md.mode(), 0o100644);
+    let log = fuse.finish();
+    let cache = cache_stats(&log).unwrap_or_else(|| panic!("no block cache in use:\n{log}"));
+    eprintln!("200k-inode image: ready in {ready:?}, cache {cache:?}");
+    assert!(cache["blocks"] > 2000, "{cache:?}");
+    assert!(
+        cache["blocks_read"] <= 16,
+        "mounting and one lookup read {} of {} blocks",
+        cache["blocks_read"],
+        cache["blocks"]
+    );
+}
+
 /// A real tree of this machine (`/usr/share/doc`, or `CFS_TEST_REAL_TREE`):
 /// the standalone FUSE mount equals the kernel overlay mount, contents included.
 #[test]

@@ -14,14 +14,13 @@
 //!   entry size; `NULL_ADDR` is a hole that reads as zeros. composefs writes
 //!   chunk-based files as all holes: their content is the redirect target.
 
-use super::{corrupt, Image, Inode, Nid, ReadError};
+use super::{corrupt, Image, ImageSource, Inode, Nid, ReadError};
 use crate::erofs::{
     ChunkIndex, DataLayout, BLOCK_SIZE, CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, NULL_ADDR,
 };
 use crate::fsverity::Digest;
 use crate::overlay;
 use crate::tree::FileType;
-use std::ops::Deref;
 use zerocopy::little_endian::U32;
 
 /// What a hole reads as; a hole extent is handed out in pieces of this size.
@@ -30,7 +29,7 @@ static ZEROS: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
 /// Longest symlink target: `PATH_MAX - 1`, as C composefs and the kernel allow.
 pub const MAX_SYMLINK_LEN: u64 = 4095;
 
-impl<T: Deref<Target = [u8]>> Image<T> {
+impl<T: ImageSource> Image<T> {
     /// Up to `len` bytes of the data of inode `nid` from byte `offset`: the
     /// longest run that is contiguous in the image, so it may be shorter than
     /// asked for (call again from where it ended); empty at or past the end.
@@ -42,8 +41,7 @@ impl<T: Deref<Target = [u8]>> Image<T> {
 
     /// [`Image::read`] for an inode already looked up.
     pub fn read_inode(&self, inode: &Inode, offset: u64, len: usize) -> Result<&[u8], ReadError> {
-        let extent = self.extent(inode, offset)?;
-        Ok(&extent[..extent.len().min(len)])
+        self.extent(inode, offset, len as u64)
     }
 
     /// Fills `buf` with the data of inode `nid` from `offset`, stopping only at
@@ -86,7 +84,7 @@ impl<T: Deref<Target = [u8]>> Image<T> {
         if inode.layout() == DataLayout::ChunkBased {
             return Err(corrupt(nid, "symlink has a chunk-based layout"));
         }
-        let target = self.extent(inode, 0)?;
+        let target = self.extent(inode, 0, inode.size())?;
         if target.len() as u64 != inode.size() {
             return Err(corrupt(nid, "symlink target is not contiguous"));
         }
@@ -119,37 +117,37 @@ impl<T: Deref<Target = [u8]>> Image<T> {
         self.slice(Some(inode.nid()), start, len, "inline data")
     }
 
-    /// All data from `offset` to the end of the contiguous run it falls in
-    /// (never past `i_size`); empty when `offset >= i_size`.
-    pub(super) fn extent(&self, inode: &Inode, offset: u64) -> Result<&[u8], ReadError> {
+    /// Data from `offset` to the end of the contiguous run it falls in (never
+    /// past `i_size`), at most `max` bytes, and possibly fewer where the
+    /// image source stops (see [`super::ImageSource::prefix_at`]); empty
+    /// when `offset >= i_size`. The whole run is bounds-checked either way.
+    pub(super) fn extent(&self, inode: &Inode, offset: u64, max: u64) -> Result<&[u8], ReadError> {
         let size = inode.size();
         if offset >= size {
             return Ok(&[]);
         }
         let nid = Some(inode.nid());
         let blocks_at = u64::from(inode.blkaddr()) * BLOCK_SIZE;
-        // Below, offset < size, so every `as usize` index is into a slice of
-        // at least `size` (or run) bytes that exists in memory.
         match inode.layout() {
             DataLayout::FlatPlain => {
-                let all = self.slice(nid, blocks_at, size, "data blocks")?;
-                Ok(&all[offset as usize..])
+                self.slice_prefix(nid, blocks_at, size, offset, max, "data blocks")
             }
             DataLayout::FlatInline => {
                 let in_blocks = (size.div_ceil(BLOCK_SIZE) - 1) * BLOCK_SIZE;
                 if offset < in_blocks {
-                    let blocks = self.slice(nid, blocks_at, in_blocks, "data blocks")?;
-                    Ok(&blocks[offset as usize..])
+                    self.slice_prefix(nid, blocks_at, in_blocks, offset, max, "data blocks")
                 } else {
                     let tail = self.tail(inode, size - in_blocks)?;
-                    Ok(&tail[(offset - in_blocks) as usize..])
+                    // offset - in_blocks < size - in_blocks = tail.len()
+                    let tail = &tail[(offset - in_blocks) as usize..];
+                    Ok(&tail[..tail.len().min(usize::try_from(max).unwrap_or(usize::MAX))])
                 }
             }
-            DataLayout::ChunkBased => self.chunk_extent(inode, offset),
+            DataLayout::ChunkBased => self.chunk_extent(inode, offset, max),
         }
     }
 
-    fn chunk_extent(&self, inode: &Inode, offset: u64) -> Result<&[u8], ReadError> {
+    fn chunk_extent(&self, inode: &Inode, offset: u64, max: u64) -> Result<&[u8], ReadError> {
         let nid = Some(inode.nid());
         let format = inode.raw_u() as u16;
         if format & !(CHUNK_FORMAT_BLKBITS_MASK | CHUNK_FORMAT_INDEXES) != 0 {
@@ -192,9 +190,9 @@ impl<T: Deref<Target = [u8]>> Image<T> {
         };
         let run = chunk_end - offset;
         if blkaddr == NULL_ADDR {
-            return Ok(&ZEROS[..run.min(BLOCK_SIZE) as usize]);
+            return Ok(&ZEROS[..run.min(BLOCK_SIZE).min(max) as usize]);
         }
         let start = u64::from(blkaddr) * BLOCK_SIZE + (offset - chunk_start);
-        self.slice(nid, start, run, "chunk data")
+        self.slice_prefix(nid, start, run, 0, max, "chunk data")
     }
 }

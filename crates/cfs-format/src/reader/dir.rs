@@ -15,11 +15,10 @@
 //! A readdir position (FUSE's offset cookie) is the byte offset of an entry's
 //! dirent in the directory data: `block * 4096 + index * 12`.
 
-use super::{corrupt, Image, Inode, Nid, ReadError};
+use super::{corrupt, Image, ImageSource, Inode, Nid, ReadError};
 use crate::erofs::{Dirent, BLOCK_SIZE, DIRENT_SIZE};
 use crate::tree::{FileType, MAX_NAME_LEN};
 use std::cmp::Ordering;
-use std::ops::Deref;
 use zerocopy::FromBytes;
 
 const DIRENT: u64 = DIRENT_SIZE as u64;
@@ -155,7 +154,7 @@ impl<'a> DirBlock<'a> {
 
 /// Iterator over a directory's entries from some position, made by
 /// [`Image::readdir`]. Yields each entry once; after an error, yields nothing more.
-pub struct ReadDir<'a, T: Deref<Target = [u8]>> {
+pub struct ReadDir<'a, T: ImageSource> {
     image: &'a Image<T>,
     inode: Inode,
     blocks: u64,
@@ -165,7 +164,7 @@ pub struct ReadDir<'a, T: Deref<Target = [u8]>> {
     done: bool,
 }
 
-impl<'a, T: Deref<Target = [u8]>> Iterator for ReadDir<'a, T> {
+impl<'a, T: ImageSource> Iterator for ReadDir<'a, T> {
     type Item = Result<DirEntryRef<'a>, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -197,7 +196,7 @@ impl<'a, T: Deref<Target = [u8]>> Iterator for ReadDir<'a, T> {
     }
 }
 
-impl<T: Deref<Target = [u8]>> Image<T> {
+impl<T: ImageSource> Image<T> {
     /// The entries of directory `nid`, starting at position `offset` (0 for the
     /// start, or an entry's [`DirEntryRef::next_offset`] to resume after it).
     /// An offset between entries starts at the next one.
@@ -286,7 +285,7 @@ impl<T: Deref<Target = [u8]>> Image<T> {
                 )
             })?;
         let len = (dir.size() - start).min(BLOCK_SIZE) as usize;
-        let data = self.extent(dir, start)?;
+        let data = self.extent(dir, start, len as u64)?;
         let data = data.get(..len).ok_or_else(|| {
             corrupt(
                 Some(dir.nid()),

@@ -6,7 +6,7 @@
 //! superblock at byte 1024. Nothing past the superblock and the root inode is
 //! looked at when opening, so opening costs the same for any image size.
 
-use super::{corrupt, Nid, ReadError};
+use super::{corrupt, ImageSource, Nid, ReadError};
 use crate::erofs::{
     ComposefsHeader, Superblock, BLOCK_BITS, BLOCK_SIZE, COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC,
     FEATURE_COMPAT_XATTR_FILTER, SUPER_MAGIC, SUPER_OFFSET,
@@ -36,10 +36,11 @@ impl OpenOptions {
     }
 }
 
-/// An opened image over bytes held by `T` (a `Vec<u8>` in tests, an mmap in production).
+/// An opened image over bytes from `T` (a `Vec<u8>` in tests; an mmap or a
+/// `pread` block cache in production, see [`ImageSource`]).
 ///
 /// Cheap to share between threads when `T` is: every read takes `&self`.
-pub struct Image<T: Deref<Target = [u8]>> {
+pub struct Image<T: ImageSource> {
     data: T,
     /// The composefs header's `composefs_version` and `flags`, `None` for plain EROFS.
     composefs: Option<(u32, u32)>,
@@ -53,7 +54,7 @@ pub struct Image<T: Deref<Target = [u8]>> {
     pub(super) xattr_filter: bool,
 }
 
-impl<T: Deref<Target = [u8]>> Image<T> {
+impl<T: ImageSource> Image<T> {
     /// Checks the composefs header and superblock; reads nothing else.
     ///
     /// The header must carry the composefs magic and version 1; a plain EROFS
@@ -70,9 +71,10 @@ impl<T: Deref<Target = [u8]>> Image<T> {
 
     /// Opens with explicit [`OpenOptions`].
     pub fn open_with(data: T, options: OpenOptions) -> Result<Self, ReadError> {
-        let bytes: &[u8] = &data;
-        let (header, _) = ComposefsHeader::read_from_prefix(bytes)
-            .map_err(|_| corrupt(None, "image shorter than the composefs header"))?;
+        let header = data
+            .bytes_at(0, size_of::<ComposefsHeader>())
+            .and_then(|b| ComposefsHeader::read_from_bytes(b).ok())
+            .ok_or_else(|| corrupt(None, "image shorter than the composefs header"))?;
         let composefs = if header.magic.get() == COMPOSEFS_MAGIC {
             if header.version.get() != COMPOSEFS_HEADER_VERSION {
                 return Err(corrupt(
@@ -98,11 +100,10 @@ impl<T: Deref<Target = [u8]>> Image<T> {
             ));
         };
 
-        let sb_bytes = bytes
-            .get(SUPER_OFFSET as usize..)
+        let sb = data
+            .bytes_at(SUPER_OFFSET, size_of::<Superblock>())
+            .and_then(|b| Superblock::read_from_bytes(b).ok())
             .ok_or_else(|| corrupt(None, "image shorter than the superblock"))?;
-        let (sb, _) = Superblock::read_from_prefix(sb_bytes)
-            .map_err(|_| corrupt(None, "image shorter than the superblock"))?;
         if sb.magic.get() != SUPER_MAGIC {
             return Err(corrupt(
                 None,
@@ -130,7 +131,7 @@ impl<T: Deref<Target = [u8]>> Image<T> {
                 ),
             ));
         }
-        let len = bytes.len() as u64;
+        let len = data.size();
         let meta_offset = u64::from(sb.meta_blkaddr.get()) * BLOCK_SIZE;
         if meta_offset >= len {
             return Err(corrupt(
@@ -177,9 +178,14 @@ impl<T: Deref<Target = [u8]>> Image<T> {
         Ok(image)
     }
 
-    /// The image bytes.
-    pub fn bytes(&self) -> &[u8] {
+    /// Where the bytes come from.
+    pub fn source(&self) -> &T {
         &self.data
+    }
+
+    /// The image size in bytes.
+    pub fn size(&self) -> u64 {
+        self.data.size()
     }
 
     /// The nid of the root directory (superblock `root_nid`).
@@ -210,20 +216,65 @@ impl<T: Deref<Target = [u8]>> Image<T> {
         len: u64,
         what: &str,
     ) -> Result<&[u8], ReadError> {
-        let bytes = self.bytes();
-        let out_of_bounds = || {
-            corrupt(
-                nid,
-                format!(
-                    "{what}: {len} bytes at offset {offset} are outside the image ({} bytes)",
-                    bytes.len()
-                ),
-            )
-        };
-        let end = offset.checked_add(len).ok_or_else(out_of_bounds)?;
-        let start = usize::try_from(offset).map_err(|_| out_of_bounds())?;
-        let end = usize::try_from(end).map_err(|_| out_of_bounds())?;
-        bytes.get(start..end).ok_or_else(out_of_bounds)
+        let n = self.check(nid, offset, len, what)?;
+        self.data
+            .bytes_at(offset, n)
+            .ok_or_else(|| self.unreadable(nid, offset, len, what))
+    }
+
+    /// Checks that `len` bytes at `offset` are inside the image, then returns
+    /// a prefix of the (at most) `max` bytes from `offset + skip`: as long as
+    /// the source serves without copying, empty only if `max` or `len - skip`
+    /// is 0. For file data, which callers take in pieces.
+    pub(super) fn slice_prefix(
+        &self,
+        nid: Option<Nid>,
+        offset: u64,
+        len: u64,
+        skip: u64,
+        max: u64,
+        what: &str,
+    ) -> Result<&[u8], ReadError> {
+        self.check(nid, offset, len, what)?;
+        let skip = skip.min(len);
+        let at = offset + skip;
+        // Fits a usize: at most `len`, which `check` proved does.
+        let want = (len - skip).min(max) as usize;
+        match self.data.prefix_at(at, want) {
+            Some(b) if !b.is_empty() || want == 0 => Ok(&b[..b.len().min(want)]),
+            _ => Err(self.unreadable(nid, at, want as u64, what)),
+        }
+    }
+
+    /// `len` as a `usize` if `len` bytes at `offset` are inside the image.
+    fn check(
+        &self,
+        nid: Option<Nid>,
+        offset: u64,
+        len: u64,
+        what: &str,
+    ) -> Result<usize, ReadError> {
+        let size = self.size();
+        offset
+            .checked_add(len)
+            .filter(|&end| end <= size)
+            .and_then(|_| usize::try_from(len).ok())
+            .ok_or_else(|| {
+                corrupt(
+                    nid,
+                    format!(
+                        "{what}: {len} bytes at offset {offset} are outside the image ({size} bytes)"
+                    ),
+                )
+            })
+    }
+
+    /// The error for a range inside the image that the source could not serve.
+    fn unreadable(&self, nid: Option<Nid>, offset: u64, len: u64, what: &str) -> ReadError {
+        corrupt(
+            nid,
+            format!("{what}: {len} bytes at offset {offset} could not be read from the image"),
+        )
     }
 
     /// A `U` read from `offset`, or an error naming `what` was being read.
@@ -238,10 +289,17 @@ impl<T: Deref<Target = [u8]>> Image<T> {
     }
 }
 
-impl<T: Deref<Target = [u8]>> std::fmt::Debug for Image<T> {
+impl<T: Deref<Target = [u8]>> Image<T> {
+    /// The image bytes, for an image held in memory or mapped.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl<T: ImageSource> std::fmt::Debug for Image<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Image")
-            .field("len", &self.bytes().len())
+            .field("len", &self.size())
             .field("composefs_version", &self.composefs_version())
             .field("root", &self.root)
             .finish_non_exhaustive()

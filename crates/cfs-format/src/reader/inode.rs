@@ -7,14 +7,13 @@
 //! chunk index of a `CHUNK_BASED` file. A compact inode has no mtime of its own:
 //! it is the superblock's build time.
 
-use super::{corrupt, Image, ReadError};
+use super::{corrupt, Image, ImageSource, ReadError};
 use crate::erofs::{
     DataLayout, InodeCompact, InodeExtended, INODE_COMPACT_SIZE, INODE_EXTENDED_SIZE,
     I_DATALAYOUT_BIT, SLOT_SIZE, XATTR_BODY_HEADER_SIZE,
 };
 use crate::tree::{FileType, Stat, Timespec};
 use std::fmt;
-use std::ops::Deref;
 use zerocopy::little_endian::U16;
 
 /// An inode number as EROFS stores it: the inode's 32-byte slot counted from
@@ -184,7 +183,7 @@ impl Inode {
     }
 }
 
-impl<T: Deref<Target = [u8]>> Image<T> {
+impl<T: ImageSource> Image<T> {
     /// The inode at `nid` (`meta_blkaddr * 4096 + nid * 32`), compact or extended.
     ///
     /// Fails on an inode outside the image, unknown `i_format` bits, or a data

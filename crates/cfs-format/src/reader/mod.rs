@@ -4,9 +4,12 @@
 //! every later access is bounds-checked with checked arithmetic and returns an
 //! error naming the inode and field on bad data, never panics. Reads hand out
 //! `&[u8]` slices borrowed from the image so that a FUSE server can answer
-//! straight from an mmap without copying or allocating.
+//! straight from an mmap without copying or allocating. Every read is a
+//! bounded range asked of an [`ImageSource`], never the whole image, so the
+//! bytes can also come from a cache that reads the file on demand.
 //!
 //! The reader is split by concept:
+//! - [`source`](ImageSource): where the bytes come from (a slice, an mmap, a block cache);
 //! - [`image`](Image): opening, the superblock, bounds-checked slicing;
 //! - [`inode`](Inode): inodes by nid, compact and extended, and their data layout;
 //! - [`dir`](DirEntryRef): directory iteration, resumable `readdir`, binary-search `lookup`;
@@ -22,12 +25,14 @@ mod data;
 mod dir;
 mod image;
 mod inode;
+mod source;
 mod tree;
 mod xattr;
 
 pub use dir::{DirEntryRef, ReadDir};
 pub use image::{Image, OpenOptions};
 pub use inode::{Inode, Nid};
+pub use source::ImageSource;
 pub use tree::TreeLimits;
 pub use xattr::{XattrRef, Xattrs};
 

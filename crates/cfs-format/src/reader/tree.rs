@@ -34,12 +34,11 @@
 //! refused on a directory met twice (which includes every cycle), a directory
 //! with two entries of one name, or a name that is not a valid file name.
 
-use super::{corrupt, Image, Inode, Nid, ReadError};
+use super::{corrupt, Image, ImageSource, Inode, Nid, ReadError};
 use crate::erofs::DataLayout;
 use crate::overlay;
 use crate::tree::{DirEntry, FileType, Node, NodeId, Tree, Xattr};
 use std::collections::{HashMap, HashSet};
-use std::ops::Deref;
 
 /// Largest inline file content C composefs reads back (`LCFS_INLINE_CONTENT_MAX`).
 pub const MAX_INLINE_CONTENT: u64 = 5000;
@@ -107,7 +106,7 @@ struct Frame<'a> {
     entries: Vec<DirEntry>,
 }
 
-impl<T: Deref<Target = [u8]>> Image<T> {
+impl<T: ImageSource> Image<T> {
     /// Reads the whole image back into a tree, as `composefs-info dump` sees it:
     /// overlay xattrs turned back into payload/digest, escaped names unescaped,
     /// whiteouts restored, the root's 00..ff whiteout stubs dropped.
@@ -118,7 +117,7 @@ impl<T: Deref<Target = [u8]>> Image<T> {
 
     /// [`Image::to_tree`] with explicit limits.
     pub fn to_tree_with(&self, limits: TreeLimits) -> Result<Tree, ReadError> {
-        let len = self.bytes().len() as u64;
+        let len = self.size();
         let mut budget = Budget {
             entries: limits.max_entries.unwrap_or(len / 12),
             bytes: limits
@@ -253,7 +252,7 @@ impl<T: Deref<Target = [u8]>> Image<T> {
                 match inode.layout() {
                     DataLayout::FlatPlain | DataLayout::FlatInline => {
                         let size = inode.size();
-                        if size > MAX_INLINE_CONTENT.min(self.bytes().len() as u64) {
+                        if size > MAX_INLINE_CONTENT.min(self.size()) {
                             return Err(corrupt(
                             nid,
                             format!("inline file content of {size} bytes is over {MAX_INLINE_CONTENT}"),

@@ -14,12 +14,11 @@
 //! `xxh32(suffix, SEED + index) % 32` *clear* for every name present; a set bit
 //! proves a name absent without reading the entries.
 
-use super::{corrupt, Image, Inode, Nid, ReadError};
+use super::{corrupt, Image, ImageSource, Inode, Nid, ReadError};
 use crate::erofs::{
     xattr_prefix, xxh32, XattrBodyHeader, XattrEntry, XATTR_BODY_HEADER_SIZE, XATTR_ENTRY_SIZE,
     XATTR_FILTER_BITS, XATTR_FILTER_SEED, XATTR_PREFIXES,
 };
-use std::ops::Deref;
 use zerocopy::FromBytes;
 
 /// One xattr, its name suffix and value borrowed from the image.
@@ -86,7 +85,7 @@ impl<'a> XattrRef<'a> {
 
 /// Iterator over an inode's xattrs, inline ones first, made by [`Image::xattrs`].
 /// After an error, yields nothing more.
-pub struct Xattrs<'a, T: Deref<Target = [u8]>> {
+pub struct Xattrs<'a, T: ImageSource> {
     image: &'a Image<T>,
     nid: Nid,
     /// Inline entries not yet read.
@@ -96,7 +95,7 @@ pub struct Xattrs<'a, T: Deref<Target = [u8]>> {
     done: bool,
 }
 
-impl<'a, T: Deref<Target = [u8]>> Iterator for Xattrs<'a, T> {
+impl<'a, T: ImageSource> Iterator for Xattrs<'a, T> {
     type Item = Result<XattrRef<'a>, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -177,7 +176,7 @@ fn split_name(name: &[u8]) -> (u8, &[u8]) {
         .map_or((0, name), |(p, i)| (*i, &name[p.len()..]))
 }
 
-impl<T: Deref<Target = [u8]>> Image<T> {
+impl<T: ImageSource> Image<T> {
     /// The xattrs of inode `nid`: inline entries, then shared ones.
     pub fn xattrs(&self, nid: Nid) -> Result<Xattrs<'_, T>, ReadError> {
         let inode = self.inode(nid)?;
@@ -259,10 +258,25 @@ impl<T: Deref<Target = [u8]>> Image<T> {
             .xattr_offset
             .checked_add(4 * u64::from(id))
             .ok_or_else(|| corrupt(Some(nid), format!("{what}: offset overflows")))?;
-        let bytes = self
-            .bytes()
-            .get(usize::try_from(at).unwrap_or(usize::MAX)..)
+        // Exactly the entry: its 4-byte header, then the name and value it
+        // gives, each cut at the end of the image for parse_entry to report.
+        let avail = self
+            .size()
+            .checked_sub(at)
             .ok_or_else(|| corrupt(Some(nid), format!("{what}: past the end of the image")))?;
+        let head = self.slice(
+            Some(nid),
+            at,
+            avail.min(XATTR_ENTRY_SIZE as u64),
+            "shared xattr",
+        )?;
+        let len = match XattrEntry::read_from_bytes(head) {
+            Ok(e) => {
+                XATTR_ENTRY_SIZE + usize::from(e.e_name_len) + usize::from(e.e_value_size.get())
+            }
+            Err(_) => head.len(),
+        };
+        let bytes = self.slice(Some(nid), at, avail.min(len as u64), "shared xattr")?;
         parse_entry(nid, bytes, what).map(|(x, _)| x)
     }
 }

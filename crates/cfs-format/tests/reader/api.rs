@@ -1,12 +1,11 @@
 //! The reader's API against mkfs.erofs images and their sources, and `open`'s checks.
 
 use super::common::*;
-use cfs_format::reader::{DirEntryRef, Image, Nid, ReadError};
+use cfs_format::reader::{DirEntryRef, Image, ImageSource, Nid, ReadError};
 use cfs_format::FileType;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::ops::Deref;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -20,7 +19,7 @@ struct Seen {
     blocks_over_one: usize,
 }
 
-fn check_inode<T: Deref<Target = [u8]>>(img: &Image<T>, nid: Nid, path: &Path, seen: &mut Seen) {
+fn check_inode<T: ImageSource>(img: &Image<T>, nid: Nid, path: &Path, seen: &mut Seen) {
     let md = fs::symlink_metadata(path).unwrap();
     let ino = img.inode(nid).unwrap();
     let what = path.display();
@@ -117,13 +116,7 @@ fn check_inode<T: Deref<Target = [u8]>>(img: &Image<T>, nid: Nid, path: &Path, s
     assert_eq!(img.digest(nid).unwrap(), None);
 }
 
-fn check_dir<T: Deref<Target = [u8]>>(
-    img: &Image<T>,
-    nid: Nid,
-    parent: Nid,
-    path: &Path,
-    seen: &mut Seen,
-) {
+fn check_dir<T: ImageSource>(img: &Image<T>, nid: Nid, parent: Nid, path: &Path, seen: &mut Seen) {
     check_inode(img, nid, path, seen);
     let entries: Vec<DirEntryRef<'_>> = img
         .readdir(nid, 0)
@@ -227,6 +220,15 @@ fn mkfs_erofs_images_read_back_as_their_source() {
         assert_eq!(img.composefs_version(), None);
         let mut seen = Seen::default();
         check_dir(&img, img.root_nid(), img.root_nid(), &src, &mut seen);
+        // The same checks over a source that only serves ranges, in blocks.
+        let img = Image::open_erofs(Blocks(bytes.clone())).unwrap();
+        check_dir(
+            &img,
+            img.root_nid(),
+            img.root_nid(),
+            &src,
+            &mut Seen::default(),
+        );
         // The same checks through the strict path, with a composefs header.
         let cfs = with_composefs_header(bytes.clone(), 1);
         let img = Image::open(cfs).unwrap();

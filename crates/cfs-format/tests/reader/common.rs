@@ -1,9 +1,8 @@
 //! Helpers: temp dirs, mkfs.erofs, source trees and their xattrs.
 
 use cfs_format::erofs::ComposefsHeader;
-use cfs_format::reader::{Image, Nid};
+use cfs_format::reader::{Image, ImageSource, Nid};
 use std::fs;
-use std::ops::Deref;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -188,7 +187,7 @@ pub fn source_names(dir: &Path) -> Vec<Vec<u8>> {
     names
 }
 
-pub fn image_xattrs<T: Deref<Target = [u8]>>(img: &Image<T>, nid: Nid) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn image_xattrs<T: ImageSource>(img: &Image<T>, nid: Nid) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out: Vec<_> = img
         .xattrs(nid)
         .unwrap()
@@ -199,6 +198,29 @@ pub fn image_xattrs<T: Deref<Target = [u8]>>(img: &Image<T>, nid: Nid) -> Vec<(V
         .collect();
     out.sort();
     out
+}
+
+/// An image source shaped like the FUSE server's block cache: it serves
+/// only through [`ImageSource::bytes_at`] (it is no `Deref<Target = [u8]>`, so
+/// nothing can reach [`Image::bytes`]) and its `prefix_at` stops at every
+/// 4 KiB block boundary. The reader over it must see exactly what it sees
+/// over the plain bytes.
+pub struct Blocks(pub Vec<u8>);
+
+impl ImageSource for Blocks {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(offset).ok()?;
+        self.0.get(start..start.checked_add(len)?)
+    }
+
+    fn prefix_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let to_block_end = 4096 - (offset % 4096) as usize;
+        self.bytes_at(offset, len.min(to_block_end))
+    }
 }
 
 /// A small image (no file over 5000 bytes) with a composefs header.

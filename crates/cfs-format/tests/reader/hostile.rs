@@ -2,7 +2,8 @@
 //! opened and walked through every read; errors are fine, panics and hangs are bugs.
 
 use super::common::*;
-use cfs_format::reader::Image;
+use cfs_format::reader::{Image, ImageSource, ReadError};
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
@@ -128,40 +129,72 @@ fn mutate(rng: &mut Rng, clean: &[u8], hot: &[usize]) -> (Vec<u8>, String) {
     (b, what)
 }
 
+/// Feeds what a read returned, bytes or error, to `h`.
+fn note<B: AsRef<[u8]>>(h: &mut impl Hasher, r: Result<B, ReadError>) {
+    match r {
+        Ok(b) => b.as_ref().hash(h),
+        Err(e) => e.to_string().hash(h),
+    }
+}
+
 /// Reads everything reachable through the API, bounded; errors are fine.
-fn walk_all<T: Deref<Target = [u8]>>(img: &Image<T>) -> bool {
+/// Returns whether `to_tree` succeeded, and a hash of everything read.
+fn walk_all<T: ImageSource>(img: &Image<T>) -> (bool, u64) {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
     // What `cfs dump` does: the tree, printed.
     let tree_ok = match img.to_tree() {
         Ok(tree) => {
             let mut out = Vec::new();
-            cfs_format::dumpfile::print(&tree, &mut out).is_ok()
+            let ok = cfs_format::dumpfile::print(&tree, &mut out).is_ok();
+            out.hash(&mut h);
+            ok
         }
-        Err(_) => false,
+        Err(e) => {
+            note(&mut h, Err::<&[u8], _>(e));
+            false
+        }
     };
     let mut stack = vec![img.root_nid()];
     let mut seen = std::collections::HashSet::new();
     let mut budget = 20_000usize;
     let mut buf = vec![0u8; 16384];
+    let mut rest = vec![0u8; 100_000];
     while let Some(nid) = stack.pop() {
         if !seen.insert(nid) || budget == 0 {
             continue;
         }
         budget -= 1;
         let Ok(ino) = img.inode(nid) else { continue };
-        let _ = img.read_into(nid, 0, &mut buf);
-        let _ = img.read(nid, 4096, 100_000);
-        let _ = img.symlink_target(nid);
-        let _ = img.redirect(nid);
-        let _ = img.digest(nid);
-        let _ = img.get_xattr(nid, b"user.foo");
+        note(&mut h, img.read_into(nid, 0, &mut buf).map(|n| &buf[..n]));
+        // A piece may end early at a source's block boundary: take the rest.
+        note(
+            &mut h,
+            img.read_into(nid, 4096, &mut rest).map(|n| &rest[..n]),
+        );
+        note(&mut h, img.symlink_target(nid));
+        note(&mut h, img.redirect(nid).map(|r| r.unwrap_or(b"-")));
+        note(&mut h, img.digest(nid).map(|d| format!("{d:?}")));
+        note(
+            &mut h,
+            img.get_xattr(nid, b"user.foo").map(|r| r.unwrap_or(b"-")),
+        );
         if let Ok(x) = img.xattrs(nid) {
-            for x in x.take(1000).flatten() {
-                let _ = img.get_xattr(nid, &x.name());
+            for x in x.take(1000) {
+                let Ok(x) = x else {
+                    note(&mut h, x.map(|_| b""));
+                    break;
+                };
+                note(&mut h, Ok(x.name()));
+                note(
+                    &mut h,
+                    img.get_xattr(nid, &x.name()).map(|r| r.unwrap_or(b"-")),
+                );
             }
         }
         if let Ok(rd) = img.readdir(nid, 0) {
             for e in rd.take(2000) {
                 let Ok(e) = e else { break };
+                note(&mut h, Ok(e.name));
                 budget = budget.saturating_sub(1);
                 let _ = img.lookup(nid, e.name);
                 let _ = img.readdir(nid, e.next_offset).map(|mut r| r.next());
@@ -170,9 +203,9 @@ fn walk_all<T: Deref<Target = [u8]>>(img: &Image<T>) -> bool {
                 }
             }
         }
-        let _ = ino.stat();
+        format!("{:?}", ino.stat()).hash(&mut h);
     }
-    tree_ok
+    (tree_ok, h.finish())
 }
 
 /// Images our writer builds from the conformance dumps (C composefs's test
@@ -232,7 +265,9 @@ fn hostile_mutations_never_panic_or_hang() {
     run_mutations(images, 1500);
 }
 
-/// Mutates each image `rounds` times; every mutation must open-and-walk or be refused, quickly.
+/// Mutates each image `rounds` times; every mutation must open-and-walk or be
+/// refused, quickly. Every eighth is also read through [`Blocks`], which must
+/// read exactly the same.
 fn run_mutations(images: Vec<Vec<u8>>, rounds: usize) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let start = Instant::now();
@@ -248,7 +283,18 @@ fn run_mutations(images: Vec<Vec<u8>>, rounds: usize) {
             let (bytes, what) = mutate(&mut rng, clean, &hot);
             let t = Instant::now();
             let result = std::panic::catch_unwind(|| match Image::open(&bytes[..]) {
-                Ok(img) => 1 + usize::from(walk_all(&img)),
+                Ok(img) => {
+                    let (tree_ok, read) = walk_all(&img);
+                    if round % 8 == 0 {
+                        let by_blocks = Image::open(Blocks(bytes.clone())).map(|i| walk_all(&i));
+                        assert_eq!(
+                            by_blocks.ok(),
+                            Some((tree_ok, read)),
+                            "block source differs"
+                        );
+                    }
+                    1 + usize::from(tree_ok)
+                }
                 Err(_) => 0,
             });
             let outcome =

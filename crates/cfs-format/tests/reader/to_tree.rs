@@ -71,9 +71,12 @@ fn to_tree_reads_back_the_source() {
         let Some(bytes) = mkfs(&src, args) else {
             return;
         };
-        let img = Image::open(with_composefs_header(bytes, 0)).unwrap();
+        let bytes = with_composefs_header(bytes, 0);
+        let by_blocks = Image::open(Blocks(bytes.clone())).unwrap().to_tree();
+        let img = Image::open(bytes).unwrap();
         let tree = img.to_tree().unwrap();
         check_tree_node(&tree, tree.root(), &src);
+        assert_eq!(by_blocks, Ok(tree.clone()), "to_tree over a block source");
 
         // Hard links: the first name in depth-first order is the primary one.
         let root = tree.node(tree.root());
