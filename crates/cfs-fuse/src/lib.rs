@@ -2,7 +2,7 @@
 //!
 //! Serving starts once the superblock is checked ([`Image::open`]): there is
 //! no tree walk, no inode numbering pass, no copy of the image beyond the
-//! one mapping (or read, see [`source`]). FUSE inode numbers are EROFS nids
+//! one mapping or a pread block cache (see [`source`]). FUSE inode numbers are EROFS nids
 //! ([`attr`]); every request reads the inode it names, bounds-checked, from
 //! the shared image bytes, on several worker threads each with its own
 //! cloned `/dev/fuse` fd.
