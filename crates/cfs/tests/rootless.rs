@@ -484,3 +484,90 @@ fn bad_input_fails_clearly() {
     }
     assert_no_user_processes();
 }
+
+/// True once `mnt` no longer appears in this process's mount table.
+fn unmounted_within(mnt: &Path, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if !info.contains(&*mnt.to_string_lossy()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `--foreground` keeps the server attached and serving; SIGTERM to it (or to
+/// a detached server) unmounts and ends it cleanly, leaving nothing mounted.
+#[test]
+fn foreground_and_sigterm_end_the_server_cleanly() {
+    let _g = setup!();
+    let s = setup_image();
+    let mnt = s.home.join("fg-mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let base = |foreground: bool| {
+        let mut args = vec![os("mount"), os("--fuse=yes")];
+        if foreground {
+            args.push(os("--foreground"));
+        }
+        args.extend_from_slice(&[
+            os("--basedir"),
+            s.objects.as_os_str(),
+            s.image.as_os_str(),
+            mnt.as_os_str(),
+        ]);
+        args
+    };
+
+    // Attached: the mount answers while `cfs mount --foreground` runs.
+    let mut fg = Command::new(env!("CARGO_BIN_EXE_cfs"))
+        .args(base(true))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::read(mnt.join("inline")).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the foreground mount never answered"
+        );
+        assert!(
+            fg.try_wait().unwrap().is_none(),
+            "cfs mount --foreground exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        fg.try_wait().unwrap().is_none(),
+        "--foreground returned early"
+    );
+    let pid = rustix::process::Pid::from_child(&fg);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = fg.wait().unwrap();
+    assert!(status.success(), "SIGTERM exit: {status}");
+    assert!(
+        unmounted_within(&mnt, Duration::from_secs(10)),
+        "still mounted after SIGTERM"
+    );
+
+    // Detached: SIGTERM to the server process unmounts too.
+    ok(cfs(&base(false)));
+    assert!(std::fs::read(mnt.join("inline")).is_ok());
+    let o = Command::new("pkill")
+        .args(["-TERM", "-f"])
+        .arg(format!("__serve .*--mountpoint {}", mnt.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "no detached server found to signal");
+    assert!(
+        unmounted_within(&mnt, Duration::from_secs(10)),
+        "still mounted after SIGTERM"
+    );
+    assert!(
+        String::from_utf8_lossy(&cfs(&[os("mounts")]).stdout)
+            .trim()
+            .is_empty(),
+        "cfs mounts still lists a mount"
+    );
+}
