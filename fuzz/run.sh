@@ -25,7 +25,7 @@ if [ -z "$(ls -A "$corpus")" ]; then
             done;;
         erofs_walk)
             cfs=../target/debug/cfs
-            [ -x "$cfs" ] || (cd .. && cargo build -q -p cfs)
+            [ -x "$cfs" ] || (cd .. && env -u RUSTFLAGS cargo build -q -p cfs)
             for f in "$conf"/assets/*; do
                 n=$(basename "$f" .gz)
                 case $f in *.gz) zcat "$f" > /tmp/cfs-fuzz-seed.dump;; *) cp "$f" /tmp/cfs-fuzz-seed.dump;; esac
