@@ -44,8 +44,13 @@ pub const MAX_XATTR_VALUE_LEN: usize = u16::MAX as usize;
 /// Xattr space one inode may use from a dumpfile (`LCFS_INODE_EXTERNAL_XATTR_MAX`),
 /// counted as C counts it: see [`XattrSpace`].
 pub const MAX_XATTR_SPACE: usize = u16::MAX as usize / 2;
-/// Longest xattr part of a line (C: "Too many xattrs").
-pub const MAX_XATTR_FIELDS_LEN: usize = u16::MAX as usize;
+/// Longest xattr part of a line. C caps it at 65535 bytes ("Too many xattrs"),
+/// but the xattrs an inode may hold ([`MAX_XATTR_SPACE`] bytes) can take four
+/// times their size once escaped (`\xNN`), so C's cap rejects dumps that its
+/// own `composefs-info dump` prints. The cap here fits any dump of a valid
+/// inode; the space limit still bounds what an inode holds. (Found by the
+/// `dumpfile_roundtrip` fuzz target: `fuzz/regressions/`.)
+pub const MAX_XATTR_FIELDS_LEN: usize = 4 * u16::MAX as usize + 4096;
 /// Largest regular file without inline content: the chunk index holds at
 /// most 1024 chunks (`LCFS_MAX_NONINLINE_CHUNKS`) of at most 2^43 bytes
 /// (`EROFS_CHUNK_FORMAT_BLKBITS_MASK` + 12 block bits), so 2^53 bytes.
