@@ -34,18 +34,8 @@ pub struct MkfsArgs {
     /// Highest format version to use (default 1; 0 when only --min-version is given, as in C).
     #[arg(long, value_name = "N")]
     max_version: Option<u32>,
-    /// Make all mtimes zero.
-    #[arg(long)]
-    use_epoch: bool,
-    /// Don't store xattrs.
-    #[arg(long, conflicts_with = "user_xattrs")]
-    skip_xattrs: bool,
-    /// Only store `user.*` xattrs.
-    #[arg(long)]
-    user_xattrs: bool,
-    /// Don't store block and character devices.
-    #[arg(long)]
-    skip_devices: bool,
+    #[command(flatten)]
+    scan: ScanFlags,
     /// Keep hard links as hard links (C mkcomposefs 1.0.x splits them into separate inodes).
     #[arg(long)]
     hardlinks: bool,
@@ -134,20 +124,13 @@ fn read_dumpfile(a: &MkfsArgs) -> anyhow::Result<Tree> {
 }
 
 fn scan_dir(a: &MkfsArgs) -> anyhow::Result<Tree> {
-    let options = ScanOptions {
-        use_epoch: a.use_epoch,
-        xattrs: if a.skip_xattrs {
-            XattrMode::None
-        } else if a.user_xattrs {
-            XattrMode::UserOnly
-        } else {
-            XattrMode::All
-        },
-        skip_devices: a.skip_devices,
+    let mut options = ScanOptions {
         hardlinks: a.hardlinks,
         // With a digest store, content is read once, while it is stored.
         skip_content: a.digest_store.is_some(),
+        ..ScanOptions::default()
     };
+    a.scan.apply(&mut options);
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = a.threads {
         pool = pool.num_threads(n.get());
@@ -178,4 +161,36 @@ fn fill_store(dir: &std::path::Path, scanned: &mut scan::Scan) -> anyhow::Result
         store.sync()?;
     }
     Ok(())
+}
+
+/// The directory-scan flags `cfs mkfs`, `mkcomposefs` and `cfs create-image` share.
+#[derive(Args, Debug, Clone)]
+pub struct ScanFlags {
+    /// Make all mtimes zero.
+    #[arg(long)]
+    use_epoch: bool,
+    /// Don't store xattrs.
+    #[arg(long, conflicts_with = "user_xattrs")]
+    skip_xattrs: bool,
+    /// Only store `user.*` xattrs.
+    #[arg(long)]
+    user_xattrs: bool,
+    /// Don't store block and character devices.
+    #[arg(long)]
+    skip_devices: bool,
+}
+
+impl ScanFlags {
+    /// Sets these flags' fields of `options`.
+    pub fn apply(&self, options: &mut ScanOptions) {
+        options.use_epoch = self.use_epoch;
+        options.skip_devices = self.skip_devices;
+        options.xattrs = if self.skip_xattrs {
+            XattrMode::None
+        } else if self.user_xattrs {
+            XattrMode::UserOnly
+        } else {
+            XattrMode::All
+        };
+    }
 }

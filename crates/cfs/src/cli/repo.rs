@@ -6,7 +6,6 @@
 use anyhow::{bail, Context};
 use cfs_repo::import::{ImportStats, Progress};
 use cfs_repo::repository::{self, CreateOptions, FsckReport};
-use cfs_repo::scan::XattrMode;
 use cfs_repo::store::VeritySupport;
 use cfs_repo::Repository;
 use clap::{Args, Subcommand};
@@ -53,18 +52,8 @@ pub enum RepoCommand {
 /// Options of `cfs create-image`.
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// Make all mtimes zero.
-    #[arg(long)]
-    use_epoch: bool,
-    /// Don't store xattrs.
-    #[arg(long, conflicts_with = "user_xattrs")]
-    skip_xattrs: bool,
-    /// Only store `user.*` xattrs.
-    #[arg(long)]
-    user_xattrs: bool,
-    /// Don't store block and character devices.
-    #[arg(long)]
-    skip_devices: bool,
+    #[command(flatten)]
+    scan: super::mkfs::ScanFlags,
     /// Split hard links into separate inodes (as C mkcomposefs 1.0.x does).
     #[arg(long)]
     no_hardlinks: bool,
@@ -172,16 +161,8 @@ fn create_image(repo: Option<&Path>, a: &CreateArgs) -> anyhow::Result<()> {
     // The first import creates the repository; init opens an existing one.
     let r = Repository::init(&path)?;
     let mut options = CreateOptions::default();
-    options.scan.use_epoch = a.use_epoch;
-    options.scan.skip_devices = a.skip_devices;
+    a.scan.apply(&mut options.scan);
     options.scan.hardlinks = !a.no_hardlinks;
-    options.scan.xattrs = if a.skip_xattrs {
-        XattrMode::None
-    } else if a.user_xattrs {
-        XattrMode::UserOnly
-    } else {
-        XattrMode::All
-    };
     let progress = Progress::default();
     let terminal = std::io::stderr().is_terminal();
     let start = Instant::now();
