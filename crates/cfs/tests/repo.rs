@@ -5,38 +5,13 @@
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CFS: &str = env!("CARGO_BIN_EXE_cfs");
 
-fn cfs(repo: &Path, args: &[&dyn AsRef<OsStr>]) -> Output {
-    let mut c = Command::new(CFS);
-    c.arg("--repo").arg(repo);
-    for a in args {
-        c.arg(a.as_ref());
-    }
-    c.env_remove("CFS_REPO").output().unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn err(o: Output) -> String {
-    assert!(
-        !o.status.success(),
-        "unexpected success: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod repo_cli;
+use repo_cli::{cfs, err, ok};
 
 /// A small deterministic PRNG (xorshift), seeded from the clock unless given.
 struct Rng(u64);
