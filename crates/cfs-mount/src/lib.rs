@@ -21,7 +21,6 @@ mod fuse;
 mod kernel;
 pub mod mounts;
 pub mod options;
-pub mod repo;
 pub mod server;
 pub mod syscalls;
 pub mod unmount;

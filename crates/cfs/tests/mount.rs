@@ -167,8 +167,9 @@ fn mount_t_composefs_through_mount8() {
 fn mount_by_name_in_a_repository() {
     require_kernel_mounts!();
     let (t, image, objects, digest) = small_setup();
+    // A real repository, filled by hand with an image built outside it.
     let repo = t.path().join("repo");
-    std::fs::create_dir_all(repo.join("images/refs")).unwrap();
+    ok(cfs(&[os("--repo"), repo.as_os_str(), os("init")]));
     std::fs::rename(&objects, repo.join("objects")).unwrap();
     std::fs::rename(&image, repo.join("images").join(&digest)).unwrap();
     std::os::unix::fs::symlink(format!("../{digest}"), repo.join("images/refs/base")).unwrap();
@@ -188,7 +189,7 @@ fn mount_by_name_in_a_repository() {
         &mnt,
     )
     .unwrap_err();
-    assert!(e.contains("no image \"nope\""), "{e}");
+    assert!(e.contains("no image named \"nope\""), "{e}");
     assert_nothing_left(t.path());
 }
 

@@ -105,6 +105,14 @@ impl Repository {
         Ok(id)
     }
 
+    /// The image file a name or an image id names: `REPO/images/ID`, a
+    /// symlink to the image's object. Mounting and serving open this path;
+    /// [`Repository::resolve`] decides what it is.
+    pub fn image_file(&self, name: &str) -> Result<PathBuf, RepoError> {
+        let id = self.resolve(name)?;
+        Ok(self.images_dir().join(id.to_hex()))
+    }
+
     /// True when `images/ID` exists.
     pub fn has_image_id(&self, id: &Digest) -> bool {
         rustix::fs::statat(

@@ -25,6 +25,17 @@ fn create_image_matches_mkcomposefs_and_gc_keeps_named() {
     assert_eq!(report.stats.new_objects, 2);
     assert_eq!(repo.resolve("one").unwrap(), report.id);
     assert_eq!(repo.resolve(&report.id.to_hex()).unwrap(), report.id);
+    // Mounts open images/ID, which reads as the image itself.
+    let file = repo.image_file("one").unwrap();
+    assert_eq!(file, repo.path().join("images").join(report.id.to_hex()));
+    assert_eq!(
+        cfs_format::fsverity::digest(&std::fs::read(&file).unwrap()),
+        report.id
+    );
+    assert!(matches!(
+        repo.image_file("nope"),
+        Err(RepoError::UnknownImage(_))
+    ));
 
     // Same image as a one-pass scan with content, written directly.
     let scanned = crate::scan::scan(&src, &opts.scan).unwrap();

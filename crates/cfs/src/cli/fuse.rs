@@ -7,7 +7,7 @@
 //! child's stderr stays the caller's, for its log lines.
 
 use anyhow::{bail, Context};
-use cfs_fuse::locate::{locate_image, objects_dir};
+use cfs_fuse::locate::locate_image;
 use cfs_fuse::{ServeMode, ServeOptions, VerityPolicy};
 use clap::{Args, ValueEnum};
 use std::io::{BufRead, Write};
@@ -69,11 +69,26 @@ pub fn run(args: &FuseServeArgs, repo: Option<&Path>) -> anyhow::Result<()> {
     if !args.foreground {
         return background();
     }
-    let located = locate_image(&args.image, repo)
-        .with_context(|| format!("could not find image {}", args.image.display()))?;
+    // An existing path is an image file; with a repository, anything else
+    // is an image name or id.
+    let file = match repo {
+        Some(r) if !args.image.exists() => {
+            let name = args
+                .image
+                .to_str()
+                .with_context(|| format!("{:?} is neither a file nor an image name", args.image))?;
+            cfs_repo::Repository::open(r)?.image_file(name)?
+        }
+        _ => args.image.clone(),
+    };
+    let located = locate_image(&file, repo)
+        .with_context(|| format!("could not open image {}", file.display()))?;
     let mut opts = ServeOptions::new(located.path, &args.mountpoint);
     opts.immutable = located.immutable;
-    opts.objects = args.basedir.clone().or_else(|| repo.map(objects_dir));
+    opts.objects = args
+        .basedir
+        .clone()
+        .or_else(|| repo.map(|r| r.join("objects")));
     opts.mode = match args.mode {
         Mode::Standalone => ServeMode::Standalone,
         Mode::OverlayLower => ServeMode::OverlayLower,

@@ -112,8 +112,9 @@ pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
             None => cfs_repo::repository::default_path()
                 .context("no repository: give --repo or set CFS_REPO")?,
         };
-        let found = cfs_mount::repo::resolve(&repo, &a.image)?;
-        (found.image, vec![found.objects])
+        let repo = cfs_repo::Repository::open(&repo)?;
+        let image = repo.image_file(&a.image)?;
+        (image, vec![repo.objects().path().to_path_buf()])
     };
     if !a.basedir.is_empty() {
         basedirs = a.basedir.clone();
