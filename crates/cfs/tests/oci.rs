@@ -539,6 +539,70 @@ fn layout_import_matches_umoci_unpack() {
     assert_eq!(objects, 0, "gc left objects: {before}\n{after}");
 }
 
+/// fsck follows each tag down to the objects its layer records name, and
+/// names what is broken.
+#[test]
+fn fsck_checks_oci_records() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    let layers = sample_layers();
+    write_layout(&layout, "v1", &layers);
+    let repo = t.path().join("repo");
+    ok(cfs(
+        &repo,
+        &[
+            &"oci",
+            &"pull",
+            &format!("oci:{}:v1", layout.display()),
+            &"sample",
+        ],
+    ));
+    ok(cfs(&repo, &[&"fsck"]));
+    let fsck_problems = || {
+        let o = cfs(&repo, &[&"fsck"]);
+        assert!(!o.status.success(), "fsck passed a broken repository");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let layer_link = repo
+        .join("streams/oci/layers/sha256")
+        .join(&sha256(&gzip(&layers[1]))[7..]);
+    assert!(layer_link.is_symlink(), "{}", layer_link.display());
+    let target = std::fs::read_link(&layer_link).unwrap();
+
+    // A layer record gone: the tag can't be rebuilt.
+    std::fs::remove_file(&layer_link).unwrap();
+    let out = fsck_problems();
+    assert!(out.contains("streams/oci/refs/sample"), "{out}");
+    assert!(out.contains("no record"), "{out}");
+    // A layer link that names no object.
+    std::os::unix::fs::symlink("../../../../etc/passwd", &layer_link).unwrap();
+    let out = fsck_problems();
+    assert!(out.contains("not a link to an object"), "{out}");
+    std::fs::remove_file(&layer_link).unwrap();
+    std::os::unix::fs::symlink(&target, &layer_link).unwrap();
+    ok(cfs(&repo, &[&"fsck"]));
+
+    // The merged image's name gone.
+    let image = repo.join("images/refs/oci:sample");
+    let image_target = std::fs::read_link(&image).unwrap();
+    std::fs::remove_file(&image).unwrap();
+    let out = fsck_problems();
+    assert!(out.contains("its image oci:sample"), "{out}");
+    std::os::unix::fs::symlink(&image_target, &image).unwrap();
+
+    // A stray entry among the blobs.
+    let stray = repo.join("streams/oci/blobs/sha256/not-a-digest");
+    std::fs::write(&stray, b"x").unwrap();
+    let out = fsck_problems();
+    assert!(out.contains("not a sha256 digest name"), "{out}");
+    std::fs::remove_file(&stray).unwrap();
+    ok(cfs(&repo, &[&"fsck"]));
+}
+
 /// Each hostile tar: rejected with an error naming the entry, or normalised;
 /// nothing is written outside the repository either way.
 #[test]

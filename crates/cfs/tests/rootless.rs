@@ -445,8 +445,8 @@ fn bad_input_fails_clearly() {
     let cases: &[(As, &str, &str)] = &[
         (
             As::User,
-            r#"mkdir -p r/objects r/images/refs m; $CFS --repo r mount nope m"#,
-            "no image \"nope\"",
+            r#"mkdir -p m; $CFS --repo r init; $CFS --repo r mount nope m"#,
+            "no image named \"nope\"",
         ),
         (
             As::User,

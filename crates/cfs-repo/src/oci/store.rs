@@ -310,3 +310,81 @@ pub fn gc_mark(repo: &Repository) -> Result<OciLive, OciError> {
     }
     Ok(live)
 }
+
+/// What fsck finds wrong in the OCI records: `(path, what)`, paths relative
+/// to the repository. Every tag must reach a manifest and config whose bytes
+/// match their sha256, a record for each layer that parses, every object
+/// those records name, and its merged image `oci:TAG`; every blob and layer
+/// link must have the shape `../../../../objects/XX/REST`. Objects named by
+/// `present` are in the store; their contents are checked by fsck itself.
+pub fn check(repo: &Repository, present: &HashSet<Digest>) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    for dir in [BLOBS, LAYERS] {
+        let Ok(rd) = std::fs::read_dir(repo.path().join(dir)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let rel = Path::new(dir).join(e.file_name());
+            let named = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| sha256_hex(&format!("sha256:{n}")).is_ok());
+            if !named {
+                found.push((rel, "not a sha256 digest name".into()));
+            } else if !matches!(read_object_link(&e.path()), Ok(Some(_))) {
+                found.push((rel, "not a link to an object".into()));
+            }
+        }
+    }
+    let tags_dir = repo.path().join(REFS);
+    if let Ok(rd) = std::fs::read_dir(&tags_dir) {
+        for e in rd.flatten() {
+            let rel = Path::new(REFS).join(e.file_name());
+            let tag = e.file_name().to_str().map(str::to_owned);
+            match tag.as_deref().map(|t| (t, read_tag(repo, t))) {
+                Some((tag, Ok(Some(manifest)))) => {
+                    if let Err(what) = check_tag_records(repo, tag, &manifest, present) {
+                        found.push((rel, what));
+                    }
+                }
+                Some((_, Ok(None))) => {}
+                Some((_, Err(e))) => found.push((rel, e.to_string())),
+                None => found.push((rel, "not a valid tag name".into())),
+            }
+        }
+    }
+    found
+}
+
+/// One tag's records, down to the objects its layers name.
+fn check_tag_records(
+    repo: &Repository,
+    tag: &str,
+    manifest: &str,
+    present: &HashSet<Digest>,
+) -> Result<(), String> {
+    let bytes = get_blob(repo, manifest).map_err(|e| format!("manifest: {e}"))?;
+    let m: Manifest =
+        parse_json(&bytes, &format!("manifest {manifest}")).map_err(|e| e.to_string())?;
+    get_blob(repo, &m.config.digest).map_err(|e| format!("config: {e}"))?;
+    for l in &m.layers {
+        let obj = layer_object(repo, &l.digest)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("layer {}: no record, or its object is missing", l.digest))?;
+        let tree = load_layer(repo, &l.digest, &obj).map_err(|e| e.to_string())?;
+        for (_, n) in tree.nodes() {
+            if n.file_type() == Some(FileType::Regular) && n.content.is_none() {
+                match n.digest {
+                    Some(d) if !present.contains(&d) => {
+                        return Err(format!("layer {}: object {d} is missing", l.digest))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    match repo.resolve(&image_name(tag)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("its image {}: {e}", image_name(tag))),
+    }
+}

@@ -1,6 +1,6 @@
 //! Checking a repository: every object re-hashed (in parallel) against its
 //! name, every image parsed and every object it names present, every name
-//! pointing somewhere valid, and nothing in the repository that does not
+//! pointing somewhere valid, every OCI tag's records complete, and nothing in the repository that does not
 //! belong there. Holds the shared lock, so it waits for a running gc but not
 //! for imports (whose unnamed objects are complete and are simply counted).
 
@@ -217,6 +217,10 @@ impl Repository {
                 (*id, r)
             })
             .collect();
+        // OCI records (streams/oci): tags down to the objects their layers name.
+        for (path, what) in crate::oci::store::check(self, &present) {
+            report.broken.push(Problem { path, what });
+        }
         for (id, r) in checked {
             match r {
                 Ok(missing) => report.missing.extend(
