@@ -2,10 +2,11 @@
 # Builds the fuzz targets with libFuzzer's coverage instrumentation on the stable
 # toolchain (the flags cargo-fuzz passes, minus sanitizers that need nightly) and
 # runs one: fuzz/run.sh TARGET [SECONDS] [libFuzzer args...]
-# Seeds: the conformance dumps, and images our writer builds from them.
+# Seeds: the conformance dumps, images our writer builds from them, and (for
+# tar_import) tar layers made from them by the tar_import_seeds bin.
 set -euo pipefail
 cd "$(dirname "$0")"
-target=${1:?usage: run.sh erofs_walk|dumpfile_roundtrip [seconds] [libfuzzer args]}
+target=${1:?usage: run.sh erofs_walk|dumpfile_roundtrip|tar_import [seconds] [libfuzzer args]}
 secs=${2:-60}
 shift $(( $# > 1 ? 2 : 1 ))
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
@@ -13,7 +14,9 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
  -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
 # An explicit --target keeps these flags off build scripts and proc macros.
 triple=$(rustc -vV | sed -n "s/^host: //p")
-cargo build --release --target "$triple" --bin "$target" >&2
+bins=(--bin "$target")
+[ "$target" = tar_import ] && bins+=(--bin tar_import_seeds)
+cargo build --release --target "$triple" "${bins[@]}" >&2
 conf=../../shared/conformance
 corpus=corpus/$target
 mkdir -p "$corpus" artifacts/"$target"
@@ -32,6 +35,15 @@ if [ -z "$(ls -A "$corpus")" ]; then
                 "$cfs" mkfs --from-file /tmp/cfs-fuzz-seed.dump "$corpus/$n.img" 2>/dev/null || true
                 # libFuzzer's default max_len is small; keep seeds that fit 1 MiB.
                 [ "$(stat -c %s "$corpus/$n.img" 2>/dev/null || echo 0)" -le 1048576 ] || rm -f "$corpus/$n.img"
+            done;;
+        tar_import)
+            seeds=target/"$triple"/release/tar_import_seeds
+            "$seeds" --examples "$corpus"
+            for f in "$conf"/assets/*; do
+                case $f in
+                    *.gz) zcat "$f" | "$seeds" - "$corpus" "$(basename "$f" .gz)" || true;;
+                    *) "$seeds" "$f" "$corpus" "$(basename "$f")" || true;;
+                esac
             done;;
     esac
 fi
