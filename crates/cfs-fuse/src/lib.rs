@@ -55,11 +55,14 @@ pub struct ServeOptions {
     pub verity: VerityPolicy,
     /// Worker threads.
     pub threads: usize,
+    /// Hand opened objects to the kernel (FUSE passthrough) when privileged;
+    /// when false the server reads them (`pread`) even then.
+    pub passthrough: bool,
 }
 
 impl ServeOptions {
     /// Options with defaults: not known immutable, standalone, no objects,
-    /// verity `Auto`, 4 threads.
+    /// verity `Auto`, 4 threads, passthrough where privileged.
     pub fn new(image: impl Into<PathBuf>, mountpoint: impl Into<PathBuf>) -> Self {
         ServeOptions {
             image: image.into(),
@@ -69,6 +72,7 @@ impl ServeOptions {
             objects: None,
             verity: VerityPolicy::Auto,
             threads: 4,
+            passthrough: true,
         }
     }
 }
@@ -155,7 +159,8 @@ fn filesystem(opts: &ServeOptions) -> Result<server::CfsFs, ServeFailed> {
         )?),
         _ => None,
     };
-    Ok(server::CfsFs::new(image, opts.mode, objects, privileged()))
+    let passthrough = opts.passthrough && privileged();
+    Ok(server::CfsFs::new(image, opts.mode, objects, passthrough))
 }
 
 /// Mounts the image and serves it until it is unmounted. `ready` is called

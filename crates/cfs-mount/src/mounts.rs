@@ -4,7 +4,9 @@
 //! - an overlay with source `composefs` is a composefs mount: **fuse+overlay**
 //!   when its superblock options hold `userxattr` (its FUSE lower is a
 //!   detached mount, in no table), else **kernel**;
-//! - a FUSE mount of type `fuse.cfs` is a **standalone FUSE** mount.
+//! - a FUSE mount of type `fuse.cfs` is a **standalone FUSE** mount; so is
+//!   one of type `fuse` with source `cfs`, which is what `cfs fuse-serve`
+//!   as root mounts (fuser's own `mount(2)` ignores the subtype).
 
 use crate::options::OVERLAY_SOURCE;
 use crate::MountMode;
@@ -58,6 +60,7 @@ pub fn parse_line(line: &str) -> Option<CfsMount> {
             }
         }
         "fuse.cfs" => MountMode::Fuse,
+        "fuse" if unescape(source) == "cfs" => MountMode::Fuse,
         _ => return None,
     };
     Some(CfsMount {
@@ -131,6 +134,11 @@ mod tests {
                 "122 30 0:79 / /home/u/m ro,nosuid,nodev,noatime - fuse.cfs cfs ro,user_id=1000,group_id=1000,default_permissions",
                 Some((MountMode::Fuse, "/home/u/m")),
             ),
+            (
+                "125 30 0:82 / /tmp/fuse-serve ro,noatime - fuse cfs ro,user_id=0,group_id=0,default_permissions,allow_other",
+                Some((MountMode::Fuse, "/tmp/fuse-serve")),
+            ),
+            ("126 30 0:83 / /mnt/sshfs rw - fuse sshfs rw,user_id=0,group_id=0", None),
             ("123 30 0:80 / /var/lib/containers rw - overlay overlay rw,lowerdir=/a,upperdir=/b,workdir=/c", None),
             ("124 30 0:81 / /run/user/1000/doc rw - fuse.portal portal rw", None),
             ("garbage", None),

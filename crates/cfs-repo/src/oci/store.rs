@@ -247,7 +247,10 @@ pub fn store_image(
         return Ok((cfs_format::fsverity::digest(&image), size));
     };
     repo.objects().sync()?;
-    let id = repo.objects().insert_bytes(&image)?.digest;
+    let id = repo
+        .objects()
+        .insert_bytes_as(&image, &format!("the image {name}"))?
+        .digest;
     repo.objects().sync()?;
     repo.link_image_id(&id)?;
     repo.set_ref(name, &id)?;

@@ -641,9 +641,10 @@ impl<'a> LayerReader<'a> {
         if let Some(data) = job {
             let size = data.len() as u64;
             let shared = self.shared;
+            let shown = shown.to_owned();
             shared.in_flight.fetch_add(size, Ordering::Relaxed);
             scope.spawn(move |_| {
-                let r = shared.store.insert_bytes(&data);
+                let r = shared.store.insert_bytes_as(&data, &shown);
                 shared.in_flight.fetch_sub(size, Ordering::Relaxed);
                 shared
                     .pending

@@ -80,7 +80,8 @@ impl Repository {
         let image = writer::write_image(&scanned.tree, &options.write)?;
         // Every object name durable before anything names it.
         self.objects.sync()?;
-        let stored = self.objects.insert_bytes(&image)?;
+        let what = format!("the image of {}", source.display());
+        let stored = self.objects.insert_bytes_as(&image, &what)?;
         self.objects.sync()?;
         self.link_image_id(&stored.digest)?;
         self.set_ref(name, &stored.digest)?;

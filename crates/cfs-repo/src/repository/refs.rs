@@ -58,8 +58,11 @@ impl Repository {
         let _ = rustix::fs::unlinkat(&self.dir, tmp.as_str(), AtFlags::empty());
         rustix::fs::symlinkat(target.as_str(), &self.dir, tmp.as_str())
             .map_err(RepoError::io("create", &self.path.join(&tmp)))?;
-        rustix::fs::renameat(&self.dir, tmp.as_str(), &self.dir, dest.as_str())
-            .map_err(RepoError::io("rename", &self.path.join(&dest)))?;
+        if let Err(e) = rustix::fs::renameat(&self.dir, tmp.as_str(), &self.dir, dest.as_str()) {
+            // No temporary name left behind for gc to find.
+            let _ = rustix::fs::unlinkat(&self.dir, tmp.as_str(), AtFlags::empty());
+            return Err(RepoError::io("rename", &self.path.join(&dest))(e));
+        }
         self.sync_dir("images/refs")
     }
 

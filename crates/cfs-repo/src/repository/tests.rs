@@ -105,3 +105,23 @@ fn init_refuses_a_file_and_a_foreign_directory() {
         Err(RepoError::UnsupportedVersion { .. })
     ));
 }
+
+#[test]
+fn set_ref_that_fails_leaves_no_temporary_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repository::init(&tmp.path().join("repo")).unwrap();
+    let id = repo
+        .objects()
+        .insert_bytes(b"not really an image")
+        .unwrap()
+        .digest;
+    // A directory where the name goes: the rename over it fails.
+    std::fs::create_dir_all(tmp.path().join("repo/images/refs/taken/x")).unwrap();
+    let e = repo.set_ref("taken", &id).unwrap_err();
+    assert!(e.to_string().contains("could not rename"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path().join("repo/images/refs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["taken"], "a temporary name was left behind");
+}

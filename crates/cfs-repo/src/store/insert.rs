@@ -67,8 +67,9 @@ static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
 static NO_REFLINK: AtomicBool = AtomicBool::new(false);
 
 impl ObjectStore {
-    /// Creates a temporary file for a new object, read-write.
-    pub(super) fn temp_file(&self) -> Result<(OwnedFd, Temp), StoreError> {
+    /// Creates a temporary file for a new object, read-write; `what` names
+    /// the content in errors.
+    pub(super) fn temp_file(&self, what: &str) -> Result<(OwnedFd, Temp), StoreError> {
         if !NO_TMPFILE.load(Ordering::Relaxed) {
             match rustix::fs::openat(
                 self.dir.as_fd(),
@@ -80,7 +81,13 @@ impl ObjectStore {
                 Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {
                     NO_TMPFILE.store(true, Ordering::Relaxed);
                 }
-                Err(e) => return Err(StoreError::io("create a temporary file in", self.path())(e)),
+                Err(e) => {
+                    return Err(StoreError::store(
+                        "create a temporary file",
+                        what,
+                        self.path(),
+                    )(e))
+                }
             }
         }
         let name = format!(
@@ -94,7 +101,11 @@ impl ObjectStore {
             OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o644),
         )
-        .map_err(StoreError::io("create", &self.path().join(&name)))?;
+        .map_err(StoreError::store(
+            "create a temporary file",
+            what,
+            self.path(),
+        ))?;
         Ok((fd, Temp::Named(name)))
     }
 
@@ -108,8 +119,9 @@ impl ObjectStore {
         )
         .map_err(StoreError::io("open", path))?;
         let before = rustix::fs::fstat(&src).map_err(StoreError::io("stat", path))?;
-        let (tmp, temp) = self.temp_file()?;
-        let result = self.fill_and_publish(&src, path, &before, source.size, tmp, &temp);
+        let what = path.display().to_string();
+        let (tmp, temp) = self.temp_file(&what)?;
+        let result = self.fill_and_publish(&src, path, &before, source.size, (tmp, &temp), &what);
         // Linked or not, the temporary name (if any) goes.
         temp.remove(self);
         result
@@ -121,8 +133,8 @@ impl ObjectStore {
         path: &Path,
         before: &rustix::fs::Stat,
         expected: Option<u64>,
-        tmp: OwnedFd,
-        temp: &Temp,
+        (tmp, temp): (OwnedFd, &Temp),
+        what: &str,
     ) -> Result<Inserted, StoreError> {
         let size = before.st_size as u64;
         if let Some(expected) = expected {
@@ -135,7 +147,6 @@ impl ObjectStore {
         }
         let mut hasher = FsVerityHasher::new();
         let mut buf = vec![0u8; CHUNK.min(size as usize + 1).max(4096)];
-        let tmp_path = self.path();
         let mut total = 0u64;
         let cloned = size > 0
             && !NO_REFLINK.load(Ordering::Relaxed)
@@ -158,7 +169,11 @@ impl ObjectStore {
             };
             hasher.update(&buf[..n]);
             if !cloned {
-                write_all(&tmp, &buf[..n]).map_err(StoreError::io("write to", tmp_path))?;
+                write_all(&tmp, &buf[..n]).map_err(StoreError::store(
+                    "write",
+                    what,
+                    self.path(),
+                ))?;
             }
             total += n as u64;
         }
@@ -184,7 +199,7 @@ impl ObjectStore {
             });
         }
         let digest = hasher.finish();
-        self.publish(tmp, temp, digest, size)
+        self.publish(tmp, temp, digest, size, what)
     }
 
     /// Stores exactly `size` bytes read from a stream (a tar entry), hashed
@@ -196,10 +211,11 @@ impl ObjectStore {
         size: u64,
         what: &Path,
     ) -> Result<Inserted, StoreError> {
-        let (tmp, temp) = self.temp_file()?;
+        let shown = what.display().to_string();
+        let (tmp, temp) = self.temp_file(&shown)?;
         let result = self
             .copy_from_reader(reader, size, what, &tmp)
-            .and_then(|digest| self.publish(tmp, &temp, digest, size));
+            .and_then(|digest| self.publish(tmp, &temp, digest, size, &shown));
         temp.remove(self);
         result
     }
@@ -228,14 +244,24 @@ impl ObjectStore {
                 Err(e) => return Err(StoreError::std_io("read", what)(e)),
             };
             hasher.update(&buf[..n]);
-            write_all(tmp, &buf[..n]).map_err(StoreError::io("write to", self.path()))?;
+            write_all(tmp, &buf[..n]).map_err(StoreError::store(
+                "write",
+                &what.display().to_string(),
+                self.path(),
+            ))?;
             left -= n as u64;
         }
         Ok(hasher.finish())
     }
 
-    /// Stores bytes held in memory (an image).
+    /// Stores bytes held in memory (an image, a manifest).
     pub fn insert_bytes(&self, data: &[u8]) -> Result<Inserted, StoreError> {
+        self.insert_bytes_as(data, &format!("{} bytes", data.len()))
+    }
+
+    /// Stores bytes held in memory; `what` names them in errors ("the image
+    /// of DIR", a tar entry).
+    pub fn insert_bytes_as(&self, data: &[u8], what: &str) -> Result<Inserted, StoreError> {
         let digest = cfs_format::fsverity::digest(data);
         let size = data.len() as u64;
         if self.contains(&digest) {
@@ -245,21 +271,23 @@ impl ObjectStore {
                 new: false,
             });
         }
-        let (tmp, temp) = self.temp_file()?;
+        let (tmp, temp) = self.temp_file(what)?;
         let result = write_all(&tmp, data)
-            .map_err(StoreError::io("write to", self.path()))
-            .and_then(|()| self.publish(tmp, &temp, digest, size));
+            .map_err(StoreError::store("write", what, self.path()))
+            .and_then(|()| self.publish(tmp, &temp, digest, size, what));
         temp.remove(self);
         result
     }
 
-    /// Syncs a complete temporary object and links it under its digest.
+    /// Syncs a complete temporary object and links it under its digest;
+    /// `what` names the content in errors.
     fn publish(
         &self,
         tmp: OwnedFd,
         temp: &Temp,
         digest: Digest,
         size: u64,
+        what: &str,
     ) -> Result<Inserted, StoreError> {
         let existing = Inserted {
             digest,
@@ -270,16 +298,15 @@ impl ObjectStore {
             return Ok(existing);
         }
         let rel = digest.object_path();
-        let dest = self.path().join(&rel);
-        rustix::fs::fdatasync(&tmp).map_err(StoreError::io("sync", &dest))?;
-        rustix::fs::fchmod(&tmp, Mode::from_raw_mode(0o644))
-            .map_err(StoreError::io("chmod", &dest))?;
+        let failed = |op| StoreError::store(op, what, self.path());
+        rustix::fs::fdatasync(&tmp).map_err(failed("sync"))?;
+        rustix::fs::fchmod(&tmp, Mode::from_raw_mode(0o644)).map_err(failed("chmod"))?;
         let fd = self.maybe_enable_verity(tmp)?;
         let new_dir =
             match rustix::fs::mkdirat(self.dir.as_fd(), &rel[..2], Mode::from_raw_mode(0o755)) {
                 Ok(()) => true,
                 Err(Errno::EXIST) => false,
-                Err(e) => return Err(StoreError::io("create", &self.path().join(&rel[..2]))(e)),
+                Err(e) => return Err(failed("create its directory")(e)),
             };
         let linked = match temp {
             Temp::Anonymous => {
@@ -319,7 +346,7 @@ impl ObjectStore {
                 })
             }
             Err(Errno::EXIST) => Ok(existing),
-            Err(e) => Err(StoreError::io("link", &dest)(e)),
+            Err(e) => Err(failed("link")(e)),
         }
     }
 }

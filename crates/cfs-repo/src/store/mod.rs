@@ -49,6 +49,21 @@ pub enum StoreError {
         /// What changed.
         what: String,
     },
+    /// A new object could not be written (its file system full, an I/O
+    /// error): nothing was stored under its name, and no temporary file is
+    /// left behind.
+    #[error("could not store {what} in {} ({op}): {source}", .store.display())]
+    Store {
+        /// What was being stored: the source file, tar entry or image.
+        what: String,
+        /// The object directory.
+        store: PathBuf,
+        /// The step that failed.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
     /// The store path exists but is not a directory.
     #[error("{}: not a directory", .0.display())]
     NotADirectory(PathBuf),
@@ -62,6 +77,20 @@ impl StoreError {
         move |e| StoreError::Io {
             op,
             path: path.to_path_buf(),
+            source: e.into(),
+        }
+    }
+
+    /// An error of the step `op` while storing `what` in `store`.
+    pub(crate) fn store<'a>(
+        op: &'static str,
+        what: &'a str,
+        store: &'a Path,
+    ) -> impl FnOnce(rustix::io::Errno) -> StoreError + 'a {
+        move |e| StoreError::Store {
+            what: what.to_owned(),
+            store: store.to_path_buf(),
+            op,
             source: e.into(),
         }
     }

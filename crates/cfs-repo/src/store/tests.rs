@@ -94,3 +94,75 @@ fn verity_unavailable_is_remembered_not_an_error() {
     assert_ne!(v, VeritySupport::Unknown);
     assert!(store.list().unwrap().is_empty());
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop; `None`
+/// (with a message) when this process can't mount one.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = rustix::process::geteuid().is_root()
+            && std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: needs root to mount a tmpfs");
+            return None;
+        }
+        Some(SmallFs(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn full_file_system_is_an_error_naming_the_file_and_stores_nothing() {
+    let Some(fs) = SmallFs::mount("1m") else {
+        return;
+    };
+    let store = ObjectStore::create(&fs.0.path().join("objects")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("too-big");
+    std::fs::write(&src, data(2 << 20, 3)).unwrap();
+    let enospc = |e: &StoreError, want_what: &str| match e {
+        StoreError::Store {
+            what, op, source, ..
+        } => {
+            assert!(what.contains(want_what), "{e}");
+            assert_eq!(*op, "write", "{e}");
+            assert_eq!(source.raw_os_error(), Some(28), "{e}");
+        }
+        e => panic!("not a store error: {e}"),
+    };
+    let e = store
+        .insert_file(SourceFile {
+            path: &src,
+            size: None,
+        })
+        .unwrap_err();
+    enospc(&e, "too-big");
+    assert!(e.to_string().contains("No space left on device"), "{e}");
+    let e = store
+        .insert_bytes_as(&data(2 << 20, 4), "the image of x")
+        .unwrap_err();
+    enospc(&e, "the image of x");
+    let e = store
+        .insert_reader(&mut &data(2 << 20, 5)[..], 2 << 20, Path::new("layer:f"))
+        .unwrap_err();
+    enospc(&e, "layer:f");
+    // Nothing half-written is left, and the store still takes what fits.
+    assert!(store.list().unwrap().is_empty());
+    let ins = store.insert_bytes(&data(100_000, 6)).unwrap();
+    assert_eq!(store.hash_object(&ins.digest).unwrap(), ins.digest);
+    assert_eq!(store.list().unwrap().len(), 1);
+}

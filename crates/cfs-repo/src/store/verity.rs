@@ -127,7 +127,7 @@ impl ObjectStore {
         if self.verity_support() != VeritySupport::Unknown {
             return Ok(self.verity_support());
         }
-        let (file, tmp) = self.temp_file()?;
+        let (file, tmp) = self.temp_file("a fs-verity probe")?;
         rustix::io::write(&file, b"probe").map_err(StoreError::io("write", self.path()))?;
         let result = self.maybe_enable_verity(file);
         tmp.remove(self);

@@ -58,6 +58,11 @@ pub struct FuseServeArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// Read file contents in the server even where the kernel could read
+    /// them directly (FUSE passthrough, used when serving with
+    /// `CAP_SYS_ADMIN`): every read is then a request to the server.
+    #[arg(long)]
+    pub no_passthrough: bool,
     /// Print `ready` on stdout once mounted (used by the background mode).
     #[arg(long, hide = true)]
     pub notify_ready: bool,
@@ -99,6 +104,7 @@ pub fn run(args: &FuseServeArgs, repo: Option<&Path>) -> anyhow::Result<()> {
         Verity::None => VerityPolicy::None,
     };
     opts.threads = args.threads;
+    opts.passthrough = !args.no_passthrough;
     let notify = args.notify_ready;
     cfs_fuse::serve(&opts, || {
         if notify {

@@ -114,7 +114,7 @@ pub fn main() -> ExitCode {
                 "mkcomposefs" | "composefs-info" | "mount.composefs" => prog.as_str(),
                 _ => "cfs",
             };
-            eprintln!("{name}: {e:#}");
+            eprintln!("{name}: {}", error_message(&e));
             ExitCode::FAILURE
         }
     }
@@ -144,10 +144,63 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
     }
 }
 
+/// The error and its causes joined by ": ", as `{e:#}` prints them, except
+/// that a cause the message so far already ends with is not repeated (the
+/// library errors that say "could not {op} {path}: {source}" also return
+/// that source as their cause).
+fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// True when the error comes from writing to a closed pipe.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_message;
+
+    /// A library error that prints its cause and also returns it as its source.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "could not write to /r/objects: {}", self.0)
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn error_message_names_a_repeated_cause_once() {
+        let enospc = || std::io::Error::from_raw_os_error(28);
+        let e = anyhow::Error::new(Outer(enospc())).context("cannot import src");
+        assert_eq!(
+            error_message(&e),
+            "cannot import src: could not write to /r/objects: No space left on device (os error 28)"
+        );
+        // Causes that the message does not already hold are all printed.
+        let e = anyhow::Error::new(enospc()).context("could not store x");
+        assert_eq!(
+            error_message(&e),
+            "could not store x: No space left on device (os error 28)"
+        );
+    }
 }

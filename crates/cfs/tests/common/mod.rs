@@ -2,6 +2,8 @@
 //! mounted tree, and what a composefs mount of a tree or an image must show.
 #![allow(dead_code)]
 
+pub mod fuse_mount;
+
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
