@@ -7,15 +7,17 @@
 //! default, 30 s for the full run); `CFS_FUSE_MUTATIONS` the number
 //! of mutated images served (200 by default).
 
+mod common;
+use common::{bounded, umount, FuseMount, Rng};
+
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn cfs() -> &'static str {
@@ -55,20 +57,6 @@ macro_rules! require_kernel {
     };
 }
 
-/// Runs `f` in a thread, failing the test if it takes longer than `limit`.
-fn bounded<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} took longer than {limit:?}"))
-}
-
 fn run_ok(cmd: &mut Command) {
     let out = cmd.output().expect("run a command");
     assert!(
@@ -76,108 +64,6 @@ fn run_ok(cmd: &mut Command) {
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn umount(path: &Path) {
-    let ok = Command::new("umount")
-        .arg(path)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let _ = Command::new("umount").arg("-l").arg(path).status();
-    }
-}
-
-/// A `cfs fuse-serve --foreground` child, unmounted and reaped on drop.
-struct FuseMount {
-    dir: tempfile::TempDir,
-    child: Child,
-    log: PathBuf,
-    _logdir: tempfile::TempDir,
-    stopped: bool,
-}
-
-impl FuseMount {
-    fn new(image: &Path, args: &[&str]) -> Result<FuseMount, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let logdir = tempfile::tempdir().unwrap();
-        let log = logdir.path().join("log");
-        let mut child = Command::new(cfs())
-            .arg("fuse-serve")
-            .arg(image)
-            .arg(dir.path())
-            .args(["--foreground", "--notify-ready"])
-            .args(args)
-            .env("CFS_FUSE_STATS", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start cfs fuse-serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let ready = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let m = FuseMount {
-            dir,
-            child,
-            log,
-            _logdir: logdir,
-            stopped: false,
-        };
-        if ready.trim() != "ready" {
-            return Err(format!("not ready: {}", m.log()));
-        }
-        Ok(m)
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
-    }
-
-    fn server_pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Unmounts, waits for the server to exit, and returns its log.
-    fn finish(mut self) -> String {
-        self.stop();
-        self.log()
-    }
-
-    fn stop(&mut self) {
-        if std::mem::replace(&mut self.stopped, true) {
-            return;
-        }
-        umount(self.dir.path());
-        let start = Instant::now();
-        while self.alive() && start.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if self.alive() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for FuseMount {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// `mount -t erofs` of an image and an overlay of it with its object store,
@@ -830,22 +716,6 @@ fn tampered_object_is_eio_with_verity_required() {
         log.contains("fs-verity digest") && log.contains(&hex[2..]),
         "{log}"
     );
-}
-
-/// xorshift64*: a tiny deterministic PRNG.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Offsets worth mutating: superblock, inodes, xattr bodies, inline data and
