@@ -1,0 +1,1158 @@
+//! Differential mount test over property-generated random trees (issue
+//! "Hardening").
+//!
+//! Each round, a seeded generator materialises a tree ([`Gen`]: names with
+//! odd bytes, a deep chain and a wide directory, every file type, hard links,
+//! binary xattrs shared between inodes, sizes around block boundaries, varied
+//! modes, owners and nanosecond mtimes), `cfs mkfs --hardlinks
+//! --digest-store` builds it, and the image is mounted the three ways:
+//! 1. kernel: `cfs mount --fuse=no`, as root;
+//! 2. standalone FUSE: `cfs fuse-serve`, as root (a plain user's mount
+//!    through `fusermount3` would hide other owners' files from its walk);
+//! 3. fuse+overlay: `cfs mount` by the test user as root of a user
+//!    namespace (`unshare -Urm`) with all its subordinate ids mapped, so
+//!    every owner the generator uses shows as itself. The walk there is this
+//!    test binary run again ([`walk_in_namespace`]).
+//!
+//! Checked: the image's dump and all three walks equal the source walk (with
+//! the mapping composefs makes by design, [`expected_from_source`]; for the
+//! fuse+overlay mount, also what a `userxattr` overlay in a user namespace
+//! shows, [`userns_xattr`]); and `cfs mkfs` of each mount, with the original's
+//! flags, rebuilds the original image byte for byte (fuse+overlay: the image
+//! of the kernel mount's tree as that mount shows it).
+//!
+//! Environment: `CFS_DIFF_SEED` (decimal or `0x` hex; default
+//! [`DEFAULT_SEED`]), `CFS_DIFF_SIZE` (random entries per round, and the
+//! width of the wide directory; default [`DEFAULT_SIZE`]), `CFS_DIFF_ROUNDS`
+//! (default [`DEFAULT_ROUNDS`]; round `i` uses a seed derived from the seed
+//! and `i`, round 0 the seed itself). A failing round prints the command that
+//! reruns it alone. See docs/testing.md.
+//!
+//! Needs root, erofs, overlayfs, fuse, `setpriv`, `unshare` and `timeout`;
+//! skipped with a message otherwise. The fuse+overlay leg also needs
+//! `newuidmap` (package `uidmap`) and a subordinate id range for the test
+//! user; without them only that leg is skipped, with a message.
+
+mod common;
+use common::*;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The seed CI runs with.
+const DEFAULT_SEED: u64 = 0x00c0_ffee_d1ff;
+/// Random entries per round (and the wide directory's width) CI runs with.
+const DEFAULT_SIZE: usize = 400;
+/// Rounds CI runs.
+const DEFAULT_ROUNDS: usize = 3;
+
+/// Longest relative path the generator makes: walks go by path, and the
+/// longest mount point prefix must still fit in `PATH_MAX` (4096).
+const PATH_BUDGET: usize = 3000;
+
+/// Bytes of xattr names and values per inode (the 130 shared ones aside):
+/// within what ext4 keeps (one 4 KiB block), so a generated tree also
+/// copies to a disk.
+const XATTR_BUDGET: usize = 3000;
+
+fn env_number(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    let parsed = match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse(),
+    };
+    Some(parsed.unwrap_or_else(|_| panic!("{name}={v}: not a number")))
+}
+
+/// What the generator makes of an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    CharDev,
+    BlockDev,
+    Socket,
+    /// A character device 0/0: an overlay whiteout, stored escaped.
+    Whiteout,
+}
+
+struct GenDir {
+    rel: PathBuf,
+    names: HashSet<Vec<u8>>,
+}
+
+/// The tree generator: creates entries as it goes and records every inode
+/// (by its first path) for the metadata pass at the end.
+struct Gen {
+    rng: Rng,
+    root: PathBuf,
+    /// A short path where sockets are bound (`sun_path` holds 108 bytes) before
+    /// being renamed into place.
+    scratch: PathBuf,
+    dirs: Vec<GenDir>,
+    inodes: Vec<(PathBuf, Kind)>,
+    /// `(name, value)` pairs put on many inodes: EROFS stores them once,
+    /// in the shared xattr area.
+    shared: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every mtime is this or later (before 1970 too): the writer's build time
+    /// is the smallest mtime, and inodes with exactly it (and small ids and
+    /// size) are compact.
+    base_time: i64,
+    /// Extra names made for inodes, by kind.
+    links: BTreeMap<Kind, usize>,
+}
+
+/// Names that trip up parsers and shells: dumpfile's `-` for "none", escapes
+/// that must stay literal, leading dashes, whitespace, overlay's `00`..`ff`.
+const TRICKY_NAMES: &[&[u8]] = &[
+    b"-",
+    b"--",
+    b"-rf",
+    b"--help",
+    b" ",
+    b"  ",
+    b"...",
+    b".hidden",
+    b"@",
+    b"\\",
+    b"\\x41",
+    b"%41",
+    b"=",
+    b"a=b",
+    b"\n",
+    b"\t",
+    b"-\n-",
+    b"#",
+    b"~",
+    b"*",
+    b"?",
+    b"[a]",
+    b"00",
+    b"ff",
+    b"ab",
+    b"7f",
+    b"\x7f",
+    b"\x1b[31m",
+];
+const UNICODE: &[&str] = &[
+    "é",
+    "日本語",
+    "😀",
+    "Ω",
+    "ß",
+    "a\u{301}",
+    "\u{202e}rtl",
+    "\u{feff}",
+    "\u{200b}",
+    "ﬁ",
+    "İ",
+];
+const ODD_BYTES: &[u8] = b" \n\t\\=%-#*?'\":;,!@$&()[]{}<>|~^`+";
+
+impl Gen {
+    fn new(seed: u64, root: &Path, scratch: &Path) -> Gen {
+        let mut rng = Rng::seeded(seed);
+        let base_time = *rng.pick(&[-2_000_000_000, 0, 1, 1_000_000_000, 1_700_000_000]);
+        let mut shared = Vec::new();
+        for i in 0..8 {
+            let len = *rng.pick(&[0, 1, 7, 40, 200]);
+            shared.push((format!("user.shared{i}").into_bytes(), rng.bytes(len)));
+        }
+        std::fs::create_dir(root).unwrap();
+        Gen {
+            rng,
+            root: root.to_owned(),
+            scratch: scratch.to_owned(),
+            dirs: vec![GenDir {
+                rel: PathBuf::new(),
+                names: HashSet::new(),
+            }],
+            inodes: vec![(PathBuf::new(), Kind::Dir)],
+            shared,
+            base_time,
+            links: BTreeMap::new(),
+        }
+    }
+
+    /// A random name, new in directory `dir`, of at most `max` bytes.
+    fn name(&mut self, dir: usize, max: usize) -> Vec<u8> {
+        let max = max.min(255);
+        assert!(max >= 4, "no room for a name");
+        loop {
+            let r = &mut self.rng;
+            let mut n: Vec<u8> = match r.below(10) {
+                0..=3 => (0..r.range(1, 12))
+                    .map(|_| *r.pick(b"abcdefghijklmnopqrstuvwxyz0123456789_."))
+                    .collect(),
+                4 => (0..r.range(1, 16))
+                    .map(|_| {
+                        if r.percent(50) {
+                            *r.pick(ODD_BYTES)
+                        } else {
+                            *r.pick(b"abcxyz")
+                        }
+                    })
+                    .collect(),
+                // Not UTF-8.
+                5 => (0..r.range(1, 16))
+                    .map(|_| r.range(0x80, 0xff) as u8)
+                    .collect(),
+                6 => (0..r.range(1, 4))
+                    .flat_map(|_| r.pick(UNICODE).as_bytes().to_vec())
+                    .collect(),
+                // Long, up to NAME_MAX, any byte but NUL and '/'.
+                7 => (0..r.range(200, 255))
+                    .map(|_| r.range(1, 255) as u8)
+                    .collect(),
+                8 => r.pick(TRICKY_NAMES).to_vec(),
+                _ => (0..r.range(1, 30)).map(|_| r.range(1, 255) as u8).collect(),
+            };
+            n.retain(|&b| b != b'/' && b != 0);
+            n.truncate(max);
+            if n.is_empty() || n == b"." || n == b".." || self.dirs[dir].names.contains(&n) {
+                continue;
+            }
+            self.dirs[dir].names.insert(n.clone());
+            return n;
+        }
+    }
+
+    /// Room left for a name in directory `dir`.
+    fn room(&self, dir: usize) -> usize {
+        PATH_BUDGET.saturating_sub(self.dirs[dir].rel.as_os_str().len() + 1)
+    }
+
+    /// A directory with room for another name.
+    fn some_dir(&mut self) -> usize {
+        loop {
+            let d = self.rng.below(self.dirs.len());
+            if self.room(d) > 64 {
+                return d;
+            }
+        }
+    }
+
+    fn new_path(&mut self, dir: usize, max: usize) -> PathBuf {
+        let max = max.min(self.room(dir));
+        let name = self.name(dir, max);
+        self.dirs[dir].rel.join(OsStr::from_bytes(&name))
+    }
+
+    fn abs(&self, rel: &Path) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn mkdir(&mut self, parent: usize, max_name: usize) -> usize {
+        let rel = self.new_path(parent, max_name);
+        std::fs::create_dir(self.abs(&rel)).unwrap();
+        self.inodes.push((rel.clone(), Kind::Dir));
+        self.dirs.push(GenDir {
+            rel,
+            names: HashSet::new(),
+        });
+        self.dirs.len() - 1
+    }
+
+    fn file(&mut self, dir: usize, data: &[u8]) -> usize {
+        let rel = self.new_path(dir, 255);
+        std::fs::write(self.abs(&rel), data).unwrap();
+        self.inodes.push((rel, Kind::File));
+        self.inodes.len() - 1
+    }
+
+    fn symlink(&mut self, dir: usize, target: &[u8]) -> usize {
+        let rel = self.new_path(dir, 255);
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), self.abs(&rel)).unwrap();
+        self.inodes.push((rel, Kind::Symlink));
+        self.inodes.len() - 1
+    }
+
+    fn special(&mut self, dir: usize, kind: Kind) -> usize {
+        use rustix::fs::{makedev, FileType as T};
+        let rel = self.new_path(dir, 255);
+        let path = self.abs(&rel);
+        let r = &mut self.rng;
+        match kind {
+            Kind::Fifo => mknod(&path, T::Fifo, 0o644, 0),
+            Kind::CharDev => {
+                // Majors and minors past 8 bits use the "new" dev_t encoding;
+                // 0/1 is no whiteout (only 0/0 is).
+                let any = makedev(r.range(1, 4095) as u32, r.range(0, (1 << 20) - 1) as u32);
+                let dev = *r.pick(&[makedev(1, 3), makedev(0, 1), any]);
+                mknod(&path, T::CharacterDevice, 0o600, dev)
+            }
+            Kind::BlockDev => {
+                let any = makedev(r.range(1, 4095) as u32, r.range(0, 255) as u32);
+                let dev = *r.pick(&[makedev(7, 0), makedev(259, 65536), any]);
+                mknod(&path, T::BlockDevice, 0o600, dev)
+            }
+            Kind::Whiteout => mknod(&path, T::CharacterDevice, 0o600, 0),
+            Kind::Socket => {
+                let tmp = self.scratch.join("s");
+                drop(std::os::unix::net::UnixListener::bind(&tmp).unwrap());
+                std::fs::rename(&tmp, &path).unwrap();
+            }
+            _ => unreachable!("not a special file: {kind:?}"),
+        }
+        self.inodes.push((rel, kind));
+        self.inodes.len() - 1
+    }
+
+    /// Another name for inode `i`, in directory `dir`.
+    fn hardlink(&mut self, i: usize, dir: usize) {
+        let rel = self.new_path(dir, 255);
+        std::fs::hard_link(self.abs(&self.inodes[i].0), self.abs(&rel)).unwrap();
+        *self.links.entry(self.inodes[i].1).or_default() += 1;
+    }
+
+    /// A random non-directory entry in `dir`.
+    fn random_entry(&mut self, dir: usize) {
+        match self.rng.below(20) {
+            0..=9 => {
+                let size = match self.rng.below(4) {
+                    0 => 0,
+                    1 => self.rng.range(1, 64),
+                    2 => self.rng.range(65, 5000),
+                    _ => self.rng.range(5000, 70_000),
+                };
+                let data = self.rng.bytes(size);
+                self.file(dir, &data);
+            }
+            10..=12 => {
+                let target = self.symlink_target();
+                self.symlink(dir, &target);
+            }
+            13 => {
+                self.special(dir, Kind::Fifo);
+            }
+            14 => {
+                self.special(dir, Kind::CharDev);
+            }
+            15 => {
+                self.special(dir, Kind::BlockDev);
+            }
+            16 => {
+                self.special(dir, Kind::Socket);
+            }
+            _ => {
+                // Another name for an existing non-directory.
+                let candidates: Vec<usize> = (0..self.inodes.len())
+                    .filter(|&i| !matches!(self.inodes[i].1, Kind::Dir | Kind::Whiteout))
+                    .collect();
+                if candidates.is_empty() {
+                    self.file(dir, b"");
+                } else {
+                    let i = *self.rng.pick(&candidates);
+                    self.hardlink(i, dir);
+                }
+            }
+        }
+    }
+
+    fn symlink_target(&mut self) -> Vec<u8> {
+        let r = &mut self.rng;
+        match r.below(6) {
+            0 => b"../somewhere/else".to_vec(),
+            1 => b"/absolute/dangling".to_vec(),
+            2 => b".".to_vec(),
+            // Around half a block (where the writer stops inlining tails),
+            // a block, and the longest target Linux allows (PATH_MAX - 1).
+            3 => {
+                let n = *r.pick(&[2047, 2048, 2049, 4000, 4095]);
+                (0..n).map(|_| r.range(1, 255) as u8).collect()
+            }
+            _ => (0..r.range(1, 100))
+                .map(|_| r.range(1, 255) as u8)
+                .collect(),
+        }
+    }
+
+    /// The whole tree: fixed features every round, then `size` random entries.
+    fn generate(&mut self, size: usize) {
+        // A deep chain of short names, with a file here and there.
+        let mut d = 0;
+        for level in 0..self.rng.range(32, 48) {
+            d = self.mkdir(d, 12);
+            if level % 7 == 3 {
+                self.random_entry(d);
+            }
+        }
+        self.random_entry(d);
+
+        // A wide directory: many entries, names of every length, so that
+        // directory blocks split at many places.
+        let wide = self.mkdir(0, 16);
+        for _ in 0..size {
+            match self.rng.below(10) {
+                0..=5 => {
+                    let n = self.rng.range(0, 64);
+                    let data = self.rng.bytes(n);
+                    self.file(wide, &data);
+                }
+                6 => {
+                    let t = self.symlink_target();
+                    self.symlink(wide, &t);
+                }
+                _ => self.random_entry(wide),
+            }
+        }
+
+        // Sizes around the inline limit (64), blocks and chunk counts, in
+        // random directories; two files with the same content (one object).
+        const SIZES: &[usize] = &[
+            0, 1, 2, 63, 64, 65, 4095, 4096, 4097, 8191, 8192, 8193, 65535, 65536, 65537,
+        ];
+        for &size in SIZES {
+            let dir = self.some_dir();
+            let data = self.rng.bytes(size);
+            self.file(dir, &data);
+        }
+        let same = self.rng.bytes(10_000);
+        for _ in 0..2 {
+            let dir = self.some_dir();
+            self.file(dir, &same);
+        }
+        // One bigger, sparse file: around 4 MiB the chunk size doubles.
+        let big = *self.rng.pick(&[
+            (1 << 20) + 1,
+            3_000_017,
+            (4 << 20) - 1,
+            4 << 20,
+            (4 << 20) + 1,
+        ]);
+        let dir = self.some_dir();
+        let i = self.file(dir, b"");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.abs(&self.inodes[i].0))
+            .unwrap();
+        f.set_len(big as u64).unwrap();
+        for _ in 0..8 {
+            use std::os::unix::fs::FileExt;
+            let off = self.rng.below(big - 4096);
+            f.write_all_at(&self.rng.bytes(4096), off as u64).unwrap();
+        }
+
+        // Every file type at least once; whiteouts in the root and elsewhere,
+        // one sometimes hard-linked into other directories.
+        for kind in [Kind::Fifo, Kind::CharDev, Kind::BlockDev, Kind::Socket] {
+            let dir = self.some_dir();
+            self.special(dir, kind);
+        }
+        self.special(0, Kind::Whiteout);
+        let dir = self.some_dir();
+        let whiteout = self.special(dir, Kind::Whiteout);
+        if self.rng.percent(50) {
+            for _ in 0..self.rng.range(1, 2) {
+                let dir = self.some_dir();
+                self.hardlink(whiteout, dir);
+            }
+        }
+        let long: Vec<u8> = (0..4095).map(|_| self.rng.range(1, 255) as u8).collect();
+        self.symlink(0, &long);
+        // Overlay's whiteout stub names in the root, taken by real entries.
+        for name in [&b"ab"[..], b"7f"] {
+            if self.dirs[0].names.insert(name.to_vec()) {
+                std::fs::write(self.root.join(OsStr::from_bytes(name)), name).unwrap();
+                self.inodes
+                    .push((PathBuf::from(OsStr::from_bytes(name)), Kind::File));
+            }
+        }
+
+        // Hard link groups across directories, of every non-directory type.
+        for kind in [
+            Kind::File,
+            Kind::File,
+            Kind::Symlink,
+            Kind::Fifo,
+            Kind::CharDev,
+        ] {
+            let dir = self.some_dir();
+            let i = match kind {
+                Kind::File => {
+                    let n = *self.rng.pick(&[0, 10, 64, 65, 5000, 100_000]);
+                    let data = self.rng.bytes(n);
+                    self.file(dir, &data)
+                }
+                Kind::Symlink => {
+                    let t = self.symlink_target();
+                    self.symlink(dir, &t)
+                }
+                k => self.special(dir, k),
+            };
+            for _ in 0..self.rng.range(1, 4) {
+                let dir = self.some_dir();
+                self.hardlink(i, dir);
+            }
+        }
+
+        // Random entries anywhere, some in new directories.
+        for _ in 0..size {
+            let dir = self.some_dir();
+            if self.rng.percent(15) {
+                self.mkdir(dir, 255);
+            } else {
+                self.random_entry(dir);
+            }
+        }
+    }
+
+    /// A random set of xattrs for an inode of `kind`, within [`XATTR_BUDGET`].
+    fn xattrs(&mut self, kind: Kind) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let r = &mut self.rng;
+        // Linux allows user.* on regular files and directories only.
+        if matches!(kind, Kind::File | Kind::Dir) {
+            for (n, v) in &self.shared {
+                if r.percent(20) {
+                    out.push((n.clone(), v.clone()));
+                }
+            }
+            for _ in 0..r.below(3) {
+                let mut name = b"user.".to_vec();
+                let len = r.range(1, 40);
+                name.extend((0..len).map(|_| {
+                    if r.percent(80) {
+                        *r.pick(b"abcdefghij_.-")
+                    } else {
+                        r.range(1, 255) as u8
+                    }
+                }));
+                let len = match r.below(10) {
+                    0 => 0,
+                    1..=6 => r.range(1, 64),
+                    7 | 8 => r.range(65, 400),
+                    _ => r.range(1000, 2000),
+                };
+                out.push((name, r.bytes(len)));
+            }
+            if r.percent(5) {
+                // The user's own overlay-looking xattr (stored as is).
+                out.push((b"user.overlay.cfs-diff".to_vec(), r.bytes(5)));
+            }
+        }
+        // trusted.* and security.* work on every type (as root).
+        if r.percent(10) {
+            out.push((b"trusted.cfs-diff".to_vec(), r.bytes_in(0, 30)));
+        }
+        if r.percent(5) {
+            out.push((b"security.cfs-diff".to_vec(), r.bytes_in(1, 30)));
+        }
+        if r.percent(5) {
+            // The user's own trusted.overlay.* are stored escaped.
+            let name = *r.pick(&[
+                &b"trusted.overlay.custom"[..],
+                b"trusted.overlay.redirect",
+                b"trusted.overlay.metacopy",
+            ]);
+            out.push((name.to_vec(), r.bytes_in(0, 20)));
+        }
+        if kind == Kind::Dir && r.percent(5) {
+            out.push((b"trusted.overlay.opaque".to_vec(), b"y".to_vec()));
+        }
+        let mut total = 0;
+        out.retain(|(n, v)| {
+            total += n.len() + v.len() + 20;
+            total <= XATTR_BUDGET
+        });
+        out
+    }
+
+    /// Owners, modes, xattrs, then mtimes (last: creating entries changes
+    /// their directory's mtime; nothing after this pass changes any).
+    fn set_metadata(&mut self) {
+        use rustix::fs::{AtFlags, Timespec, Timestamps};
+        const IDS: &[u32] = &[1, 2, 100, 1000, 1001, 4242, 65533, 65534, 65535, 65536];
+        const MODES: &[u32] = &[
+            0o644, 0o755, 0o600, 0o700, 0o000, 0o777, 0o444, 0o4755, 0o2755, 0o6711, 0o1777,
+            0o3777, 0o1000,
+        ];
+        let inodes = self.inodes.clone();
+        // Two inodes sharing more xattrs than one inode may reference as
+        // shared (128): the rest must be written inline.
+        let many: BTreeSet<usize> = inodes
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, k))| *k == Kind::File)
+            .map(|(i, _)| i)
+            .take(2)
+            .collect();
+        for (i, (rel, kind)) in inodes.iter().enumerate() {
+            let path = self.abs(rel);
+            let r = &mut self.rng;
+            let uid = if r.percent(50) { 0 } else { *r.pick(IDS) };
+            let gid = if r.percent(50) { 0 } else { *r.pick(IDS) };
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).unwrap();
+            if *kind != Kind::Symlink {
+                let mode = if r.percent(20) {
+                    r.below(0o10000) as u32
+                } else {
+                    *r.pick(MODES)
+                };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+            let mut xattrs = self.xattrs(*kind);
+            if many.contains(&i) {
+                xattrs = (0..130)
+                    .map(|j| (format!("user.m{j:03}").into_bytes(), vec![j as u8]))
+                    .collect();
+            }
+            for (name, value) in xattrs {
+                rustix::fs::lsetxattr(&path, &name, &value, rustix::fs::XattrFlags::empty())
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "setxattr {} ({} bytes) on {}: {e}",
+                            String::from_utf8_lossy(&name),
+                            value.len(),
+                            path.display()
+                        )
+                    });
+            }
+        }
+        for (rel, _) in &inodes {
+            let r = &mut self.rng;
+            let (sec, nsec) = match r.below(10) {
+                0..=3 => (self.base_time, 0),
+                4 => (self.base_time, r.below(1_000_000_000) as i64),
+                5 => (
+                    self.base_time + *r.pick(&[1, (1 << 31) - 1, 1 << 31, 1 << 32]),
+                    *r.pick(&[0, 1, 999_999_999]),
+                ),
+                _ => (
+                    self.base_time + r.below(1 << 33) as i64,
+                    r.below(1_000_000_000) as i64,
+                ),
+            };
+            let t = Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            };
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                self.abs(rel),
+                &Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+        }
+    }
+
+    /// One line about what was generated.
+    fn summary(&self) -> String {
+        let mut counts: BTreeMap<Kind, usize> = BTreeMap::new();
+        for (_, k) in &self.inodes {
+            *counts.entry(*k).or_default() += 1;
+        }
+        format!(
+            "{} inodes {counts:?}, hard links {:?}",
+            self.inodes.len(),
+            self.links
+        )
+    }
+}
+
+/// The xattr name the fuse+overlay mount (overlayfs with `userxattr`, in a
+/// user namespace) shows for one the kernel mount shows on an inode of
+/// `mode`, `None` if hidden: `trusted.*` needs `CAP_SYS_ADMIN` in the
+/// initial user namespace, and overlayfs' own namespace is `user.overlay.*`
+/// there, so a user's own `trusted.overlay.X` (which the kernel mount shows
+/// unescaped) shows as `user.overlay.X`; except on symlinks and special
+/// files, where Linux reads no `user.*` (see `cfs-fuse/src/mode.rs`).
+fn userns_xattr(name: &[u8], mode: u32) -> Option<Vec<u8>> {
+    let shown = if let Some(rest) = name.strip_prefix(b"trusted.overlay.") {
+        [&b"user.overlay."[..], rest].concat()
+    } else if name.starts_with(b"trusted.") {
+        return None;
+    } else {
+        name.to_vec()
+    };
+    let reg_or_dir = matches!(mode & 0o170000, 0o100000 | 0o040000);
+    (reg_or_dir || !shown.starts_with(b"user.")).then_some(shown)
+}
+
+/// The kernel mount's walk as the fuse+overlay mount must show it.
+fn as_seen_in_userns(walk: &BTreeMap<PathBuf, Entry>) -> BTreeMap<PathBuf, Entry> {
+    let mut out = walk.clone();
+    for e in out.values_mut() {
+        let xattrs = std::mem::take(&mut e.xattrs);
+        for (name, value) in xattrs {
+            if let Some(n) = userns_xattr(name.as_bytes(), e.mode) {
+                let previous = e.xattrs.insert(OsString::from_vec(n), value.clone());
+                assert!(
+                    previous.is_none_or(|p| p == value),
+                    "the generator made an xattr the user namespace can't show"
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The kernel mount's tree as the fuse+overlay mount shows it, built as an
+/// image: what `cfs mkfs` of that mount must give.
+fn image_as_seen_in_userns(mnt: &Path, min_version: u32) -> Vec<u8> {
+    let options = cfs_repo::scan::ScanOptions {
+        hardlinks: true,
+        ..Default::default()
+    };
+    let mut tree = cfs_repo::scan::scan(mnt, &options).unwrap().tree;
+    let ids: Vec<_> = tree.nodes().map(|(id, _)| id).collect();
+    for id in ids {
+        let node = tree.node_mut(id);
+        let xattrs = std::mem::take(&mut node.xattrs);
+        for x in xattrs {
+            if let Some(n) = userns_xattr(&x.name, node.stat.mode) {
+                node.set_xattr(&n, &x.value);
+            }
+        }
+        node.xattrs.sort();
+    }
+    let options = cfs_format::writer::WriteOptions {
+        min_version,
+        max_version: 1,
+    };
+    cfs_format::writer::write_image(&tree, &options).unwrap()
+}
+
+/// Walks of the fuse+overlay mount are written as one line per path: the
+/// path in hex, a space, the entry's `Debug` form (equal entries, equal text).
+fn encode_walk(walk: &BTreeMap<PathBuf, Entry>) -> String {
+    walk.iter()
+        .map(|(p, e)| format!("{} {e:?}\n", hex(p.as_os_str().as_bytes())))
+        .collect()
+}
+
+fn decode_walk(text: &str) -> BTreeMap<PathBuf, String> {
+    text.lines()
+        .map(|l| {
+            let (p, e) = l.split_once(' ').expect("a walk line");
+            (PathBuf::from(OsString::from_vec(unhex(p))), e.to_owned())
+        })
+        .collect()
+}
+
+fn as_text(walk: &BTreeMap<PathBuf, Entry>) -> BTreeMap<PathBuf, String> {
+    decode_walk(&encode_walk(walk))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Not a test: the walker the fuse+overlay leg runs inside its user
+/// namespace (`CFS_DIFF_WALK_ROOT` → `CFS_DIFF_WALK_OUT`).
+#[test]
+#[ignore = "a helper differential_mounts runs in a user namespace"]
+fn walk_in_namespace() {
+    let (Some(root), Some(out)) = (
+        std::env::var_os("CFS_DIFF_WALK_ROOT"),
+        std::env::var_os("CFS_DIFF_WALK_OUT"),
+    ) else {
+        eprintln!("walk_in_namespace: only differential_mounts runs this, with its environment");
+        return;
+    };
+    std::fs::write(out, encode_walk(&walk(Path::new(&root)))).unwrap();
+}
+
+/// Fails with the differences between two walks, `want` named first.
+fn assert_same<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    want: &BTreeMap<PathBuf, T>,
+    got: &BTreeMap<PathBuf, T>,
+) {
+    let d = diff(want, got);
+    assert!(
+        d.is_empty(),
+        "{what}: {} differences, the first:\n{}",
+        d.len(),
+        d.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Fails unless `rebuilt` is the image `want`, showing how their dumps differ.
+fn assert_same_image(what: &str, want: &Path, rebuilt: &Path) {
+    let (a, b) = (
+        std::fs::read(want).unwrap(),
+        std::fs::read(rebuilt).unwrap(),
+    );
+    if a == b {
+        return;
+    }
+    let dump = |p: &Path| {
+        String::from_utf8_lossy(&ok(cfs(&[os("dump"), p.as_os_str()])).stdout).into_owned()
+    };
+    let (da, db) = (dump(want), dump(rebuilt));
+    let la: BTreeSet<&str> = da.lines().collect();
+    let lb: BTreeSet<&str> = db.lines().collect();
+    let mut lines: Vec<String> = la.difference(&lb).map(|l| format!("- {l}")).collect();
+    lines.extend(lb.difference(&la).map(|l| format!("+ {l}")));
+    let first = a.iter().zip(&b).position(|(x, y)| x != y);
+    panic!(
+        "{what}: the rebuilt image differs ({} vs {} bytes, first difference at {first:?}); \
+         dumps differ in {} lines:\n{}",
+        a.len(),
+        b.len(),
+        lines.len(),
+        lines
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The object names (`ab/cdef…`) in an object directory.
+fn objects_in(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for fan in std::fs::read_dir(dir).unwrap() {
+        let fan = fan.unwrap();
+        if fan.file_type().unwrap().is_dir() {
+            for object in std::fs::read_dir(fan.path()).unwrap() {
+                out.insert(Path::new(&fan.file_name()).join(object.unwrap().file_name()));
+            }
+        }
+    }
+    out
+}
+
+/// `cfs mkfs` of a mounted tree with the original's flags; checks the image
+/// and the objects stored.
+fn rebuild_and_compare(what: &str, mnt: &Path, dir: &Path, original: &Built) {
+    let image = dir.join(format!("rebuilt-{what}.cfs"));
+    let objects = dir.join(format!("objects-{what}"));
+    let mut args = vec![os("mkfs")];
+    args.extend(original.rebuild_flags.iter().map(|f| f.as_os_str()));
+    args.extend([
+        os("--digest-store"),
+        objects.as_os_str(),
+        mnt.as_os_str(),
+        image.as_os_str(),
+    ]);
+    ok(cfs(&args));
+    assert_same_image(
+        &format!("{what}: cfs mkfs of the mount"),
+        &original.image,
+        &image,
+    );
+    assert_eq!(
+        objects_in(&objects),
+        objects_in(&original.objects),
+        "{what}: cfs mkfs of the mount stored other objects"
+    );
+}
+
+/// A round's image, built from the generated tree.
+struct Built {
+    image: PathBuf,
+    objects: PathBuf,
+    /// Its composefs format version.
+    version: u32,
+    /// The flags that rebuild the image from a mount of it.
+    rebuild_flags: Vec<OsString>,
+}
+
+/// Prints how to rerun a round if it fails.
+struct Reproduce {
+    seed: u64,
+    size: usize,
+}
+
+impl Drop for Reproduce {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "\ndifferential: the round with seed {:#x} failed; rerun it alone with\n  \
+                 CFS_DIFF_SEED={:#x} CFS_DIFF_SIZE={} CFS_DIFF_ROUNDS=1 \
+                 cargo test -p cfs --test differential\n",
+                self.seed, self.seed, self.size
+            );
+        }
+    }
+}
+
+/// Why the fuse+overlay leg can't run, or the id ranges to map.
+fn userns_ids() -> Result<As, String> {
+    for tool in ["newuidmap", "newgidmap"] {
+        if !have_tool(tool) {
+            return Err(format!("{tool} is not installed (apt-get install uidmap)"));
+        }
+    }
+    let range = |file: &str| {
+        subordinate_ids(file)
+            .filter(|&(_, count)| count >= 65536)
+            .ok_or_else(|| format!("{file} gives {TEST_USER} no range of 65536 ids"))
+    };
+    Ok(As::UserNsAllIds {
+        uids: range("/etc/subuid")?,
+        gids: range("/etc/subgid")?,
+    })
+}
+
+/// A tmpfs mounted over a directory for a round's files, unmounted on drop
+/// (after the mounts inside it, declared later). Not the disk: the object
+/// store syncs what it writes, and deleting synced files from a disk
+/// mounted with `discard` costs seconds.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn new(dir: &Path) -> Tmpfs {
+        // mode=0755: the test user reaches the image and objects.
+        ok(std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=0755,size=4g", "cfs-differential"])
+            .arg(dir)
+            .output()
+            .unwrap());
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        umount(&self.0);
+    }
+}
+
+/// Times the steps of a round.
+struct Laps {
+    last: Instant,
+    done: Vec<String>,
+}
+
+impl Laps {
+    fn lap(&mut self, what: &str) {
+        self.done
+            .push(format!("{what} {:.1?}", self.last.elapsed()));
+        self.last = Instant::now();
+    }
+}
+
+fn round(seed: u64, size: usize, userns: &Result<As, String>) {
+    let _reproduce = Reproduce { seed, size };
+    let mut laps = Laps {
+        last: Instant::now(),
+        done: Vec::new(),
+    };
+    let t = tempfile::tempdir().unwrap();
+    let _tmpfs = Tmpfs::new(t.path());
+    // Only root reaches the source and the mounts made as root.
+    let private = t.path().join("root");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let src = private.join("src");
+    let mut gen = Gen::new(seed, &src, &private);
+    gen.generate(size);
+    gen.set_metadata();
+    let want = expected_from_source(walk(&src));
+    laps.lap("generated");
+    let built = build_round(&t.path().join("shared"), &src, &want);
+    laps.lap("built");
+    let (kernel, userns_image) = kernel_leg(&built, &private, &want);
+    laps.lap("kernel");
+    standalone_leg(&built, &private, &kernel);
+    laps.lap("standalone");
+    match userns {
+        Ok(who) => {
+            let home = t.path().join("user");
+            fuse_overlay_leg(*who, &home, &built, &kernel, &userns_image);
+            laps.lap("fuse+overlay");
+        }
+        Err(why) => eprintln!("SKIPPED: differential mount test, fuse+overlay leg: {why}"),
+    }
+    eprintln!(
+        "round {seed:#x}: {}; {}",
+        gen.summary(),
+        laps.done.join(", ")
+    );
+}
+
+/// Builds the source into `dir` (image and objects, readable by the test
+/// user), checks the image's dump, and works out the rebuild flags.
+fn build_round(dir: &Path, src: &Path, want: &BTreeMap<PathBuf, Entry>) -> Built {
+    std::fs::create_dir(dir).unwrap();
+    let (image, objects, _) = build(dir, src);
+    ok(std::process::Command::new("chmod")
+        .args([os("-R"), os("a+rX"), dir.as_os_str()])
+        .output()
+        .unwrap());
+    assert_same(
+        "the image's dump vs source",
+        want,
+        &expected_from_dump(&image, &objects),
+    );
+    // A whiteout makes the writer pick format version 1; a mount shows it as
+    // an escaped whiteout (an empty file with xattrs), which needs no
+    // version 1, so the rebuild asks for it.
+    let version = cfs_format::reader::Image::open(std::fs::read(&image).unwrap())
+        .unwrap()
+        .composefs_version()
+        .unwrap();
+    let mut rebuild_flags = vec![OsString::from("--hardlinks")];
+    if version == 1 {
+        rebuild_flags.push("--min-version=1".into());
+    }
+    Built {
+        image,
+        objects,
+        version,
+        rebuild_flags,
+    }
+}
+
+/// Mounts in the kernel, walks, rebuilds; returns the walk and, written next
+/// to it, the image a fuse+overlay mount's rebuild must give.
+fn kernel_leg(
+    built: &Built,
+    dir: &Path,
+    want: &BTreeMap<PathBuf, Entry>,
+) -> (BTreeMap<PathBuf, Entry>, PathBuf) {
+    let mnt = dir.join("kernel");
+    std::fs::create_dir(&mnt).unwrap();
+    let _guard = mount(
+        &[
+            os("--fuse=no"),
+            os("--basedir"),
+            built.objects.as_os_str(),
+            built.image.as_os_str(),
+            mnt.as_os_str(),
+        ],
+        &mnt,
+    )
+    .unwrap();
+    let kernel = walk_bounded(&mnt);
+    assert_same("kernel mount vs source", want, &kernel);
+    rebuild_and_compare("kernel", &mnt, dir, built);
+    let userns_image = dir.join("userns.cfs");
+    std::fs::write(&userns_image, image_as_seen_in_userns(&mnt, built.version)).unwrap();
+    (kernel, userns_image)
+}
+
+/// Mounts with `cfs fuse-serve`, walks, rebuilds.
+fn standalone_leg(built: &Built, dir: &Path, kernel: &BTreeMap<PathBuf, Entry>) {
+    let fuse = FuseMount::new(
+        &built.image,
+        &["--basedir", built.objects.to_str().unwrap()],
+    )
+    .unwrap();
+    let standalone = walk_bounded(fuse.path());
+    assert_same("standalone FUSE vs kernel mount", kernel, &standalone);
+    rebuild_and_compare("standalone", fuse.path(), dir, built);
+    let log = fuse.finish();
+    assert!(
+        !log.contains("panicked"),
+        "the FUSE server panicked:\n{log}"
+    );
+}
+
+/// As the test user in a user namespace: mounts (auto must pick
+/// fuse+overlay), walks with [`walk_in_namespace`], rebuilds, unmounts; the
+/// walk and image are checked here.
+fn fuse_overlay_leg(
+    who: As,
+    home: &Path,
+    built: &Built,
+    kernel: &BTreeMap<PathBuf, Entry>,
+    userns_image: &Path,
+) {
+    std::fs::create_dir(home).unwrap();
+    ok(std::process::Command::new("chown")
+        .args([os(TEST_USER), home.as_os_str()])
+        .output()
+        .unwrap());
+    let flags: Vec<&str> = built
+        .rebuild_flags
+        .iter()
+        .map(|f| f.to_str().unwrap())
+        .collect();
+    let script = format!(
+        r#"mkdir m
+        trap '"$CFS" unmount m 2>/dev/null || true' EXIT
+        "$CFS" mount --explain --basedir "$OBJECTS" "$IMAGE" m
+        CFS_DIFF_WALK_ROOT=m CFS_DIFF_WALK_OUT=walk \
+            "$WALKER" --ignored --exact walk_in_namespace --test-threads=1 >&2
+        "$CFS" mkfs {} --digest-store objects m rebuilt.cfs
+        "$CFS" unmount m"#,
+        flags.join(" ")
+    );
+    let walker = std::env::current_exe().unwrap();
+    let out = run_script(
+        who,
+        home,
+        &[
+            ("IMAGE", built.image.as_os_str()),
+            ("OBJECTS", built.objects.as_os_str()),
+            ("WALKER", walker.as_os_str()),
+        ],
+        Duration::from_secs(300),
+        &script,
+    );
+    assert!(
+        out.status.success(),
+        "fuse+overlay leg failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("mode: fuse+overlay\n"), "{said}");
+    let got = decode_walk(&std::fs::read_to_string(home.join("walk")).unwrap());
+    assert_same(
+        "fuse+overlay vs kernel mount (as a user namespace sees it)",
+        &as_text(&as_seen_in_userns(kernel)),
+        &got,
+    );
+    assert_same_image(
+        "fuse+overlay: cfs mkfs of the mount",
+        userns_image,
+        &home.join("rebuilt.cfs"),
+    );
+    assert_eq!(
+        objects_in(&home.join("objects")),
+        objects_in(&built.objects),
+        "fuse+overlay: cfs mkfs of the mount stored other objects"
+    );
+}
+
+fn walk_bounded(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let root = root.to_owned();
+    bounded(Duration::from_secs(300), "a walk", move || walk(&root))
+}
+
+#[test]
+fn differential_mounts() {
+    if let Some(why) = rootless_unavailable(&["setpriv", "unshare", "timeout"]) {
+        eprintln!("SKIPPED: differential mount test: {why}");
+        return;
+    }
+    let seed = env_number("CFS_DIFF_SEED").unwrap_or(DEFAULT_SEED);
+    let size = env_number("CFS_DIFF_SIZE").map_or(DEFAULT_SIZE, |n| n as usize);
+    let rounds = env_number("CFS_DIFF_ROUNDS").map_or(DEFAULT_ROUNDS, |n| n as usize);
+    let userns = userns_ids();
+    eprintln!(
+        "differential: CFS_DIFF_SEED={seed:#x} CFS_DIFF_SIZE={size} CFS_DIFF_ROUNDS={rounds}"
+    );
+    for i in 0..rounds {
+        let round_seed = if i == 0 {
+            seed
+        } else {
+            splitmix64(seed ^ splitmix64(i as u64))
+        };
+        round(round_seed, size, &userns);
+    }
+}
