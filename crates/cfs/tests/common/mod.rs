@@ -301,9 +301,15 @@ pub fn small_setup() -> (tempfile::TempDir, PathBuf, PathBuf, String) {
 /// recorded against the first path in walk order. The same whiteout mapping
 /// as for the source applies.
 pub fn expected_from_dump(image: &Path, objects: &Path) -> BTreeMap<PathBuf, Entry> {
-    use cfs_format::{FileType, NodeId};
     let o = ok(cfs(&[os("dump"), image.as_os_str()]));
     let tree = cfs_format::dumpfile::parse(&o.stdout, Default::default()).unwrap();
+    expected_from_tree(&tree, objects)
+}
+
+/// An image's tree (as the reader or a dump gives it) as a walk of its
+/// mount would record it, as for [`expected_from_dump`].
+pub fn expected_from_tree(tree: &cfs_format::Tree, objects: &Path) -> BTreeMap<PathBuf, Entry> {
+    use cfs_format::{FileType, NodeId};
     let mut out = BTreeMap::new();
     let mut first_path: BTreeMap<NodeId, PathBuf> = BTreeMap::new();
     let mut stack = vec![(PathBuf::new(), tree.root())];
