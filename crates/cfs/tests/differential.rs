@@ -51,6 +51,10 @@ const DEFAULT_SIZE: usize = 400;
 /// Rounds CI runs.
 const DEFAULT_ROUNDS: usize = 3;
 
+/// Owners and ACL ids other than root: all within the 65536 subordinate ids
+/// the fuse+overlay leg maps, past 16 bits too (extended inodes).
+const IDS: &[u32] = &[1, 2, 100, 1000, 1001, 4242, 65533, 65534, 65535, 65536];
+
 /// Longest relative path the generator makes: walks go by path, and the
 /// longest mount point prefix must still fit in `PATH_MAX` (4096).
 const PATH_BUDGET: usize = 3000;
@@ -559,6 +563,14 @@ impl Gen {
         if kind == Kind::Dir && r.percent(5) {
             out.push((b"trusted.overlay.opaque".to_vec(), b"y".to_vec()));
         }
+        // POSIX ACLs (the image is then flagged as having them, and the FUSE
+        // server asks the kernel for FUSE_POSIX_ACL).
+        if matches!(kind, Kind::File | Kind::Dir) && r.percent(5) {
+            out.push((b"system.posix_acl_access".to_vec(), acl(r)));
+        }
+        if kind == Kind::Dir && r.percent(5) {
+            out.push((b"system.posix_acl_default".to_vec(), acl(r)));
+        }
         let mut total = 0;
         out.retain(|(n, v)| {
             total += n.len() + v.len() + 20;
@@ -571,7 +583,6 @@ impl Gen {
     /// their directory's mtime; nothing after this pass changes any).
     fn set_metadata(&mut self) {
         use rustix::fs::{AtFlags, Timespec, Timestamps};
-        const IDS: &[u32] = &[1, 2, 100, 1000, 1001, 4242, 65533, 65534, 65535, 65536];
         const MODES: &[u32] = &[
             0o644, 0o755, 0o600, 0o700, 0o000, 0o777, 0o444, 0o4755, 0o2755, 0o6711, 0o1777,
             0o3777, 0o1000,
@@ -667,6 +678,32 @@ impl Gen {
             self.links
         )
     }
+}
+
+/// A POSIX ACL in its xattr form (`posix_acl_xattr.h`: version 2, then
+/// `(tag, perm, id)` entries in tag and id order) with named users and
+/// groups, so it is no mere copy of the mode the kernel would drop.
+fn acl(r: &mut Rng) -> Vec<u8> {
+    const UNDEFINED: u32 = u32::MAX;
+    let mut out = 2u32.to_le_bytes().to_vec();
+    let mut entry = |tag: u16, r: &mut Rng, id: u32| {
+        out.extend(tag.to_le_bytes());
+        out.extend((r.below(8) as u16).to_le_bytes());
+        out.extend(id.to_le_bytes());
+    };
+    entry(0x01, r, UNDEFINED); // ACL_USER_OBJ
+    let users: BTreeSet<u32> = (0..r.range(1, 3)).map(|_| *r.pick(IDS)).collect();
+    for &u in &users {
+        entry(0x02, r, u); // ACL_USER
+    }
+    entry(0x04, r, UNDEFINED); // ACL_GROUP_OBJ
+    let groups: BTreeSet<u32> = (0..r.range(0, 2)).map(|_| *r.pick(IDS)).collect();
+    for &g in &groups {
+        entry(0x08, r, g); // ACL_GROUP
+    }
+    entry(0x10, r, UNDEFINED); // ACL_MASK
+    entry(0x20, r, UNDEFINED); // ACL_OTHER
+    out
 }
 
 /// The xattr name the fuse+overlay mount (overlayfs with `userxattr`, in a
@@ -984,9 +1021,21 @@ fn round(seed: u64, size: usize, userns: &Result<As, String>) {
         }
         Err(why) => eprintln!("SKIPPED: differential mount test, fuse+overlay leg: {why}"),
     }
+    let with = |prefix: &str| {
+        want.values()
+            .filter(|e| {
+                e.xattrs
+                    .keys()
+                    .any(|k| k.as_bytes().starts_with(prefix.as_bytes()))
+            })
+            .count()
+    };
     eprintln!(
-        "round {seed:#x}: {}; {}",
+        "round {seed:#x}: {}; xattrs on {} paths (ACLs on {}, trusted.overlay.* on {}); {}",
         gen.summary(),
+        want.values().filter(|e| !e.xattrs.is_empty()).count(),
+        with("system.posix_acl"),
+        with("trusted.overlay."),
         laps.done.join(", ")
     );
 }
