@@ -335,17 +335,9 @@ impl Gen {
                 let target = self.symlink_target();
                 self.symlink(dir, &target);
             }
-            13 => {
-                self.special(dir, Kind::Fifo);
-            }
-            14 => {
-                self.special(dir, Kind::CharDev);
-            }
-            15 => {
-                self.special(dir, Kind::BlockDev);
-            }
-            16 => {
-                self.special(dir, Kind::Socket);
+            n @ 13..=16 => {
+                let kind = [Kind::Fifo, Kind::CharDev, Kind::BlockDev, Kind::Socket][n - 13];
+                self.special(dir, kind);
             }
             _ => {
                 // Another name for an existing non-directory.
