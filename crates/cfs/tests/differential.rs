@@ -614,6 +614,12 @@ impl Gen {
                     (b"trusted.big".to_vec(), self.rng.bytes(60000)),
                     (b"security.big".to_vec(), self.rng.bytes(40000)),
                 ];
+            } else if i == 0 && self.rng.percent(50) {
+                // The writer copies the root's label to the whiteout stubs.
+                xattrs.push((
+                    b"security.selinux".to_vec(),
+                    b"system_u:object_r:root_t:s0\0".to_vec(),
+                ));
             }
             for (name, value) in xattrs {
                 rustix::fs::lsetxattr(&path, &name, &value, rustix::fs::XattrFlags::empty())
