@@ -26,6 +26,8 @@
 //!   as `user.overlay.X` instead of acting on it; where that name is already
 //!   produced by a `trusted.overlay.overlay.X` (composefs writes both, with
 //!   the same value) it is shown once;
+//! - `user.*` names are not listed on inodes other than regular files and
+//!   directories, where Linux refuses to read them ([`ServeMode::hides_xattr`]);
 //! - nothing is hidden: whiteouts are for the overlay on top to act on.
 
 use cfs_format::overlay::{ESCAPE_PREFIX, PREFIX, USER_PREFIX};
@@ -104,6 +106,20 @@ impl ServeMode {
     /// hidden: an overlay whiteout (character device 0/0) in standalone mode.
     pub fn hides_entry(&self, mode: u32, rdev: u64) -> bool {
         *self == ServeMode::Standalone && mode & 0o170000 == 0o020000 && rdev == 0
+    }
+
+    /// True when the xattr `shown` (a name [`ServeMode::present_name`] gave)
+    /// is left out of the list of an inode of this `mode`: in overlay-lower
+    /// mode, `user.*` names of anything but regular files and directories.
+    /// Linux never lets those be read (getxattr answers ENODATA before asking
+    /// the filesystem: `xattr_permission` in `fs/xattr.c`), so listing them,
+    /// as renaming a symlink's `trusted.overlay.overlay.X` to
+    /// `user.overlay.overlay.X` would, breaks every reader that lists and
+    /// then gets (`getfattr -d`, `cfs mkfs` of the mount, `tar --xattrs`).
+    /// Standalone mode lists what the kernel's overlay mount lists.
+    pub fn hides_xattr(&self, shown: &[u8], mode: u32) -> bool {
+        let reg_or_dir = matches!(mode & 0o170000, 0o100000 | 0o040000);
+        *self == ServeMode::OverlayLower && !reg_or_dir && shown.starts_with(b"user.")
     }
 
     /// True when this mode serves file contents from the object store.
@@ -225,6 +241,35 @@ mod tests {
                 b"user.overlay.opaque".to_vec()
             ]
         );
+    }
+
+    /// Regression: overlay-lower listed `user.overlay.*` (renamed from an
+    /// escaped `trusted.overlay.overlay.*`) on symlinks and special files,
+    /// which Linux refuses to read: the fuse+overlay mount listed xattrs
+    /// whose getxattr failed with ENODATA (found by the differential test).
+    #[test]
+    fn overlay_lower_lists_user_xattrs_only_where_linux_reads_them() {
+        let table: &[(ServeMode, &str, u32, bool)] = &[
+            (OverlayLower, "user.overlay.overlay.custom", 0o120777, true),
+            (OverlayLower, "user.overlay.overlay.custom", 0o010644, true),
+            (OverlayLower, "user.overlay.overlay.custom", 0o020644, true),
+            (OverlayLower, "user.overlay.overlay.custom", 0o060644, true),
+            (OverlayLower, "user.overlay.overlay.custom", 0o140755, true),
+            (OverlayLower, "user.overlay.overlay.custom", 0o100644, false),
+            (OverlayLower, "user.overlay.overlay.custom", 0o040755, false),
+            (OverlayLower, "user.overlay.whiteout", 0o100000, false),
+            (OverlayLower, "trusted.foo", 0o120777, false),
+            (OverlayLower, "security.foo", 0o020644, false),
+            (Standalone, "user.foo", 0o120777, false),
+            (Standalone, "user.foo", 0o020644, false),
+        ];
+        for &(mode, name, file_mode, hidden) in table {
+            assert_eq!(
+                mode.hides_xattr(name.as_bytes(), file_mode),
+                hidden,
+                "{mode:?} {name} {file_mode:o}"
+            );
+        }
     }
 
     #[test]

@@ -176,11 +176,12 @@ impl CfsFs {
     fn xattr_list(&self, nid: Nid) -> Result<Vec<u8>, ServeError> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
+        let mode = self.image.inode(nid)?.mode();
         for x in self.image.xattrs(nid)? {
             let x = x?;
             let name = x.name();
             if let Some(shown) = self.mode.present_name(&name) {
-                if seen.insert(shown.to_vec()) {
+                if !self.mode.hides_xattr(&shown, mode) && seen.insert(shown.to_vec()) {
                     out.extend_from_slice(&shown);
                     out.push(0);
                 }

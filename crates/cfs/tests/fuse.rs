@@ -10,6 +10,7 @@
 mod common;
 use common::fuse_mount::*;
 
+use common::Rng;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -535,22 +536,6 @@ fn tampered_object_is_eio_with_verity_required() {
         log.contains("fs-verity digest") && log.contains(&hex[2..]),
         "{log}"
     );
-}
-
-/// xorshift64*: a tiny deterministic PRNG.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Offsets worth mutating: superblock, inodes, xattr bodies, inline data and

@@ -48,30 +48,6 @@ macro_rules! require_kernel_mounts {
     };
 }
 
-/// A mount point with something mounted on it, unmounted on drop.
-#[derive(Debug)]
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if !cfs(&[os("unmount"), self.0.as_os_str()]).status.success() {
-            let _ = cfs(&[os("unmount"), os("--lazy"), self.0.as_os_str()]);
-        }
-    }
-}
-
-/// Runs a `cfs mount`; on success returns the guard.
-fn mount(args: &[&OsStr], mnt: &Path) -> Result<Mounted, String> {
-    let mut all = vec![os("mount")];
-    all.extend_from_slice(args);
-    let o = cfs(&all);
-    if o.status.success() {
-        Ok(Mounted(mnt.to_path_buf()))
-    } else {
-        Err(stderr(&o))
-    }
-}
-
 /// Fails if a mount or a loop device still refers to anything under `dir`.
 fn assert_nothing_left(dir: &Path) {
     let dir = dir.to_string_lossy();

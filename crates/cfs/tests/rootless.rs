@@ -19,55 +19,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const USER: &str = "cfs-test";
-
 /// The tests share one user, whose process list they check: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn unavailable() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("not root (needed to set up the test user and /dev/fuse)".into());
-    }
-    for tool in ["setpriv", "unshare", "fusermount3", "timeout", "getfattr"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    for (fs, module) in [("erofs", "erofs"), ("overlay", "overlay"), ("fuse", "fuse")] {
-        let have = || {
-            std::fs::read_to_string("/proc/filesystems")
-                .unwrap_or_default()
-                .contains(fs)
-        };
-        if !have() {
-            let _ = Command::new("modprobe").arg(module).status();
-            if !have() {
-                return Some(format!("the kernel has no {fs}"));
-            }
-        }
-    }
-    // The setup the issue asks of CI, done here too so the test runs alone.
-    let _ = Command::new("chmod").args(["0666", "/dev/fuse"]).status();
-    let exists = Command::new("id")
-        .arg(USER)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !exists
-        && !Command::new("useradd")
-            .args(["-m", USER])
-            .status()
-            .is_ok_and(|s| s.success())
-    {
-        return Some(format!("could not create the user {USER}"));
-    }
-    None
+    rootless_unavailable(&["setpriv", "unshare", "fusermount3", "timeout", "getfattr"])
 }
 
 macro_rules! setup {
@@ -140,7 +96,7 @@ fn setup_image() -> Setup {
         .output()
         .unwrap());
     ok(Command::new("chown")
-        .args([OsStr::new(USER), home.as_os_str()])
+        .args([OsStr::new(TEST_USER), home.as_os_str()])
         .output()
         .unwrap());
     Setup {
@@ -151,44 +107,21 @@ fn setup_image() -> Setup {
     }
 }
 
-/// Runs `script` under `sh -eu` with a time limit: as root, as the test
-/// user, or as the test user in a new user and mount namespace. `$CFS`,
-/// `$IMAGE`, `$OBJECTS` and `$HOME_DIR` are set.
-#[derive(Clone, Copy, Debug)]
-enum As {
-    Root,
-    User,
-    UserNs,
-}
-
+/// Runs `script` (after the [`LIST`] function) under `sh -eu` with a time
+/// limit: as root, as the test user, or as the test user in a new user and
+/// mount namespace. `$CFS`, `$IMAGE`, `$OBJECTS` and `$HOME_DIR` are set.
 fn run(who: As, s: &Setup, script: &str) -> Output {
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-k", "5", "60"]);
-    match who {
-        As::Root => {}
-        As::User | As::UserNs => {
-            cmd.args(["setpriv", "--reuid", USER, "--regid", USER, "--init-groups"]);
-        }
-    }
-    if let As::UserNs = who {
-        cmd.args(["unshare", "-Urm"]);
-    }
-    cmd.args(["sh", "-eu", "-c", &format!("{LIST}\n{script}")])
-        .env("CFS", env!("CARGO_BIN_EXE_cfs"))
-        .env("IMAGE", &s.image)
-        .env("OBJECTS", &s.objects)
-        .env("HOME_DIR", &s.home)
-        .env_remove("CFS_REPO")
-        .current_dir(&s.home)
-        .stdin(Stdio::null());
-    let out = cmd.output().expect("run a test script");
-    assert_ne!(
-        out.status.code(),
-        Some(124),
-        "{who:?} script timed out:\n{script}\nstderr: {}",
-        stderr(&out)
-    );
-    out
+    run_script(
+        who,
+        &s.home,
+        &[
+            ("IMAGE", s.image.as_os_str()),
+            ("OBJECTS", s.objects.as_os_str()),
+            ("HOME_DIR", s.home.as_os_str()),
+        ],
+        Duration::from_secs(60),
+        &format!("{LIST}\n{script}"),
+    )
 }
 
 fn run_ok(who: As, s: &Setup, script: &str) -> String {
@@ -222,7 +155,7 @@ fn assert_no_user_processes() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let out = Command::new("ps")
-            .args(["-u", USER, "-o", "pid=,stat=,args="])
+            .args(["-u", TEST_USER, "-o", "pid=,stat=,args="])
             .output()
             .unwrap();
         let live: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -239,7 +172,7 @@ fn assert_no_user_processes() {
         }
         assert!(
             Instant::now() < deadline,
-            "processes of {USER} still running: {live:#?}"
+            "processes of {TEST_USER} still running: {live:#?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

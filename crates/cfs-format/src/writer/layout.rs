@@ -16,6 +16,7 @@
 //!   indexes too big to inline) follow the shared xattrs, in inode order.
 
 use super::prepare::{chunk_count, Entry, Prepared};
+use super::WriteError;
 use crate::erofs::{self, BLOCK_SIZE, SLOT_SIZE};
 use crate::tree::{FileType, Xattr};
 use std::collections::HashMap;
@@ -80,7 +81,13 @@ fn dir_size(entries: &[Entry]) -> (u64, u64) {
     (n_blocks, block)
 }
 
-pub(super) fn layout(p: &Prepared) -> Layout {
+/// Largest xattr body an inode can have: `i_xattr_icount` is 16 bits and
+/// counts 4-byte words after the 12-byte header, plus one
+/// (`erofs_xattr_ibody_size` in `erofs_fs.h`): 12 + 4 × 65534 bytes.
+pub(super) const MAX_XATTR_BODY: u64 =
+    erofs::XATTR_BODY_HEADER_SIZE as u64 + 4 * (u16::MAX as u64 - 1);
+
+pub(super) fn layout(p: &Prepared) -> Result<Layout, WriteError> {
     // Count each (name, value) pair over all inodes.
     let mut counts: HashMap<&Xattr, u32> = HashMap::new();
     for ino in &p.inodes {
@@ -166,6 +173,16 @@ pub(super) fn layout(p: &Prepared) -> Layout {
             (erofs::XATTR_BODY_HEADER_SIZE as u64 + n_shared * 4 + unshared_size)
                 .next_multiple_of(4)
         };
+        // C writes the count truncated to 16 bits: an image the kernel refuses.
+        if l.xattr_size > MAX_XATTR_BODY {
+            return Err(WriteError::Invalid {
+                path: p.path_of(inodes.len()),
+                reason: format!(
+                    "xattrs take {} bytes, more than an inode holds ({MAX_XATTR_BODY})",
+                    l.xattr_size
+                ),
+            });
+        }
 
         let aligned = pos.next_multiple_of(SLOT_SIZE);
         l.pad = aligned - pos;
@@ -179,13 +196,13 @@ pub(super) fn layout(p: &Prepared) -> Layout {
         pos += inode_size + l.xattr_size + l.tail_size;
         inodes.push(l);
     }
-    Layout {
+    Ok(Layout {
         inodes,
         inodes_end: pos.next_multiple_of(SLOT_SIZE),
         shared_xattrs: shared.into_iter().cloned().collect(),
         shared_xattr_size,
         n_data_blocks,
-    }
+    })
 }
 
 /// Padding in front of an inode at `pos` so that its tail stays in one block;

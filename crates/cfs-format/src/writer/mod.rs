@@ -49,6 +49,64 @@ pub enum WriteError {
 /// Writes the tree as an image; returns its bytes and the format version chosen.
 pub fn write_image(tree: &Tree, options: &WriteOptions) -> Result<Vec<u8>, WriteError> {
     let prepared = prepare::prepare(tree, options.min_version, options.max_version)?;
-    let layout = layout::layout(&prepared);
+    let layout = layout::layout(&prepared)?;
     Ok(emit::emit(&prepared, &layout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{mode, Node, Stat, Xattr};
+
+    /// A root holding `dir/f`, whose xattrs are `n` values of `len` bytes.
+    fn tree_with_xattrs(n: usize, len: usize) -> Tree {
+        let dir = |m| {
+            Node::new(Stat {
+                mode: mode::S_IFDIR | m,
+                nlink: 2,
+                ..Stat::default()
+            })
+        };
+        let mut tree = Tree::new(dir(0o755));
+        let d = tree.add_node(dir(0o700));
+        tree.link(tree.root(), b"dir", d, false).unwrap();
+        let mut f = Node::new(Stat {
+            mode: mode::S_IFREG | 0o644,
+            nlink: 1,
+            ..Stat::default()
+        });
+        f.xattrs = (0..n)
+            .map(|i| Xattr {
+                name: format!("user.big{i}").into_bytes(),
+                value: vec![i as u8; len],
+            })
+            .collect();
+        let f = tree.add_node(f);
+        tree.link(d, b"f", f, false).unwrap();
+        tree
+    }
+
+    /// Regression: `i_xattr_icount` was truncated to 16 bits, so an inode
+    /// with more than 256 KiB of xattrs (five 60000-byte values) gave an
+    /// image the kernel refuses (EUCLEAN); found by the differential test.
+    #[test]
+    fn xattrs_over_the_icount_limit_are_refused_not_truncated() {
+        let err = write_image(&tree_with_xattrs(5, 60_000), &WriteOptions::default()).unwrap_err();
+        match err {
+            WriteError::Invalid { path, reason } => {
+                assert_eq!(path, "/dir/f");
+                assert!(reason.contains("more than an inode holds"), "{reason}");
+            }
+            e => panic!("{e:?}"),
+        }
+        // Four fit (240 KiB), and read back whole.
+        let image = write_image(&tree_with_xattrs(4, 60_000), &WriteOptions::default()).unwrap();
+        let image = crate::reader::Image::open(image).unwrap();
+        let back = image.to_tree().unwrap();
+        let f = back.lookup_path(b"/dir/f").unwrap();
+        assert_eq!(
+            back.node(f).xattrs,
+            tree_with_xattrs(4, 60_000).node(crate::NodeId(2)).xattrs
+        );
+    }
 }

@@ -423,6 +423,31 @@ pub(super) fn prepare(
     })
 }
 
+impl Prepared {
+    /// The path of inode `i`, for errors found after [`prepare`]: climbs from
+    /// the directory naming it (found by a scan, so only call it on failure).
+    pub(super) fn path_of(&self, mut i: usize) -> String {
+        let mut names: Vec<&[u8]> = Vec::new();
+        while i != 0 {
+            let named = self.inodes.iter().enumerate().find_map(|(dir, ino)| {
+                ino.entries
+                    .iter()
+                    .find(|(n, t)| *t == i && n != b"." && n != b"..")
+                    .map(|(n, _)| (dir, n.as_slice()))
+            });
+            let Some((dir, name)) = named else { break };
+            names.push(name);
+            i = dir;
+        }
+        let names: Vec<_> = names
+            .iter()
+            .rev()
+            .map(|n| String::from_utf8_lossy(n))
+            .collect();
+        format!("/{}", names.join("/"))
+    }
+}
+
 /// The type of an original tree node; whiteout stubs (ids past the tree) are char devices.
 fn tree_type(tree: &Tree, id: NodeId) -> Option<FileType> {
     if id.index() < tree.len() {

@@ -1,8 +1,12 @@
 //! Helpers shared by the end-to-end mount tests: running `cfs`, walking a
-//! mounted tree, and what a composefs mount of a tree or an image must show.
+//! mounted tree, and what a composefs mount of a tree or an image must show;
+//! a standalone FUSE server as a guard; running scripts as the test user,
+//! in user namespaces; a small seeded PRNG.
 #![allow(dead_code)]
 
 pub mod fuse_mount;
+#[allow(unused_imports)]
+pub use fuse_mount::{bounded, umount, FuseMount};
 
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
@@ -10,7 +14,8 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 pub fn cfs(args: &[&OsStr]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cfs"))
@@ -41,16 +46,18 @@ pub fn sha256_file(path: &Path) -> String {
 
 /// All xattrs of a path, not following symlinks. Buffers are the kernel's
 /// maximum (64 KiB) since rustix reports 0 for a size query with an empty slice.
-pub fn xattrs_of(path: &Path) -> BTreeMap<String, Vec<u8>> {
+pub fn xattrs_of(path: &Path) -> BTreeMap<OsString, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut list = vec![0u8; 1 << 16];
-    let n = rustix::fs::llistxattr(path, &mut list[..]).unwrap();
+    let n = rustix::fs::llistxattr(path, &mut list[..])
+        .unwrap_or_else(|e| panic!("listxattr {}: {e}", path.display()));
     for name in list[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let name = OsStr::from_bytes(name);
         let mut v = vec![0u8; 1 << 16];
-        let n = rustix::fs::lgetxattr(path, name, &mut v[..]).unwrap();
+        let n = rustix::fs::lgetxattr(path, name, &mut v[..])
+            .unwrap_or_else(|e| panic!("getxattr {name:?} of {}: {e}", path.display()));
         v.truncate(n);
-        out.insert(name.to_string_lossy().into_owned(), v);
+        out.insert(name.to_os_string(), v);
     }
     out
 }
@@ -67,7 +74,7 @@ pub struct Entry {
     pub size: Option<u64>,
     pub mtime: (i64, i64),
     pub symlink: Option<OsString>,
-    pub xattrs: BTreeMap<String, Vec<u8>>,
+    pub xattrs: BTreeMap<OsString, Vec<u8>>,
     pub sha256: Option<String>,
     /// For a hard link: the first path (in walk order) of the same inode.
     pub link_of: Option<PathBuf>,
@@ -136,31 +143,43 @@ const S_IFREG: u32 = 0o100000;
 ///   through the composefs overlay it reads as an empty regular file with
 ///   `{trusted,user}.overlay.whiteout`, and its directory carries
 ///   `{trusted,user}.overlay.opaque=x` and `{trusted,user}.overlay.whiteouts`.
+///   A hard-linked whiteout marks only the directory of its first name in
+///   breadth-first order (the scanner's primary name), as C mkcomposefs
+///   marks only `lcfs_node_get_parent`: its other names read as escaped
+///   whiteouts in unmarked directories.
 pub fn expected_from_source(mut src: BTreeMap<PathBuf, Entry>) -> BTreeMap<PathBuf, Entry> {
-    let whiteouts: Vec<PathBuf> = src
-        .iter()
-        .filter(|(_, e)| e.mode & S_IFMT == S_IFCHR && e.rdev == 0)
-        .map(|(p, _)| p.clone())
-        .collect();
-    for p in whiteouts {
-        let e = src.get_mut(&p).unwrap();
-        e.mode = S_IFREG | (e.mode & 0o7777);
-        e.rdev = 0;
-        e.size = Some(0);
-        e.sha256 = Some(format!("{:x}", Sha256::digest(b"")));
-        let parent = p.parent().unwrap().to_path_buf();
-        for ns in ["trusted", "user"] {
-            e.xattrs
-                .insert(format!("{ns}.overlay.whiteout"), Vec::new());
+    let mut whiteouts: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for (p, e) in &src {
+        if e.mode & S_IFMT == S_IFCHR && e.rdev == 0 {
+            let inode = e.link_of.clone().unwrap_or_else(|| p.clone());
+            whiteouts.entry(inode).or_default().push(p.clone());
         }
-        let parent = src.get_mut(&parent).unwrap();
+    }
+    for names in whiteouts.into_values() {
+        for p in &names {
+            let e = src.get_mut(p).unwrap();
+            e.mode = S_IFREG | (e.mode & 0o7777);
+            e.rdev = 0;
+            e.size = Some(0);
+            e.sha256 = Some(format!("{:x}", Sha256::digest(b"")));
+            for ns in ["trusted", "user"] {
+                e.xattrs
+                    .insert(format!("{ns}.overlay.whiteout").into(), Vec::new());
+            }
+        }
+        // Breadth-first order over sorted names: shallower first, then by path.
+        let primary = names
+            .iter()
+            .min_by_key(|p| (p.components().count(), *p))
+            .unwrap();
+        let parent = src.get_mut(primary.parent().unwrap()).unwrap();
         for ns in ["trusted", "user"] {
             parent
                 .xattrs
-                .insert(format!("{ns}.overlay.opaque"), b"x".to_vec());
+                .insert(format!("{ns}.overlay.opaque").into(), b"x".to_vec());
             parent
                 .xattrs
-                .insert(format!("{ns}.overlay.whiteouts"), Vec::new());
+                .insert(format!("{ns}.overlay.whiteouts").into(), Vec::new());
         }
     }
     src
@@ -284,9 +303,15 @@ pub fn small_setup() -> (tempfile::TempDir, PathBuf, PathBuf, String) {
 /// recorded against the first path in walk order. The same whiteout mapping
 /// as for the source applies.
 pub fn expected_from_dump(image: &Path, objects: &Path) -> BTreeMap<PathBuf, Entry> {
-    use cfs_format::{FileType, NodeId};
     let o = ok(cfs(&[os("dump"), image.as_os_str()]));
     let tree = cfs_format::dumpfile::parse(&o.stdout, Default::default()).unwrap();
+    expected_from_tree(&tree, objects)
+}
+
+/// An image's tree (as the reader or a dump gives it) as a walk of its
+/// mount would record it, as for [`expected_from_dump`].
+pub fn expected_from_tree(tree: &cfs_format::Tree, objects: &Path) -> BTreeMap<PathBuf, Entry> {
+    use cfs_format::{FileType, NodeId};
     let mut out = BTreeMap::new();
     let mut first_path: BTreeMap<NodeId, PathBuf> = BTreeMap::new();
     let mut stack = vec![(PathBuf::new(), tree.root())];
@@ -327,12 +352,7 @@ pub fn expected_from_dump(image: &Path, objects: &Path) -> BTreeMap<PathBuf, Ent
                 xattrs: n
                     .xattrs
                     .iter()
-                    .map(|x| {
-                        (
-                            String::from_utf8_lossy(&x.name).into_owned(),
-                            x.value.clone(),
-                        )
-                    })
+                    .map(|x| (OsStr::from_bytes(&x.name).to_os_string(), x.value.clone()))
                     .collect(),
                 sha256,
                 link_of,
@@ -343,7 +363,10 @@ pub fn expected_from_dump(image: &Path, objects: &Path) -> BTreeMap<PathBuf, Ent
 }
 
 /// Lists the differences between two walks, one line each.
-pub fn diff(want: &BTreeMap<PathBuf, Entry>, got: &BTreeMap<PathBuf, Entry>) -> Vec<String> {
+pub fn diff<T: PartialEq + std::fmt::Debug>(
+    want: &BTreeMap<PathBuf, T>,
+    got: &BTreeMap<PathBuf, T>,
+) -> Vec<String> {
     let mut out = Vec::new();
     for (p, w) in want {
         match got.get(p) {
@@ -355,5 +378,229 @@ pub fn diff(want: &BTreeMap<PathBuf, Entry>, got: &BTreeMap<PathBuf, Entry>) -> 
     for p in got.keys().filter(|p| !want.contains_key(*p)) {
         out.push(format!("{}: only in the mount", p.display()));
     }
+    out
+}
+
+/// A mount point with something mounted on it, unmounted on drop (`cfs
+/// unmount`, lazily if that fails).
+#[derive(Debug)]
+pub struct Mounted(pub PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if !cfs(&[os("unmount"), self.0.as_os_str()]).status.success() {
+            let _ = cfs(&[os("unmount"), os("--lazy"), self.0.as_os_str()]);
+        }
+    }
+}
+
+/// Runs `cfs mount ARGS` (`mnt` being its mount point); on success returns
+/// the guard.
+pub fn mount(args: &[&OsStr], mnt: &Path) -> Result<Mounted, String> {
+    let mut all = vec![os("mount")];
+    all.extend_from_slice(args);
+    let o = cfs(&all);
+    if o.status.success() {
+        Ok(Mounted(mnt.to_path_buf()))
+    } else {
+        Err(stderr(&o))
+    }
+}
+
+/// xorshift64*: a tiny deterministic PRNG.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A generator for any seed (0 included): the state is the seed run
+    /// through splitmix64, which never gives xorshift its one stuck state.
+    pub fn seeded(seed: u64) -> Rng {
+        let state = splitmix64(seed);
+        Rng(if state == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            state
+        })
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform-enough in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// In `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `percent`/100.
+    pub fn percent(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n + 8);
+        while out.len() < n {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(n);
+        out
+    }
+
+    /// Random bytes, between `lo` and `hi` of them.
+    pub fn bytes_in(&mut self, lo: usize, hi: usize) -> Vec<u8> {
+        let n = self.range(lo, hi);
+        self.bytes(n)
+    }
+}
+
+/// One step of splitmix64: turns a seed (or a seed plus a counter) into a
+/// well-mixed 64-bit value.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The plain user the rootless tests run as (`.ci/run` creates it).
+pub const TEST_USER: &str = "cfs-test";
+
+/// Whether `tool` is on `PATH`.
+pub fn have_tool(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Why tests that mount as root and as [`TEST_USER`] can't run here, if they
+/// can't: not root, one of `tools` missing, or no erofs, overlay or fuse in
+/// the kernel. Otherwise does the setup `.ci/run` does, so that a test runs
+/// alone too: `/dev/fuse` usable by everyone (0666, as distributions ship
+/// it) and the user created.
+pub fn rootless_unavailable(tools: &[&str]) -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root (needed to set up the test user and /dev/fuse)".into());
+    }
+    if let Some(tool) = tools.iter().find(|t| !have_tool(t)) {
+        return Some(format!("{tool} is not installed"));
+    }
+    for (fs, module) in [("erofs", "erofs"), ("overlay", "overlay"), ("fuse", "fuse")] {
+        let have = || {
+            std::fs::read_to_string("/proc/filesystems")
+                .unwrap_or_default()
+                .contains(fs)
+        };
+        if !have() {
+            let _ = Command::new("modprobe").arg(module).status();
+            if !have() {
+                return Some(format!("the kernel has no {fs}"));
+            }
+        }
+    }
+    let _ = Command::new("chmod").args(["0666", "/dev/fuse"]).status();
+    let exists = Command::new("id")
+        .arg(TEST_USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists
+        && !Command::new("useradd")
+            .args(["-m", TEST_USER])
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        return Some(format!("could not create the user {TEST_USER}"));
+    }
+    None
+}
+
+/// Who runs a test script.
+#[derive(Clone, Copy, Debug)]
+pub enum As {
+    /// This process's user (root).
+    Root,
+    /// [`TEST_USER`], through `setpriv`.
+    User,
+    /// [`TEST_USER`] as root of a new user and mount namespace (`unshare
+    /// -Urm`), where only its own ids are mapped (to 0).
+    UserNs,
+    /// As `UserNs`, with the user's subordinate ids mapped too: `outer` from
+    /// `/etc/subuid` (and the same for groups from `/etc/subgid`) appear as
+    /// `1..=count` in the namespace, through `newuidmap`/`newgidmap`.
+    UserNsAllIds { uids: (u32, u32), gids: (u32, u32) },
+}
+
+/// The first subordinate id range `(start, count)` of [`TEST_USER`] in
+/// `/etc/subuid` or `/etc/subgid`.
+pub fn subordinate_ids(file: &str) -> Option<(u32, u32)> {
+    std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == TEST_USER).then_some(())?;
+        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    })
+}
+
+/// Runs `script` under `sh -eu` in `dir` as `who`, with `env` set and a
+/// time limit (`timeout`, so a hung server fails the test instead of
+/// hanging it).
+pub fn run_script(
+    who: As,
+    dir: &Path,
+    env: &[(&str, &OsStr)],
+    limit: Duration,
+    script: &str,
+) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5"]).arg(limit.as_secs().to_string());
+    if !matches!(who, As::Root) {
+        cmd.args([
+            "setpriv",
+            "--reuid",
+            TEST_USER,
+            "--regid",
+            TEST_USER,
+            "--init-groups",
+        ]);
+    }
+    match who {
+        As::Root | As::User => {}
+        As::UserNs => {
+            cmd.args(["unshare", "-Urm"]);
+        }
+        As::UserNsAllIds { uids, gids } => {
+            cmd.args(["unshare", "-Urm"])
+                .arg(format!("--map-users={},1,{}", uids.0, uids.1))
+                .arg(format!("--map-groups={},1,{}", gids.0, gids.1));
+        }
+    }
+    cmd.args(["sh", "-eu", "-c", script])
+        .env("CFS", env!("CARGO_BIN_EXE_cfs"))
+        .envs(env.iter().copied())
+        .env_remove("CFS_REPO")
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    let out = cmd.output().expect("run a test script");
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "{who:?} script timed out:\n{script}\nstderr: {}",
+        stderr(&out)
+    );
     out
 }
