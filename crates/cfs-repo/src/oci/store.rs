@@ -97,25 +97,31 @@ pub fn layer_object(repo: &Repository, digest: &str) -> Result<Option<Digest>, O
     }
 }
 
-/// Every layer digest recorded (as `sha256:HEX`).
-pub fn layer_digests(repo: &Repository) -> Result<Vec<String>, OciError> {
-    let dir = repo.path().join(LAYERS);
-    let mut out = Vec::new();
-    let rd = match std::fs::read_dir(&dir) {
+/// The UTF-8 names in `dir` (others can't be digests or tags); none if
+/// `dir` does not exist yet.
+fn utf8_names(dir: &Path) -> Result<Vec<String>, OciError> {
+    let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_err("read", &dir)(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("read", dir)(e)),
     };
+    let mut out = Vec::new();
     for e in rd {
-        let e = e.map_err(io_err("read", &dir))?;
-        if let Some(n) = e.file_name().to_str() {
-            let d = format!("sha256:{n}");
-            if sha256_hex(&d).is_ok() {
-                out.push(d);
-            }
+        let e = e.map_err(io_err("read", dir))?;
+        if let Ok(n) = e.file_name().into_string() {
+            out.push(n);
         }
     }
     Ok(out)
+}
+
+/// Every layer digest recorded (as `sha256:HEX`).
+pub fn layer_digests(repo: &Repository) -> Result<Vec<String>, OciError> {
+    Ok(utf8_names(&repo.path().join(LAYERS))?
+        .into_iter()
+        .map(|n| format!("sha256:{n}"))
+        .filter(|d| sha256_hex(d).is_ok())
+        .collect())
 }
 
 /// Stores a layer tree as its record; the caller syncs and then links it.
@@ -198,18 +204,8 @@ pub fn read_tag(repo: &Repository, tag: &str) -> Result<Option<String>, OciError
 
 /// Every tag with its manifest digest, sorted.
 pub fn tags(repo: &Repository) -> Result<Vec<(String, String)>, OciError> {
-    let dir = repo.path().join(REFS);
     let mut out = Vec::new();
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_err("read", &dir)(e)),
-    };
-    for e in rd {
-        let e = e.map_err(io_err("read", &dir))?;
-        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
+    for name in utf8_names(&repo.path().join(REFS))? {
         if check_tag(&name).is_err() {
             continue;
         }
