@@ -109,7 +109,7 @@ impl SmallFs {
                 .status()
                 .is_ok_and(|s| s.success());
         if !mounted {
-            eprintln!("skipped: needs root to mount a tmpfs");
+            cfs_testkit::report_skip("needs root to mount a tmpfs");
             return None;
         }
         Some(SmallFs(dir))
