@@ -320,10 +320,7 @@ impl KernelOverlay {
         if !o.status.success() {
             return Err(format!("mount -t overlay: {}", crate::command::stderr(&o)));
         }
-        Ok(KernelOverlay {
-            overlay,
-            erofs,
-        })
+        Ok(KernelOverlay { overlay, erofs })
     }
 
     /// The overlay's mount point.
