@@ -15,7 +15,9 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 # An explicit --target keeps these flags off build scripts and proc macros.
 triple=$(rustc -vV | sed -n "s/^host: //p")
 bins=(--bin "$target")
-[ "$target" = tar_import ] && bins+=(--bin tar_import_seeds)
+case $target in
+    erofs_walk | tar_import) bins+=(--bin "${target}_seeds");;
+esac
 cargo build --release --target "$triple" "${bins[@]}" >&2
 conf=../../shared/conformance
 corpus=corpus/$target
@@ -27,14 +29,14 @@ if [ -z "$(ls -A "$corpus")" ]; then
                 case $f in *.gz) { zcat "$f" | head -c 65536 > "$corpus/$(basename "$f" .gz)"; } || true;; *) cp "$f" "$corpus/";; esac
             done;;
         erofs_walk)
-            cfs=../target/debug/cfs
-            [ -x "$cfs" ] || (cd .. && env -u RUSTFLAGS cargo build -q -p cfs)
+            # Images our writer builds from the dumps, up to 1 MiB (-max_len).
+            seeds=target/"$triple"/release/erofs_walk_seeds
             for f in "$conf"/assets/*; do
                 n=$(basename "$f" .gz)
-                case $f in *.gz) zcat "$f" > /tmp/cfs-fuzz-seed.dump;; *) cp "$f" /tmp/cfs-fuzz-seed.dump;; esac
-                "$cfs" mkfs --from-file /tmp/cfs-fuzz-seed.dump "$corpus/$n.img" 2>/dev/null || true
-                # libFuzzer's default max_len is small; keep seeds that fit 1 MiB.
-                [ "$(stat -c %s "$corpus/$n.img" 2>/dev/null || echo 0)" -le 1048576 ] || rm -f "$corpus/$n.img"
+                case $f in
+                    *.gz) zcat "$f" | "$seeds" - "$corpus/$n.img" 2>/dev/null || true;;
+                    *) "$seeds" "$f" "$corpus/$n.img" 2>/dev/null || true;;
+                esac
             done;;
         tar_import)
             seeds=target/"$triple"/release/tar_import_seeds

@@ -1,18 +1,18 @@
 //! Mounting composefs images, in three modes ([`MountMode`]):
 //! - **kernel**: erofs from the image file under overlayfs with the object
-//!   directories as data-only layers ([`kernel`]), for CAP_SYS_ADMIN in the
+//!   directories as data-only layers (`kernel`), for CAP_SYS_ADMIN in the
 //!   initial user namespace;
 //! - **fuse+overlay**: the cfs FUSE server for metadata under an overlayfs
 //!   with `userxattr` that reads contents from the object directories itself,
-//!   for root in a user namespace ([`fuse`]);
+//!   for root in a user namespace (`fuse`);
 //! - **standalone FUSE**: the server for metadata and contents, mounted with
 //!   `fusermount3`, for anyone.
 //!
 //! [`mount_as`] picks the mode ([`detect`]) and mounts; [`mount`] mounts in a
 //! given one. [`options`] builds what the kernel is told (pure, unit tested),
 //! [`syscalls`] is the thin layer that tells it, [`server`] runs the FUSE
-//! server (detached or in the foreground), [`unmount`] undoes any mode,
-//! [`mounts`] lists what cfs has mounted, and [`repo`] finds an image in a
+//! server (detached or in the foreground), [`unmount()`] undoes any mode,
+//! [`mounts`] lists what cfs has mounted, and `repo` finds an image in a
 //! repository by name.
 
 pub mod detect;

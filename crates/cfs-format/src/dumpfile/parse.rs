@@ -42,7 +42,7 @@ pub const MAX_XATTR_NAME_LEN: usize = 255;
 /// Longest xattr value.
 pub const MAX_XATTR_VALUE_LEN: usize = u16::MAX as usize;
 /// Xattr space one inode may use from a dumpfile (`LCFS_INODE_EXTERNAL_XATTR_MAX`),
-/// counted as C counts it: see [`XattrSpace`].
+/// counted as C counts it: see `XattrSpace`.
 pub const MAX_XATTR_SPACE: usize = u16::MAX as usize / 2;
 /// Longest xattr part of a line. C caps it at 65535 bytes ("Too many xattrs"),
 /// but the xattrs an inode may hold ([`MAX_XATTR_SPACE`] bytes) can take four

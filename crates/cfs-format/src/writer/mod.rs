@@ -1,7 +1,7 @@
-//! Writes a [`Tree`](crate::Tree) as a composefs EROFS image, byte for byte as C `mkcomposefs` does.
+//! Writes a [`Tree`] as a composefs EROFS image, byte for byte as C `mkcomposefs` does.
 //!
-//! Three passes: [`prepare`] (overlay xattrs, whiteouts, breadth-first
-//! numbering), [`layout`] (where each inode, xattr and block goes), [`emit`]
+//! Three passes: `prepare` (overlay xattrs, whiteouts, breadth-first
+//! numbering), `layout` (where each inode, xattr and block goes), `emit`
 //! (the bytes). The whole image is built in memory: it holds metadata only.
 
 mod emit;

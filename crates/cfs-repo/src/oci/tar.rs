@@ -6,7 +6,7 @@
 //! `Read`, hands out the raw header fields and the PAX records, and never
 //! touches the file system unless asked to unpack, which we never do. What a
 //! hand-written reader would have added is a cap on extension headers (GNU
-//! `L`/`K` and PAX `x` records are read into memory whole): [`Guard`] adds
+//! `L`/`K` and PAX `x` records are read into memory whole): `Guard` adds
 //! it from outside, by limiting how many bytes the crate may read between
 //! two entries.
 //!

@@ -6,9 +6,9 @@
 //! `openat2(RESOLVE_BENEATH)`.
 //!
 //! A repository's `objects/` is one of these; so is a plain `--digest-store`
-//! directory. Writing ([`insert`]) hashes while copying, publishes a fully
+//! directory. Writing (`insert`) hashes while copying, publishes a fully
 //! written and synced file under its name in one `linkat`, and never rewrites
-//! an existing object. Listing and verifying ([`verify`]) walk the `XX/`
+//! an existing object. Listing and verifying (`verify`) walk the `XX/`
 //! directories and re-hash.
 
 mod insert;

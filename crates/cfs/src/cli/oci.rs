@@ -15,7 +15,7 @@ use std::sync::Mutex;
 /// `cfs oci` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum OciCommand {
-    /// Pull an image (oci:DIR[:TAG], oci-archive:FILE, docker://HOST/REPO:TAG,
+    /// Pull an image (oci:DIR, oci:DIR:TAG, oci-archive:FILE, docker://HOST/REPO:TAG,
     /// docker-archive:FILE) into the repository and tag it NAME.
     Pull(PullArgs),
     /// List the OCI images: NAME, manifest digest, image id.
