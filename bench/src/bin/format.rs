@@ -36,9 +36,17 @@ fn main() {
             .expect("parse");
         composefs::erofs::writer::mkfs_erofs(&fs)
     });
-    row("cs9 dumpfile → image (parse + write)", ours, theirs, "lines/s", lines);
+    row(
+        "cs9 dumpfile → image (parse + write)",
+        ours,
+        theirs,
+        "lines/s",
+        lines,
+    );
 
-    let ours = median(10, || cfs_format::writer::write_image(&tree, &Default::default()));
+    let ours = median(10, || {
+        cfs_format::writer::write_image(&tree, &Default::default())
+    });
     let fs = composefs::dumpfile::dumpfile_to_validated_filesystem::<Sha256HashValue>(text)
         .expect("parse");
     let theirs = median(10, || composefs::erofs::writer::mkfs_erofs(&fs));
@@ -47,8 +55,16 @@ fn main() {
     let data: Vec<u8> = (0..256u32 << 20).map(|i| (i * 7 + 3) as u8).collect();
     let mib = data.len() as f64 / (1 << 20) as f64;
     let ours = median(5, || cfs_format::fsverity::digest(&data));
-    let theirs = median(5, || composefs::fsverity::compute_verity::<Sha256HashValue>(&data));
-    row("fs-verity digest of 256 MiB (one core)", ours, theirs, "MiB/s", mib);
+    let theirs = median(5, || {
+        composefs::fsverity::compute_verity::<Sha256HashValue>(&data)
+    });
+    row(
+        "fs-verity digest of 256 MiB (one core)",
+        ours,
+        theirs,
+        "MiB/s",
+        mib,
+    );
 }
 
 /// Rewrites `xx/hex.file` payloads of regular files to `xx/hex` with the digest field set.
@@ -57,7 +73,8 @@ fn canonical_payloads(dump: &[u8]) -> Vec<u8> {
     let mut out = String::with_capacity(text.len() + text.len() / 4);
     for line in text.lines() {
         let mut f: Vec<String> = line.split(' ').map(str::to_string).collect();
-        let regular = u32::from_str_radix(f.get(2).map_or("", String::as_str), 8).is_ok_and(|m| m & 0o170000 == 0o100000);
+        let regular = u32::from_str_radix(f.get(2).map_or("", String::as_str), 8)
+            .is_ok_and(|m| m & 0o170000 == 0o100000);
         if f.len() > 10 && regular && f[8] != "-" && f[10] == "-" {
             let path = f[8].trim_end_matches(".file").to_string();
             f[10] = path.replace('/', "");

@@ -11,28 +11,11 @@
 //! Uses the release `cfs` binary of the main workspace (`cargo build
 //! --release` first) and `mksquashfs`/`squashfuse` from Debian.
 
+use cfs_bench::{cfs, drop_caches, run, umount, walk};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn cfs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/cfs")
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn drop_caches() {
-    run(&mut Command::new("sync"));
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches (root?)");
-}
-
-fn umount(p: &Path) {
-    let _ = Command::new("umount").arg(p).status();
-}
 
 /// A `cfs fuse-serve --foreground` child and how long it took to be ready.
 fn cfs_mount(args: &[&str], mnt: &Path) -> (Child, Duration) {
@@ -46,7 +29,9 @@ fn cfs_mount(args: &[&str], mnt: &Path) -> (Child, Duration) {
         .spawn()
         .expect("cfs fuse-serve");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "ready");
     (child, t.elapsed())
 }
@@ -63,23 +48,6 @@ fn rss_kb(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
         .unwrap()
-}
-
-/// readdir + lstat of everything under `root`; returns the entry count.
-fn walk(root: &Path) -> u64 {
-    let mut n = 0;
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            n += 1;
-            if m.is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    n
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -119,7 +87,10 @@ fn mount_ready(tmp: &Path) {
         let dump = tmp.join("synthetic.dump");
         std::fs::write(&dump, synthetic_dump(n)).unwrap();
         let image = tmp.join(format!("synthetic-{n}.cfs"));
-        run(Command::new(cfs()).args(["mkfs", "--from-file"]).arg(&dump).arg(&image));
+        run(Command::new(cfs())
+            .args(["mkfs", "--from-file"])
+            .arg(&dump)
+            .arg(&image));
         let mut fuse = Vec::new();
         let mut mapped = Vec::new();
         let mut kernel = Vec::new();
@@ -134,7 +105,10 @@ fn mount_ready(tmp: &Path) {
             fuse.push(t);
             stop(child, &mnt);
             let (_, t) = timed(|| {
-                run(Command::new("mount").args(["-t", "erofs", "-o", "ro,loop"]).arg(&image).arg(&mnt))
+                run(Command::new("mount")
+                    .args(["-t", "erofs", "-o", "ro,loop"])
+                    .arg(&image)
+                    .arg(&mnt))
             });
             kernel.push(t);
             umount(&mnt);
@@ -167,16 +141,29 @@ fn walks(tmp: &Path, tree: &Path) {
     });
     eprintln!("cfs mkfs --digest-store {}: {}", tree.display(), ms(t));
     // As a repository image, so that the server maps it.
-    let id = String::from_utf8(Command::new(cfs()).arg("digest").arg(&image).output().unwrap().stdout).unwrap();
+    let id = String::from_utf8(
+        Command::new(cfs())
+            .arg("digest")
+            .arg(&image)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     let id = &id[..64];
     std::fs::rename(&image, repo.join("images").join(id)).unwrap();
     let image = repo.join("images").join(id);
     let sqsh = tmp.join("tree.sqsh");
     let (_, t) = timed(|| {
-        run(Command::new("mksquashfs")
-            .arg(tree)
-            .arg(&sqsh)
-            .args(["-noappend", "-no-progress", "-quiet", "-comp", "gzip", "-noD", "-noF"]))
+        run(Command::new("mksquashfs").arg(tree).arg(&sqsh).args([
+            "-noappend",
+            "-no-progress",
+            "-quiet",
+            "-comp",
+            "gzip",
+            "-noD",
+            "-noF",
+        ]))
     });
     eprintln!("mksquashfs: {}", ms(t));
 
@@ -192,23 +179,40 @@ fn walks(tmp: &Path, tree: &Path) {
         let rss = pid.map(rss_kb);
         results.push((name.to_owned(), n, cold, warm.min(warm2), rss));
     };
-    run(Command::new("mount").args(["-t", "erofs", "-o", "ro,loop"]).arg(&image).arg(&mnt));
+    run(Command::new("mount")
+        .args(["-t", "erofs", "-o", "ro,loop"])
+        .arg(&image)
+        .arg(&mnt));
     measure("kernel erofs", &mnt, None);
     umount(&mnt);
     let (child, _) = cfs_mount(&["--repo", repo.to_str().unwrap(), id], &mnt);
     measure("cfs FUSE standalone", &mnt, Some(child.id()));
     stop(child, &mnt);
-    let child = Command::new("squashfuse").arg("-f").arg(&sqsh).arg(&mnt).spawn().unwrap();
+    let child = Command::new("squashfuse")
+        .arg("-f")
+        .arg(&sqsh)
+        .arg(&mnt)
+        .spawn()
+        .unwrap();
     let start = Instant::now();
-    while !std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(mnt.to_str().unwrap()) {
-        assert!(start.elapsed() < Duration::from_secs(20), "squashfuse did not mount");
+    while !std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(mnt.to_str().unwrap())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "squashfuse did not mount"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     measure("squashfuse (Debian)", &mnt, Some(child.id()));
     stop(child, &mnt);
 
     let kernel = results[0].clone();
-    println!("\n### Stat-all walk of `{}` (readdir + lstat, one thread)\n", tree.display());
+    println!(
+        "\n### Stat-all walk of `{}` (readdir + lstat, one thread)\n",
+        tree.display()
+    );
     println!("| mount | entries | cold | cold vs kernel | warm | warm vs kernel | server RSS |");
     println!("|---|---|---|---|---|---|---|");
     for (name, n, cold, warm, rss) in &results {
@@ -239,12 +243,18 @@ fn read_all(path: &Path) -> u64 {
 fn sequential(tmp: &Path) {
     let src = tmp.join("big-src");
     std::fs::create_dir_all(&src).unwrap();
-    let data: Vec<u8> = (0..1u64 << 30).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..1u64 << 30)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(src.join("big"), &data).unwrap();
     drop(data);
     let objects = tmp.join("big-objects");
     let image = tmp.join("big.cfs");
-    run(Command::new(cfs()).args(["mkfs", "--digest-store"]).arg(&objects).arg(&src).arg(&image));
+    run(Command::new(cfs())
+        .args(["mkfs", "--digest-store"])
+        .arg(&objects)
+        .arg(&src)
+        .arg(&image));
     let mib = 1024.0;
     let rate = |d: Duration| format!("{:.0} MiB/s", mib / d.as_secs_f64());
     println!("\n### Sequential read of a 1 GiB file (caches dropped before each read)\n");
@@ -254,9 +264,18 @@ fn sequential(tmp: &Path) {
     let ovl = tmp.join("big-ovl");
     std::fs::create_dir_all(&ero).unwrap();
     std::fs::create_dir_all(&ovl).unwrap();
-    run(Command::new("mount").args(["-t", "erofs", "-o", "ro,loop"]).arg(&image).arg(&ero));
-    let opts = format!("ro,lowerdir={}::{},metacopy=on,redirect_dir=on", ero.display(), objects.display());
-    run(Command::new("mount").args(["-t", "overlay", "-o", &opts, "none"]).arg(&ovl));
+    run(Command::new("mount")
+        .args(["-t", "erofs", "-o", "ro,loop"])
+        .arg(&image)
+        .arg(&ero));
+    let opts = format!(
+        "ro,lowerdir={}::{},metacopy=on,redirect_dir=on",
+        ero.display(),
+        objects.display()
+    );
+    run(Command::new("mount")
+        .args(["-t", "overlay", "-o", &opts, "none"])
+        .arg(&ovl));
     drop_caches();
     let (_, a) = timed(|| read_all(&ovl.join("big")));
     drop_caches();
@@ -264,9 +283,18 @@ fn sequential(tmp: &Path) {
     println!("| kernel overlay | {} | {} |", rate(a), rate(b));
     umount(&ovl);
     umount(&ero);
-    for (name, verity) in [("cfs FUSE standalone (verified)", "auto"), ("cfs FUSE standalone (--verity none)", "none")] {
+    for (name, verity) in [
+        ("cfs FUSE standalone (verified)", "auto"),
+        ("cfs FUSE standalone (--verity none)", "none"),
+    ] {
         let (child, _) = cfs_mount(
-            &[image.to_str().unwrap(), "--basedir", objects.to_str().unwrap(), "--verity", verity],
+            &[
+                image.to_str().unwrap(),
+                "--basedir",
+                objects.to_str().unwrap(),
+                "--verity",
+                verity,
+            ],
             &ovl,
         );
         drop_caches();
@@ -279,11 +307,16 @@ fn sequential(tmp: &Path) {
 }
 
 fn main() {
-    assert!(cfs().exists(), "build the main workspace first: cargo build --release");
-    let tmp = std::env::var_os("CFS_BENCH_TMP").map_or_else(|| PathBuf::from("/var/tmp/cfs-bench-fuse"), PathBuf::from);
+    assert!(
+        cfs().exists(),
+        "build the main workspace first: cargo build --release"
+    );
+    let tmp = std::env::var_os("CFS_BENCH_TMP")
+        .map_or_else(|| PathBuf::from("/var/tmp/cfs-bench-fuse"), PathBuf::from);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
-    let tree = std::env::var_os("CFS_BENCH_TREE").map_or_else(|| PathBuf::from("/usr"), PathBuf::from);
+    let tree =
+        std::env::var_os("CFS_BENCH_TREE").map_or_else(|| PathBuf::from("/usr"), PathBuf::from);
     let only = std::env::args().nth(1).unwrap_or_default();
     if only.is_empty() || only == "ready" {
         mount_ready(&tmp);

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 fn walk(p: &Path, files: &mut u64, bytes: &mut u64) {
     let Ok(rd) = std::fs::read_dir(p) else { return };
     for e in rd.flatten() {
-        let Ok(m) = e.path().symlink_metadata() else { continue };
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
         if m.is_dir() {
             walk(&e.path(), files, bytes);
         } else if m.is_file() {
@@ -37,16 +39,23 @@ fn timed(what: &str, cmd: &mut Command) -> Duration {
         "{what} failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    eprintln!("{what}: {:.2}s {}", d.as_secs_f64(), String::from_utf8_lossy(&o.stderr).trim());
+    eprintln!(
+        "{what}: {:.2}s {}",
+        d.as_secs_f64(),
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
     d
 }
 
 fn main() {
     let tree = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "/usr".into()));
-    let cfs = std::env::var_os("CFS_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/cfs")
-    });
-    assert!(cfs.exists(), "build cfs first: cargo build --release (or set CFS_BIN)");
+    let cfs = std::env::var_os("CFS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/cfs"));
+    assert!(
+        cfs.exists(),
+        "build cfs first: cargo build --release (or set CFS_BIN)"
+    );
     let work = tempfile_dir();
 
     let (mut files, mut bytes) = (0, 0);
@@ -74,13 +83,18 @@ fn main() {
     let warm = import("cfs create-image (all objects present)");
     let _ = std::fs::remove_dir_all(&work);
 
-    let data: Vec<u8> = (0..256u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..256u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let hash = cfs_bench::median(5, || cfs_format::fsverity::digest(&data));
     let hash_mb = data.len() as f64 / 1e6 / hash.as_secs_f64();
 
     let rate = |d: Duration| (mb / d.as_secs_f64(), files as f64 / d.as_secs_f64());
-    println!("Tree: `{}`, {files} files, {mb:.0} MB; {} CPUs.\n", tree.display(),
-        std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "Tree: `{}`, {files} files, {mb:.0} MB; {} CPUs.\n",
+        tree.display(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!("| job | time | MB/s | files/s | vs `cp -a` | vs 1-core sha256 |");
     println!("|---|---|---|---|---|---|");
     let (cp_mb, _) = rate(cp);
@@ -104,7 +118,9 @@ fn main() {
 /// A fresh directory under the current directory's file system (`./bench-tmp-PID`),
 /// so copies and the store share one file system as in production.
 fn tempfile_dir() -> PathBuf {
-    let p = std::env::current_dir().expect("cwd").join(format!("bench-tmp-{}", std::process::id()));
+    let p = std::env::current_dir()
+        .expect("cwd")
+        .join(format!("bench-tmp-{}", std::process::id()));
     std::fs::create_dir_all(&p).expect("create bench dir");
     p
 }

@@ -14,27 +14,10 @@
 //! of every regular file. Each cold (after `drop_caches`) and warm. Tree:
 //! `/usr/share` or the first argument. Uses `../target/release/cfs`.
 
-use std::path::{Path, PathBuf};
+use cfs_bench::{cfs, drop_caches, run};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn cfs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/cfs")
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn drop_caches() {
-    run(&mut Command::new("sync"));
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches (root?)");
-}
 
 /// `sh -c script` as root or as the plain user, timed.
 fn timed(user: bool, script: &str) -> Duration {

@@ -10,46 +10,12 @@
 //! (default `/var/tmp/cfs-bench-mount`), reused by later runs. The `cfs` binary
 //! is `../target/release/cfs` unless `CFS` names another.
 
+use cfs_bench::{drop_caches, run, walk};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 5;
-
-fn run(cmd: &mut Command) {
-    let o = cmd.output().expect("spawn");
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn drop_caches() {
-    rustix_sync();
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches (root?)");
-}
-
-fn rustix_sync() {
-    run(&mut Command::new("sync"));
-}
-
-/// readdir + lstat of every entry under `root`; returns the count.
-fn walk(root: &Path) -> u64 {
-    let mut n = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("readdir") {
-            let e = e.expect("entry");
-            let m = std::fs::symlink_metadata(e.path()).expect("lstat");
-            n += 1;
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    n
-}
 
 struct Times {
     mount: Vec<Duration>,

@@ -57,20 +57,36 @@ fn main() {
         );
     }
     let cfs = std::env::var("CFS_BIN").unwrap_or_else(|_| "../target/release/cfs".into());
-    let work = PathBuf::from(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp/cfs-bench-oci".into()));
+    let work = PathBuf::from(
+        std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp/cfs-bench-oci".into()),
+    );
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     // A one-layer image of the tar, via umoci (new + raw add-layer).
     let layout = work.join("layout");
-    run("umoci init", Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+    run(
+        "umoci init",
+        Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout),
+    );
     let img = format!("{}:bench", layout.display());
-    run("umoci new", Command::new("umoci").args(["new", "--image", &img]));
+    run(
+        "umoci new",
+        Command::new("umoci").args(["new", "--image", &img]),
+    );
     run(
         "umoci raw add-layer",
-        Command::new("umoci").args(["raw", "add-layer", "--image", &img]).arg(&tar),
+        Command::new("umoci")
+            .args(["raw", "add-layer", "--image", &img])
+            .arg(&tar),
     );
     // The registry.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = work.join("registry.yml");
     std::fs::write(
         &config,
@@ -104,17 +120,23 @@ fn main() {
         let repo = work.join(format!("repo{i}"));
         pull.push(run(
             "cfs oci pull",
-            Command::new(&cfs)
-                .arg("--repo")
-                .arg(&repo)
-                .args(["oci", "pull", "--tls-verify=false", &remote, "minbase"]),
+            Command::new(&cfs).arg("--repo").arg(&repo).args([
+                "oci",
+                "pull",
+                "--tls-verify=false",
+                &remote,
+                "minbase",
+            ]),
         ));
         repull.push(run(
             "cfs oci pull (again)",
-            Command::new(&cfs)
-                .arg("--repo")
-                .arg(&repo)
-                .args(["oci", "pull", "--tls-verify=false", &remote, "minbase2"]),
+            Command::new(&cfs).arg("--repo").arg(&repo).args([
+                "oci",
+                "pull",
+                "--tls-verify=false",
+                &remote,
+                "minbase2",
+            ]),
         ));
         let dir = work.join(format!("copy{i}"));
         copy.push(run(
@@ -141,7 +163,10 @@ fn main() {
             mib / d.as_secs_f64()
         )
     };
-    println!("image: {} ({mib:.0} MiB uncompressed tar), median of 3\n", tar.display());
+    println!(
+        "image: {} ({mib:.0} MiB uncompressed tar), median of 3\n",
+        tar.display()
+    );
     println!("| job | time | uncompressed rate |\n|---|---|---|");
     let (p, c, u) = (median(pull), median(copy), median(unpack));
     row("cfs oci pull (fetch + check + import + image)", p);

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 /// kernel refuses to read: `user.*` on a symlink or device (ENODATA, by the
 /// VFS's xattr rules) and a malformed POSIX ACL (EINVAL). Those are compared by
 /// name only.
-fn xattrs_of(path: &Path) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+fn kernel_xattrs(path: &Path) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
     xattrs_listed(path)
         .unwrap()
         .into_iter()
@@ -106,7 +106,7 @@ fn compare_node(path: &Path, node: &Node, diffs: &mut Vec<String>) {
         _ => {}
     }
 
-    let mut raw = xattrs_of(path);
+    let mut raw = kernel_xattrs(path);
     if let Some(Some(redirect)) = raw.remove(overlay::REDIRECT) {
         let want = node.payload.as_ref().map(|p| [&b"/"[..], p].concat());
         if Some(&redirect) != want.as_ref() {
