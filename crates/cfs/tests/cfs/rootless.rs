@@ -144,7 +144,7 @@ list() (
 )
 "#;
 
-/// The kernel mount's listing, which `tests/mount.rs` and the root test
+/// The kernel mount's listing, which the `mount` tests and the root test
 /// here hold equal to the image's dump: the reference for the other users.
 fn kernel_listing(s: &Setup) -> String {
     run_ok(
