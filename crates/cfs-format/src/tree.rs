@@ -323,6 +323,17 @@ impl Tree {
         Ok(())
     }
 
+    /// Removes the entry `name` from directory `dir`, if there is one, and
+    /// returns the node it named. The node stays in the arena (unnamed, unless
+    /// another entry names it).
+    pub fn unlink(&mut self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        let entries = &mut self.nodes[dir.index()].entries;
+        let i = entries
+            .binary_search_by(|e| e.name.as_slice().cmp(name))
+            .ok()?;
+        Some(entries.remove(i).node)
+    }
+
     /// Finds the node at a `/`-separated path from the root (no `.`/`..` handling).
     pub fn lookup_path(&self, path: &[u8]) -> Option<NodeId> {
         let mut cur = self.root();
@@ -366,5 +377,36 @@ mod tests {
         assert!(t.link(t.root(), b"..", n, false).is_err());
         assert!(t.link(t.root(), b"x/y", n, false).is_err());
         assert_eq!(t.lookup_path(b"/c"), Some(NodeId(3)));
+    }
+
+    #[test]
+    fn unlink_removes_one_name_only() {
+        let mut t = Tree::new(dir());
+        let a = t.add_node(dir());
+        let b = t.add_node(dir());
+        t.link(t.root(), b"a", a, false).unwrap();
+        t.link(t.root(), b"b", b, false).unwrap();
+        t.link(t.root(), b"c", a, true).unwrap();
+        // (name to remove, node it named, names left)
+        let table: &[(&[u8], Option<NodeId>, &[&[u8]])] = &[
+            (b"missing", None, &[b"a", b"b", b"c"]),
+            (b"a", Some(a), &[b"b", b"c"]),
+            (b"a", None, &[b"b", b"c"]),
+            (b"c", Some(a), &[b"b"]),
+            (b"b", Some(b), &[]),
+        ];
+        for &(name, removed, left) in table {
+            assert_eq!(t.unlink(t.root(), name), removed, "{name:?}");
+            let names: Vec<&[u8]> = t
+                .node(t.root())
+                .entries
+                .iter()
+                .map(|e| e.name.as_slice())
+                .collect();
+            assert_eq!(names, left, "after unlinking {name:?}");
+        }
+        // Nodes stay in the arena; a file has no entries to remove.
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.unlink(a, b"x"), None);
     }
 }

@@ -269,15 +269,6 @@ fn join(comps: &[&[u8]]) -> String {
     String::from_utf8_lossy(&comps.join(&b'/')).into_owned()
 }
 
-/// Removes `name` from directory `dir` (if present); returns the node it named.
-pub(crate) fn unlink(tree: &mut Tree, dir: NodeId, name: &[u8]) -> Option<NodeId> {
-    let entries = &mut tree.node_mut(dir).entries;
-    let i = entries
-        .binary_search_by(|e| e.name.as_slice().cmp(name))
-        .ok()?;
-    Some(entries.remove(i).node)
-}
-
 impl<'a> LayerReader<'a> {
     fn err(&self, path: &str, reason: impl Into<String>) -> OciError {
         OciError::Entry {
@@ -526,7 +517,7 @@ impl<'a> LayerReader<'a> {
             if existing == Some(target) {
                 return Ok(());
             }
-            unlink(&mut self.tree, dir, name);
+            self.tree.unlink(dir, name);
             self.tree
                 .link(dir, name, target, true)
                 .map_err(|e| self.err(shown, e.to_string()))?;
@@ -542,7 +533,7 @@ impl<'a> LayerReader<'a> {
                 }
                 _ => {
                     let was_whiteout = existing.is_some_and(|n| is_whiteout(self.tree.node(n)));
-                    unlink(&mut self.tree, dir, name);
+                    self.tree.unlink(dir, name);
                     let mut node = Node::new(stat);
                     node.xattrs = xattrs;
                     if was_whiteout {
@@ -633,7 +624,7 @@ impl<'a> LayerReader<'a> {
             }
             FileType::Fifo | FileType::Socket | FileType::Directory => {}
         }
-        unlink(&mut self.tree, dir, name);
+        self.tree.unlink(dir, name);
         let id = self.tree.add_node(node);
         self.tree
             .link(dir, name, id, false)
