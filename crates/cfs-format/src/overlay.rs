@@ -29,6 +29,13 @@ pub const USERXATTR_WHITEOUTS: &[u8] = b"user.overlay.whiteouts";
 /// Opaque marker under `userxattr`.
 pub const USERXATTR_OPAQUE: &[u8] = b"user.overlay.opaque";
 
+/// True for an overlay whiteout: a character device with device number 0/0
+/// (`mode` is a full `st_mode`, `rdev` a Linux `dev_t`). overlayfs hides the
+/// name it is found under, and so does every reader of a layer.
+pub const fn is_whiteout(mode: u32, rdev: u64) -> bool {
+    mode & crate::tree::mode::S_IFMT == crate::tree::mode::S_IFCHR && rdev == 0
+}
+
 /// The metacopy xattr value for a digest: version 0, length 36, flags 0,
 /// hash algorithm 1 (sha256), then the 32 digest bytes.
 pub fn metacopy_value(digest: &crate::Digest) -> [u8; 36] {
@@ -47,5 +54,35 @@ pub fn metacopy_digest(value: &[u8]) -> Option<crate::Digest> {
         Some(crate::Digest(d))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whiteouts_are_char_devices_0_0() {
+        // (mode, rdev, is a whiteout)
+        let table: &[(u32, u64, bool)] = &[
+            (0o020000, 0, true),
+            (0o020644, 0, true),
+            (0o027777, 0, true),
+            (0o020644, 0x0103, false),
+            (0o020644, 1, false),
+            (0o020644, 1 << 8, false),
+            (0o020644, 1 << 32, false),
+            (0o060000, 0, false),
+            (0o100644, 0, false),
+            (0o040755, 0, false),
+            (0o010644, 0, false),
+            (0o120777, 0, false),
+            (0o140755, 0, false),
+            (0, 0, false),
+            (0o170000, 0, false),
+        ];
+        for &(mode, rdev, want) in table {
+            assert_eq!(is_whiteout(mode, rdev), want, "{mode:o} {rdev:#x}");
+        }
     }
 }

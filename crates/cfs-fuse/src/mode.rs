@@ -105,7 +105,7 @@ impl ServeMode {
     /// True when a directory entry for an inode of this `mode` and `rdev` is
     /// hidden: an overlay whiteout (character device 0/0) in standalone mode.
     pub fn hides_entry(&self, mode: u32, rdev: u64) -> bool {
-        *self == ServeMode::Standalone && mode & 0o170000 == 0o020000 && rdev == 0
+        *self == ServeMode::Standalone && cfs_format::overlay::is_whiteout(mode, rdev)
     }
 
     /// True when the xattr `shown` (a name [`ServeMode::present_name`] gave)

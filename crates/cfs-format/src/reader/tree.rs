@@ -154,7 +154,7 @@ impl<T: ImageSource> Image<T> {
                 )
             })?;
             let inode = self.inode(nid)?;
-            if inode.file_type() == Some(FileType::CharDevice) && inode.raw_u() == 0 {
+            if overlay::is_whiteout(inode.mode(), inode.rdev()) {
                 // An overlay whiteout stub: C skips these wherever they are.
                 if inode.nlink() > 1 {
                     return Err(corrupt(

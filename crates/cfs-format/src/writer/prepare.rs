@@ -138,10 +138,6 @@ fn walk(tree: &Tree) -> Result<Walk, WriteError> {
     Ok(w)
 }
 
-fn is_whiteout(stat: &Stat) -> bool {
-    stat.file_type() == Some(FileType::CharDevice) && stat.rdev == 0
-}
-
 /// Chunk size bits for an external file of this size (C `erofs_compute_chunk_bitsize`).
 pub(super) fn chunk_bits(size: u64) -> u32 {
     let bits = if size <= 1 {
@@ -182,7 +178,12 @@ pub(super) fn prepare(
     let w = walk(tree)?;
 
     let mut version = min_version;
-    if version < 1 && max_version >= 1 && w.order.iter().any(|&id| is_whiteout(&tree.node(id).stat))
+    if version < 1
+        && max_version >= 1
+        && w.order.iter().any(|&id| {
+            let stat = &tree.node(id).stat;
+            overlay::is_whiteout(stat.mode, stat.rdev)
+        })
     {
         version = 1;
     }
@@ -284,7 +285,8 @@ pub(super) fn prepare(
 
     // Whiteouts become escaped whiteouts: empty regular files, parent marked.
     for &id in &w.order {
-        if !is_whiteout(&work[&id].stat) {
+        let stat = &work[&id].stat;
+        if !overlay::is_whiteout(stat.mode, stat.rdev) {
             continue;
         }
         let node = work.get_mut(&id).expect("reachable");

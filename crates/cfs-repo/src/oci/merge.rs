@@ -11,7 +11,6 @@
 //! opaque markers and no internal markers: it is the unpacked root file
 //! system, which becomes one composefs image.
 
-use super::tar::is_whiteout;
 use super::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
 use cfs_format::overlay;
 use cfs_format::tree::mode;
@@ -106,7 +105,7 @@ impl Merger<'_> {
             path.extend_from_slice(&e.name);
             let ln = layer.node(e.node);
             let existing = self.out.node(out_dir).entry(&e.name).map(|x| x.node);
-            if is_whiteout(ln) {
+            if overlay::is_whiteout(ln.stat.mode, ln.stat.rdev) {
                 self.out.unlink(out_dir, &e.name);
             } else if ln.file_type() == Some(FileType::Directory) {
                 let target = match existing {

@@ -230,10 +230,6 @@ fn set_object(node: &mut Node, digest: cfs_format::Digest, content: Option<Vec<u
     node.content = content;
 }
 
-pub(crate) fn is_whiteout(n: &Node) -> bool {
-    n.file_type() == Some(FileType::CharDevice) && n.stat.rdev == 0
-}
-
 /// Linux `makedev`.
 fn makedev(major: u64, minor: u64) -> u64 {
     ((major & 0xffff_f000) << 32)
@@ -502,7 +498,7 @@ impl<'a> LayerReader<'a> {
                     if tn.file_type() == Some(FileType::Directory) {
                         return Err(self.err(shown, "hard link to a directory"));
                     }
-                    if is_whiteout(tn) {
+                    if overlay::is_whiteout(tn.stat.mode, tn.stat.rdev) {
                         return Err(self.err(shown, "hard link to a whiteout"));
                     }
                     t
@@ -532,7 +528,10 @@ impl<'a> LayerReader<'a> {
                     apply_dir_xattrs(node, xattrs);
                 }
                 _ => {
-                    let was_whiteout = existing.is_some_and(|n| is_whiteout(self.tree.node(n)));
+                    let was_whiteout = existing.is_some_and(|n| {
+                        let stat = &self.tree.node(n).stat;
+                        overlay::is_whiteout(stat.mode, stat.rdev)
+                    });
                     self.tree.unlink(dir, name);
                     let mut node = Node::new(stat);
                     node.xattrs = xattrs;
