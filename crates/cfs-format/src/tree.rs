@@ -224,6 +224,12 @@ pub enum TreeError {
 /// Longest file name composefs accepts (`LCFS_MAX_NAME_LENGTH`).
 pub const MAX_NAME_LEN: usize = 255;
 
+/// Longest symlink target: `PATH_MAX - 1` (4095) bytes. C composefs refuses a
+/// target of `PATH_MAX` bytes or more, and the kernel can't follow one. The
+/// dumpfile parser holds every payload to it (a backing file's path too), as
+/// C does; the writer, the image reader and the tar import hold targets to it.
+pub const MAX_SYMLINK_LEN: usize = 4095;
+
 /// A whole filesystem tree: an arena of nodes, node 0 the root directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tree {
@@ -377,6 +383,48 @@ mod tests {
         assert!(t.link(t.root(), b"..", n, false).is_err());
         assert!(t.link(t.root(), b"x/y", n, false).is_err());
         assert_eq!(t.lookup_path(b"/c"), Some(NodeId(3)));
+    }
+
+    /// Every reader and writer of symlinks holds them to [`MAX_SYMLINK_LEN`].
+    #[test]
+    fn symlink_targets_up_to_max_len() {
+        use crate::dumpfile::{parse, ParseMode};
+        use crate::writer::{write_image, WriteOptions};
+        // (target length, accepted)
+        let table = [
+            (1, true),
+            (MAX_SYMLINK_LEN - 1, true),
+            (MAX_SYMLINK_LEN, true),
+            (MAX_SYMLINK_LEN + 1, false),
+            (2 * MAX_SYMLINK_LEN, false),
+        ];
+        for (len, ok) in table {
+            let target = "t".repeat(len);
+            let dump = format!(
+                "/ 4096 40755 2 0 0 0 0.0 - - -\n/l {len} 120777 1 0 0 0 0.0 {target} - -\n"
+            );
+            let parsed = parse(dump.as_bytes(), ParseMode::Strict);
+            assert_eq!(parsed.is_ok(), ok, "dumpfile, {len}: {parsed:?}");
+
+            let mut tree = Tree::new(dir());
+            let mut link = Node::new(Stat {
+                mode: mode::S_IFLNK | 0o777,
+                size: len as u64,
+                nlink: 1,
+                ..Stat::default()
+            });
+            link.payload = Some(target.into_bytes());
+            let l = tree.add_node(link);
+            tree.link(tree.root(), b"l", l, false).unwrap();
+            let image = write_image(&tree, &WriteOptions::default());
+            assert_eq!(image.is_ok(), ok, "writer, {len}: {:?}", image.err());
+            if let Ok(image) = image {
+                let img = crate::reader::Image::open(image).unwrap();
+                let back = img.to_tree().unwrap();
+                let node = back.node(back.node(back.root()).entry(b"l").unwrap().node);
+                assert_eq!(node.payload.as_ref().map(Vec::len), Some(len), "reader");
+            }
+        }
     }
 
     #[test]

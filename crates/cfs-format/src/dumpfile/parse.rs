@@ -30,11 +30,11 @@ use std::collections::HashMap;
 
 use super::escape::{escape, unescape, unescape_optional, Style, UnescapeError};
 use super::{DumpfileError, ParseMode};
-use crate::tree::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_NAME_LEN};
+use crate::tree::{
+    FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_NAME_LEN, MAX_SYMLINK_LEN,
+};
 use crate::Digest;
 
-/// Longest symlink target or payload: C rejects `strlen >= PATH_MAX` (4096).
-pub const MAX_PAYLOAD_LEN: usize = 4095;
 /// Largest inline content (`LCFS_INLINE_CONTENT_MAX`).
 pub const MAX_INLINE_CONTENT_LEN: usize = 5000;
 /// Longest xattr name (`XATTR_NAME_MAX`).
@@ -233,9 +233,9 @@ impl Parser {
                 Some(t) if !t.is_empty() => t,
                 _ => return Err("payload: a symlink needs a target".into()),
             };
-            if target.len() > MAX_PAYLOAD_LEN {
+            if target.len() > MAX_SYMLINK_LEN {
                 return Err(format!(
-                    "payload: symlink target of {} bytes, longer than {MAX_PAYLOAD_LEN}",
+                    "payload: symlink target of {} bytes, longer than {MAX_SYMLINK_LEN}",
                     target.len()
                 ));
             }
@@ -254,9 +254,9 @@ impl Parser {
             node.payload = Some(target);
         } else {
             if let Some(p) = &payload {
-                if p.len() > MAX_PAYLOAD_LEN {
+                if p.len() > MAX_SYMLINK_LEN {
                     return Err(format!(
-                        "payload: {} bytes, longer than {MAX_PAYLOAD_LEN}",
+                        "payload: {} bytes, longer than {MAX_SYMLINK_LEN}",
                         p.len()
                     ));
                 }

@@ -16,7 +16,7 @@
 
 use super::WriteError;
 use crate::overlay;
-use crate::tree::{mode, FileType, NodeId, Stat, Timespec, Tree, Xattr};
+use crate::tree::{mode, FileType, NodeId, Stat, Timespec, Tree, Xattr, MAX_SYMLINK_LEN};
 use std::collections::{HashMap, VecDeque};
 
 /// Largest number of chunk index entries an external file may need: they must
@@ -230,8 +230,11 @@ pub(super) fn prepare(
                 if target.is_empty() {
                     return Err(invalid(path, "symlink with an empty target"));
                 }
-                if target.len() > 4095 {
-                    return Err(invalid(path, "symlink target longer than 4095 bytes"));
+                if target.len() > MAX_SYMLINK_LEN {
+                    return Err(invalid(
+                        path,
+                        format!("symlink target longer than {MAX_SYMLINK_LEN} bytes"),
+                    ));
                 }
                 stat.size = target.len() as u64;
                 symlink = Some(target);

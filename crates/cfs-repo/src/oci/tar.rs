@@ -44,7 +44,7 @@ use super::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
 use crate::scan::INLINE_CONTENT_MAX;
 use crate::store::{Inserted, ObjectStore, StoreError};
 use cfs_format::overlay;
-use cfs_format::tree::mode;
+use cfs_format::tree::{mode, MAX_SYMLINK_LEN};
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
@@ -556,10 +556,11 @@ impl<'a> LayerReader<'a> {
                     .link_name_bytes()
                     .map(|c| c.into_owned())
                     .unwrap_or_default();
-                if target.is_empty() || target.len() > 4095 || target.contains(&0) {
-                    return Err(
-                        self.err(shown, "symlink target empty, over 4095 bytes or with NUL")
-                    );
+                if target.is_empty() || target.len() > MAX_SYMLINK_LEN || target.contains(&0) {
+                    return Err(self.err(
+                        shown,
+                        format!("symlink target empty, over {MAX_SYMLINK_LEN} bytes or with NUL"),
+                    ));
                 }
                 node.stat.size = target.len() as u64;
                 node.payload = Some(target);
