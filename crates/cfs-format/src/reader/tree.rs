@@ -36,8 +36,9 @@
 
 use super::{corrupt, Image, ImageSource, Inode, Nid, ReadError};
 use crate::erofs::DataLayout;
-use crate::overlay;
+use crate::overlay::{self, Namespace};
 use crate::tree::{DirEntry, FileType, Node, NodeId, Tree, Xattr};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// Largest inline file content C composefs reads back (`LCFS_INLINE_CONTENT_MAX`).
@@ -277,7 +278,7 @@ impl<T: ImageSource> Image<T> {
             budget.bytes(x.name_len() + x.value().len())?;
             let name = x.name();
             let is_reg = node.file_type() == Some(FileType::Regular);
-            let mut name = match name.as_slice() {
+            let name = match name.as_slice() {
                 n if n == overlay::REDIRECT => {
                     if is_reg {
                         let mut v = x.value();
@@ -313,12 +314,11 @@ impl<T: ImageSource> Image<T> {
                 }
                 _ => name,
             };
-            if name.starts_with(overlay::PREFIX) {
-                if !name.starts_with(overlay::ESCAPE_PREFIX) {
-                    continue;
-                }
-                name.drain(overlay::PREFIX.len()..overlay::ESCAPE_PREFIX.len());
-            }
+            let name = match overlay::unescape(Namespace::Trusted, &name) {
+                None => continue,
+                Some(Cow::Owned(shown)) => shown,
+                Some(Cow::Borrowed(_)) => name,
+            };
             match seen.get(&name) {
                 Some(&i) => node.xattrs[i].value = x.value().to_vec(),
                 None => {

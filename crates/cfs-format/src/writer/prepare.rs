@@ -15,8 +15,9 @@
 //!    name; the smallest mtime becomes the build time.
 
 use super::WriteError;
-use crate::overlay;
+use crate::overlay::{self, Namespace};
 use crate::tree::{mode, FileType, NodeId, Stat, Timespec, Tree, Xattr, MAX_SYMLINK_LEN};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 /// Largest number of chunk index entries an external file may need: they must
@@ -215,9 +216,7 @@ pub(super) fn prepare(
         }
         // Escape the user's own overlay xattrs.
         for x in &mut xattrs {
-            if let Some(rest) = x.name.strip_prefix(overlay::PREFIX) {
-                let mut escaped = overlay::ESCAPE_PREFIX.to_vec();
-                escaped.extend_from_slice(rest);
+            if let Cow::Owned(escaped) = overlay::escape(Namespace::Trusted, &x.name) {
                 x.name = escaped;
             }
         }
