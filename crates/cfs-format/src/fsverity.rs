@@ -7,14 +7,22 @@
 //! of that block (all zeros for an empty file). The digest is the sha256 of the
 //! 256-byte `fsverity_descriptor` holding the root hash and the file size.
 //! `sha2` picks the SHA-NI instructions at run time where the CPU has them.
+//!
+//! [`digest_reader`] (and [`FsVerityHasher::update_from`]) is the one way a
+//! file or stream is measured: it drives a caller's [`Read`] and does no I/O
+//! of its own.
 
 use sha2::{Digest as _, Sha256};
 use std::fmt;
+use std::io::{self, Read};
 use std::str::FromStr;
 
 /// The Merkle tree block size.
 pub const BLOCK_SIZE: usize = 4096;
 const HASH_SIZE: usize = 32;
+/// Bytes [`FsVerityHasher::update_from`] asks for at a time: a multiple of
+/// [`BLOCK_SIZE`], so that full reads are hashed where they land, never copied.
+const READ_CHUNK: usize = 64 * BLOCK_SIZE;
 
 /// A sha256 fs-verity digest: names an object and verifies its content.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -159,6 +167,24 @@ impl FsVerityHasher {
         self.block.extend_from_slice(chunks.remainder());
     }
 
+    /// Feeds everything `reader` yields, up to its end (a read interrupted by
+    /// a signal is retried); returns how many bytes that was.
+    pub fn update_from(&mut self, mut reader: impl Read) -> io::Result<u64> {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut total = 0u64;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => {
+                    self.update(&buf[..n]);
+                    total += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn push_hash(&mut self, level: usize, hash: &[u8; HASH_SIZE]) {
         if self.levels.len() <= level {
             self.levels.resize(level + 1, Level::default());
@@ -235,9 +261,91 @@ pub fn digest(data: &[u8]) -> Digest {
     h.finish()
 }
 
+/// The fs-verity digest of everything `reader` yields, read to its end: how
+/// a file or stream is measured (an object, an image, `cfs measure`).
+pub fn digest_reader(reader: impl Read) -> io::Result<Digest> {
+    let mut h = FsVerityHasher::new();
+    h.update_from(reader)?;
+    Ok(h.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader that hands out at most `piece` bytes a read and is
+    /// interrupted before every other one, then fails if `fail` is set.
+    struct Awkward<'a> {
+        data: &'a [u8],
+        piece: usize,
+        calls: usize,
+        fail: bool,
+    }
+
+    impl Read for Awkward<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            if self.data.is_empty() && self.fail {
+                return Err(io::Error::other("disk on fire"));
+            }
+            let n = self.piece.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn reader_digest_equals_slice_digest() {
+        let data: Vec<u8> = (0..1_100_000u32).map(|i| (i * 31 + 7) as u8).collect();
+        // (length, bytes per read)
+        let table = [
+            (0, 1),
+            (1, 1),
+            (12, 5),
+            (BLOCK_SIZE - 1, 4096),
+            (BLOCK_SIZE, 4096),
+            (BLOCK_SIZE + 1, 1000),
+            (128 * BLOCK_SIZE, READ_CHUNK),
+            (128 * BLOCK_SIZE + 1, 4093),
+            (READ_CHUNK + 17, usize::MAX),
+            (data.len(), 65_537),
+        ];
+        for (len, piece) in table {
+            let data = &data[..len];
+            let reader = Awkward {
+                data,
+                piece,
+                calls: 0,
+                fail: false,
+            };
+            let got = digest_reader(reader).unwrap();
+            assert_eq!(got, digest(data), "{len} bytes, {piece} a read");
+            let mut h = FsVerityHasher::new();
+            assert_eq!(h.update_from(data).unwrap(), len as u64);
+            assert_eq!(h.finish(), digest(data));
+        }
+        let known = digest_reader(&b"hello world\n"[..]).unwrap();
+        assert_eq!(
+            known.to_hex(),
+            "37061ef2ac4c21bec68489b56138c5780306a4ad7fe6676236ecdf2c9027cd92"
+        );
+    }
+
+    #[test]
+    fn reader_errors_are_returned() {
+        let reader = Awkward {
+            data: b"some bytes",
+            piece: 3,
+            calls: 0,
+            fail: true,
+        };
+        let e = digest_reader(reader).unwrap_err();
+        assert_eq!(e.to_string(), "disk on fire");
+    }
 
     #[test]
     fn hello_world_vector() {
