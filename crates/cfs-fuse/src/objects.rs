@@ -19,12 +19,13 @@
 //! is not re-checked (with passthrough the kernel reads it directly); a store
 //! with fs-verity enabled closes that window, which is future work.
 
-use cfs_format::fsverity::{Digest, FsVerityHasher};
+use cfs_format::fsverity::{digest_reader, Digest};
 use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -194,7 +195,7 @@ impl ObjectStore {
         let found = match cached {
             Some(d) => d,
             None => {
-                let d = measure(&file, meta.size()).map_err(|e| ObjectError::Io {
+                let d = digest_reader((&file).take(meta.size())).map_err(|e| ObjectError::Io {
                     op: "read",
                     path: path.to_owned(),
                     source: e,
@@ -217,22 +218,6 @@ impl ObjectStore {
         // A panic while holding the lock can't leave the map inconsistent.
         self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The fs-verity digest of `size` bytes of `file`, read with `pread`.
-fn measure(file: &File, size: u64) -> std::io::Result<Digest> {
-    let mut hasher = FsVerityHasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < size {
-        let n = file.read_at(&mut buf, at)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        at += n as u64;
-    }
-    Ok(hasher.finish())
 }
 
 #[cfg(test)]
