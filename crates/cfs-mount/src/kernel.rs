@@ -18,7 +18,7 @@ use crate::error::MountError;
 use crate::options::{self, ErofsBacking, MountConfig};
 use crate::syscalls::{self, FsContext, Measured};
 use cfs_format::erofs::{self, ComposefsHeader, Superblock};
-use cfs_format::fsverity::FsVerityHasher;
+use cfs_format::fsverity::digest_reader;
 use cfs_format::Digest;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::Errno;
@@ -203,7 +203,7 @@ fn check_digest(file: &File, path: &Path, expected: Digest) -> Result<(), MountE
     };
     let (found, how) = match syscalls::measure_verity(file.as_fd()).map_err(|e| io(e.into()))? {
         Measured::Sha256(d) => (d, "measured by the kernel"),
-        _ => (userspace_digest(file).map_err(io)?, "computed in userspace"),
+        _ => (digest_reader(file).map_err(io)?, "computed in userspace"),
     };
     if found != expected {
         return Err(MountError::DigestMismatch {
@@ -214,23 +214,6 @@ fn check_digest(file: &File, path: &Path, expected: Digest) -> Result<(), MountE
         });
     }
     Ok(())
-}
-
-fn userspace_digest(file: &File) -> std::io::Result<Digest> {
-    let mut hasher = FsVerityHasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    loop {
-        match file.read_at(&mut buf, off) {
-            Ok(0) => return Ok(hasher.finish()),
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                off += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Whether the object store can back `verity=require`, and if not, why.
