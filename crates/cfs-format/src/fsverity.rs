@@ -59,16 +59,22 @@ impl Digest {
         Ok(Digest(out))
     }
 
-    /// Parses an object path `ab/cdef...` (with or without a leading `/`).
+    /// Parses an object path: exactly what [`Digest::object_path`] writes,
+    /// 2 lowercase hex digits, `/`, the other 62, and nothing else (no
+    /// leading `/`, no uppercase, no suffix). An overlay redirect is `/`
+    /// followed by an object path; a payload is an object path.
     pub fn from_object_path(path: &[u8]) -> Option<Self> {
-        let path = path.strip_prefix(b"/").unwrap_or(path);
         if path.len() != 65 || path[2] != b'/' {
             return None;
         }
-        let mut hex = Vec::with_capacity(64);
-        hex.extend_from_slice(&path[..2]);
-        hex.extend_from_slice(&path[3..]);
-        Digest::from_hex(&hex).ok()
+        let mut hex = path[..2].iter().chain(&path[3..]).copied();
+        let mut out = [0u8; 32];
+        for b in &mut out {
+            let hi = lower_hex_val(hex.next()?)?;
+            let lo = lower_hex_val(hex.next()?)?;
+            *b = hi << 4 | lo;
+        }
+        Some(Digest(out))
     }
 }
 
@@ -76,9 +82,16 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn hex_val(c: u8) -> Option<u8> {
     match c {
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => lower_hex_val(c),
+    }
+}
+
+/// A digit of the lowercase hex objects are named in.
+fn lower_hex_val(c: u8) -> Option<u8> {
+    match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     }
 }
@@ -375,17 +388,56 @@ mod tests {
 
     #[test]
     fn hex_round_trip_and_object_path() {
-        let d = digest(b"x");
-        assert_eq!(Digest::from_hex(d.to_hex().as_bytes()), Ok(d));
-        assert_eq!(
-            Digest::from_object_path(d.object_path().as_bytes()),
-            Some(d)
-        );
-        assert_eq!(
-            Digest::from_object_path(format!("/{}", d.object_path()).as_bytes()),
-            Some(d)
-        );
+        for data in [&b""[..], b"x", b"hello world\n"] {
+            let d = digest(data);
+            assert_eq!(Digest::from_hex(d.to_hex().as_bytes()), Ok(d));
+            assert_eq!(
+                Digest::from_hex(d.to_hex().to_uppercase().as_bytes()),
+                Ok(d)
+            );
+            assert_eq!(
+                Digest::from_object_path(d.object_path().as_bytes()),
+                Some(d)
+            );
+        }
         assert_eq!(Digest::from_hex(b"12"), Err(DigestParseError::Length(2)));
-        assert_eq!(Digest::from_object_path(b"/../../etc/passwd"), None);
+        assert_eq!(Digest::from_hex(&[b'g'; 64]), Err(DigestParseError::NotHex));
+    }
+
+    #[test]
+    fn object_paths_table() {
+        const HEX62: &str = "9a256e79a69a2acb500de542f004320630257f9481c2ec3d41ca4635106a11";
+        let want = Digest::from_hex(format!("b0{HEX62}").as_bytes()).unwrap();
+        let upper = HEX62.to_uppercase();
+        // (path, parses)
+        let table: &[(String, bool)] = &[
+            (format!("b0/{HEX62}"), true),
+            (format!("B0/{HEX62}"), false),
+            (format!("b0/{upper}"), false),
+            (format!("b0/{}A", &HEX62[..61]), false),
+            (format!("/b0/{HEX62}"), false),
+            (format!("//b0/{HEX62}"), false),
+            (format!("b0{HEX62}"), false),
+            (format!("b0{HEX62}0"), false),
+            (format!("b0/{}", &HEX62[1..]), false),
+            (format!("b0/{HEX62}0"), false),
+            (format!("b/0{HEX62}"), false),
+            (format!("b0//{HEX62}"), false),
+            (format!("b0/{HEX62}/"), false),
+            (format!("b0/{HEX62}/x"), false),
+            (format!("x/b0/{HEX62}"), false),
+            (format!("b0/{}/{}", &HEX62[..2], &HEX62[2..]), false),
+            (format!("b0/{HEX62}.file"), false),
+            (format!("b0/{}\0", &HEX62[..61]), false),
+            (format!("b0/{}g", &HEX62[..61]), false),
+            (format!("../{HEX62}"), false),
+            ("../../etc/passwd".to_owned(), false),
+            ("/".to_owned(), false),
+            (String::new(), false),
+        ];
+        for (path, ok) in table {
+            let got = Digest::from_object_path(path.as_bytes());
+            assert_eq!(got, ok.then_some(want), "{path:?}");
+        }
     }
 }
