@@ -361,6 +361,15 @@ mod tests {
         })
     }
 
+    /// The names in directory `dir`, in order.
+    fn names(t: &Tree, dir: NodeId) -> Vec<&[u8]> {
+        t.node(dir)
+            .entries
+            .iter()
+            .map(|e| e.name.as_slice())
+            .collect()
+    }
+
     #[test]
     fn entries_stay_sorted_and_unique() {
         let mut t = Tree::new(dir());
@@ -368,13 +377,7 @@ mod tests {
             let n = t.add_node(dir());
             t.link(t.root(), name, n, false).unwrap();
         }
-        let names: Vec<&[u8]> = t
-            .node(t.root())
-            .entries
-            .iter()
-            .map(|e| e.name.as_slice())
-            .collect();
-        assert_eq!(names, [&b"+"[..], b"B", b"a", b"b", b"c"]);
+        assert_eq!(names(&t, t.root()), [&b"+"[..], b"B", b"a", b"b", b"c"]);
         let n = t.add_node(dir());
         assert_eq!(
             t.link(t.root(), b"a", n, false),
@@ -445,13 +448,7 @@ mod tests {
         ];
         for &(name, removed, left) in table {
             assert_eq!(t.unlink(t.root(), name), removed, "{name:?}");
-            let names: Vec<&[u8]> = t
-                .node(t.root())
-                .entries
-                .iter()
-                .map(|e| e.name.as_slice())
-                .collect();
-            assert_eq!(names, left, "after unlinking {name:?}");
+            assert_eq!(names(&t, t.root()), left, "after unlinking {name:?}");
         }
         // Nodes stay in the arena; a file has no entries to remove.
         assert_eq!(t.len(), 3);
