@@ -224,6 +224,16 @@ pub enum TreeError {
 /// Longest file name composefs accepts (`LCFS_MAX_NAME_LENGTH`).
 pub const MAX_NAME_LEN: usize = 255;
 
+/// Largest inline content of a regular file (`LCFS_INLINE_CONTENT_MAX`):
+/// what the dumpfile parser and the writer accept, and the reader reads back.
+pub const MAX_INLINE_CONTENT_LEN: usize = 5000;
+
+/// Longest xattr name, prefix included (`XATTR_NAME_MAX`).
+pub const MAX_XATTR_NAME_LEN: usize = 255;
+
+/// Longest xattr value (an EROFS xattr entry stores its length in 16 bits).
+pub const MAX_XATTR_VALUE_LEN: usize = u16::MAX as usize;
+
 /// Longest symlink target: `PATH_MAX - 1` (4095) bytes. C composefs refuses a
 /// target of `PATH_MAX` bytes or more, and the kernel can't follow one. The
 /// dumpfile parser holds every payload to it (a backing file's path too), as
@@ -426,6 +436,52 @@ mod tests {
                 let back = img.to_tree().unwrap();
                 let node = back.node(back.node(back.root()).entry(b"l").unwrap().node);
                 assert_eq!(node.payload.as_ref().map(Vec::len), Some(len), "reader");
+            }
+        }
+    }
+
+    /// The writer and the dumpfile parser hold inline content and xattrs to
+    /// the same limits.
+    #[test]
+    fn inline_content_and_xattr_limits() {
+        use crate::dumpfile::{parse, ParseMode};
+        use crate::writer::{write_image, WriteOptions};
+        let file = |content: usize, name: usize, value: usize| {
+            let mut f = Node::new(Stat {
+                mode: mode::S_IFREG | 0o644,
+                size: content as u64,
+                nlink: 1,
+                ..Stat::default()
+            });
+            f.content = Some(vec![b'c'; content]);
+            f.set_xattr(&vec![b'n'; name], &vec![b'v'; value]);
+            let mut tree = Tree::new(dir());
+            let id = tree.add_node(f);
+            tree.link(tree.root(), b"f", id, false).unwrap();
+            tree
+        };
+        // (inline content bytes, xattr name bytes, xattr value bytes, accepted)
+        let table = [
+            (MAX_INLINE_CONTENT_LEN, 10, 1, true),
+            (MAX_INLINE_CONTENT_LEN + 1, 10, 1, false),
+            (1, MAX_XATTR_NAME_LEN, 1, true),
+            (1, MAX_XATTR_NAME_LEN + 1, 1, false),
+            (1, 10, MAX_XATTR_VALUE_LEN, true),
+            (1, 10, MAX_XATTR_VALUE_LEN + 1, false),
+        ];
+        for (content, name, value, ok) in table {
+            let tree = file(content, name, value);
+            let written = write_image(&tree, &WriteOptions::default());
+            assert_eq!(written.is_ok(), ok, "writer: {content} {name} {value}");
+            // The dumpfile's own xattr space limit is smaller than a value.
+            if value < 100 {
+                let dump = format!(
+                    "/ 4096 40755 2 0 0 0 0.0 - - -\n/f {content} 100644 1 0 0 0 0.0 - {} - {}=v\n",
+                    "c".repeat(content),
+                    "n".repeat(name),
+                );
+                let parsed = parse(dump.as_bytes(), ParseMode::Strict);
+                assert_eq!(parsed.is_ok(), ok, "dumpfile: {content} {name}: {parsed:?}");
             }
         }
     }

@@ -31,16 +31,11 @@ use std::collections::HashMap;
 use super::escape::{escape, unescape, unescape_optional, Style, UnescapeError};
 use super::{DumpfileError, ParseMode};
 use crate::tree::{
-    FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_NAME_LEN, MAX_SYMLINK_LEN,
+    FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_INLINE_CONTENT_LEN, MAX_NAME_LEN,
+    MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
 };
 use crate::Digest;
 
-/// Largest inline content (`LCFS_INLINE_CONTENT_MAX`).
-pub const MAX_INLINE_CONTENT_LEN: usize = 5000;
-/// Longest xattr name (`XATTR_NAME_MAX`).
-pub const MAX_XATTR_NAME_LEN: usize = 255;
-/// Longest xattr value.
-pub const MAX_XATTR_VALUE_LEN: usize = u16::MAX as usize;
 /// Xattr space one inode may use from a dumpfile (`LCFS_INODE_EXTERNAL_XATTR_MAX`),
 /// counted as C counts it: see `XattrSpace`.
 pub const MAX_XATTR_SPACE: usize = u16::MAX as usize / 2;

@@ -37,12 +37,9 @@
 use super::{corrupt, Image, ImageSource, Inode, Nid, ReadError};
 use crate::erofs::DataLayout;
 use crate::overlay::{self, Namespace};
-use crate::tree::{DirEntry, FileType, Node, NodeId, Tree, Xattr};
+use crate::tree::{DirEntry, FileType, Node, NodeId, Tree, Xattr, MAX_INLINE_CONTENT_LEN};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-
-/// Largest inline file content C composefs reads back (`LCFS_INLINE_CONTENT_MAX`).
-pub const MAX_INLINE_CONTENT: u64 = 5000;
 
 /// Bounds on the work [`Image::to_tree_with`] does for a hostile image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,26 +246,24 @@ impl<T: ImageSource> Image<T> {
                 budget.bytes(target.len())?;
                 node.payload = Some(target.to_vec());
             }
-            FileType::Regular if inode.size() != 0 => {
-                match inode.layout() {
-                    DataLayout::FlatPlain | DataLayout::FlatInline => {
-                        let size = inode.size();
-                        if size > MAX_INLINE_CONTENT.min(self.size()) {
-                            return Err(corrupt(
+            FileType::Regular if inode.size() != 0 => match inode.layout() {
+                DataLayout::FlatPlain | DataLayout::FlatInline => {
+                    let size = inode.size();
+                    if size > (MAX_INLINE_CONTENT_LEN as u64).min(self.size()) {
+                        return Err(corrupt(
                             nid,
-                            format!("inline file content of {size} bytes is over {MAX_INLINE_CONTENT}"),
+                            format!("inline file content of {size} bytes is over {MAX_INLINE_CONTENT_LEN}"),
                         ));
-                        }
-                        budget.bytes(size as usize)?;
-                        let mut content = vec![0; size as usize];
-                        if self.read_into(inode.nid(), 0, &mut content)? != content.len() {
-                            return Err(corrupt(nid, "inline file content is cut short"));
-                        }
-                        node.content = Some(content);
                     }
-                    DataLayout::ChunkBased => {}
+                    budget.bytes(size as usize)?;
+                    let mut content = vec![0; size as usize];
+                    if self.read_into(inode.nid(), 0, &mut content)? != content.len() {
+                        return Err(corrupt(nid, "inline file content is cut short"));
+                    }
+                    node.content = Some(content);
                 }
-            }
+                DataLayout::ChunkBased => {}
+            },
             _ => {}
         }
 

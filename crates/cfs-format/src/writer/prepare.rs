@@ -16,15 +16,16 @@
 
 use super::WriteError;
 use crate::overlay::{self, Namespace};
-use crate::tree::{mode, FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_SYMLINK_LEN};
+use crate::tree::{
+    mode, FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_INLINE_CONTENT_LEN,
+    MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
+};
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 /// Largest number of chunk index entries an external file may need: they must
 /// fit in one block (`LCFS_MAX_NONINLINE_CHUNKS`).
 pub(super) const MAX_NONINLINE_CHUNKS: u64 = 1024;
-/// Largest inline file content (`LCFS_INLINE_CONTENT_MAX`).
-pub(super) const INLINE_CONTENT_MAX: usize = 5000;
 
 /// A directory entry as written: name and the target's index in breadth-first order.
 pub(super) type Entry = (Vec<u8>, usize);
@@ -288,10 +289,10 @@ fn own_xattrs(path: &str, n: &Node) -> Result<Vec<Xattr>, WriteError> {
 fn regular_file(path: &str, n: &Node, work: &mut Work) -> Result<(), WriteError> {
     match &n.content {
         Some(c) if !c.is_empty() => {
-            if c.len() > INLINE_CONTENT_MAX {
+            if c.len() > MAX_INLINE_CONTENT_LEN {
                 return Err(invalid(
                     path,
-                    format!("inline content over {INLINE_CONTENT_MAX} bytes"),
+                    format!("inline content over {MAX_INLINE_CONTENT_LEN} bytes"),
                 ));
             }
             work.stat.size = c.len() as u64;
@@ -528,17 +529,17 @@ fn tree_type(tree: &Tree, id: NodeId) -> Option<FileType> {
 }
 
 fn check_xattr(path: &str, x: &Xattr) -> Result<(), WriteError> {
-    if x.name.is_empty() || x.name.len() > 255 || x.name.contains(&0) {
+    if x.name.is_empty() || x.name.len() > MAX_XATTR_NAME_LEN || x.name.contains(&0) {
         return Err(invalid(
             path,
             format!("invalid xattr name {:?}", String::from_utf8_lossy(&x.name)),
         ));
     }
-    if x.value.len() > usize::from(u16::MAX) {
+    if x.value.len() > MAX_XATTR_VALUE_LEN {
         return Err(invalid(
             path,
             format!(
-                "xattr {} value longer than 65535 bytes",
+                "xattr {} value longer than {MAX_XATTR_VALUE_LEN} bytes",
                 String::from_utf8_lossy(&x.name)
             ),
         ));

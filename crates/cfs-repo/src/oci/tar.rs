@@ -45,7 +45,7 @@ use crate::scan::INLINE_CONTENT_MAX;
 use crate::store::{Inserted, ObjectStore, StoreError};
 use ::tar::EntryType;
 use cfs_format::overlay;
-use cfs_format::tree::{mode, MAX_SYMLINK_LEN};
+use cfs_format::tree::{mode, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN};
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
@@ -388,7 +388,7 @@ impl<'a> LayerReader<'a> {
             let ext = ext.map_err(|e| self.err(shown, format!("bad PAX record: {e}")))?;
             let key = ext.key_bytes();
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                if name.is_empty() || name.len() > 255 || name.contains(&0) {
+                if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN || name.contains(&0) {
                     return Err(self.err(shown, "invalid xattr name"));
                 }
                 if name.starts_with(MARKER_PREFIX) {
