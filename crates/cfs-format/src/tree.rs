@@ -495,7 +495,8 @@ mod tests {
         t.link(t.root(), b"b", b, false).unwrap();
         t.link(t.root(), b"c", a, true).unwrap();
         // (name to remove, node it named, names left)
-        let table: &[(&[u8], Option<NodeId>, &[&[u8]])] = &[
+        type Case<'a> = (&'a [u8], Option<NodeId>, &'a [&'a [u8]]);
+        let table: &[Case] = &[
             (b"missing", None, &[b"a", b"b", b"c"]),
             (b"a", Some(a), &[b"b", b"c"]),
             (b"a", None, &[b"b", b"c"]),
