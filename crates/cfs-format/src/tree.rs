@@ -135,6 +135,18 @@ pub struct Xattr {
     pub value: Vec<u8>,
 }
 
+/// Sets `name` to `value` in a list of xattrs: the value of an xattr of that
+/// name is replaced where it stands, a new name goes last.
+pub fn set_xattr(xattrs: &mut Vec<Xattr>, name: &[u8], value: &[u8]) {
+    match xattrs.iter_mut().find(|x| x.name == name) {
+        Some(x) => x.value = value.to_vec(),
+        None => xattrs.push(Xattr {
+            name: name.to_vec(),
+            value: value.to_vec(),
+        }),
+    }
+}
+
 /// One name in a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -188,13 +200,7 @@ impl Node {
 
     /// Sets an xattr, replacing any existing value of that name.
     pub fn set_xattr(&mut self, name: &[u8], value: &[u8]) {
-        match self.xattrs.iter_mut().find(|x| x.name == name) {
-            Some(x) => x.value = value.to_vec(),
-            None => self.xattrs.push(Xattr {
-                name: name.to_vec(),
-                value: value.to_vec(),
-            }),
-        }
+        set_xattr(&mut self.xattrs, name, value);
     }
 
     /// Looks up an entry by name (binary search; entries are sorted).
@@ -483,6 +489,27 @@ mod tests {
                 let parsed = parse(dump.as_bytes(), ParseMode::Strict);
                 assert_eq!(parsed.is_ok(), ok, "dumpfile: {content} {name}: {parsed:?}");
             }
+        }
+    }
+
+    #[test]
+    fn set_xattr_replaces_in_place_or_appends() {
+        let x = |n: &str, v: &str| Xattr {
+            name: n.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+        };
+        // (set name=value, list after)
+        let table = [
+            (("a", "1"), vec![x("a", "1")]),
+            (("b", "2"), vec![x("a", "1"), x("b", "2")]),
+            (("a", "3"), vec![x("a", "3"), x("b", "2")]),
+            (("c", ""), vec![x("a", "3"), x("b", "2"), x("c", "")]),
+            (("b", "4"), vec![x("a", "3"), x("b", "4"), x("c", "")]),
+        ];
+        let mut list = Vec::new();
+        for ((name, value), want) in table {
+            set_xattr(&mut list, name.as_bytes(), value.as_bytes());
+            assert_eq!(list, want, "after {name}={value}");
         }
     }
 

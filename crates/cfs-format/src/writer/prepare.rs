@@ -17,7 +17,7 @@
 use super::WriteError;
 use crate::overlay::{self, Namespace};
 use crate::tree::{
-    mode, FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_INLINE_CONTENT_LEN,
+    mode, set_xattr, FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_INLINE_CONTENT_LEN,
     MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
 };
 use std::borrow::Cow;
@@ -159,16 +159,6 @@ pub(super) fn chunk_bits(size: u64) -> u32 {
 /// Number of chunk index entries for an external file of this size.
 pub(super) fn chunk_count(size: u64) -> u64 {
     size.div_ceil(1u64 << chunk_bits(size))
-}
-
-fn set_xattr(xattrs: &mut Vec<Xattr>, name: &[u8], value: &[u8]) {
-    match xattrs.iter_mut().find(|x| x.name == name) {
-        Some(x) => x.value = value.to_vec(),
-        None => xattrs.push(Xattr {
-            name: name.to_vec(),
-            value: value.to_vec(),
-        }),
-    }
 }
 
 /// Prepares `tree` for writing as a format `min_version`..=`max_version` image.

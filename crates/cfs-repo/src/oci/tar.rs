@@ -45,7 +45,7 @@ use crate::scan::INLINE_CONTENT_MAX;
 use crate::store::{Inserted, ObjectStore, StoreError};
 use ::tar::EntryType;
 use cfs_format::overlay;
-use cfs_format::tree::{mode, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN};
+use cfs_format::tree::{mode, set_xattr, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN};
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
@@ -404,13 +404,7 @@ impl<'a> LayerReader<'a> {
                         format!("xattrs over {} bytes", self.limits.max_xattr_bytes),
                     ));
                 }
-                match pax.xattrs.iter_mut().find(|x| x.name == name) {
-                    Some(x) => x.value = ext.value_bytes().to_vec(),
-                    None => pax.xattrs.push(Xattr {
-                        name: name.to_vec(),
-                        value: ext.value_bytes().to_vec(),
-                    }),
-                }
+                set_xattr(&mut pax.xattrs, name, ext.value_bytes());
             } else if key == b"mtime" {
                 pax.mtime = parse_pax_time(ext.value_bytes());
             }
