@@ -112,7 +112,7 @@ fn walk(
                 entry.typeflag = b'2';
                 entry.link = PathSpec::from_bytes(n.payload.as_deref().unwrap_or_default());
             }
-            Some(FileType::CharDevice) if n.stat.rdev == 0 => {
+            _ if overlay::is_whiteout(n.stat.mode, n.stat.rdev) => {
                 entry.typeflag = b'0';
                 entry.path = PathSpec::from_bytes(&[prefix, b".wh.", &e.name].concat());
                 entry.pax.clear();

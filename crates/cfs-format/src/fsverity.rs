@@ -7,14 +7,22 @@
 //! of that block (all zeros for an empty file). The digest is the sha256 of the
 //! 256-byte `fsverity_descriptor` holding the root hash and the file size.
 //! `sha2` picks the SHA-NI instructions at run time where the CPU has them.
+//!
+//! [`digest_reader`] (and [`FsVerityHasher::update_from`]) is the one way a
+//! file or stream is measured: it drives a caller's [`Read`] and does no I/O
+//! of its own.
 
 use sha2::{Digest as _, Sha256};
 use std::fmt;
+use std::io::{self, Read};
 use std::str::FromStr;
 
 /// The Merkle tree block size.
 pub const BLOCK_SIZE: usize = 4096;
 const HASH_SIZE: usize = 32;
+/// Bytes [`FsVerityHasher::update_from`] asks for at a time: a multiple of
+/// [`BLOCK_SIZE`], so that full reads are hashed where they land, never copied.
+const READ_CHUNK: usize = 64 * BLOCK_SIZE;
 
 /// A sha256 fs-verity digest: names an object and verifies its content.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -51,16 +59,22 @@ impl Digest {
         Ok(Digest(out))
     }
 
-    /// Parses an object path `ab/cdef...` (with or without a leading `/`).
+    /// Parses an object path: exactly what [`Digest::object_path`] writes,
+    /// 2 lowercase hex digits, `/`, the other 62, and nothing else (no
+    /// leading `/`, no uppercase, no suffix). An overlay redirect is `/`
+    /// followed by an object path; a payload is an object path.
     pub fn from_object_path(path: &[u8]) -> Option<Self> {
-        let path = path.strip_prefix(b"/").unwrap_or(path);
         if path.len() != 65 || path[2] != b'/' {
             return None;
         }
-        let mut hex = Vec::with_capacity(64);
-        hex.extend_from_slice(&path[..2]);
-        hex.extend_from_slice(&path[3..]);
-        Digest::from_hex(&hex).ok()
+        let mut hex = path[..2].iter().chain(&path[3..]).copied();
+        let mut out = [0u8; 32];
+        for b in &mut out {
+            let hi = lower_hex_val(hex.next()?)?;
+            let lo = lower_hex_val(hex.next()?)?;
+            *b = hi << 4 | lo;
+        }
+        Some(Digest(out))
     }
 }
 
@@ -68,9 +82,16 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn hex_val(c: u8) -> Option<u8> {
     match c {
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => lower_hex_val(c),
+    }
+}
+
+/// A digit of the lowercase hex objects are named in.
+fn lower_hex_val(c: u8) -> Option<u8> {
+    match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     }
 }
@@ -159,6 +180,24 @@ impl FsVerityHasher {
         self.block.extend_from_slice(chunks.remainder());
     }
 
+    /// Feeds everything `reader` yields, up to its end (a read interrupted by
+    /// a signal is retried); returns how many bytes that was.
+    pub fn update_from(&mut self, mut reader: impl Read) -> io::Result<u64> {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut total = 0u64;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => {
+                    self.update(&buf[..n]);
+                    total += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn push_hash(&mut self, level: usize, hash: &[u8; HASH_SIZE]) {
         if self.levels.len() <= level {
             self.levels.resize(level + 1, Level::default());
@@ -235,9 +274,91 @@ pub fn digest(data: &[u8]) -> Digest {
     h.finish()
 }
 
+/// The fs-verity digest of everything `reader` yields, read to its end: how
+/// a file or stream is measured (an object, an image, `cfs measure`).
+pub fn digest_reader(reader: impl Read) -> io::Result<Digest> {
+    let mut h = FsVerityHasher::new();
+    h.update_from(reader)?;
+    Ok(h.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader that hands out at most `piece` bytes a read and is
+    /// interrupted before every other one, then fails if `fail` is set.
+    struct Awkward<'a> {
+        data: &'a [u8],
+        piece: usize,
+        interrupt: bool,
+        fail: bool,
+    }
+
+    impl Read for Awkward<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            if self.data.is_empty() && self.fail {
+                return Err(io::Error::other("disk on fire"));
+            }
+            let n = self.piece.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn reader_digest_equals_slice_digest() {
+        let data: Vec<u8> = (0..1_100_000u32).map(|i| (i * 31 + 7) as u8).collect();
+        // (length, bytes per read)
+        let table = [
+            (0, 1),
+            (1, 1),
+            (12, 5),
+            (BLOCK_SIZE - 1, 4096),
+            (BLOCK_SIZE, 4096),
+            (BLOCK_SIZE + 1, 1000),
+            (128 * BLOCK_SIZE, READ_CHUNK),
+            (128 * BLOCK_SIZE + 1, 4093),
+            (READ_CHUNK + 17, usize::MAX),
+            (data.len(), 65_537),
+        ];
+        for (len, piece) in table {
+            let data = &data[..len];
+            let reader = Awkward {
+                data,
+                piece,
+                interrupt: false,
+                fail: false,
+            };
+            let got = digest_reader(reader).unwrap();
+            assert_eq!(got, digest(data), "{len} bytes, {piece} a read");
+            let mut h = FsVerityHasher::new();
+            assert_eq!(h.update_from(data).unwrap(), len as u64);
+            assert_eq!(h.finish(), digest(data));
+        }
+        let known = digest_reader(&b"hello world\n"[..]).unwrap();
+        assert_eq!(
+            known.to_hex(),
+            "37061ef2ac4c21bec68489b56138c5780306a4ad7fe6676236ecdf2c9027cd92"
+        );
+    }
+
+    #[test]
+    fn reader_errors_are_returned() {
+        let reader = Awkward {
+            data: b"some bytes",
+            piece: 3,
+            interrupt: false,
+            fail: true,
+        };
+        let e = digest_reader(reader).unwrap_err();
+        assert_eq!(e.to_string(), "disk on fire");
+    }
 
     #[test]
     fn hello_world_vector() {
@@ -267,17 +388,56 @@ mod tests {
 
     #[test]
     fn hex_round_trip_and_object_path() {
-        let d = digest(b"x");
-        assert_eq!(Digest::from_hex(d.to_hex().as_bytes()), Ok(d));
-        assert_eq!(
-            Digest::from_object_path(d.object_path().as_bytes()),
-            Some(d)
-        );
-        assert_eq!(
-            Digest::from_object_path(format!("/{}", d.object_path()).as_bytes()),
-            Some(d)
-        );
+        for data in [&b""[..], b"x", b"hello world\n"] {
+            let d = digest(data);
+            assert_eq!(Digest::from_hex(d.to_hex().as_bytes()), Ok(d));
+            assert_eq!(
+                Digest::from_hex(d.to_hex().to_uppercase().as_bytes()),
+                Ok(d)
+            );
+            assert_eq!(
+                Digest::from_object_path(d.object_path().as_bytes()),
+                Some(d)
+            );
+        }
         assert_eq!(Digest::from_hex(b"12"), Err(DigestParseError::Length(2)));
-        assert_eq!(Digest::from_object_path(b"/../../etc/passwd"), None);
+        assert_eq!(Digest::from_hex(&[b'g'; 64]), Err(DigestParseError::NotHex));
+    }
+
+    #[test]
+    fn object_paths_table() {
+        const HEX62: &str = "9a256e79a69a2acb500de542f004320630257f9481c2ec3d41ca4635106a11";
+        let want = Digest::from_hex(format!("b0{HEX62}").as_bytes()).unwrap();
+        let upper = HEX62.to_uppercase();
+        // (path, parses)
+        let table: &[(String, bool)] = &[
+            (format!("b0/{HEX62}"), true),
+            (format!("B0/{HEX62}"), false),
+            (format!("b0/{upper}"), false),
+            (format!("b0/{}A", &HEX62[..61]), false),
+            (format!("/b0/{HEX62}"), false),
+            (format!("//b0/{HEX62}"), false),
+            (format!("b0{HEX62}"), false),
+            (format!("b0{HEX62}0"), false),
+            (format!("b0/{}", &HEX62[1..]), false),
+            (format!("b0/{HEX62}0"), false),
+            (format!("b/0{HEX62}"), false),
+            (format!("b0//{HEX62}"), false),
+            (format!("b0/{HEX62}/"), false),
+            (format!("b0/{HEX62}/x"), false),
+            (format!("x/b0/{HEX62}"), false),
+            (format!("b0/{}/{}", &HEX62[..2], &HEX62[2..]), false),
+            (format!("b0/{HEX62}.file"), false),
+            (format!("b0/{}\0", &HEX62[..61]), false),
+            (format!("b0/{}g", &HEX62[..61]), false),
+            (format!("../{HEX62}"), false),
+            ("../../etc/passwd".to_owned(), false),
+            ("/".to_owned(), false),
+            (String::new(), false),
+        ];
+        for (path, ok) in table {
+            let got = Digest::from_object_path(path.as_bytes());
+            assert_eq!(got, ok.then_some(want), "{path:?}");
+        }
     }
 }

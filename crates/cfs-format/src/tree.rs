@@ -135,6 +135,18 @@ pub struct Xattr {
     pub value: Vec<u8>,
 }
 
+/// Sets `name` to `value` in a list of xattrs: the value of an xattr of that
+/// name is replaced where it stands, a new name goes last.
+pub fn set_xattr(xattrs: &mut Vec<Xattr>, name: &[u8], value: &[u8]) {
+    match xattrs.iter_mut().find(|x| x.name == name) {
+        Some(x) => x.value = value.to_vec(),
+        None => xattrs.push(Xattr {
+            name: name.to_vec(),
+            value: value.to_vec(),
+        }),
+    }
+}
+
 /// One name in a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -188,13 +200,7 @@ impl Node {
 
     /// Sets an xattr, replacing any existing value of that name.
     pub fn set_xattr(&mut self, name: &[u8], value: &[u8]) {
-        match self.xattrs.iter_mut().find(|x| x.name == name) {
-            Some(x) => x.value = value.to_vec(),
-            None => self.xattrs.push(Xattr {
-                name: name.to_vec(),
-                value: value.to_vec(),
-            }),
-        }
+        set_xattr(&mut self.xattrs, name, value);
     }
 
     /// Looks up an entry by name (binary search; entries are sorted).
@@ -223,6 +229,22 @@ pub enum TreeError {
 
 /// Longest file name composefs accepts (`LCFS_MAX_NAME_LENGTH`).
 pub const MAX_NAME_LEN: usize = 255;
+
+/// Largest inline content of a regular file (`LCFS_INLINE_CONTENT_MAX`):
+/// what the dumpfile parser and the writer accept, and the reader reads back.
+pub const MAX_INLINE_CONTENT_LEN: usize = 5000;
+
+/// Longest xattr name, prefix included (`XATTR_NAME_MAX`).
+pub const MAX_XATTR_NAME_LEN: usize = 255;
+
+/// Longest xattr value (an EROFS xattr entry stores its length in 16 bits).
+pub const MAX_XATTR_VALUE_LEN: usize = u16::MAX as usize;
+
+/// Longest symlink target: `PATH_MAX - 1` (4095) bytes. C composefs refuses a
+/// target of `PATH_MAX` bytes or more, and the kernel can't follow one. The
+/// dumpfile parser holds every payload to it (a backing file's path too), as
+/// C does; the writer, the image reader and the tar import hold targets to it.
+pub const MAX_SYMLINK_LEN: usize = 4095;
 
 /// A whole filesystem tree: an arena of nodes, node 0 the root directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +345,17 @@ impl Tree {
         Ok(())
     }
 
+    /// Removes the entry `name` from directory `dir`, if there is one, and
+    /// returns the node it named. The node stays in the arena (unnamed, unless
+    /// another entry names it).
+    pub fn unlink(&mut self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        let entries = &mut self.nodes[dir.index()].entries;
+        let i = entries
+            .binary_search_by(|e| e.name.as_slice().cmp(name))
+            .ok()?;
+        Some(entries.remove(i).node)
+    }
+
     /// Finds the node at a `/`-separated path from the root (no `.`/`..` handling).
     pub fn lookup_path(&self, path: &[u8]) -> Option<NodeId> {
         let mut cur = self.root();
@@ -344,6 +377,15 @@ mod tests {
         })
     }
 
+    /// The names in directory `dir`, in order.
+    fn names(t: &Tree, dir: NodeId) -> Vec<&[u8]> {
+        t.node(dir)
+            .entries
+            .iter()
+            .map(|e| e.name.as_slice())
+            .collect()
+    }
+
     #[test]
     fn entries_stay_sorted_and_unique() {
         let mut t = Tree::new(dir());
@@ -351,13 +393,7 @@ mod tests {
             let n = t.add_node(dir());
             t.link(t.root(), name, n, false).unwrap();
         }
-        let names: Vec<&[u8]> = t
-            .node(t.root())
-            .entries
-            .iter()
-            .map(|e| e.name.as_slice())
-            .collect();
-        assert_eq!(names, [&b"+"[..], b"B", b"a", b"b", b"c"]);
+        assert_eq!(names(&t, t.root()), [&b"+"[..], b"B", b"a", b"b", b"c"]);
         let n = t.add_node(dir());
         assert_eq!(
             t.link(t.root(), b"a", n, false),
@@ -366,5 +402,140 @@ mod tests {
         assert!(t.link(t.root(), b"..", n, false).is_err());
         assert!(t.link(t.root(), b"x/y", n, false).is_err());
         assert_eq!(t.lookup_path(b"/c"), Some(NodeId(3)));
+    }
+
+    /// Every reader and writer of symlinks holds them to [`MAX_SYMLINK_LEN`].
+    #[test]
+    fn symlink_targets_up_to_max_len() {
+        use crate::dumpfile::{parse, ParseMode};
+        use crate::writer::{write_image, WriteOptions};
+        // (target length, accepted)
+        let table = [
+            (1, true),
+            (MAX_SYMLINK_LEN - 1, true),
+            (MAX_SYMLINK_LEN, true),
+            (MAX_SYMLINK_LEN + 1, false),
+            (2 * MAX_SYMLINK_LEN, false),
+        ];
+        for (len, ok) in table {
+            let target = "t".repeat(len);
+            let dump = format!(
+                "/ 4096 40755 2 0 0 0 0.0 - - -\n/l {len} 120777 1 0 0 0 0.0 {target} - -\n"
+            );
+            let parsed = parse(dump.as_bytes(), ParseMode::Strict);
+            assert_eq!(parsed.is_ok(), ok, "dumpfile, {len}: {parsed:?}");
+
+            let mut tree = Tree::new(dir());
+            let mut link = Node::new(Stat {
+                mode: mode::S_IFLNK | 0o777,
+                size: len as u64,
+                nlink: 1,
+                ..Stat::default()
+            });
+            link.payload = Some(target.into_bytes());
+            let l = tree.add_node(link);
+            tree.link(tree.root(), b"l", l, false).unwrap();
+            let image = write_image(&tree, &WriteOptions::default());
+            assert_eq!(image.is_ok(), ok, "writer, {len}: {:?}", image.err());
+            if let Ok(image) = image {
+                let img = crate::reader::Image::open(image).unwrap();
+                let back = img.to_tree().unwrap();
+                let node = back.node(back.node(back.root()).entry(b"l").unwrap().node);
+                assert_eq!(node.payload.as_ref().map(Vec::len), Some(len), "reader");
+            }
+        }
+    }
+
+    /// The writer and the dumpfile parser hold inline content and xattrs to
+    /// the same limits.
+    #[test]
+    fn inline_content_and_xattr_limits() {
+        use crate::dumpfile::{parse, ParseMode};
+        use crate::writer::{write_image, WriteOptions};
+        let file = |content: usize, name: usize, value: usize| {
+            let mut f = Node::new(Stat {
+                mode: mode::S_IFREG | 0o644,
+                size: content as u64,
+                nlink: 1,
+                ..Stat::default()
+            });
+            f.content = Some(vec![b'c'; content]);
+            f.set_xattr(&vec![b'n'; name], &vec![b'v'; value]);
+            let mut tree = Tree::new(dir());
+            let id = tree.add_node(f);
+            tree.link(tree.root(), b"f", id, false).unwrap();
+            tree
+        };
+        // (inline content bytes, xattr name bytes, xattr value bytes, accepted)
+        let table = [
+            (MAX_INLINE_CONTENT_LEN, 10, 1, true),
+            (MAX_INLINE_CONTENT_LEN + 1, 10, 1, false),
+            (1, MAX_XATTR_NAME_LEN, 1, true),
+            (1, MAX_XATTR_NAME_LEN + 1, 1, false),
+            (1, 10, MAX_XATTR_VALUE_LEN, true),
+            (1, 10, MAX_XATTR_VALUE_LEN + 1, false),
+        ];
+        for (content, name, value, ok) in table {
+            let tree = file(content, name, value);
+            let written = write_image(&tree, &WriteOptions::default());
+            assert_eq!(written.is_ok(), ok, "writer: {content} {name} {value}");
+            // The dumpfile's own xattr space limit is smaller than a value.
+            if value < 100 {
+                let dump = format!(
+                    "/ 4096 40755 2 0 0 0 0.0 - - -\n/f {content} 100644 1 0 0 0 0.0 - {} - {}=v\n",
+                    "c".repeat(content),
+                    "n".repeat(name),
+                );
+                let parsed = parse(dump.as_bytes(), ParseMode::Strict);
+                assert_eq!(parsed.is_ok(), ok, "dumpfile: {content} {name}: {parsed:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn set_xattr_replaces_in_place_or_appends() {
+        let x = |n: &str, v: &str| Xattr {
+            name: n.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+        };
+        // (set name=value, list after)
+        let table = [
+            (("a", "1"), vec![x("a", "1")]),
+            (("b", "2"), vec![x("a", "1"), x("b", "2")]),
+            (("a", "3"), vec![x("a", "3"), x("b", "2")]),
+            (("c", ""), vec![x("a", "3"), x("b", "2"), x("c", "")]),
+            (("b", "4"), vec![x("a", "3"), x("b", "4"), x("c", "")]),
+        ];
+        let mut list = Vec::new();
+        for ((name, value), want) in table {
+            set_xattr(&mut list, name.as_bytes(), value.as_bytes());
+            assert_eq!(list, want, "after {name}={value}");
+        }
+    }
+
+    #[test]
+    fn unlink_removes_one_name_only() {
+        let mut t = Tree::new(dir());
+        let a = t.add_node(dir());
+        let b = t.add_node(dir());
+        t.link(t.root(), b"a", a, false).unwrap();
+        t.link(t.root(), b"b", b, false).unwrap();
+        t.link(t.root(), b"c", a, true).unwrap();
+        // (name to remove, node it named, names left)
+        type Case<'a> = (&'a [u8], Option<NodeId>, &'a [&'a [u8]]);
+        let table: &[Case] = &[
+            (b"missing", None, &[b"a", b"b", b"c"]),
+            (b"a", Some(a), &[b"b", b"c"]),
+            (b"a", None, &[b"b", b"c"]),
+            (b"c", Some(a), &[b"b"]),
+            (b"b", Some(b), &[]),
+        ];
+        for &(name, removed, left) in table {
+            assert_eq!(t.unlink(t.root(), name), removed, "{name:?}");
+            assert_eq!(names(&t, t.root()), left, "after unlinking {name:?}");
+        }
+        // Nodes stay in the arena; a file has no entries to remove.
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.unlink(a, b"x"), None);
     }
 }

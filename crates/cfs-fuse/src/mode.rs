@@ -30,7 +30,7 @@
 //!   directories, where Linux refuses to read them ([`ServeMode::hides_xattr`]);
 //! - nothing is hidden: whiteouts are for the overlay on top to act on.
 
-use cfs_format::overlay::{ESCAPE_PREFIX, PREFIX, USER_PREFIX};
+use cfs_format::overlay::{self, Namespace, PREFIX, USER_PREFIX};
 use std::borrow::Cow;
 
 /// What the server presents: contents too, or metadata for an overlay on top.
@@ -45,9 +45,6 @@ pub enum ServeMode {
     OverlayLower,
 }
 
-/// `user.overlay.overlay.`: the escape prefix overlayfs uses under `userxattr`.
-const USER_ESCAPE_PREFIX: &[u8] = b"user.overlay.overlay.";
-
 fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(a.len() + b.len());
     v.extend_from_slice(a);
@@ -59,21 +56,15 @@ impl ServeMode {
     /// The name a client sees for the image xattr `name`, or `None` when hidden.
     pub fn present_name<'a>(&self, name: &'a [u8]) -> Option<Cow<'a, [u8]>> {
         match self {
-            ServeMode::Standalone => match name.strip_prefix(ESCAPE_PREFIX) {
-                Some(rest) if !rest.is_empty() => Some(Cow::Owned(concat(PREFIX, rest))),
-                Some(_) => None,
-                None if name.starts_with(PREFIX) => None,
-                None => Some(Cow::Borrowed(name)),
-            },
-            ServeMode::OverlayLower => {
-                if let Some(rest) = name.strip_prefix(PREFIX) {
-                    Some(Cow::Owned(concat(USER_PREFIX, rest)))
-                } else if let Some(rest) = name.strip_prefix(USER_PREFIX) {
-                    Some(Cow::Owned(concat(USER_ESCAPE_PREFIX, rest)))
-                } else {
-                    Some(Cow::Borrowed(name))
-                }
+            // `trusted.overlay.overlay.` would show as the bare prefix, which
+            // names no xattr: hidden.
+            ServeMode::Standalone => {
+                overlay::unescape(Namespace::Trusted, name).filter(|shown| shown.as_ref() != PREFIX)
             }
+            ServeMode::OverlayLower => match name.strip_prefix(PREFIX) {
+                Some(rest) => Some(Cow::Owned(concat(USER_PREFIX, rest))),
+                None => Some(overlay::escape(Namespace::User, name)),
+            },
         }
     }
 
@@ -82,16 +73,14 @@ impl ServeMode {
     /// The inverse of [`ServeMode::present_name`].
     pub fn image_names(&self, name: &[u8]) -> Vec<Vec<u8>> {
         match self {
-            ServeMode::Standalone => match name.strip_prefix(PREFIX) {
-                Some(rest) if !rest.is_empty() => vec![concat(ESCAPE_PREFIX, rest)],
-                Some(_) => vec![],
-                None => vec![name.to_vec()],
-            },
+            ServeMode::Standalone if name == PREFIX => vec![],
+            ServeMode::Standalone => vec![overlay::escape(Namespace::Trusted, name).into_owned()],
             ServeMode::OverlayLower => match name.strip_prefix(USER_PREFIX) {
                 Some(rest) => {
                     let mut names = vec![concat(PREFIX, rest)];
-                    if let Some(escaped) = rest.strip_prefix(b"overlay.".as_slice()) {
-                        names.push(concat(USER_PREFIX, escaped));
+                    // An escaped name may also be the image's own user.overlay.X.
+                    if let Some(Cow::Owned(own)) = overlay::unescape(Namespace::User, name) {
+                        names.push(own);
                     }
                     names
                 }
@@ -105,7 +94,7 @@ impl ServeMode {
     /// True when a directory entry for an inode of this `mode` and `rdev` is
     /// hidden: an overlay whiteout (character device 0/0) in standalone mode.
     pub fn hides_entry(&self, mode: u32, rdev: u64) -> bool {
-        *self == ServeMode::Standalone && mode & 0o170000 == 0o020000 && rdev == 0
+        *self == ServeMode::Standalone && cfs_format::overlay::is_whiteout(mode, rdev)
     }
 
     /// True when the xattr `shown` (a name [`ServeMode::present_name`] gave)

@@ -17,8 +17,8 @@
 use crate::error::MountError;
 use crate::options::{self, ErofsBacking, MountConfig};
 use crate::syscalls::{self, FsContext, Measured};
-use cfs_format::erofs::{self, ComposefsHeader, Superblock};
-use cfs_format::fsverity::FsVerityHasher;
+use cfs_format::fsverity::digest_reader;
+use cfs_format::reader::{HeaderError, Headers, OpenOptions, HEADERS_LEN};
 use cfs_format::Digest;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::Errno;
@@ -26,7 +26,6 @@ use rustix::mount::MountAttrFlags;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use zerocopy::FromBytes;
 
 /// Mounts the image `cfg` describes at `target` with erofs + overlayfs.
 pub fn mount(cfg: &MountConfig, target: &Path) -> Result<(), MountError> {
@@ -142,9 +141,9 @@ fn absolute_paths(cfg: &MountConfig) -> Result<MountConfig, MountError> {
 /// Checks the composefs header and EROFS superblock, and that the file holds
 /// every block the superblock counts. Returns whether the image has ACLs.
 fn check_image(file: &File, path: &Path) -> Result<bool, MountError> {
-    let bad = |what: String| MountError::BadImage {
+    let bad = |e: HeaderError| MountError::BadImage {
         path: path.to_path_buf(),
-        what,
+        what: e.to_string(),
     };
     let io = |source| MountError::Io {
         op: "read image",
@@ -152,45 +151,12 @@ fn check_image(file: &File, path: &Path) -> Result<bool, MountError> {
         source,
     };
     let len = file.metadata().map_err(io)?.len();
-    let sb_off = erofs::SUPER_OFFSET as usize;
-    let need = sb_off + std::mem::size_of::<Superblock>();
-    if len < need as u64 {
-        return Err(bad(format!("{len} bytes, too short for the headers")));
-    }
-    let mut buf = vec![0u8; need];
-    file.read_exact_at(&mut buf, 0).map_err(io)?;
-    let (header, _) = ComposefsHeader::read_from_prefix(&buf).map_err(|_| bad("header".into()))?;
-    let (sb, _) =
-        Superblock::read_from_prefix(&buf[sb_off..]).map_err(|_| bad("superblock".into()))?;
-    if header.magic.get() != erofs::COMPOSEFS_MAGIC {
-        return Err(bad(format!(
-            "composefs header magic {:#010x}",
-            header.magic.get()
-        )));
-    }
-    if header.version.get() != erofs::COMPOSEFS_HEADER_VERSION {
-        return Err(bad(format!(
-            "composefs header version {}",
-            header.version.get()
-        )));
-    }
-    if sb.magic.get() != erofs::SUPER_MAGIC {
-        return Err(bad(format!(
-            "EROFS superblock magic {:#010x}",
-            sb.magic.get()
-        )));
-    }
-    if u32::from(sb.blkszbits) != erofs::BLOCK_BITS {
-        return Err(bad(format!("EROFS block size 2^{}", sb.blkszbits)));
-    }
-    let want = u64::from(sb.blocks.get()) * erofs::BLOCK_SIZE;
-    if len < want {
-        return Err(bad(format!(
-            "truncated: the superblock counts {} blocks ({want} bytes), the file has {len}",
-            sb.blocks.get()
-        )));
-    }
-    Ok(header.flags.get() & erofs::COMPOSEFS_FLAG_HAS_ACL != 0)
+    // At most HEADERS_LEN, so it fits a usize.
+    let mut start = vec![0u8; len.min(HEADERS_LEN as u64) as usize];
+    file.read_exact_at(&mut start, 0).map_err(io)?;
+    let headers = Headers::check(&start, len, OpenOptions::new()).map_err(bad)?;
+    headers.check_complete(len).map_err(bad)?;
+    Ok(headers.has_acl())
 }
 
 /// `digest=`: the kernel measures where the file has fs-verity; elsewhere
@@ -203,7 +169,7 @@ fn check_digest(file: &File, path: &Path, expected: Digest) -> Result<(), MountE
     };
     let (found, how) = match syscalls::measure_verity(file.as_fd()).map_err(|e| io(e.into()))? {
         Measured::Sha256(d) => (d, "measured by the kernel"),
-        _ => (userspace_digest(file).map_err(io)?, "computed in userspace"),
+        _ => (digest_reader(file).map_err(io)?, "computed in userspace"),
     };
     if found != expected {
         return Err(MountError::DigestMismatch {
@@ -214,23 +180,6 @@ fn check_digest(file: &File, path: &Path, expected: Digest) -> Result<(), MountE
         });
     }
     Ok(())
-}
-
-fn userspace_digest(file: &File) -> std::io::Result<Digest> {
-    let mut hasher = FsVerityHasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    loop {
-        match file.read_at(&mut buf, off) {
-            Ok(0) => return Ok(hasher.finish()),
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                off += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Whether the object store can back `verity=require`, and if not, why.

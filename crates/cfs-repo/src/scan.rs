@@ -373,32 +373,18 @@ fn read_content(
         Mode::empty(),
     )
     .map_err(ScanError::io("open", path))?;
-    let mut file = std::fs::File::from(fd);
+    let mut file = KeepSmall {
+        file: std::fs::File::from(fd),
+        kept: (size <= INLINE_CONTENT_MAX).then(Vec::new),
+    };
     let mut hasher = FsVerityHasher::new();
-    let mut inline = (size <= INLINE_CONTENT_MAX).then(Vec::new);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(ScanError::Io {
-                    op: "read",
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
-        hasher.update(&buf[..n]);
-        if let Some(c) = inline.as_mut() {
-            if c.len() as u64 + n as u64 <= INLINE_CONTENT_MAX {
-                c.extend_from_slice(&buf[..n]);
-            }
-        }
-        total += n as u64;
-    }
+    let total = hasher
+        .update_from(&mut file)
+        .map_err(|source| ScanError::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
     if total != size {
         return Err(ScanError::SizeChanged {
             path: path.to_path_buf(),
@@ -406,7 +392,26 @@ fn read_content(
             found: total,
         });
     }
-    Ok((hasher.finish(), inline))
+    Ok((hasher.finish(), file.kept))
+}
+
+/// A file read through this keeps what it reads in `kept`, if that is
+/// `Some`, while the total stays within [`INLINE_CONTENT_MAX`].
+struct KeepSmall {
+    file: std::fs::File,
+    kept: Option<Vec<u8>>,
+}
+
+impl Read for KeepSmall {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if let Some(c) = self.kept.as_mut() {
+            if c.len() as u64 + n as u64 <= INLINE_CONTENT_MAX {
+                c.extend_from_slice(&buf[..n]);
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -14,10 +14,7 @@ pub mod escape;
 mod parse;
 mod print;
 
-pub use parse::{
-    MAX_EXTERNAL_FILE_SIZE, MAX_INLINE_CONTENT_LEN, MAX_PAYLOAD_LEN, MAX_XATTR_FIELDS_LEN,
-    MAX_XATTR_NAME_LEN, MAX_XATTR_SPACE, MAX_XATTR_VALUE_LEN,
-};
+pub use parse::{MAX_EXTERNAL_FILE_SIZE, MAX_XATTR_FIELDS_LEN, MAX_XATTR_SPACE};
 
 use crate::Tree;
 

@@ -30,17 +30,12 @@ use std::collections::HashMap;
 
 use super::escape::{escape, unescape, unescape_optional, Style, UnescapeError};
 use super::{DumpfileError, ParseMode};
-use crate::tree::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_NAME_LEN};
+use crate::tree::{
+    FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_INLINE_CONTENT_LEN, MAX_NAME_LEN,
+    MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
+};
 use crate::Digest;
 
-/// Longest symlink target or payload: C rejects `strlen >= PATH_MAX` (4096).
-pub const MAX_PAYLOAD_LEN: usize = 4095;
-/// Largest inline content (`LCFS_INLINE_CONTENT_MAX`).
-pub const MAX_INLINE_CONTENT_LEN: usize = 5000;
-/// Longest xattr name (`XATTR_NAME_MAX`).
-pub const MAX_XATTR_NAME_LEN: usize = 255;
-/// Longest xattr value.
-pub const MAX_XATTR_VALUE_LEN: usize = u16::MAX as usize;
 /// Xattr space one inode may use from a dumpfile (`LCFS_INODE_EXTERNAL_XATTR_MAX`),
 /// counted as C counts it: see `XattrSpace`.
 pub const MAX_XATTR_SPACE: usize = u16::MAX as usize / 2;
@@ -137,13 +132,15 @@ struct Parser {
 }
 
 impl Parser {
+    /// One line: a hard link (resolved in [`Parser::finish`]) or a node put
+    /// in the tree.
     fn line(&mut self, line: &[u8], mode: ParseMode) -> Result<(), String> {
         self.line_no += 1;
         if let Some(pos) = line.iter().position(|&b| b == 0) {
             return Err(format!("embedded NUL byte at column {}", pos + 1));
         }
-        let mut rest = line;
-        let fields: [&[u8]; 11] = std::array::from_fn(|_| split_off(&mut rest, b' '));
+        let mut xattrs = line;
+        let fields: [&[u8]; 11] = std::array::from_fn(|_| split_off(&mut xattrs, b' '));
 
         let path = c_string(unescape(fields[PATH]).map_err(|e| bad_escape(PATH, &e))?);
         if path.is_empty() {
@@ -158,145 +155,55 @@ impl Parser {
         let file_type = FileType::from_mode(st_mode)
             .ok_or_else(|| format!("mode: {st_mode:o} has no valid file type"))?;
         let place = self.place(&path, file_type)?;
-
         if is_link {
-            if file_type == FileType::Directory {
-                return Err("mode: a directory can't be a hard link".into());
-            }
-            let target = unescape_optional(fields[PAYLOAD])
-                .map_err(|e| bad_escape(PAYLOAD, &e))?
-                .map(c_string);
-            let Place::Child { dir, name } = place else {
-                return Err("path: the root can't be a hard link".into());
-            };
-            let tree = self.tree.as_mut().ok_or("path: no root directory")?;
-            // Points at the root until resolved in `finish`.
-            tree.link(dir, &name, NodeId::ROOT, true)
-                .map_err(|e| format!("path: {e}"))?;
-            self.link_at.insert((dir, name.clone()), self.links.len());
-            self.links.push(PendingLink {
-                line: self.line_no,
-                dir,
-                name,
-                target,
-            });
-            return Ok(());
+            return self.hard_link(place, file_type, fields[PAYLOAD]);
         }
-
-        let size = int_field(SIZE, fields[SIZE], 10)?;
-        let nlink = int_field(NLINK, fields[NLINK], 10)? as u32;
-        let uid = int_field(UID, fields[UID], 10)? as u32;
-        let gid = int_field(GID, fields[GID], 10)? as u32;
-        let rdev = int_field(RDEV, fields[RDEV], 10)?;
-        let mtime = mtime_field(fields[MTIME])?;
-        let payload = unescape_optional(fields[PAYLOAD])
-            .map_err(|e| bad_escape(PAYLOAD, &e))?
-            .map(c_string);
-        let content = unescape_optional(fields[CONTENT]).map_err(|e| bad_escape(CONTENT, &e))?;
-        if let Some(content) = &content {
-            if content.len() as u64 != size {
-                return Err(format!(
-                    "content: {} bytes, but size is {size}",
-                    content.len()
-                ));
-            }
-        }
-        // C ignores what `digest_to_raw` says and keeps whatever it filled
-        // in; here a digest is 64 hex digits, and an empty field (a line
-        // with its last fields missing) is no digest.
-        let digest = unescape_optional(fields[DIGEST])
-            .map_err(|e| bad_escape(DIGEST, &e))?
-            .map(c_string)
-            .filter(|d| !d.is_empty())
-            .map(|d| Digest::from_hex(&d))
-            .transpose()
-            .map_err(|e| format!("digest: {e}"))?;
-
-        let mut node = Node::new(Stat {
-            mode: st_mode,
-            uid,
-            gid,
-            nlink,
-            rdev: 0,
-            size,
-            mtime,
-        });
-        match file_type {
-            FileType::CharDevice | FileType::BlockDevice => node.stat.rdev = rdev,
-            _ if mode == ParseMode::Strict && rdev != 0 => {
-                return Err(format!("rdev: {rdev} on a file that is not a device"));
-            }
-            _ => {}
-        }
-        if file_type == FileType::Symlink {
-            let target = match payload {
-                Some(t) if !t.is_empty() => t,
-                _ => return Err("payload: a symlink needs a target".into()),
-            };
-            if target.len() > MAX_PAYLOAD_LEN {
-                return Err(format!(
-                    "payload: symlink target of {} bytes, longer than {MAX_PAYLOAD_LEN}",
-                    target.len()
-                ));
-            }
-            if mode == ParseMode::Strict {
-                if size != target.len() as u64 {
-                    return Err(format!(
-                        "size: {size}, but the symlink target is {} bytes",
-                        target.len()
-                    ));
-                }
-                if content.as_ref().is_some_and(|c| !c.is_empty()) {
-                    return Err("content: a symlink can't have content".into());
-                }
-            }
-            node.stat.size = target.len() as u64;
-            node.payload = Some(target);
-        } else {
-            if let Some(p) = &payload {
-                if p.len() > MAX_PAYLOAD_LEN {
-                    return Err(format!(
-                        "payload: {} bytes, longer than {MAX_PAYLOAD_LEN}",
-                        p.len()
-                    ));
-                }
-            }
-            node.payload = payload;
-            if let Some(content) = content {
-                if content.len() > MAX_INLINE_CONTENT_LEN {
-                    return Err(format!(
-                        "content: {} bytes, more than the {MAX_INLINE_CONTENT_LEN} that can be inline",
-                        content.len()
-                    ));
-                }
-                if !content.is_empty() {
-                    node.content = Some(content);
-                }
-            }
-        }
-        node.digest = digest;
-
-        if rest.len() > MAX_XATTR_FIELDS_LEN {
-            return Err(format!(
-                "xattrs: {} bytes of xattrs on one line, more than {MAX_XATTR_FIELDS_LEN}",
-                rest.len()
-            ));
-        }
-        let mut space = XattrSpace::default();
-        while !rest.is_empty() {
-            let field = split_off(&mut rest, b' ');
-            space.add(&mut node, field)?;
-        }
-
+        let mut node = build_node(read_fields(&fields, st_mode)?, file_type, mode)?;
+        add_xattrs(&mut node, xattrs)?;
         // The image writer's check (`lcfs_node_validate`): the chunk index of
         // a file without inline content has at most 1024 entries.
+        let size = node.stat.size;
         if file_type == FileType::Regular && node.content.is_none() && size > MAX_EXTERNAL_FILE_SIZE
         {
             return Err(format!(
                 "size: {size} is larger than the largest file composefs can describe ({MAX_EXTERNAL_FILE_SIZE})"
             ));
         }
+        self.add(place, node)
+    }
 
+    /// A hard link line: only its mode and payload (the target path) count.
+    /// Its entry points at the root until [`Parser::finish`] resolves it.
+    fn hard_link(
+        &mut self,
+        place: Place,
+        file_type: FileType,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        if file_type == FileType::Directory {
+            return Err("mode: a directory can't be a hard link".into());
+        }
+        let target = unescape_optional(payload)
+            .map_err(|e| bad_escape(PAYLOAD, &e))?
+            .map(c_string);
+        let Place::Child { dir, name } = place else {
+            return Err("path: the root can't be a hard link".into());
+        };
+        let tree = self.tree.as_mut().ok_or("path: no root directory")?;
+        tree.link(dir, &name, NodeId::ROOT, true)
+            .map_err(|e| format!("path: {e}"))?;
+        self.link_at.insert((dir, name.clone()), self.links.len());
+        self.links.push(PendingLink {
+            line: self.line_no,
+            dir,
+            name,
+            target,
+        });
+        Ok(())
+    }
+
+    /// Puts a line's node where [`Parser::place`] said it goes.
+    fn add(&mut self, place: Place, node: Node) -> Result<(), String> {
         match place {
             Place::Root => self.tree = Some(Tree::new(node)),
             Place::Child { dir, name } => {
@@ -447,6 +354,163 @@ impl Parser {
         }
         Ok(tree)
     }
+}
+
+/// The fixed fields of a line that is not a hard link, read but not yet
+/// checked against its file type.
+struct Fields {
+    /// Every stat field as written (`rdev` too).
+    stat: Stat,
+    payload: Option<Vec<u8>>,
+    content: Option<Vec<u8>>,
+    digest: Option<Digest>,
+}
+
+/// Reads the fixed fields after the path and mode.
+fn read_fields(fields: &[&[u8]; 11], st_mode: u32) -> Result<Fields, String> {
+    let size = int_field(SIZE, fields[SIZE], 10)?;
+    let nlink = int_field(NLINK, fields[NLINK], 10)? as u32;
+    let uid = int_field(UID, fields[UID], 10)? as u32;
+    let gid = int_field(GID, fields[GID], 10)? as u32;
+    let rdev = int_field(RDEV, fields[RDEV], 10)?;
+    let mtime = mtime_field(fields[MTIME])?;
+    let payload = unescape_optional(fields[PAYLOAD])
+        .map_err(|e| bad_escape(PAYLOAD, &e))?
+        .map(c_string);
+    let content = unescape_optional(fields[CONTENT]).map_err(|e| bad_escape(CONTENT, &e))?;
+    if let Some(content) = &content {
+        if content.len() as u64 != size {
+            return Err(format!(
+                "content: {} bytes, but size is {size}",
+                content.len()
+            ));
+        }
+    }
+    // C ignores what `digest_to_raw` says and keeps whatever it filled
+    // in; here a digest is 64 hex digits, and an empty field (a line
+    // with its last fields missing) is no digest.
+    let digest = unescape_optional(fields[DIGEST])
+        .map_err(|e| bad_escape(DIGEST, &e))?
+        .map(c_string)
+        .filter(|d| !d.is_empty())
+        .map(|d| Digest::from_hex(&d))
+        .transpose()
+        .map_err(|e| format!("digest: {e}"))?;
+    let stat = Stat {
+        mode: st_mode,
+        uid,
+        gid,
+        nlink,
+        rdev,
+        size,
+        mtime,
+    };
+    Ok(Fields {
+        stat,
+        payload,
+        content,
+        digest,
+    })
+}
+
+/// The node a line describes: rdev kept for devices only, a symlink's target
+/// from its payload, another file's payload and inline content as given.
+fn build_node(fields: Fields, file_type: FileType, mode: ParseMode) -> Result<Node, String> {
+    let Fields {
+        stat,
+        payload,
+        content,
+        digest,
+    } = fields;
+    let mut node = Node::new(Stat { rdev: 0, ..stat });
+    match file_type {
+        FileType::CharDevice | FileType::BlockDevice => node.stat.rdev = stat.rdev,
+        _ if mode == ParseMode::Strict && stat.rdev != 0 => {
+            return Err(format!(
+                "rdev: {} on a file that is not a device",
+                stat.rdev
+            ));
+        }
+        _ => {}
+    }
+    if file_type == FileType::Symlink {
+        set_symlink(&mut node, payload, content.as_deref(), mode)?;
+    } else {
+        if let Some(p) = &payload {
+            if p.len() > MAX_SYMLINK_LEN {
+                return Err(format!(
+                    "payload: {} bytes, longer than {MAX_SYMLINK_LEN}",
+                    p.len()
+                ));
+            }
+        }
+        node.payload = payload;
+        if let Some(content) = content {
+            if content.len() > MAX_INLINE_CONTENT_LEN {
+                return Err(format!(
+                    "content: {} bytes, more than the {MAX_INLINE_CONTENT_LEN} that can be inline",
+                    content.len()
+                ));
+            }
+            if !content.is_empty() {
+                node.content = Some(content);
+            }
+        }
+    }
+    node.digest = digest;
+    Ok(node)
+}
+
+/// A symlink's target is its payload; its size becomes the target's length
+/// (in strict mode the size field must already say so, and there must be
+/// no content).
+fn set_symlink(
+    node: &mut Node,
+    payload: Option<Vec<u8>>,
+    content: Option<&[u8]>,
+    mode: ParseMode,
+) -> Result<(), String> {
+    let target = match payload {
+        Some(t) if !t.is_empty() => t,
+        _ => return Err("payload: a symlink needs a target".into()),
+    };
+    if target.len() > MAX_SYMLINK_LEN {
+        return Err(format!(
+            "payload: symlink target of {} bytes, longer than {MAX_SYMLINK_LEN}",
+            target.len()
+        ));
+    }
+    if mode == ParseMode::Strict {
+        let size = node.stat.size;
+        if size != target.len() as u64 {
+            return Err(format!(
+                "size: {size}, but the symlink target is {} bytes",
+                target.len()
+            ));
+        }
+        if content.is_some_and(|c| !c.is_empty()) {
+            return Err("content: a symlink can't have content".into());
+        }
+    }
+    node.stat.size = target.len() as u64;
+    node.payload = Some(target);
+    Ok(())
+}
+
+/// The xattr fields after the fixed ones, within C's limits.
+fn add_xattrs(node: &mut Node, mut rest: &[u8]) -> Result<(), String> {
+    if rest.len() > MAX_XATTR_FIELDS_LEN {
+        return Err(format!(
+            "xattrs: {} bytes of xattrs on one line, more than {MAX_XATTR_FIELDS_LEN}",
+            rest.len()
+        ));
+    }
+    let mut space = XattrSpace::default();
+    while !rest.is_empty() {
+        let field = split_off(&mut rest, b' ');
+        space.add(node, field)?;
+    }
+    Ok(())
 }
 
 /// Xattr space used by one inode, counted as C's `lcfs_node_set_xattr`

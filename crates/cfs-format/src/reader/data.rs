@@ -20,14 +20,11 @@ use crate::erofs::{
 };
 use crate::fsverity::Digest;
 use crate::overlay;
-use crate::tree::FileType;
+use crate::tree::{FileType, MAX_SYMLINK_LEN};
 use zerocopy::little_endian::U32;
 
 /// What a hole reads as; a hole extent is handed out in pieces of this size.
 static ZEROS: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
-
-/// Longest symlink target: `PATH_MAX - 1`, as C composefs and the kernel allow.
-pub const MAX_SYMLINK_LEN: u64 = 4095;
 
 impl<T: ImageSource> Image<T> {
     /// Up to `len` bytes of the data of inode `nid` from byte `offset`: the
@@ -75,7 +72,7 @@ impl<T: ImageSource> Image<T> {
 
     pub(super) fn symlink_inode(&self, inode: &Inode) -> Result<&[u8], ReadError> {
         let nid = Some(inode.nid());
-        if inode.size() > MAX_SYMLINK_LEN {
+        if inode.size() > MAX_SYMLINK_LEN as u64 {
             return Err(corrupt(
                 nid,
                 format!("symlink i_size {} is over {MAX_SYMLINK_LEN}", inode.size()),

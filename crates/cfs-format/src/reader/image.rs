@@ -6,11 +6,9 @@
 //! superblock at byte 1024. Nothing past the superblock and the root inode is
 //! looked at when opening, so opening costs the same for any image size.
 
+use super::header::{ComposefsInfo, Headers, HEADERS_LEN};
 use super::{corrupt, ImageSource, Nid, ReadError};
-use crate::erofs::{
-    ComposefsHeader, Superblock, BLOCK_BITS, BLOCK_SIZE, COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC,
-    FEATURE_COMPAT_XATTR_FILTER, SUPER_MAGIC, SUPER_OFFSET,
-};
+use crate::erofs::{BLOCK_SIZE, FEATURE_COMPAT_XATTR_FILTER};
 use crate::tree::Timespec;
 use std::ops::Deref;
 use zerocopy::FromBytes;
@@ -34,6 +32,11 @@ impl OpenOptions {
         self.allow_plain_erofs = yes;
         self
     }
+
+    /// Whether a plain EROFS image is accepted.
+    pub fn allows_plain_erofs(&self) -> bool {
+        self.allow_plain_erofs
+    }
 }
 
 /// An opened image over bytes from `T` (a `Vec<u8>` in tests; an mmap or a
@@ -42,8 +45,8 @@ impl OpenOptions {
 /// Cheap to share between threads when `T` is: every read takes `&self`.
 pub struct Image<T: ImageSource> {
     data: T,
-    /// The composefs header's `composefs_version` and `flags`, `None` for plain EROFS.
-    composefs: Option<(u32, u32)>,
+    /// The composefs header, `None` for plain EROFS.
+    composefs: Option<ComposefsInfo>,
     /// Byte offset of nid 0: `meta_blkaddr * 4096`.
     pub(super) meta_offset: u64,
     /// Byte offset of shared xattr id 0: `xattr_blkaddr * 4096`.
@@ -69,93 +72,22 @@ impl<T: ImageSource> Image<T> {
         Self::open_with(data, OpenOptions::new().allow_plain_erofs(true))
     }
 
-    /// Opens with explicit [`OpenOptions`].
+    /// Opens with explicit [`OpenOptions`]: the header check
+    /// ([`Headers::check`]), then the root inode.
     pub fn open_with(data: T, options: OpenOptions) -> Result<Self, ReadError> {
-        let header = data
-            .bytes_at(0, size_of::<ComposefsHeader>())
-            .and_then(|b| ComposefsHeader::read_from_bytes(b).ok())
-            .ok_or_else(|| corrupt(None, "image shorter than the composefs header"))?;
-        let composefs = if header.magic.get() == COMPOSEFS_MAGIC {
-            if header.version.get() != COMPOSEFS_HEADER_VERSION {
-                return Err(corrupt(
-                    None,
-                    format!(
-                        "composefs header version {} (expected {COMPOSEFS_HEADER_VERSION})",
-                        header.version.get()
-                    ),
-                ));
-            }
-            // C composefs writes versions 0 and 1 (2 is being designed); the
-            // layout rules this reader checks do not depend on it.
-            Some((header.composefs_version.get(), header.flags.get()))
-        } else if options.allow_plain_erofs {
-            None
-        } else {
-            return Err(corrupt(
-                None,
-                format!(
-                    "composefs header magic {:#010x} (expected {COMPOSEFS_MAGIC:#010x})",
-                    header.magic.get()
-                ),
-            ));
-        };
-
-        let sb = data
-            .bytes_at(SUPER_OFFSET, size_of::<Superblock>())
-            .and_then(|b| Superblock::read_from_bytes(b).ok())
-            .ok_or_else(|| corrupt(None, "image shorter than the superblock"))?;
-        if sb.magic.get() != SUPER_MAGIC {
-            return Err(corrupt(
-                None,
-                format!(
-                    "superblock magic {:#010x} (expected {SUPER_MAGIC:#010x})",
-                    sb.magic.get()
-                ),
-            ));
-        }
-        if u32::from(sb.blkszbits) != BLOCK_BITS {
-            return Err(corrupt(
-                None,
-                format!(
-                    "superblock blkszbits {} (only 12 is supported)",
-                    sb.blkszbits
-                ),
-            ));
-        }
-        if sb.dirblkbits != 0 {
-            return Err(corrupt(
-                None,
-                format!(
-                    "superblock dirblkbits {} (only 0 is supported)",
-                    sb.dirblkbits
-                ),
-            ));
-        }
         let len = data.size();
+        // At most HEADERS_LEN, so it fits a usize.
+        let start_len = len.min(HEADERS_LEN as u64) as usize;
+        let start = data
+            .bytes_at(0, start_len)
+            .ok_or_else(|| corrupt(None, "the image headers could not be read"))?;
+        let headers =
+            Headers::check(start, len, options).map_err(|e| corrupt(None, e.to_string()))?;
+        let sb = headers.superblock;
         let meta_offset = u64::from(sb.meta_blkaddr.get()) * BLOCK_SIZE;
-        if meta_offset >= len {
-            return Err(corrupt(
-                None,
-                format!(
-                    "superblock meta_blkaddr {} is past the end of the image",
-                    sb.meta_blkaddr.get()
-                ),
-            ));
-        }
-        // An image with no shared xattrs may point xattr_blkaddr just past its
-        // last inode, which can be the end of the image.
         let xattr_offset = u64::from(sb.xattr_blkaddr.get()) * BLOCK_SIZE;
-        if xattr_offset > len {
-            return Err(corrupt(
-                None,
-                format!(
-                    "superblock xattr_blkaddr {} is past the end of the image",
-                    sb.xattr_blkaddr.get()
-                ),
-            ));
-        }
         let image = Image {
-            composefs,
+            composefs: headers.composefs,
             meta_offset,
             xattr_offset,
             root: Nid(u64::from(sb.root_nid.get())),
@@ -195,12 +127,12 @@ impl<T: ImageSource> Image<T> {
 
     /// The composefs format version from the header, `None` for a plain EROFS image.
     pub fn composefs_version(&self) -> Option<u32> {
-        self.composefs.map(|(v, _)| v)
+        self.composefs.map(|c| c.version)
     }
 
     /// The composefs header flags (`COMPOSEFS_FLAG_*`), `None` for a plain EROFS image.
     pub fn composefs_flags(&self) -> Option<u32> {
-        self.composefs.map(|(_, f)| f)
+        self.composefs.map(|c| c.flags)
     }
 
     /// The superblock build time: the mtime of every compact inode.

@@ -10,6 +10,7 @@
 //!
 //! The reader is split by concept:
 //! - [`source`](ImageSource): where the bytes come from (a slice, an mmap, a block cache);
+//! - [`header`](Headers): the image header check (composefs header, superblock, size);
 //! - [`image`](Image): opening, the superblock, bounds-checked slicing;
 //! - [`inode`](Inode): inodes by nid, compact and extended, and their data layout;
 //! - [`dir`](DirEntryRef): directory iteration, resumable `readdir`, binary-search `lookup`;
@@ -23,6 +24,7 @@
 
 mod data;
 mod dir;
+mod header;
 mod image;
 mod inode;
 mod source;
@@ -30,6 +32,7 @@ mod tree;
 mod xattr;
 
 pub use dir::{DirEntryRef, ReadDir};
+pub use header::{ComposefsInfo, HeaderError, Headers, HEADERS_LEN};
 pub use image::{Image, OpenOptions};
 pub use inode::{Inode, Nid};
 pub use source::ImageSource;

@@ -36,12 +36,10 @@
 
 use super::{corrupt, Image, ImageSource, Inode, Nid, ReadError};
 use crate::erofs::DataLayout;
-use crate::overlay;
-use crate::tree::{DirEntry, FileType, Node, NodeId, Tree, Xattr};
+use crate::overlay::{self, Namespace};
+use crate::tree::{DirEntry, FileType, Node, NodeId, Tree, Xattr, MAX_INLINE_CONTENT_LEN};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-
-/// Largest inline file content C composefs reads back (`LCFS_INLINE_CONTENT_MAX`).
-pub const MAX_INLINE_CONTENT: u64 = 5000;
 
 /// Bounds on the work [`Image::to_tree_with`] does for a hostile image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +152,7 @@ impl<T: ImageSource> Image<T> {
                 )
             })?;
             let inode = self.inode(nid)?;
-            if inode.file_type() == Some(FileType::CharDevice) && inode.raw_u() == 0 {
+            if overlay::is_whiteout(inode.mode(), inode.rdev()) {
                 // An overlay whiteout stub: C skips these wherever they are.
                 if inode.nlink() > 1 {
                     return Err(corrupt(
@@ -248,26 +246,24 @@ impl<T: ImageSource> Image<T> {
                 budget.bytes(target.len())?;
                 node.payload = Some(target.to_vec());
             }
-            FileType::Regular if inode.size() != 0 => {
-                match inode.layout() {
-                    DataLayout::FlatPlain | DataLayout::FlatInline => {
-                        let size = inode.size();
-                        if size > MAX_INLINE_CONTENT.min(self.size()) {
-                            return Err(corrupt(
+            FileType::Regular if inode.size() != 0 => match inode.layout() {
+                DataLayout::FlatPlain | DataLayout::FlatInline => {
+                    let size = inode.size();
+                    if size > (MAX_INLINE_CONTENT_LEN as u64).min(self.size()) {
+                        return Err(corrupt(
                             nid,
-                            format!("inline file content of {size} bytes is over {MAX_INLINE_CONTENT}"),
+                            format!("inline file content of {size} bytes is over {MAX_INLINE_CONTENT_LEN}"),
                         ));
-                        }
-                        budget.bytes(size as usize)?;
-                        let mut content = vec![0; size as usize];
-                        if self.read_into(inode.nid(), 0, &mut content)? != content.len() {
-                            return Err(corrupt(nid, "inline file content is cut short"));
-                        }
-                        node.content = Some(content);
                     }
-                    DataLayout::ChunkBased => {}
+                    budget.bytes(size as usize)?;
+                    let mut content = vec![0; size as usize];
+                    if self.read_into(inode.nid(), 0, &mut content)? != content.len() {
+                        return Err(corrupt(nid, "inline file content is cut short"));
+                    }
+                    node.content = Some(content);
                 }
-            }
+                DataLayout::ChunkBased => {}
+            },
             _ => {}
         }
 
@@ -277,7 +273,7 @@ impl<T: ImageSource> Image<T> {
             budget.bytes(x.name_len() + x.value().len())?;
             let name = x.name();
             let is_reg = node.file_type() == Some(FileType::Regular);
-            let mut name = match name.as_slice() {
+            let name = match name.as_slice() {
                 n if n == overlay::REDIRECT => {
                     if is_reg {
                         let mut v = x.value();
@@ -313,12 +309,11 @@ impl<T: ImageSource> Image<T> {
                 }
                 _ => name,
             };
-            if name.starts_with(overlay::PREFIX) {
-                if !name.starts_with(overlay::ESCAPE_PREFIX) {
-                    continue;
-                }
-                name.drain(overlay::PREFIX.len()..overlay::ESCAPE_PREFIX.len());
-            }
+            let name = match overlay::unescape(Namespace::Trusted, &name) {
+                None => continue,
+                Some(Cow::Owned(shown)) => shown,
+                Some(Cow::Borrowed(_)) => name,
+            };
             match seen.get(&name) {
                 Some(&i) => node.xattrs[i].value = x.value().to_vec(),
                 None => {

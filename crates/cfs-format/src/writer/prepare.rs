@@ -15,15 +15,17 @@
 //!    name; the smallest mtime becomes the build time.
 
 use super::WriteError;
-use crate::overlay;
-use crate::tree::{mode, FileType, NodeId, Stat, Timespec, Tree, Xattr};
+use crate::overlay::{self, Namespace};
+use crate::tree::{
+    mode, set_xattr, FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_INLINE_CONTENT_LEN,
+    MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
+};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 /// Largest number of chunk index entries an external file may need: they must
 /// fit in one block (`LCFS_MAX_NONINLINE_CHUNKS`).
 pub(super) const MAX_NONINLINE_CHUNKS: u64 = 1024;
-/// Largest inline file content (`LCFS_INLINE_CONTENT_MAX`).
-pub(super) const INLINE_CONTENT_MAX: usize = 5000;
 
 /// A directory entry as written: name and the target's index in breadth-first order.
 pub(super) type Entry = (Vec<u8>, usize);
@@ -114,7 +116,12 @@ fn walk(tree: &Tree) -> Result<Walk, WriteError> {
             stack.push(e.node);
         }
     }
-    // Every hard link must name a node in the tree, and never a directory.
+    check_hard_links(tree, &w)?;
+    Ok(w)
+}
+
+/// Every hard link must name a node in the tree, and never a directory.
+fn check_hard_links(tree: &Tree, w: &Walk) -> Result<(), WriteError> {
     for &id in &w.order {
         for e in &tree.node(id).entries {
             if !e.hardlink {
@@ -135,11 +142,7 @@ fn walk(tree: &Tree) -> Result<Walk, WriteError> {
             }
         }
     }
-    Ok(w)
-}
-
-fn is_whiteout(stat: &Stat) -> bool {
-    stat.file_type() == Some(FileType::CharDevice) && stat.rdev == 0
+    Ok(())
 }
 
 /// Chunk size bits for an external file of this size (C `erofs_compute_chunk_bitsize`).
@@ -158,16 +161,7 @@ pub(super) fn chunk_count(size: u64) -> u64 {
     size.div_ceil(1u64 << chunk_bits(size))
 }
 
-fn set_xattr(xattrs: &mut Vec<Xattr>, name: &[u8], value: &[u8]) {
-    match xattrs.iter_mut().find(|x| x.name == name) {
-        Some(x) => x.value = value.to_vec(),
-        None => xattrs.push(Xattr {
-            name: name.to_vec(),
-            value: value.to_vec(),
-        }),
-    }
-}
-
+/// Prepares `tree` for writing as a format `min_version`..=`max_version` image.
 pub(super) fn prepare(
     tree: &Tree,
     min_version: u32,
@@ -178,113 +172,150 @@ pub(super) fn prepare(
             return Err(WriteError::UnsupportedVersion(v));
         }
     }
-    let max_version = max_version.max(min_version);
     let w = walk(tree)?;
-
-    let mut version = min_version;
-    if version < 1 && max_version >= 1 && w.order.iter().any(|&id| is_whiteout(&tree.node(id).stat))
-    {
-        version = 1;
-    }
-
-    // Working copies of the reachable nodes, keyed by their id.
-    struct Work {
-        stat: Stat,
-        xattrs: Vec<Xattr>,
-        symlink: Option<Vec<u8>>,
-        content: Option<Vec<u8>>,
-        /// (name, node, hardlink)
-        entries: Vec<(Vec<u8>, NodeId, bool)>,
-    }
-    let mut work: HashMap<NodeId, Work> = HashMap::with_capacity(w.order.len() + 256);
+    let version = format_version(tree, &w, min_version, max_version.max(min_version));
+    let mut work = HashMap::with_capacity(w.order.len() + 256);
     for &id in &w.order {
-        let n = tree.node(id);
-        let path = &w.path[&id];
-        let Some(ft) = n.file_type() else {
-            return Err(invalid(
-                path,
-                format!("invalid file mode {:o}", n.stat.mode),
-            ));
-        };
-        // Later duplicates of a name replace earlier ones, as C's set_xattr does.
-        let mut xattrs: Vec<Xattr> = Vec::with_capacity(n.xattrs.len() + 2);
-        for x in &n.xattrs {
-            check_xattr(path, x)?;
-            set_xattr(&mut xattrs, &x.name, &x.value);
-        }
-        // Escape the user's own overlay xattrs.
-        for x in &mut xattrs {
-            if let Some(rest) = x.name.strip_prefix(overlay::PREFIX) {
-                let mut escaped = overlay::ESCAPE_PREFIX.to_vec();
-                escaped.extend_from_slice(rest);
-                x.name = escaped;
-            }
-        }
-        let mut stat = n.stat;
-        let mut symlink = None;
-        let mut content = None;
-        match ft {
-            FileType::Symlink => {
-                let target = n.payload.clone().unwrap_or_default();
-                if target.is_empty() {
-                    return Err(invalid(path, "symlink with an empty target"));
-                }
-                if target.len() > 4095 {
-                    return Err(invalid(path, "symlink target longer than 4095 bytes"));
-                }
-                stat.size = target.len() as u64;
-                symlink = Some(target);
-            }
-            FileType::Regular => match &n.content {
-                Some(c) if !c.is_empty() => {
-                    if c.len() > INLINE_CONTENT_MAX {
-                        return Err(invalid(
-                            path,
-                            format!("inline content over {INLINE_CONTENT_MAX} bytes"),
-                        ));
-                    }
-                    stat.size = c.len() as u64;
-                    content = Some(c.clone());
-                }
-                _ if stat.size > 0 => {
-                    if chunk_count(stat.size) > MAX_NONINLINE_CHUNKS {
-                        return Err(invalid(path, format!("file size {} is too big", stat.size)));
-                    }
-                    let metacopy: Vec<u8> = match &n.digest {
-                        Some(d) => overlay::metacopy_value(d).to_vec(),
-                        None => Vec::new(),
-                    };
-                    set_xattr(&mut xattrs, overlay::METACOPY, &metacopy);
-                    if let Some(p) = n.payload.as_ref().filter(|p| !p.is_empty()) {
-                        let mut redirect = b"/".to_vec();
-                        redirect.extend_from_slice(p);
-                        set_xattr(&mut xattrs, overlay::REDIRECT, &redirect);
-                    }
-                }
-                _ => {}
-            },
-            _ => {}
-        }
-        let entries = n
+        work.insert(id, work_node(tree, id, &w.path[&id])?);
+    }
+    escape_whiteouts(&mut work, &w, version);
+    add_root_stubs(tree, &mut work);
+    let bfs = breadth_first(&work, tree.root());
+    let (inodes, build_time, has_acl) = inodes(tree, &w, work, &bfs);
+    Ok(Prepared {
+        version,
+        inodes,
+        build_time,
+        has_acl,
+    })
+}
+
+/// A reachable node (or a root whiteout stub) on its way to becoming an [`Inode`].
+struct Work {
+    stat: Stat,
+    xattrs: Vec<Xattr>,
+    symlink: Option<Vec<u8>>,
+    content: Option<Vec<u8>>,
+    /// (name, node, hardlink)
+    entries: Vec<(Vec<u8>, NodeId, bool)>,
+}
+
+/// Step 1: the format version is `min`, raised to 1 when a whiteout is
+/// present and `max` allows it.
+fn format_version(tree: &Tree, w: &Walk, min: u32, max: u32) -> u32 {
+    let has_whiteout = w.order.iter().any(|&id| {
+        let stat = &tree.node(id).stat;
+        overlay::is_whiteout(stat.mode, stat.rdev)
+    });
+    if min < 1 && max >= 1 && has_whiteout {
+        1
+    } else {
+        min
+    }
+}
+
+/// Step 2 for one node: its xattrs checked and escaped, then what its type
+/// adds (a symlink's target; a regular file's inline content, or its
+/// `metacopy` and `redirect`).
+fn work_node(tree: &Tree, id: NodeId, path: &str) -> Result<Work, WriteError> {
+    let n = tree.node(id);
+    let Some(ft) = n.file_type() else {
+        return Err(invalid(
+            path,
+            format!("invalid file mode {:o}", n.stat.mode),
+        ));
+    };
+    let mut work = Work {
+        stat: n.stat,
+        xattrs: own_xattrs(path, n)?,
+        symlink: None,
+        content: None,
+        entries: n
             .entries
             .iter()
             .map(|e| (e.name.clone(), e.node, e.hardlink))
-            .collect();
-        work.insert(
-            id,
-            Work {
-                stat,
-                xattrs,
-                symlink,
-                content,
-                entries,
-            },
-        );
+            .collect(),
+    };
+    match ft {
+        FileType::Symlink => {
+            let target = n.payload.clone().unwrap_or_default();
+            if target.is_empty() {
+                return Err(invalid(path, "symlink with an empty target"));
+            }
+            if target.len() > MAX_SYMLINK_LEN {
+                return Err(invalid(
+                    path,
+                    format!("symlink target longer than {MAX_SYMLINK_LEN} bytes"),
+                ));
+            }
+            work.stat.size = target.len() as u64;
+            work.symlink = Some(target);
+        }
+        FileType::Regular => regular_file(path, n, &mut work)?,
+        _ => {}
     }
+    Ok(work)
+}
 
-    // Whiteouts become escaped whiteouts: empty regular files, parent marked.
+/// A node's xattrs, checked, later duplicates of a name replacing earlier
+/// ones (as C's `set_xattr` does), the user's own overlay xattrs escaped.
+fn own_xattrs(path: &str, n: &Node) -> Result<Vec<Xattr>, WriteError> {
+    let mut xattrs: Vec<Xattr> = Vec::with_capacity(n.xattrs.len() + 2);
+    for x in &n.xattrs {
+        check_xattr(path, x)?;
+        set_xattr(&mut xattrs, &x.name, &x.value);
+    }
+    for x in &mut xattrs {
+        if let Cow::Owned(escaped) = overlay::escape(Namespace::Trusted, &x.name) {
+            x.name = escaped;
+        }
+    }
+    Ok(xattrs)
+}
+
+/// A regular file: non-empty inline content stays in the image; otherwise a
+/// non-empty file gets `metacopy` (with its digest, if known) and, with a
+/// payload, the `redirect` to its object.
+fn regular_file(path: &str, n: &Node, work: &mut Work) -> Result<(), WriteError> {
+    match &n.content {
+        Some(c) if !c.is_empty() => {
+            if c.len() > MAX_INLINE_CONTENT_LEN {
+                return Err(invalid(
+                    path,
+                    format!("inline content over {MAX_INLINE_CONTENT_LEN} bytes"),
+                ));
+            }
+            work.stat.size = c.len() as u64;
+            work.content = Some(c.clone());
+        }
+        _ if work.stat.size > 0 => {
+            let size = work.stat.size;
+            if chunk_count(size) > MAX_NONINLINE_CHUNKS {
+                return Err(invalid(path, format!("file size {size} is too big")));
+            }
+            let metacopy: Vec<u8> = match &n.digest {
+                Some(d) => overlay::metacopy_value(d).to_vec(),
+                None => Vec::new(),
+            };
+            set_xattr(&mut work.xattrs, overlay::METACOPY, &metacopy);
+            if let Some(p) = n.payload.as_ref().filter(|p| !p.is_empty()) {
+                let mut redirect = b"/".to_vec();
+                redirect.extend_from_slice(p);
+                set_xattr(&mut work.xattrs, overlay::REDIRECT, &redirect);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Step 2 for whiteouts: each becomes an escaped whiteout, an empty regular
+/// file, and its directory is marked as holding whiteouts (and, in format 1,
+/// as opaque).
+fn escape_whiteouts(work: &mut HashMap<NodeId, Work>, w: &Walk, version: u32) {
     for &id in &w.order {
-        if !is_whiteout(&work[&id].stat) {
+        let stat = &work[&id].stat;
+        if !overlay::is_whiteout(stat.mode, stat.rdev) {
             continue;
         }
         let node = work.get_mut(&id).expect("reachable");
@@ -300,24 +331,22 @@ pub(super) fn prepare(
             set_xattr(&mut parent.xattrs, overlay::USERXATTR_OPAQUE, b"x");
         }
     }
+}
 
-    // The root: opaque, and whiteout stubs 00..ff where no such name exists.
+/// Step 3: the root is marked opaque and gets a whiteout stub (a char device
+/// 0/0 with the root's owner, mtime and SELinux label) for each name `00` to
+/// `ff` it does not have. Stubs get the ids after the tree's own.
+fn add_root_stubs(tree: &Tree, work: &mut HashMap<NodeId, Work>) {
     let root = tree.root();
+    let r = work.get_mut(&root).expect("root");
+    set_xattr(&mut r.xattrs, overlay::OPAQUE, b"y");
+    let root_stat = r.stat;
+    let selinux = r
+        .xattrs
+        .iter()
+        .find(|x| x.name == b"security.selinux")
+        .map(|x| x.value.clone());
     let mut next_id = tree.len() as u32;
-    {
-        let r = work.get_mut(&root).expect("root");
-        set_xattr(&mut r.xattrs, overlay::OPAQUE, b"y");
-    }
-    let (root_stat, selinux) = {
-        let r = &work[&root];
-        (
-            r.stat,
-            r.xattrs
-                .iter()
-                .find(|x| x.name == b"security.selinux")
-                .map(|x| x.value.clone()),
-        )
-    };
     let mut stubs = Vec::new();
     for i in 0..=255u8 {
         let name = format!("{i:02x}").into_bytes();
@@ -326,57 +355,77 @@ pub(super) fn prepare(
         }
         let id = NodeId(next_id);
         next_id += 1;
-        let mut xattrs = Vec::new();
-        if let Some(v) = &selinux {
-            xattrs.push(Xattr {
-                name: b"security.selinux".to_vec(),
-                value: v.clone(),
-            });
-        }
-        work.insert(
-            id,
-            Work {
-                stat: Stat {
-                    mode: mode::S_IFCHR | 0o644,
-                    uid: root_stat.uid,
-                    gid: root_stat.gid,
-                    nlink: 1,
-                    rdev: 0,
-                    size: 0,
-                    mtime: root_stat.mtime,
-                },
-                xattrs,
-                symlink: None,
-                content: None,
-                entries: Vec::new(),
-            },
-        );
+        work.insert(id, whiteout_stub(&root_stat, selinux.as_deref()));
         stubs.push((name, id, false));
     }
-    {
-        let r = work.get_mut(&root).expect("root");
-        r.entries.extend(stubs);
-        r.entries.sort_by(|a, b| a.0.cmp(&b.0));
-    }
+    let r = work.get_mut(&root).expect("root");
+    r.entries.extend(stubs);
+    r.entries.sort_by(|a, b| a.0.cmp(&b.0));
+}
 
-    // Breadth-first numbering.
+/// A root whiteout stub: a char device 0/0 with the root's owner and mtime,
+/// and its SELinux label if it has one.
+fn whiteout_stub(root: &Stat, selinux: Option<&[u8]>) -> Work {
+    Work {
+        stat: Stat {
+            mode: mode::S_IFCHR | 0o644,
+            uid: root.uid,
+            gid: root.gid,
+            nlink: 1,
+            rdev: 0,
+            size: 0,
+            mtime: root.mtime,
+        },
+        xattrs: selinux
+            .map(|v| Xattr {
+                name: b"security.selinux".to_vec(),
+                value: v.to_vec(),
+            })
+            .into_iter()
+            .collect(),
+        symlink: None,
+        content: None,
+        entries: Vec::new(),
+    }
+}
+
+/// Step 4: the nodes breadth-first from the root, children in name order,
+/// hard links skipped; with each node's index in that order.
+fn breadth_first(work: &HashMap<NodeId, Work>, root: NodeId) -> BreadthFirst {
     let mut index: HashMap<NodeId, usize> = HashMap::with_capacity(work.len());
-    let mut bfs = Vec::with_capacity(work.len());
+    let mut order = Vec::with_capacity(work.len());
     let mut queue = VecDeque::from([root]);
     while let Some(id) = queue.pop_front() {
-        index.insert(id, bfs.len());
-        bfs.push(id);
+        index.insert(id, order.len());
+        order.push(id);
         for (_, child, hardlink) in &work[&id].entries {
             if !hardlink {
                 queue.push_back(*child);
             }
         }
     }
+    BreadthFirst { order, index }
+}
 
-    let mut build_time = work[&root].stat.mtime;
+/// The breadth-first numbering of the nodes to write.
+struct BreadthFirst {
+    order: Vec<NodeId>,
+    index: HashMap<NodeId, usize>,
+}
+
+/// Step 4, last: the inodes in breadth-first order, xattrs sorted by name,
+/// directory entries with `.` and `..` and link counts of 2 + subdirectories;
+/// with the build time (the smallest mtime) and whether any ACL is present.
+fn inodes(
+    tree: &Tree,
+    w: &Walk,
+    mut work: HashMap<NodeId, Work>,
+    bfs: &BreadthFirst,
+) -> (Vec<Inode>, Timespec, bool) {
+    let mut build_time = work[&tree.root()].stat.mtime;
     let mut has_acl = false;
-    let mut inodes = Vec::with_capacity(bfs.len());
-    for &id in &bfs {
+    let mut inodes = Vec::with_capacity(bfs.order.len());
+    for &id in &bfs.order {
         let wk = work.remove(&id).expect("each node once");
         let file_type = wk.stat.file_type().expect("checked above");
         let mut stat = wk.stat;
@@ -386,26 +435,13 @@ pub(super) fn prepare(
         has_acl |= xattrs
             .iter()
             .any(|x| x.name == b"system.posix_acl_access" || x.name == b"system.posix_acl_default");
-        let mut entries = Vec::new();
-        if file_type == FileType::Directory {
-            let mut subdirs = 0u32;
-            for (name, child, hardlink) in &wk.entries {
-                // Hard links are never directories (checked in walk).
-                if !hardlink && tree_type(tree, *child) == Some(FileType::Directory) {
-                    subdirs += 1;
-                }
-                entries.push((name.clone(), index[child]));
-            }
+        let entries = if file_type == FileType::Directory {
+            let (entries, subdirs) = dir_entries(tree, &wk.entries, bfs, id, w.parent[&id]);
             stat.nlink = 2 + subdirs;
-            let me = index[&id];
-            let parent = index[&w.parent[&id]];
-            for (name, target) in [(&b"."[..], me), (&b".."[..], parent)] {
-                let pos = entries
-                    .binary_search_by(|(n, _)| n.as_slice().cmp(name))
-                    .unwrap_or_else(|p| p);
-                entries.insert(pos, (name.to_vec(), target));
-            }
-        }
+            entries
+        } else {
+            Vec::new()
+        };
         inodes.push(Inode {
             stat,
             file_type,
@@ -415,12 +451,37 @@ pub(super) fn prepare(
             entries,
         });
     }
-    Ok(Prepared {
-        version,
-        inodes,
-        build_time,
-        has_acl,
-    })
+    (inodes, build_time, has_acl)
+}
+
+/// A directory's entries as written, `.` and `..` included, sorted by name;
+/// and how many of them are subdirectories (not counting `.` and `..`).
+fn dir_entries(
+    tree: &Tree,
+    named: &[(Vec<u8>, NodeId, bool)],
+    bfs: &BreadthFirst,
+    dir: NodeId,
+    parent: NodeId,
+) -> (Vec<Entry>, u32) {
+    let mut subdirs = 0u32;
+    let mut entries = Vec::with_capacity(named.len() + 2);
+    for (name, child, hardlink) in named {
+        // Hard links are never directories (checked in walk).
+        if !hardlink && tree_type(tree, *child) == Some(FileType::Directory) {
+            subdirs += 1;
+        }
+        entries.push((name.clone(), bfs.index[child]));
+    }
+    for (name, target) in [
+        (&b"."[..], bfs.index[&dir]),
+        (&b".."[..], bfs.index[&parent]),
+    ] {
+        let pos = entries
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+            .unwrap_or_else(|p| p);
+        entries.insert(pos, (name.to_vec(), target));
+    }
+    (entries, subdirs)
 }
 
 impl Prepared {
@@ -458,17 +519,17 @@ fn tree_type(tree: &Tree, id: NodeId) -> Option<FileType> {
 }
 
 fn check_xattr(path: &str, x: &Xattr) -> Result<(), WriteError> {
-    if x.name.is_empty() || x.name.len() > 255 || x.name.contains(&0) {
+    if x.name.is_empty() || x.name.len() > MAX_XATTR_NAME_LEN || x.name.contains(&0) {
         return Err(invalid(
             path,
             format!("invalid xattr name {:?}", String::from_utf8_lossy(&x.name)),
         ));
     }
-    if x.value.len() > usize::from(u16::MAX) {
+    if x.value.len() > MAX_XATTR_VALUE_LEN {
         return Err(invalid(
             path,
             format!(
-                "xattr {} value longer than 65535 bytes",
+                "xattr {} value longer than {MAX_XATTR_VALUE_LEN} bytes",
                 String::from_utf8_lossy(&x.name)
             ),
         ));

@@ -11,7 +11,6 @@
 //! opaque markers and no internal markers: it is the unpacked root file
 //! system, which becomes one composefs image.
 
-use super::tar::{is_whiteout, unlink};
 use super::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
 use cfs_format::overlay;
 use cfs_format::tree::mode;
@@ -106,8 +105,8 @@ impl Merger<'_> {
             path.extend_from_slice(&e.name);
             let ln = layer.node(e.node);
             let existing = self.out.node(out_dir).entry(&e.name).map(|x| x.node);
-            if is_whiteout(ln) {
-                unlink(self.out, out_dir, &e.name);
+            if overlay::is_whiteout(ln.stat.mode, ln.stat.rdev) {
+                self.out.unlink(out_dir, &e.name);
             } else if ln.file_type() == Some(FileType::Directory) {
                 let target = match existing {
                     Some(d) if self.out.node(d).file_type() == Some(FileType::Directory) => {
@@ -117,7 +116,7 @@ impl Merger<'_> {
                         d
                     }
                     _ => {
-                        unlink(self.out, out_dir, &e.name);
+                        self.out.unlink(out_dir, &e.name);
                         let d = self.out.add_node(clean(ln));
                         self.out
                             .link(out_dir, &e.name, d, false)
@@ -127,7 +126,7 @@ impl Merger<'_> {
                 };
                 self.apply(target, e.node, path)?;
             } else {
-                unlink(self.out, out_dir, &e.name);
+                self.out.unlink(out_dir, &e.name);
                 let id = match self.map.get(&e.node) {
                     Some(&id) => id,
                     None => {

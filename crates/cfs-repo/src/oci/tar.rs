@@ -43,8 +43,9 @@
 use super::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
 use crate::scan::INLINE_CONTENT_MAX;
 use crate::store::{Inserted, ObjectStore, StoreError};
+use ::tar::EntryType;
 use cfs_format::overlay;
-use cfs_format::tree::mode;
+use cfs_format::tree::{mode, set_xattr, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN};
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
@@ -230,10 +231,6 @@ fn set_object(node: &mut Node, digest: cfs_format::Digest, content: Option<Vec<u
     node.content = content;
 }
 
-pub(crate) fn is_whiteout(n: &Node) -> bool {
-    n.file_type() == Some(FileType::CharDevice) && n.stat.rdev == 0
-}
-
 /// Linux `makedev`.
 fn makedev(major: u64, minor: u64) -> u64 {
     ((major & 0xffff_f000) << 32)
@@ -269,15 +266,6 @@ fn join(comps: &[&[u8]]) -> String {
     String::from_utf8_lossy(&comps.join(&b'/')).into_owned()
 }
 
-/// Removes `name` from directory `dir` (if present); returns the node it named.
-pub(crate) fn unlink(tree: &mut Tree, dir: NodeId, name: &[u8]) -> Option<NodeId> {
-    let entries = &mut tree.node_mut(dir).entries;
-    let i = entries
-        .binary_search_by(|e| e.name.as_slice().cmp(name))
-        .ok()?;
-    Some(entries.remove(i).node)
-}
-
 impl<'a> LayerReader<'a> {
     fn err(&self, path: &str, reason: impl Into<String>) -> OciError {
         OciError::Entry {
@@ -285,6 +273,11 @@ impl<'a> LayerReader<'a> {
             path: path.to_owned(),
             reason: reason.into(),
         }
+    }
+
+    /// A numeric header field (`what`) that does not parse.
+    fn bad_field(&self, path: &str, what: &str, e: io::Error) -> OciError {
+        self.err(path, format!("bad {what} field: {e}"))
     }
 
     fn count_new(&mut self, ins: &Inserted) {
@@ -322,6 +315,7 @@ impl<'a> LayerReader<'a> {
         Ok(cur)
     }
 
+    /// Reads one tar entry into the layer tree: the steps below, in order.
     fn entry<R: Read>(
         &mut self,
         entry: &mut ::tar::Entry<'_, R>,
@@ -339,68 +333,106 @@ impl<'a> LayerReader<'a> {
         if et.is_pax_global_extensions() {
             return Ok(());
         }
-        // PAX records: xattrs and a precise mtime.
-        let mut xattrs: Vec<Xattr> = Vec::new();
-        let mut pax_mtime = None;
-        let mut xattr_bytes = 0usize;
-        if let Some(pax) = entry
-            .pax_extensions()
-            .map_err(|e| self.err(shown, format!("bad PAX records: {e}")))?
-        {
-            for ext in pax {
-                let ext = ext.map_err(|e| self.err(shown, format!("bad PAX record: {e}")))?;
-                let key = ext.key_bytes();
-                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if name.is_empty() || name.len() > 255 || name.contains(&0) {
-                        return Err(self.err(shown, "invalid xattr name"));
-                    }
-                    if name.starts_with(MARKER_PREFIX) {
-                        return Err(self.err(
-                            shown,
-                            format!("xattr {} is reserved", String::from_utf8_lossy(name)),
-                        ));
-                    }
-                    xattr_bytes += name.len() + ext.value_bytes().len();
-                    if xattr_bytes > self.limits.max_xattr_bytes {
-                        return Err(self.err(
-                            shown,
-                            format!("xattrs over {} bytes", self.limits.max_xattr_bytes),
-                        ));
-                    }
-                    match xattrs.iter_mut().find(|x| x.name == name) {
-                        Some(x) => x.value = ext.value_bytes().to_vec(),
-                        None => xattrs.push(Xattr {
-                            name: name.to_vec(),
-                            value: ext.value_bytes().to_vec(),
-                        }),
-                    }
-                } else if key == b"mtime" {
-                    pax_mtime = parse_pax_time(ext.value_bytes());
-                }
-            }
-        }
+        let pax = self.pax_records(entry, shown)?;
         let raw_path = entry.path_bytes().into_owned();
         let comps = normalize(&raw_path, self.limits.max_path).map_err(|r| self.err(shown, r))?;
-        let h = entry.header();
-        let layer = self.layer;
-        let bad = |what: &str, e: io::Error| OciError::Entry {
-            layer: layer.to_owned(),
-            path: shown.to_owned(),
-            reason: format!("bad {what} field: {e}"),
+        let mut stat = self.header_stat(entry.header(), pax.mtime, shown)?;
+        let ftype = self.file_type(et, shown)?;
+        stat.mode |= ftype.mode_bits();
+
+        let Some((name, parent_comps)) = comps.split_last() else {
+            // The root itself ("./" or "/").
+            if ftype != FileType::Directory || et == EntryType::Link {
+                return Err(self.err(shown, "the root must be a directory"));
+            }
+            let root = self.tree.node_mut(NodeId::ROOT);
+            root.stat = stat;
+            apply_dir_xattrs(root, pax.xattrs);
+            return Ok(());
         };
-        let perm = h.mode().map_err(|e| bad("mode", e))? & 0o7777;
+        if let Some(hidden) = name.strip_prefix(b".wh.") {
+            return self.whiteout(parent_comps, hidden, stat.mtime, shown);
+        }
+        let at = Place {
+            dir: self.dir_at(parent_comps, shown)?,
+            name,
+        };
+        if et == EntryType::Link {
+            return self.hard_link(entry, at, stat, shown);
+        }
+        let mut node = Node::new(stat);
+        node.xattrs = pax.xattrs;
+        if ftype == FileType::Directory {
+            self.directory(at, node, shown)
+        } else {
+            self.file(entry, at, node, shown, scope)
+        }
+    }
+
+    /// What the entry's PAX records add: xattrs (`SCHILY.xattr.NAME`, within
+    /// the limits, none reserved) and a precise mtime.
+    fn pax_records<R: Read>(
+        &self,
+        entry: &mut ::tar::Entry<'_, R>,
+        shown: &str,
+    ) -> Result<PaxRecords, OciError> {
+        let mut pax = PaxRecords::default();
+        let mut xattr_bytes = 0usize;
+        let Some(records) = entry
+            .pax_extensions()
+            .map_err(|e| self.err(shown, format!("bad PAX records: {e}")))?
+        else {
+            return Ok(pax);
+        };
+        for ext in records {
+            let ext = ext.map_err(|e| self.err(shown, format!("bad PAX record: {e}")))?;
+            let key = ext.key_bytes();
+            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN || name.contains(&0) {
+                    return Err(self.err(shown, "invalid xattr name"));
+                }
+                if name.starts_with(MARKER_PREFIX) {
+                    return Err(self.err(
+                        shown,
+                        format!("xattr {} is reserved", String::from_utf8_lossy(name)),
+                    ));
+                }
+                xattr_bytes += name.len() + ext.value_bytes().len();
+                if xattr_bytes > self.limits.max_xattr_bytes {
+                    return Err(self.err(
+                        shown,
+                        format!("xattrs over {} bytes", self.limits.max_xattr_bytes),
+                    ));
+                }
+                set_xattr(&mut pax.xattrs, name, ext.value_bytes());
+            } else if key == b"mtime" {
+                pax.mtime = parse_pax_time(ext.value_bytes());
+            }
+        }
+        Ok(pax)
+    }
+
+    /// The permission bits, owner and mtime in the entry's header (a PAX
+    /// mtime wins); the file type bits are added by the caller.
+    fn header_stat(
+        &self,
+        h: &::tar::Header,
+        pax_mtime: Option<Timespec>,
+        shown: &str,
+    ) -> Result<Stat, OciError> {
+        let perm = h.mode().map_err(|e| self.bad_field(shown, "mode", e))? & 0o7777;
         // An empty numeric field reads as 0, as Go's archive/tar and GNU tar do.
         let blank = |f: &[u8]| f.iter().all(|&b| b == 0 || b == b' ');
         let old = h.as_old();
         let uid = if blank(&old.uid) {
             0
         } else {
-            h.uid().map_err(|e| bad("uid", e))?
+            h.uid().map_err(|e| self.bad_field(shown, "uid", e))?
         };
         let gid = if blank(&old.gid) {
             0
         } else {
-            h.gid().map_err(|e| bad("gid", e))?
+            h.gid().map_err(|e| self.bad_field(shown, "gid", e))?
         };
         let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
             (Ok(u), Ok(g)) => (u, g),
@@ -412,12 +444,13 @@ impl<'a> LayerReader<'a> {
                 sec: if blank(&old.mtime) {
                     0
                 } else {
-                    i64::try_from(h.mtime().map_err(|e| bad("mtime", e))?).unwrap_or(i64::MAX)
+                    let sec = h.mtime().map_err(|e| self.bad_field(shown, "mtime", e))?;
+                    i64::try_from(sec).unwrap_or(i64::MAX)
                 },
                 nsec: 0,
             },
         };
-        let mut stat = Stat {
+        Ok(Stat {
             mode: perm,
             uid,
             gid,
@@ -425,236 +458,291 @@ impl<'a> LayerReader<'a> {
             rdev: 0,
             size: 0,
             mtime,
-        };
-        use ::tar::EntryType as E;
-        let ftype = match et {
-            E::Regular | E::Continuous => FileType::Regular,
-            E::Directory => FileType::Directory,
-            E::Symlink => FileType::Symlink,
-            E::Link => FileType::Regular, // resolved below
-            E::Char => FileType::CharDevice,
-            E::Block => FileType::BlockDevice,
-            E::Fifo => FileType::Fifo,
-            E::GNUSparse => return Err(self.err(shown, "sparse files are not supported")),
+        })
+    }
+
+    /// The file type an entry type makes; a hard link is a regular file
+    /// until [`Self::hard_link`] resolves it. Sparse files and other types
+    /// are refused.
+    fn file_type(&self, et: EntryType, shown: &str) -> Result<FileType, OciError> {
+        Ok(match et {
+            EntryType::Regular | EntryType::Continuous => FileType::Regular,
+            EntryType::Directory => FileType::Directory,
+            EntryType::Symlink => FileType::Symlink,
+            EntryType::Link => FileType::Regular,
+            EntryType::Char => FileType::CharDevice,
+            EntryType::Block => FileType::BlockDevice,
+            EntryType::Fifo => FileType::Fifo,
+            EntryType::GNUSparse => return Err(self.err(shown, "sparse files are not supported")),
             other => {
                 return Err(self.err(
                     shown,
                     format!("unsupported entry type {:?}", other.as_byte() as char),
                 ))
             }
-        };
-        stat.mode |= ftype.mode_bits();
+        })
+    }
 
-        let Some((name, parent_comps)) = comps.split_last() else {
-            // The root itself ("./" or "/").
-            if ftype != FileType::Directory || et == E::Link {
-                return Err(self.err(shown, "the root must be a directory"));
-            }
-            let root = self.tree.node_mut(NodeId::ROOT);
-            root.stat = stat;
-            apply_dir_xattrs(root, xattrs);
-            return Ok(());
-        };
-        let name: &[u8] = name;
-
-        // Whiteouts.
-        if let Some(hidden) = name.strip_prefix(b".wh.") {
-            let dir = self.dir_at(parent_comps, shown)?;
-            if hidden == b".wh..opq" {
-                self.tree.node_mut(dir).set_xattr(overlay::OPAQUE, b"y");
-                return Ok(());
-            }
-            if hidden.starts_with(b".wh.") {
-                return Ok(()); // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs)
-            }
-            Tree::check_name(hidden).map_err(|e| self.err(shown, format!("bad whiteout: {e}")))?;
-            match self.tree.node(dir).entry(hidden).map(|e| e.node) {
-                // A whiteout never hides its own layer's entry; a directory
-                // here becomes opaque (the lower one is gone, this one stays).
-                Some(n) => {
-                    if self.tree.node(n).file_type() == Some(FileType::Directory) {
-                        self.tree.node_mut(n).set_xattr(overlay::OPAQUE, b"y");
-                    }
-                }
-                None => {
-                    let w = self.tree.add_node(Node::new(Stat {
-                        mode: mode::S_IFCHR,
-                        mtime,
-                        nlink: 1,
-                        ..Stat::default()
-                    }));
-                    self.tree
-                        .link(dir, hidden, w, false)
-                        .map_err(|e| self.err(shown, e.to_string()))?;
-                }
-            }
-            return Ok(());
-        }
-
+    /// `.wh.NAME` in `parent_comps`: an overlay whiteout for `hidden`, or
+    /// for `.wh..wh..opq` the opaque marker on the directory.
+    fn whiteout(
+        &mut self,
+        parent_comps: &[&[u8]],
+        hidden: &[u8],
+        mtime: Timespec,
+        shown: &str,
+    ) -> Result<(), OciError> {
         let dir = self.dir_at(parent_comps, shown)?;
-        let existing = self.tree.node(dir).entry(name).map(|e| e.node);
-
-        if et == E::Link {
-            let target_raw = entry
-                .link_name_bytes()
-                .map(|c| c.into_owned())
-                .unwrap_or_default();
-            let tcomps = normalize(&target_raw, self.limits.max_path)
-                .map_err(|r| self.err(shown, format!("hard link target: {r}")))?;
-            if tcomps.is_empty() {
-                return Err(self.err(shown, "hard link to the root"));
-            }
-            let tpath = tcomps.join(&b'/');
-            let target = match self.tree.lookup_path(&tpath) {
-                Some(t) => {
-                    let tn = self.tree.node(t);
-                    if tn.file_type() == Some(FileType::Directory) {
-                        return Err(self.err(shown, "hard link to a directory"));
-                    }
-                    if is_whiteout(tn) {
-                        return Err(self.err(shown, "hard link to a whiteout"));
-                    }
-                    t
-                }
-                None => {
-                    // Not in this layer: the merge resolves it below.
-                    let mut n = Node::new(stat);
-                    n.set_xattr(MARKER_HARDLINK, &tpath);
-                    self.tree.add_node(n)
-                }
-            };
-            if existing == Some(target) {
-                return Ok(());
-            }
-            unlink(&mut self.tree, dir, name);
-            self.tree
-                .link(dir, name, target, true)
-                .map_err(|e| self.err(shown, e.to_string()))?;
+        if hidden == b".wh..opq" {
+            self.tree.node_mut(dir).set_xattr(overlay::OPAQUE, b"y");
             return Ok(());
         }
-
-        if ftype == FileType::Directory {
-            match existing {
-                Some(n) if self.tree.node(n).file_type() == Some(FileType::Directory) => {
-                    let node = self.tree.node_mut(n);
-                    node.stat = stat;
-                    apply_dir_xattrs(node, xattrs);
-                }
-                _ => {
-                    let was_whiteout = existing.is_some_and(|n| is_whiteout(self.tree.node(n)));
-                    unlink(&mut self.tree, dir, name);
-                    let mut node = Node::new(stat);
-                    node.xattrs = xattrs;
-                    if was_whiteout {
-                        node.set_xattr(overlay::OPAQUE, b"y");
-                    }
-                    let n = self.tree.add_node(node);
-                    self.tree
-                        .link(dir, name, n, false)
-                        .map_err(|e| self.err(shown, e.to_string()))?;
+        if hidden.starts_with(b".wh.") {
+            return Ok(()); // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs)
+        }
+        Tree::check_name(hidden).map_err(|e| self.err(shown, format!("bad whiteout: {e}")))?;
+        match self.tree.node(dir).entry(hidden).map(|e| e.node) {
+            // A whiteout never hides its own layer's entry; a directory
+            // here becomes opaque (the lower one is gone, this one stays).
+            Some(n) => {
+                if self.tree.node(n).file_type() == Some(FileType::Directory) {
+                    self.tree.node_mut(n).set_xattr(overlay::OPAQUE, b"y");
                 }
             }
+            None => {
+                let w = self.tree.add_node(Node::new(Stat {
+                    mode: mode::S_IFCHR,
+                    mtime,
+                    nlink: 1,
+                    ..Stat::default()
+                }));
+                self.tree
+                    .link(dir, hidden, w, false)
+                    .map_err(|e| self.err(shown, e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A hard link: to its target if this layer has it (not a directory or
+    /// a whiteout), else to a marker node the merge resolves below.
+    fn hard_link<R: Read>(
+        &mut self,
+        entry: &::tar::Entry<'_, R>,
+        at: Place<'_>,
+        stat: Stat,
+        shown: &str,
+    ) -> Result<(), OciError> {
+        let target_raw = entry
+            .link_name_bytes()
+            .map(|c| c.into_owned())
+            .unwrap_or_default();
+        let tcomps = normalize(&target_raw, self.limits.max_path)
+            .map_err(|r| self.err(shown, format!("hard link target: {r}")))?;
+        if tcomps.is_empty() {
+            return Err(self.err(shown, "hard link to the root"));
+        }
+        let tpath = tcomps.join(&b'/');
+        let target = match self.tree.lookup_path(&tpath) {
+            Some(t) => {
+                let tn = self.tree.node(t);
+                if tn.file_type() == Some(FileType::Directory) {
+                    return Err(self.err(shown, "hard link to a directory"));
+                }
+                if overlay::is_whiteout(tn.stat.mode, tn.stat.rdev) {
+                    return Err(self.err(shown, "hard link to a whiteout"));
+                }
+                t
+            }
+            None => {
+                // Not in this layer: the merge resolves it below.
+                let mut n = Node::new(stat);
+                n.set_xattr(MARKER_HARDLINK, &tpath);
+                self.tree.add_node(n)
+            }
+        };
+        if self.tree.node(at.dir).entry(at.name).map(|e| e.node) == Some(target) {
             return Ok(());
         }
+        self.tree.unlink(at.dir, at.name);
+        self.tree
+            .link(at.dir, at.name, target, true)
+            .map_err(|e| self.err(shown, e.to_string()))
+    }
 
-        let mut node = Node::new(stat);
-        node.xattrs = xattrs;
+    /// A directory over one of this layer updates its metadata; over
+    /// anything else it replaces it (and is opaque if that was a whiteout).
+    fn directory(&mut self, at: Place<'_>, mut node: Node, shown: &str) -> Result<(), OciError> {
+        let existing = self.tree.node(at.dir).entry(at.name).map(|e| e.node);
+        match existing {
+            Some(n) if self.tree.node(n).file_type() == Some(FileType::Directory) => {
+                let dir = self.tree.node_mut(n);
+                dir.stat = node.stat;
+                apply_dir_xattrs(dir, node.xattrs);
+            }
+            _ => {
+                let was_whiteout = existing.is_some_and(|n| {
+                    let stat = &self.tree.node(n).stat;
+                    overlay::is_whiteout(stat.mode, stat.rdev)
+                });
+                self.tree.unlink(at.dir, at.name);
+                if was_whiteout {
+                    node.set_xattr(overlay::OPAQUE, b"y");
+                }
+                let n = self.tree.add_node(node);
+                self.tree
+                    .link(at.dir, at.name, n, false)
+                    .map_err(|e| self.err(shown, e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Any other entry replaces what this layer had at its name: a symlink
+    /// with its target, a device with its number, a regular file with its
+    /// content stored (a small one on the pool, after it is linked).
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut ::tar::Entry<'_, R>,
+        at: Place<'_>,
+        mut node: Node,
+        shown: &str,
+        scope: &rayon::Scope<'a>,
+    ) -> Result<(), OciError> {
         let mut job = None;
-        match ftype {
-            FileType::Symlink => {
+        match node.file_type() {
+            Some(FileType::Symlink) => {
                 let target = entry
                     .link_name_bytes()
                     .map(|c| c.into_owned())
                     .unwrap_or_default();
-                if target.is_empty() || target.len() > 4095 || target.contains(&0) {
-                    return Err(
-                        self.err(shown, "symlink target empty, over 4095 bytes or with NUL")
-                    );
+                if target.is_empty() || target.len() > MAX_SYMLINK_LEN || target.contains(&0) {
+                    return Err(self.err(
+                        shown,
+                        format!("symlink target empty, over {MAX_SYMLINK_LEN} bytes or with NUL"),
+                    ));
                 }
                 node.stat.size = target.len() as u64;
                 node.payload = Some(target);
             }
-            FileType::CharDevice | FileType::BlockDevice => {
-                let h = entry.header();
-                let major = h
-                    .device_major()
-                    .map_err(|e| bad("device major", e))?
-                    .unwrap_or(0);
-                let minor = h
-                    .device_minor()
-                    .map_err(|e| bad("device minor", e))?
-                    .unwrap_or(0);
-                node.stat.rdev = makedev(major.into(), minor.into());
+            Some(FileType::CharDevice | FileType::BlockDevice) => {
+                node.stat.rdev = self.device_number(entry.header(), shown)?;
             }
-            FileType::Regular => {
-                let size = entry.size();
-                if size > self.limits.max_file_size {
-                    return Err(self.err(
-                        shown,
-                        format!(
-                            "size {size} over the limit of {}",
-                            self.limits.max_file_size
-                        ),
-                    ));
-                }
-                node.stat.size = size;
-                if size > 0 {
-                    self.stats.files += 1;
-                    self.stats.bytes += size;
-                }
-                let read_err = |e: io::Error| OciError::Stream {
-                    layer: layer.to_owned(),
-                    what: format!("reading the content of {shown:?}"),
-                    source: e,
-                };
-                if size > 0 && size <= INLINE_CONTENT_MAX {
-                    let mut data = vec![0u8; size as usize];
-                    entry.read_exact(&mut data).map_err(read_err)?;
-                    set_object(&mut node, cfs_format::fsverity::digest(&data), Some(data));
-                } else if size > 0
-                    && size <= PARALLEL_MAX
-                    && self.shared.in_flight.load(Ordering::Relaxed) + size <= IN_FLIGHT_MAX
-                {
-                    let mut data = vec![0u8; size as usize];
-                    entry.read_exact(&mut data).map_err(read_err)?;
-                    job = Some(data);
-                } else if size > 0 {
-                    let ins = self
-                        .shared
-                        .store
-                        .insert_reader(entry, size, Path::new(shown))
-                        .map_err(|e| match e {
-                            StoreError::SourceChanged { what, .. } => self.err(shown, what),
-                            e => OciError::Store(e),
-                        })?;
-                    self.count_new(&ins);
-                    set_object(&mut node, ins.digest, None);
-                }
-            }
-            FileType::Fifo | FileType::Socket | FileType::Directory => {}
+            Some(FileType::Regular) => job = self.content(entry, &mut node, shown)?,
+            _ => {}
         }
-        unlink(&mut self.tree, dir, name);
+        self.tree.unlink(at.dir, at.name);
         let id = self.tree.add_node(node);
         self.tree
-            .link(dir, name, id, false)
+            .link(at.dir, at.name, id, false)
             .map_err(|e| self.err(shown, e.to_string()))?;
         if let Some(data) = job {
-            let size = data.len() as u64;
-            let shared = self.shared;
-            let shown = shown.to_owned();
-            shared.in_flight.fetch_add(size, Ordering::Relaxed);
-            scope.spawn(move |_| {
-                let r = shared.store.insert_bytes_as(&data, &shown);
-                shared.in_flight.fetch_sub(size, Ordering::Relaxed);
-                shared
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((id, r));
-            });
+            self.store_on_pool(id, data, shown, scope);
         }
         Ok(())
     }
+
+    /// The device number in a device entry's header.
+    fn device_number(&self, h: &::tar::Header, shown: &str) -> Result<u64, OciError> {
+        let major = h
+            .device_major()
+            .map_err(|e| self.bad_field(shown, "device major", e))?
+            .unwrap_or(0);
+        let minor = h
+            .device_minor()
+            .map_err(|e| self.bad_field(shown, "device minor", e))?
+            .unwrap_or(0);
+        Ok(makedev(major.into(), minor.into()))
+    }
+
+    /// A regular file's content, within the size limit: a small file is
+    /// kept inline, a mid-sized one is read into memory and returned to be
+    /// stored on the pool (while the in-flight budget allows), a large one
+    /// streams into the store here.
+    fn content<R: Read>(
+        &mut self,
+        entry: &mut ::tar::Entry<'_, R>,
+        node: &mut Node,
+        shown: &str,
+    ) -> Result<Option<Vec<u8>>, OciError> {
+        let size = entry.size();
+        if size > self.limits.max_file_size {
+            return Err(self.err(
+                shown,
+                format!(
+                    "size {size} over the limit of {}",
+                    self.limits.max_file_size
+                ),
+            ));
+        }
+        node.stat.size = size;
+        if size == 0 {
+            return Ok(None);
+        }
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        let read_err = |e: io::Error| OciError::Stream {
+            layer: self.layer.to_owned(),
+            what: format!("reading the content of {shown:?}"),
+            source: e,
+        };
+        if size <= INLINE_CONTENT_MAX {
+            let mut data = vec![0u8; size as usize];
+            entry.read_exact(&mut data).map_err(read_err)?;
+            set_object(node, cfs_format::fsverity::digest(&data), Some(data));
+        } else if size <= PARALLEL_MAX
+            && self.shared.in_flight.load(Ordering::Relaxed) + size <= IN_FLIGHT_MAX
+        {
+            let mut data = vec![0u8; size as usize];
+            entry.read_exact(&mut data).map_err(read_err)?;
+            return Ok(Some(data));
+        } else {
+            let ins = self
+                .shared
+                .store
+                .insert_reader(entry, size, Path::new(shown))
+                .map_err(|e| match e {
+                    StoreError::SourceChanged { what, .. } => self.err(shown, what),
+                    e => OciError::Store(e),
+                })?;
+            self.count_new(&ins);
+            set_object(node, ins.digest, None);
+        }
+        Ok(None)
+    }
+
+    /// Stores `data`, the content of node `id`, on the rayon pool; the
+    /// result is applied to the node when the layer is read.
+    fn store_on_pool(&self, id: NodeId, data: Vec<u8>, shown: &str, scope: &rayon::Scope<'a>) {
+        let size = data.len() as u64;
+        let shared = self.shared;
+        let shown = shown.to_owned();
+        shared.in_flight.fetch_add(size, Ordering::Relaxed);
+        scope.spawn(move |_| {
+            let r = shared.store.insert_bytes_as(&data, &shown);
+            shared.in_flight.fetch_sub(size, Ordering::Relaxed);
+            shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((id, r));
+        });
+    }
+}
+
+/// What an entry's PAX records add to its header.
+#[derive(Default)]
+struct PaxRecords {
+    /// `SCHILY.xattr.NAME` records, a repeated name replacing the value.
+    xattrs: Vec<Xattr>,
+    /// The `mtime` record, if it parses.
+    mtime: Option<Timespec>,
+}
+
+/// Where an entry goes: its directory in the layer tree and its name there.
+struct Place<'n> {
+    dir: NodeId,
+    name: &'n [u8],
 }
 
 /// Sets a directory's xattrs from its tar entry, keeping the opaque marker a

@@ -10,6 +10,7 @@ use super::{LockMode, RepoError, Repository};
 use crate::store::EntryKind;
 use cfs_format::Digest;
 use rayon::prelude::*;
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 /// An object whose content does not hash to its name (or can't be read).
@@ -81,13 +82,39 @@ impl Repository {
     pub fn fsck(&self) -> Result<FsckReport, RepoError> {
         let _lock = self.lock(LockMode::Shared)?;
         let mut report = FsckReport::default();
-        let objects_rel = PathBuf::from("objects");
+        let objects = self.fsck_objects(&mut report)?;
+        self.fsck_top_level(&mut report)?;
+        let ids = self.fsck_image_links(&mut report)?;
+        report.images = ids.len() as u64;
+        self.fsck_refs(&ids, &mut report)?;
+        let images = self.fsck_images(&ids, &objects);
+        // OCI records (streams/oci): tags down to the objects their layers name.
+        for (path, what) in crate::oci::store::check(self, &objects.present) {
+            report.broken.push(Problem { path, what });
+        }
+        for (id, r) in images {
+            match r {
+                Ok(missing) => report.missing.extend(
+                    missing
+                        .into_iter()
+                        .map(|object| Missing { image: id, object }),
+                ),
+                Err(what) => report.broken.push(Problem {
+                    path: PathBuf::from("images").join(id.to_hex()),
+                    what,
+                }),
+            }
+        }
+        Ok(report)
+    }
 
-        // Objects.
-        let entries = self.objects.list()?;
-        let mut present = std::collections::HashSet::new();
+    /// Lists `objects/`: counts the objects, reports temporaries and strays,
+    /// and re-hashes every object (in parallel) against its name.
+    fn fsck_objects(&self, report: &mut FsckReport) -> Result<Objects, RepoError> {
+        let objects_rel = PathBuf::from("objects");
+        let mut present = HashSet::new();
         let mut to_hash = Vec::new();
-        for e in entries {
+        for e in self.objects.list()? {
             let rel = objects_rel.join(&e.path);
             match e.kind {
                 EntryKind::Object(d) => {
@@ -108,26 +135,26 @@ impl Repository {
         }
         report.corrupt = to_hash
             .par_iter()
-            .filter_map(|(d, rel)| match self.objects.hash_object(d) {
-                Ok(found) if found == *d => None,
-                Ok(found) => Some(Corrupt {
+            .filter_map(|(d, rel)| {
+                let (found, error) = match self.objects.hash_object(d) {
+                    Ok(found) if found == *d => return None,
+                    Ok(found) => (Some(found), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                Some(Corrupt {
                     path: rel.clone(),
                     expected: *d,
-                    found: Some(found),
-                    error: None,
-                }),
-                Err(e) => Some(Corrupt {
-                    path: rel.clone(),
-                    expected: *d,
-                    found: None,
-                    error: Some(e.to_string()),
-                }),
+                    found,
+                    error,
+                })
             })
             .collect();
-        let corrupt: std::collections::HashSet<Digest> =
-            report.corrupt.iter().map(|c| c.expected).collect();
+        let corrupt = report.corrupt.iter().map(|c| c.expected).collect();
+        Ok(Objects { present, corrupt })
+    }
 
-        // Top level.
+    /// Reports anything at the top level that is not part of a repository.
+    fn fsck_top_level(&self, report: &mut FsckReport) -> Result<(), RepoError> {
         for e in std::fs::read_dir(&self.path).map_err(RepoError::std_io("read", &self.path))? {
             let e = e.map_err(RepoError::std_io("read", &self.path))?;
             let name = e.file_name();
@@ -138,8 +165,12 @@ impl Repository {
                 });
             }
         }
+        Ok(())
+    }
 
-        // images/ID links.
+    /// Checks each `images/ID` link points to its object; returns the ids
+    /// of those that do.
+    fn fsck_image_links(&self, report: &mut FsckReport) -> Result<Vec<Digest>, RepoError> {
         let images_dir = self.path.join("images");
         let mut ids = Vec::new();
         for e in std::fs::read_dir(&images_dir).map_err(RepoError::std_io("read", &images_dir))? {
@@ -169,9 +200,11 @@ impl Repository {
                 }),
             }
         }
-        report.images = ids.len() as u64;
+        Ok(ids)
+    }
 
-        // Refs.
+    /// Checks each name in `images/refs` is valid and names an image in `ids`.
+    fn fsck_refs(&self, ids: &[Digest], report: &mut FsckReport) -> Result<(), RepoError> {
         let refs_dir = self.path.join("images/refs");
         for e in std::fs::read_dir(&refs_dir).map_err(RepoError::std_io("read", &refs_dir))? {
             let e = e.map_err(RepoError::std_io("read", &refs_dir))?;
@@ -198,42 +231,42 @@ impl Repository {
                 }),
             }
         }
+        Ok(())
+    }
 
-        // Images: present, parse, all their objects present.
-        let checked: Vec<(Digest, Result<Vec<Digest>, String>)> = ids
-            .par_iter()
+    /// For each image (in parallel): the objects it needs that are missing
+    /// (the image itself, if its object is), or why it can't be read.
+    fn fsck_images(&self, ids: &[Digest], objects: &Objects) -> Vec<ImageCheck> {
+        ids.par_iter()
             .map(|id| {
-                if !present.contains(id) {
+                if !objects.present.contains(id) {
                     return (*id, Ok(vec![*id]));
                 }
-                if corrupt.contains(id) {
+                if objects.corrupt.contains(id) {
                     return (*id, Err("image object is corrupt".into()));
                 }
                 let r = self
                     .read_image(id)
                     .map_err(|e| e.to_string())
                     .and_then(|b| objects_of_image(b).map_err(|e| e.to_string()))
-                    .map(|objs| objs.into_iter().filter(|o| !present.contains(o)).collect());
+                    .map(|objs| {
+                        objs.into_iter()
+                            .filter(|o| !objects.present.contains(o))
+                            .collect()
+                    });
                 (*id, r)
             })
-            .collect();
-        // OCI records (streams/oci): tags down to the objects their layers name.
-        for (path, what) in crate::oci::store::check(self, &present) {
-            report.broken.push(Problem { path, what });
-        }
-        for (id, r) in checked {
-            match r {
-                Ok(missing) => report.missing.extend(
-                    missing
-                        .into_iter()
-                        .map(|object| Missing { image: id, object }),
-                ),
-                Err(what) => report.broken.push(Problem {
-                    path: PathBuf::from("images").join(id.to_hex()),
-                    what,
-                }),
-            }
-        }
-        Ok(report)
+            .collect()
     }
 }
+
+/// The objects fsck found in the store.
+struct Objects {
+    /// Every object.
+    present: HashSet<Digest>,
+    /// Those whose content does not match their name (or can't be read).
+    corrupt: HashSet<Digest>,
+}
+
+/// An image and the objects it lacks, or why it could not be checked.
+type ImageCheck = (Digest, Result<Vec<Digest>, String>);

@@ -6,7 +6,7 @@
 //! re-hashes each object and compares.
 
 use super::{ObjectStore, StoreError};
-use cfs_format::fsverity::FsVerityHasher;
+use cfs_format::fsverity::digest_reader;
 use cfs_format::Digest;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -130,17 +130,7 @@ impl ObjectStore {
     /// Re-hashes the object named `digest`; returns the digest of what it holds.
     pub fn hash_object(&self, digest: &Digest) -> Result<Digest, StoreError> {
         let file = self.open_object(digest)?;
-        let path = self.object_path(digest);
-        let mut hasher = FsVerityHasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            match rustix::io::read(&file, &mut buf) {
-                Ok(0) => return Ok(hasher.finish()),
-                Ok(n) => hasher.update(&buf[..n]),
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(StoreError::io("read", &path)(e)),
-            }
-        }
+        digest_reader(file).map_err(StoreError::std_io("read", &self.object_path(digest)))
     }
 
     /// Removes an entry (object, temporary or stray file, or an empty

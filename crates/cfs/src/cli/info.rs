@@ -3,13 +3,13 @@
 
 use anyhow::{bail, Context};
 use cfs_format::dumpfile;
-use cfs_format::fsverity::FsVerityHasher;
+use cfs_format::fsverity::digest_reader;
 use cfs_format::reader::Image;
 use cfs_format::{FileType, NodeId, Tree};
 use clap::{Parser, ValueEnum};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// `composefs-info` commands.
@@ -233,17 +233,7 @@ pub fn measure(files: &[PathBuf], with_path: bool) -> anyhow::Result<()> {
 
 /// Streams one file through the fs-verity hasher.
 fn measure_file(path: &Path) -> io::Result<cfs_format::Digest> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = FsVerityHasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(hasher.finish()),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    digest_reader(std::fs::File::open(path)?)
 }
 
 #[cfg(test)]
