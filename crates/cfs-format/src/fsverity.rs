@@ -76,6 +76,28 @@ impl Digest {
         }
         Some(Digest(out))
     }
+
+    /// Parses an object path that may name its object with a suffix, as
+    /// ostree's object store does (`ab/cdef….file`, which ostree's composefs
+    /// images redirect to): the object path proper ([`Self::from_object_path`])
+    /// and the suffix, empty or `.` and 1 to 15 lowercase letters or digits.
+    /// With a suffix the hex names the object and need not be its fs-verity
+    /// digest (the metacopy xattr holds that).
+    pub fn from_object_path_with_suffix(path: &[u8]) -> Option<(Self, &[u8])> {
+        let (name, suffix) = path.split_at_checked(65)?;
+        let suffix_ok = match suffix {
+            [] => true,
+            [b'.', rest @ ..] => {
+                (1..16).contains(&rest.len())
+                    && rest
+                        .iter()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            }
+            _ => false,
+        };
+        suffix_ok.then_some(())?;
+        Some((Self::from_object_path(name)?, suffix))
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -438,6 +460,27 @@ mod tests {
         for (path, ok) in table {
             let got = Digest::from_object_path(path.as_bytes());
             assert_eq!(got, ok.then_some(want), "{path:?}");
+            let with_suffix = Digest::from_object_path_with_suffix(path.as_bytes());
+            if *ok {
+                assert_eq!(with_suffix, Some((want, &b""[..])), "{path:?}");
+            }
+        }
+        // (suffix, accepted)
+        for (suffix, ok) in [
+            (".file", true),
+            (".dirtree9", true),
+            (".", false),
+            (".File", false),
+            ("file", false),
+            (".a/b", false),
+            ("./", false),
+            (".x\0", false),
+            (".sixteen-letters", false),
+            (".fifteenletters", true),
+        ] {
+            let path = format!("b0/{HEX62}{suffix}");
+            let got = Digest::from_object_path_with_suffix(path.as_bytes());
+            assert_eq!(got, ok.then_some((want, suffix.as_bytes())), "{path:?}");
         }
     }
 }

@@ -4,8 +4,9 @@
 //! An image is untrusted input, so its redirect is too. Two independent
 //! guards keep a redirect inside the object store:
 //! 1. a redirect must be `/` and an object path, `xx/` + 62 lowercase hex
-//!    digits ([`Digest::from_object_path`]): one fixed-depth path of plain
-//!    names, no `..`, no empty component, no suffix;
+//!    digits, maybe with a short suffix as ostree names its objects
+//!    (`.file`; [`Digest::from_object_path_with_suffix`]): one fixed-depth
+//!    path of plain names, no `..`, no empty component;
 //! 2. the open is an `openat2` under the objects directory with
 //!    `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV |
 //!    RESOLVE_NO_MAGICLINKS` and `O_NOFOLLOW`, and only a regular file is kept:
@@ -128,12 +129,11 @@ impl ObjectStore {
         redirect: &[u8],
         expected: Option<Digest>,
     ) -> Result<File, ObjectError> {
-        let path = redirect
-            .strip_prefix(b"/")
-            .and_then(Digest::from_object_path)
-            .ok_or_else(|| ObjectError::BadRedirect(String::from_utf8_lossy(redirect).into()))?
-            .object_path();
-        let path = path.as_str();
+        let bad = || ObjectError::BadRedirect(String::from_utf8_lossy(redirect).into());
+        let relative = redirect.strip_prefix(b"/").ok_or_else(bad)?;
+        Digest::from_object_path_with_suffix(relative).ok_or_else(bad)?;
+        // Checked above: ASCII only.
+        let path = std::str::from_utf8(relative).map_err(|_| bad())?;
         let io = |op, source: rustix::io::Errno| ObjectError::Io {
             op,
             path: path.to_owned(),
@@ -206,20 +206,30 @@ mod tests {
 
     const HEX62: &str = "9a256e79a69a2acb500de542f004320630257f9481c2ec3d41ca4635106a11";
 
-    /// A redirect is `/` and an object path (the object path rule itself is
-    /// tested with `Digest::from_object_path`).
+    /// A redirect is `/` and an object path, maybe with ostree's suffix (the
+    /// object path rule itself is tested with `Digest::from_object_path`).
     #[test]
     fn bad_redirects_are_refused() {
         let (dir, store) = store(VerityPolicy::None);
         std::fs::create_dir_all(dir.path().join("b0")).unwrap();
         std::fs::write(dir.path().join(format!("b0/{HEX62}")), b"x").unwrap();
-        assert!(store
-            .open_object(format!("/b0/{HEX62}").as_bytes(), None)
-            .is_ok());
+        std::fs::write(dir.path().join(format!("b0/{HEX62}.file")), b"y").unwrap();
+        let mut read = |redirect: String| {
+            let mut s = String::new();
+            store
+                .open_object(redirect.as_bytes(), None)
+                .unwrap()
+                .read_to_string(&mut s)
+                .unwrap();
+            s
+        };
+        assert_eq!(read(format!("/b0/{HEX62}")), "x");
+        assert_eq!(read(format!("/b0/{HEX62}.file")), "y");
         for bad in [
             format!("b0/{HEX62}"),
             format!("//b0/{HEX62}"),
-            format!("/b0/{HEX62}.file"),
+            format!("/b0/{HEX62}.File"),
+            format!("/b0/{HEX62}/.file"),
             format!("/B0/{HEX62}"),
             "/../../etc/passwd".to_owned(),
         ] {
