@@ -214,7 +214,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("b0")).unwrap();
         std::fs::write(dir.path().join(format!("b0/{HEX62}")), b"x").unwrap();
         std::fs::write(dir.path().join(format!("b0/{HEX62}.file")), b"y").unwrap();
-        let mut read = |redirect: String| {
+        let read = |redirect: String| {
             let mut s = String::new();
             store
                 .open_object(redirect.as_bytes(), None)
