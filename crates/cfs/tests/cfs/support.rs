@@ -12,8 +12,6 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-const S_IFMT: u32 = 0o170000;
-const S_IFCHR: u32 = 0o020000;
 const S_IFREG: u32 = 0o100000;
 
 /// The source walk turned into what a composefs mount of it must show.
@@ -31,7 +29,7 @@ const S_IFREG: u32 = 0o100000;
 pub fn expected_from_source(mut src: BTreeMap<PathBuf, Entry>) -> BTreeMap<PathBuf, Entry> {
     let mut whiteouts: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
     for (p, e) in &src {
-        if e.mode & S_IFMT == S_IFCHR && e.rdev == 0 {
+        if cfs_format::overlay::is_whiteout(e.mode, e.rdev) {
             let inode = e.link_of.clone().unwrap_or_else(|| p.clone());
             whiteouts.entry(inode).or_default().push(p.clone());
         }

@@ -62,7 +62,7 @@ fn compare_node(path: &Path, node: &Node, diffs: &mut Vec<String>) {
         Ok(m) => m,
         Err(e) => return diffs.push(format!("{shown}: lstat: {e}")),
     };
-    let whiteout = node.file_type() == Some(FileType::CharDevice) && node.stat.rdev == 0;
+    let whiteout = overlay::is_whiteout(node.stat.mode, node.stat.rdev);
     let mut check = |what: &str, found: u64, want: u64| {
         if found != want {
             diffs.push(format!("{shown}: {what} {found}, dump says {want}"));
@@ -131,10 +131,8 @@ fn compare_node(path: &Path, node: &Node, diffs: &mut Vec<String>) {
         if MARKERS.contains(&name.as_slice()) {
             continue;
         }
-        let name = match name.strip_prefix(overlay::ESCAPE_PREFIX) {
-            Some(rest) => [overlay::PREFIX, rest].concat(),
-            None => name,
-        };
+        let name = overlay::unescape(overlay::Namespace::Trusted, &name)
+            .map_or(name.clone(), |n| n.into_owned());
         // Unreadable values compare by name only (see `xattrs_of`).
         let value = value
             .or_else(|| want.get(&name).cloned())
