@@ -55,16 +55,27 @@ start() {
     echo "$dir"
 }
 
+# Whether DIR is a mount point in this namespace (by the mount table, not a
+# stat: root may not enter another user's FUSE mount).
+mounted() {
+    awk -v d="$1" '$5 == d { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
+
 stop() {
-    local dir=$1
+    local dir=$1 lost=0
     case $dir in /tmp/cfs-neighbours.*) ;; *) echo "not a neighbours directory: $dir" >&2; exit 2;; esac
-    local lost=0
+    # Each one still mounted, and still serving its file to its owner.
     for m in kernel user squash; do
-        if [ -e "$dir/made-$m" ] && ! [ -s "$dir/$m/small" ]; then
+        [ -e "$dir/made-$m" ] || continue
+        local as=()
+        [ "$m" = user ] && as=(setpriv --reuid "$user" --regid "$user" --init-groups)
+        if ! mounted "$dir/$m" || ! "${as[@]}" timeout 10 cat "$dir/$m/small" >/dev/null; then
             echo "neighbour: the $m mount on $dir/$m did not survive the run" >&2
             lost=1
         fi
-        if mountpoint -q "$dir/$m"; then
+    done
+    for m in kernel user squash; do
+        if mounted "$dir/$m"; then
             umount "$dir/$m" 2>/dev/null || umount -l "$dir/$m"
         fi
     done
