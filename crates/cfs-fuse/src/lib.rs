@@ -7,6 +7,14 @@
 //! the shared image bytes, on several worker threads each with its own
 //! cloned `/dev/fuse` fd.
 //!
+//! **The server only serves a connection it is handed** ([`serve_fd`]): a
+//! `/dev/fuse` fd already mounted by its caller (`cfs-mount` is the only
+//! code that mounts and unmounts), the open image file, and the open objects
+//! directory. It opens no path of its own, so whatever the mount covers
+//! (even the image's own directory) can't get in its way, and it never
+//! mounts or unmounts anything: it returns when its connection ends, that
+//! is when the mount has gone away, whoever removed it.
+//!
 //! Two modes ([`ServeMode`]): **standalone** serves contents too (inline
 //! from the image, external files from the object store, verified against
 //! their fs-verity digest, handed to the kernel with FUSE passthrough when
@@ -17,219 +25,192 @@
 //! Modules: [`server`] (the fuser `Filesystem`), [`mode`] (presentation
 //! rules), [`objects`] (safe object opens and verification), [`attr`]
 //! (inode → attributes), [`errors`] (errno mapping), [`source`] (image
-//! bytes), [`locate`] (finding an image and objects in a repository).
+//! bytes), [`caller`] (who may see `trusted.*` names), [`sys`] (the one
+//! `unsafe`: the mapping).
 
 pub mod attr;
+pub mod caller;
 pub mod errors;
-pub mod locate;
 pub mod mode;
 pub mod objects;
 pub mod server;
 pub mod source;
+pub mod sys;
 
 pub use mode::ServeMode;
-pub use objects::VerityPolicy;
+pub use objects::Verity;
 
 use cfs_format::reader::{Image, ReadError};
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, Session, SessionACL};
 use objects::ObjectStore;
-use source::{ImageBytes, Immutable};
+use source::ImageBytes;
+use std::ffi::OsString;
+use std::fs::File;
+use std::num::NonZeroUsize;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-/// What to serve, where, and how.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
+/// How to serve: the server's own options, also its command line (`cfs
+/// __serve` parses them with clap, sharing the value types with the public
+/// commands; [`ServeOptions::to_args`] writes them).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct ServeOptions {
-    /// The image file.
-    pub image: PathBuf,
-    /// Why the image file can't change (so it may be mapped), if known.
-    pub immutable: Option<Immutable>,
-    /// Where to mount.
-    pub mountpoint: PathBuf,
-    /// Standalone or overlay-lower.
+    /// What to serve.
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t))]
     pub mode: ServeMode,
-    /// The object directory (`ab/cdef…`), needed in standalone mode for
-    /// images with external files.
-    pub objects: Option<PathBuf>,
     /// When to check object contents against the image's digests.
-    pub verity: VerityPolicy,
-    /// Worker threads.
-    pub threads: usize,
-    /// Hand opened objects to the kernel (FUSE passthrough) when privileged;
-    /// when false the server reads them (`pread`) even then.
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t))]
+    pub verity: Verity,
+    /// Worker threads (default: one per CPU, at most 8).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub threads: Option<NonZeroUsize>,
+    /// Hand opened objects to the kernel (FUSE passthrough). The mounting
+    /// process sets this from its one privilege probe (passthrough needs
+    /// `CAP_SYS_ADMIN` in the initial user namespace) and the user's wish;
+    /// the server doesn't probe again. If the kernel refuses anyway, reads
+    /// fall back to `pread`.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub passthrough: bool,
 }
 
-impl ServeOptions {
-    /// Options with defaults: not known immutable, standalone, no objects,
-    /// verity `Auto`, 4 threads, passthrough where privileged.
-    pub fn new(image: impl Into<PathBuf>, mountpoint: impl Into<PathBuf>) -> Self {
-        ServeOptions {
-            image: image.into(),
-            immutable: None,
-            mountpoint: mountpoint.into(),
-            mode: ServeMode::Standalone,
-            objects: None,
-            verity: VerityPolicy::Auto,
-            threads: 4,
-            passthrough: true,
-        }
+impl std::fmt::Display for ServeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
+impl std::fmt::Display for Verity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ServeOptions {
+    /// The options as arguments that parse back to them.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "--mode".into(),
+            self.mode.as_str().into(),
+            "--verity".into(),
+            self.verity.as_str().into(),
+        ];
+        if let Some(n) = self.threads {
+            a.push("--threads".into());
+            a.push(n.to_string().into());
+        }
+        if self.passthrough {
+            a.push("--passthrough".into());
+        }
+        a
+    }
+
+    /// The worker threads to run: as asked, else one per CPU, at most 8
+    /// (past that, requests wait on the kernel's queue, not on threads).
+    pub fn worker_threads(&self) -> NonZeroUsize {
+        self.threads.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+            NonZeroUsize::new(cpus.clamp(1, 8)).unwrap_or(NonZeroUsize::MIN)
+        })
+    }
+}
+
+/// What a server is handed: everything it reads, already open.
+#[derive(Debug)]
+pub struct ServeFds {
+    /// The mounted `/dev/fuse` connection (`fsopen("fuse")` with `fd=N`,
+    /// or what `fusermount3` sent back).
+    pub dev: OwnedFd,
+    /// The image file: the very file that was checked (and, with a digest,
+    /// measured). Mapped only where the kernel keeps it from changing.
+    pub image: File,
+    /// The objects directory (`ab/cdef…`), for standalone mode.
+    pub objects: Option<OwnedFd>,
+}
+
 /// Why serving could not start or ended with an error. Messages name the
-/// step and path; the cause is the error's `source()`.
+/// mount and the step; the cause is the error's `source()`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeFailed {
     /// The image file could not be read.
-    #[error("could not open image {path}")]
-    OpenImage {
-        /// The image.
-        path: PathBuf,
+    #[error("could not read the image for {mount}")]
+    ReadImage {
+        /// The mount point the image was to be served at.
+        mount: PathBuf,
         /// The error.
         source: std::io::Error,
     },
     /// The image's headers are bad.
-    #[error("bad image {path}")]
+    #[error("bad image for {mount}")]
     Image {
-        /// The image.
-        path: PathBuf,
+        /// The mount point.
+        mount: PathBuf,
         /// The error.
         source: ReadError,
     },
-    /// The object directory could not be opened.
-    #[error("could not open object directory {path}")]
-    Objects {
-        /// The directory.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Mounting, or the FUSE session, failed.
-    #[error("could not {op} {path}")]
+    /// The FUSE session failed.
+    #[error("could not {op} {mount}")]
     Session {
         /// What was being done.
         op: &'static str,
-        /// The mountpoint.
-        path: PathBuf,
+        /// The mount point.
+        mount: PathBuf,
         /// The error.
         source: std::io::Error,
     },
 }
 
-/// True when this process has `CAP_SYS_ADMIN` in the initial user namespace,
-/// which FUSE passthrough requires: `/proc/self/ns/user` is the initial user
-/// namespace (its inode is `PROC_USER_INIT_INO`, see `cfs-mount`'s `detect`
-/// for why not `uid_map`) and its effective capabilities hold bit 21. If this
-/// guesses wrong the kernel refuses the backing file and reads fall back to
-/// `pread`.
-fn privileged() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
-    let initial_ns =
-        std::fs::metadata("/proc/self/ns/user").is_ok_and(|m| m.ino() == PROC_USER_INIT_INO);
-    let cap_sys_admin = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .is_some_and(|caps| caps & (1 << 21) != 0)
-    });
-    initial_ns && cap_sys_admin
-}
-
-/// Opens the image (and the object store in standalone mode) and builds the
-/// filesystem; shared by [`serve`] and [`serve_fd`].
-fn filesystem(opts: &ServeOptions) -> Result<server::CfsFs, ServeFailed> {
-    let bytes =
-        ImageBytes::open(&opts.image, opts.immutable).map_err(|source| ServeFailed::OpenImage {
-            path: opts.image.clone(),
-            source,
-        })?;
-    let image = Image::open(bytes).map_err(|source| ServeFailed::Image {
-        path: opts.image.clone(),
+/// Builds the filesystem over the handed-over image and object store.
+fn filesystem(
+    opts: &ServeOptions,
+    image: File,
+    objects: Option<OwnedFd>,
+    mount: &Path,
+) -> Result<server::CfsFs, ServeFailed> {
+    let bytes = ImageBytes::open(image).map_err(|source| ServeFailed::ReadImage {
+        mount: mount.to_path_buf(),
         source,
     })?;
-    let objects = match (&opts.objects, opts.mode) {
-        (Some(dir), ServeMode::Standalone) => Some(ObjectStore::open(dir, opts.verity).map_err(
-            |source| ServeFailed::Objects {
-                path: dir.clone(),
-                source,
-            },
-        )?),
-        _ => None,
+    let image = Image::open(bytes).map_err(|source| ServeFailed::Image {
+        mount: mount.to_path_buf(),
+        source,
+    })?;
+    let objects = match opts.mode {
+        ServeMode::Standalone => objects.map(|dir| ObjectStore::new(dir, opts.verity)),
+        ServeMode::OverlayLower => None,
     };
-    let passthrough = opts.passthrough && privileged();
-    Ok(server::CfsFs::new(image, opts.mode, objects, passthrough))
+    Ok(server::CfsFs::new(
+        image,
+        opts.mode,
+        objects,
+        opts.passthrough,
+    ))
 }
 
-/// Mounts the image and serves it until it is unmounted. `ready` is called
-/// once the mount is in place and the kernel handshake done.
-pub fn serve(opts: &ServeOptions, ready: impl FnOnce()) -> Result<(), ServeFailed> {
-    let fs = filesystem(opts)?;
-    let root = rustix::process::geteuid().is_root();
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName("cfs".into()),
-        MountOption::Subtype("cfs".into()),
-        MountOption::RO,
-        MountOption::DefaultPermissions,
-        MountOption::NoAtime,
-    ];
-    if root {
-        config.mount_options.push(MountOption::Dev);
-        config.mount_options.push(MountOption::Suid);
-    }
-    config.acl = if root {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    config.n_threads = Some(opts.threads.max(1));
-    config.clone_fd = true;
-    let failed = |op| {
-        let path = opts.mountpoint.clone();
-        move |source| ServeFailed::Session { op, path, source }
-    };
-    let session = Session::new(fs, &opts.mountpoint, &config).map_err(failed("mount at"))?;
-    ready();
-    session.run().map_err(failed("serve"))
-}
-
-/// Serves in the calling thread as [`serve`] does, for callers holding
-/// paths only: standalone with objects at `objects`.
-pub fn serve_standalone(
-    image: &Path,
-    objects: &Path,
-    mountpoint: &Path,
-) -> Result<(), ServeFailed> {
-    let mut o = ServeOptions::new(image, mountpoint);
-    o.objects = Some(objects.to_owned());
-    serve(&o, || {})
-}
-
-/// Serves the image on `dev`, a `/dev/fuse` fd already mounted by the caller
-/// (`fsopen("fuse")` with `fd=N`, or `fusermount3`), until the mount goes
-/// away. `opts.mountpoint` only names the mount in errors. `ready` is called
-/// once the kernel handshake (FUSE_INIT) is answered, when the mount answers
-/// requests.
+/// Serves the image on the handed-over connection until it ends (the mount
+/// went away). `mount` only names the mount in errors. `ready` is called once
+/// the kernel handshake (FUSE_INIT) is answered, when the mount answers
+/// requests. Nothing is mounted, unmounted or opened by path here.
 pub fn serve_fd(
     opts: &ServeOptions,
-    dev: std::os::fd::OwnedFd,
+    fds: ServeFds,
+    mount: &Path,
     ready: impl FnOnce(),
 ) -> Result<(), ServeFailed> {
-    let fs = filesystem(opts)?;
+    let fs = filesystem(opts, fds.image, fds.objects, mount)?;
     let mut config = Config::default();
-    config.n_threads = Some(opts.threads.max(1));
+    config.n_threads = Some(opts.worker_threads().get());
     config.clone_fd = true;
     let failed = |op| {
-        let path = opts.mountpoint.clone();
-        move |source| ServeFailed::Session { op, path, source }
+        let mount = mount.to_path_buf();
+        move |source| ServeFailed::Session { op, mount, source }
     };
     // The kernel checks access (allow_other, default_permissions) itself; the
-    // session lets every request it forwards through.
+    // session lets every request it forwards through. `from_fd` holds no
+    // mount, so nothing is unmounted when the session ends.
     let session =
-        Session::from_fd(fs, dev, SessionACL::All, config).map_err(failed("handshake on"))?;
+        Session::from_fd(fs, fds.dev, SessionACL::All, config).map_err(failed("handshake on"))?;
     ready();
     session.run().map_err(failed("serve"))
 }

@@ -34,10 +34,12 @@ use cfs_format::overlay::{self, Namespace, PREFIX, USER_PREFIX};
 use std::borrow::Cow;
 
 /// What the server presents: contents too, or metadata for an overlay on top.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ServeMode {
     /// Serve metadata and file contents (from the image or the object store),
     /// showing the tree as the kernel overlay mount of the image shows it.
+    #[default]
     Standalone,
     /// Serve metadata only, with `trusted.overlay.*` as `user.overlay.*`, as the
     /// lower layer of an overlayfs mounted with `userxattr`; opening a file whose
@@ -53,6 +55,14 @@ fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 impl ServeMode {
+    /// The name on the command line (`standalone`, `overlay-lower`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServeMode::Standalone => "standalone",
+            ServeMode::OverlayLower => "overlay-lower",
+        }
+    }
+
     /// The name a client sees for the image xattr `name`, or `None` when hidden.
     pub fn present_name<'a>(&self, name: &'a [u8]) -> Option<Cow<'a, [u8]>> {
         match self {

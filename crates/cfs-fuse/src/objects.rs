@@ -26,20 +26,43 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Mutex;
 
-/// When file contents are checked against the image's fs-verity digests.
+/// How strictly file contents are checked against the digests in the image:
+/// one type for every mode and command (C `mount.composefs`: `noverity`,
+/// `tryverity`, `verity`; `cfs fuse-serve`'s older `none` and `auto` are
+/// accepted as aliases).
+///
+/// What each mode makes of it: the kernel mode asks overlayfs for
+/// `verity=require` when the object store has fs-verity (`Try`), or refuses
+/// to mount without it (`Require`); the standalone FUSE server checks each
+/// object's digest in userspace as it opens it, where the image has one
+/// (`Try`) or always (`Require`: a file without a digest can't be read);
+/// fuse+overlay can't check contents at all (overlayfs refuses `metacopy`
+/// with `userxattr`), so it refuses `Require`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VerityPolicy {
-    /// Check every object whose file carries a digest (the default: a
-    /// composefs image names each object by its digest).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Verity {
+    /// Check nothing (C `noverity`).
+    #[cfg_attr(feature = "clap", value(alias = "none"))]
+    Off,
+    /// Check where a check is possible (C `tryverity`).
     #[default]
-    Auto,
-    /// Check every object, and refuse (EIO) an external file without a digest.
+    #[cfg_attr(feature = "clap", value(alias = "auto"))]
+    Try,
+    /// Check everything, or refuse (C `verity`).
     Require,
-    /// Check nothing.
-    None,
+}
+
+impl Verity {
+    /// The name on the command line (`off`, `try`, `require`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verity::Off => "off",
+            Verity::Try => "try",
+            Verity::Require => "require",
+        }
+    }
 }
 
 /// Why an object could not be served.
@@ -95,29 +118,26 @@ struct FileVersion {
 #[derive(Debug)]
 pub struct ObjectStore {
     dir: OwnedFd,
-    policy: VerityPolicy,
+    policy: Verity,
     /// Objects already verified, per file version: the digest they have.
     /// Locked only on an object's open, never on reads.
     verified: Mutex<HashMap<FileVersion, Digest>>,
 }
 
 impl ObjectStore {
-    /// Opens the objects directory (`ab/cdef…` layout).
-    pub fn open(dir: &Path, policy: VerityPolicy) -> Result<Self, std::io::Error> {
-        let fd = rustix::fs::open(
+    /// The store in the objects directory `dir` (`ab/cdef…` layout), opened
+    /// by the caller (`O_PATH | O_DIRECTORY` is enough): every object is
+    /// opened beneath it, never by a path from the root.
+    pub fn new(dir: OwnedFd, policy: Verity) -> Self {
+        ObjectStore {
             dir,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        Ok(ObjectStore {
-            dir: fd,
             policy,
             verified: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// The verification policy.
-    pub fn policy(&self) -> VerityPolicy {
+    pub fn policy(&self) -> Verity {
         self.policy
     }
 
@@ -160,9 +180,9 @@ impl ObjectStore {
             return Err(ObjectError::NotRegular(path.to_owned()));
         }
         let expected = match (self.policy, expected) {
-            (VerityPolicy::None, _) => return Ok(file),
-            (VerityPolicy::Auto, None) => return Ok(file),
-            (VerityPolicy::Require, None) => return Err(ObjectError::NoDigest(path.to_owned())),
+            (Verity::Off, _) => return Ok(file),
+            (Verity::Try, None) => return Ok(file),
+            (Verity::Require, None) => return Err(ObjectError::NoDigest(path.to_owned())),
             (_, Some(d)) => d,
         };
         let version = FileVersion {
@@ -203,6 +223,7 @@ impl ObjectStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const HEX62: &str = "9a256e79a69a2acb500de542f004320630257f9481c2ec3d41ca4635106a11";
 
@@ -210,7 +231,7 @@ mod tests {
     /// object path rule itself is tested with `Digest::from_object_path`).
     #[test]
     fn bad_redirects_are_refused() {
-        let (dir, store) = store(VerityPolicy::None);
+        let (dir, store) = store(Verity::Off);
         std::fs::create_dir_all(dir.path().join("b0")).unwrap();
         std::fs::write(dir.path().join(format!("b0/{HEX62}")), b"x").unwrap();
         std::fs::write(dir.path().join(format!("b0/{HEX62}.file")), b"y").unwrap();
@@ -238,9 +259,19 @@ mod tests {
         }
     }
 
-    fn store(policy: VerityPolicy) -> (tempfile::TempDir, ObjectStore) {
+    fn open(dir: &Path, policy: Verity) -> ObjectStore {
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        ObjectStore::new(fd, policy)
+    }
+
+    fn store(policy: Verity) -> (tempfile::TempDir, ObjectStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = ObjectStore::open(dir.path(), policy).unwrap();
+        let store = open(dir.path(), policy);
         (dir, store)
     }
 
@@ -254,7 +285,7 @@ mod tests {
 
     #[test]
     fn verified_open_and_mismatch() {
-        let (dir, store) = store(VerityPolicy::Auto);
+        let (dir, store) = store(Verity::Try);
         let (redirect, digest) = put(dir.path(), b"hello world\n");
         assert!(store.open_object(redirect.as_bytes(), Some(digest)).is_ok());
         // Cached: same answer.
@@ -266,10 +297,7 @@ mod tests {
         assert!(matches!(err, ObjectError::DigestMismatch { .. }), "{err}");
         // No digest: fine under Auto, refused under Require.
         assert!(store.open_object(redirect.as_bytes(), None).is_ok());
-        let (_d2, strict) = (
-            0,
-            ObjectStore::open(dir.path(), VerityPolicy::Require).unwrap(),
-        );
+        let strict = open(dir.path(), Verity::Require);
         assert!(matches!(
             strict.open_object(redirect.as_bytes(), None),
             Err(ObjectError::NoDigest(_))
@@ -278,7 +306,7 @@ mod tests {
 
     #[test]
     fn planted_symlink_is_refused() {
-        let (dir, store) = store(VerityPolicy::None);
+        let (dir, store) = store(Verity::Off);
         let path = format!("ab/{HEX62}");
         std::fs::create_dir_all(dir.path().join("ab")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join(&path)).unwrap();
@@ -299,7 +327,7 @@ mod tests {
 
     #[test]
     fn directory_object_is_refused() {
-        let (dir, store) = store(VerityPolicy::None);
+        let (dir, store) = store(Verity::Off);
         std::fs::create_dir_all(dir.path().join("ab").join(HEX62)).unwrap();
         let err = store
             .open_object(format!("/ab/{HEX62}").as_bytes(), None)

@@ -172,19 +172,34 @@ impl CfsFs {
         Ok(Some(attr))
     }
 
-    /// Presented xattr names of `nid`, NUL-terminated, each once.
-    fn xattr_list(&self, nid: Nid) -> Result<Vec<u8>, ServeError> {
+    /// Presented xattr names of `nid`, NUL-terminated, each once. `trusted.*`
+    /// names are listed only when `may_list_trusted` says so (asked at most
+    /// once, and only if there is such a name): the kernel lists them only
+    /// to callers with `CAP_SYS_ADMIN` ([`crate::caller`]).
+    fn xattr_list(
+        &self,
+        nid: Nid,
+        may_list_trusted: impl FnOnce() -> bool,
+    ) -> Result<Vec<u8>, ServeError> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
+        let mut trusted = None;
+        let mut may_list_trusted = Some(may_list_trusted);
         let mode = self.image.inode(nid)?.mode();
         for x in self.image.xattrs(nid)? {
             let x = x?;
             let name = x.name();
-            if let Some(shown) = self.mode.present_name(&name) {
-                if !self.mode.hides_xattr(&shown, mode) && seen.insert(shown.to_vec()) {
-                    out.extend_from_slice(&shown);
-                    out.push(0);
-                }
+            let Some(shown) = self.mode.present_name(&name) else {
+                continue;
+            };
+            if shown.starts_with(b"trusted.")
+                && !*trusted.get_or_insert_with(|| may_list_trusted.take().is_some_and(|f| f()))
+            {
+                continue;
+            }
+            if !self.mode.hides_xattr(&shown, mode) && seen.insert(shown.to_vec()) {
+                out.extend_from_slice(&shown);
+                out.push(0);
             }
         }
         Ok(out)
@@ -554,9 +569,9 @@ impl Filesystem for CfsFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let nid = self.inos.nid(ino);
-        match self.xattr_list(nid) {
+        match self.xattr_list(nid, || crate::caller::may_list_trusted(req.pid())) {
             Ok(list) if size == 0 => reply.size(list.len() as u32),
             Ok(list) if list.len() > size as usize => reply.error(Errno::ERANGE),
             Ok(list) => reply.data(&list),

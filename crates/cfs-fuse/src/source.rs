@@ -1,33 +1,38 @@
-//! Where the image bytes come from: an mmap when the file can't change under
-//! us, otherwise a `pread` block cache.
+//! Where the image bytes come from: a mapping when the kernel guarantees
+//! the file can't change, otherwise a `pread` block cache.
 //!
 //! Serving starts after the superblock is checked; nothing else of the image
 //! is read up front, whichever source is used.
 //!
-//! An mmap'd image is shared with every other server (and the kernel's own
+//! A mapped image is shared with every other server (and the kernel's own
 //! mounts) of the same file through the page cache, and answers are borrowed
-//! straight from it. That is only sound for a file that is never truncated or
-//! rewritten while mapped (see [`Immutable`]): otherwise a reader could fault
-//! on a truncated page or see bytes change after it checked them.
+//! straight from it. That is only sound for a file nobody can rewrite or
+//! truncate while it is mapped, so [`ImageBytes::open`] maps only what the
+//! kernel itself freezes: a file with fs-verity, or a sealed memfd (what
+//! `cfs mount --digest` serves when the file has no fs-verity). The check is
+//! made on the open file ([`crate::sys::immutable`]), never taken from a
+//! caller.
 //!
 //! Any other image is read through a [`BlockCache`]: 4 KiB blocks read with
 //! `pread` on first use and pinned, so the `&[u8]` the reader hands out stays
-//! valid and unchanged for as long as the server runs. Start-up costs one
-//! small allocation per image block (the slot table) and reads only the
-//! blocks holding the headers and the root inode.
+//! valid and unchanged for as long as the server runs. Its memory grows with
+//! what requests read, never with the file's size: a 64 KiB image with an
+//! apparent size of 1 TiB costs what a 64 KiB one does.
 
+use crate::sys;
 use cfs_format::erofs::BLOCK_SIZE;
 use cfs_format::reader::ImageSource;
+use rustix::fs::{statx, AtFlags, StatxFlags};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// The bytes of an image being served.
 #[derive(Debug)]
 pub enum ImageBytes {
-    /// A read-only shared mapping of an immutable file.
+    /// A read-only shared mapping of a file the kernel keeps from changing
+    /// (made by [`crate::sys`], the only place a mapping can come from).
     Mapped(memmap2::Mmap),
     /// Blocks read on demand from a file that might change.
     Cached(BlockCache),
@@ -56,25 +61,12 @@ impl ImageSource for ImageBytes {
     }
 }
 
-/// Why an image file is known not to change while mapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Immutable {
-    /// The file has fs-verity enabled: the kernel refuses every write to it.
-    Verity,
-    /// The file is an object of a repository, which by contract never rewrites
-    /// or truncates an object in place (it only adds new ones and removes
-    /// unreferenced ones by unlinking, which leaves a mapping intact).
-    RepositoryObject,
-}
-
 impl ImageBytes {
-    /// Opens `path` read-only: mapped when `immutable` says why that is safe
-    /// or the file has fs-verity, through a [`BlockCache`] otherwise.
-    pub fn open(path: &Path, immutable: Option<Immutable>) -> std::io::Result<Self> {
-        let file = File::open(path)?;
-        let immutable = immutable.or_else(|| has_verity(&file).then_some(Immutable::Verity));
-        match immutable {
-            Some(why) => map(&file, why).map(ImageBytes::Mapped),
+    /// The bytes of the open image `file`: mapped when the kernel guarantees
+    /// they can't change (fs-verity, a sealed memfd), else a [`BlockCache`].
+    pub fn open(file: File) -> std::io::Result<Self> {
+        match sys::map_immutable(&file)? {
+            Some(m) => Ok(ImageBytes::Mapped(m)),
             None => BlockCache::new(file).map(ImageBytes::Cached),
         }
     }
@@ -93,72 +85,106 @@ impl ImageBytes {
     }
 }
 
-/// True when the file has fs-verity enabled (`STATX_ATTR_VERITY`).
-fn has_verity(file: &File) -> bool {
-    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
-    statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
-        .map(|s| s.stx_attributes.contains(StatxAttributes::VERITY))
-        .unwrap_or(false)
-}
-
-/// Maps `file` read-only and shared.
-#[allow(unsafe_code)]
-fn map(file: &File, why: Immutable) -> std::io::Result<memmap2::Mmap> {
-    let _ = why;
-    // SAFETY: memmap2's contract is that the mapped file is not modified or
-    // truncated while mapped, since the reader hands out `&[u8]` into it.
-    // `why` proves that: with fs-verity the kernel refuses to open the file
-    // for writing and to truncate it, for as long as it exists; a repository
-    // object is never written after it is renamed into place, and removal is
-    // an unlink, which keeps the mapped inode alive and unchanged. The mapping
-    // is read-only (PROT_READ) and private to this process's address space.
-    unsafe { memmap2::MmapOptions::new().map(file) }
-}
-
 const BLOCK: usize = BLOCK_SIZE as usize;
+type Block = [u8; BLOCK];
+
+/// Bits of a block index each level of the block table resolves.
+const FANOUT_BITS: u32 = 9;
+/// Slots per table node (512: a node is 8 KiB of slots).
+const FANOUT: usize = 1 << FANOUT_BITS;
 
 /// An image read on demand with `pread`, 4 KiB block by block, each block
 /// pinned once read.
 ///
-/// - **Hits take no lock.** Each block has its own [`OnceLock`] slot; a miss
-///   reads the block and publishes it with one `get_or_init` (two threads
-///   missing the same block both read it, one copy wins).
+/// - **Hits take no lock.** Blocks hang off a radix table of [`OnceLock`]
+///   slots, 512 per node, as deep as the file's block count needs (two
+///   levels up to 512 MiB, four for 1 TiB); a hit is one atomic load per
+///   level. A miss reads the block and publishes it with one `get_or_init`
+///   (two threads missing the same block both read it, one copy wins).
+/// - **Memory grows with what is read, not with the file's size.** A table
+///   node is allocated the first time a block under it is read, so the
+///   table costs at most one 8 KiB node per level per block read (far less
+///   when reads cluster, as an image's metadata does), and opening costs one
+///   node whatever the apparent size.
 /// - **Ranges inside a block are borrowed** from it: no copy, no allocation.
 ///   A range straddling blocks (an extended inode or an xattr body across a
 ///   block boundary) is copied once out of its pinned blocks into a span
 ///   kept under its `(offset, len)`, so asking again costs nothing more. File
 ///   data never straddles: the reader takes it in pieces that stop at block
-///   ends ([`ImageSource::prefix_at`]).
+///   ends ([`ImageSource::prefix_at`]). Spans are bounded by what was read:
+///   at most twice the bytes of the blocks read, plus 16 MiB, past which a
+///   straddling read fails (EIO).
 /// - **Nothing is evicted**, because the reader's answers borrow from the
-///   cache for as long as it lives. Memory is what requests touched: at most
-///   the image size in blocks, plus the slot table (16 bytes per block, 0.4%
-///   of the image, allocated at open: a fixed-size table is what makes a hit
-///   lock-free), plus the spans. Spans are bounded by the image too: each
-///   comes from a structure at its offset (an inode, an xattr body or entry),
-///   so a well-formed image needs less than its own size of them; a hostile
-///   one could ask for many overlapping ones, so they are capped at the image
-///   size plus 16 MiB, past which a straddling read fails (EIO).
-/// - **Errors.** A range past the end (the size is fixed by `fstat` at open)
-///   is `None`, which the reader reports as corrupt data (EIO). So is a failed
-///   `pread`, logged once; the block is read again on the next request.
-/// - **A file changed under us** (it is not known to be immutable, which is
-///   why it is not mapped) cannot cause undefined behaviour or a crash: every
-///   block is read once and never changes after, the superblock the reader
-///   checked at open stays what it checked, and every later read is bounds-
-///   checked. The worst case is a mix of old and new blocks, which reads as
-///   corrupt data (EIO) or wrong contents for the requests that touch it.
+///   cache for as long as it lives.
+/// - **A file changed under us** can't cause undefined behaviour or a crash:
+///   every block is read once and never changes after, and every read is
+///   bounds-checked against the size taken at open. Each miss also checks
+///   the file's size, modification and change times after its `pread`; once
+///   they differ from what they were at open (the file was truncated,
+///   extended or rewritten, by anyone), every later miss fails: readers get
+///   EIO (logged once) where they would otherwise get a mix of old and new
+///   bytes, and what was already read keeps being served. A write
+///   concurrent with the `pread` is caught too, because the kernel updates
+///   a file's change time before it copies the new bytes in, and a change
+///   time once read is never handed out again (multigrain timestamps).
+/// - **Errors.** A range past the end is `None`, which the reader reports
+///   as corrupt data (EIO). So is a failed `pread`, logged once; the block
+///   is read again on the next request.
 pub struct BlockCache {
     file: File,
     size: u64,
-    blocks: Box<[OnceLock<Box<[u8; BLOCK]>>]>,
+    /// Size and times at open.
+    version: Version,
+    root: Table,
+    /// Bit shift of the root level's index (`(depth - 1) * FANOUT_BITS`).
+    root_shift: u32,
     /// Hash buckets of spans, each a chain of `OnceLock` links (append-only,
     /// so a span found stays where it is).
     spans: Box<[OnceLock<Box<Span>>]>,
     span_bytes: AtomicU64,
     span_count: AtomicU64,
     blocks_read: AtomicU64,
+    nodes: AtomicU64,
+    changed: AtomicBool,
     logged_io: AtomicBool,
     logged_budget: AtomicBool,
+}
+
+/// One node of the block table.
+enum Table {
+    /// Deeper nodes, each covering `FANOUT` times fewer blocks.
+    Inner(Box<[OnceLock<Box<Table>>]>),
+    /// Blocks.
+    Leaf(Box<[OnceLock<Box<Block>>]>),
+}
+
+impl Table {
+    fn new(leaf: bool) -> Table {
+        if leaf {
+            Table::Leaf((0..FANOUT).map(|_| OnceLock::new()).collect())
+        } else {
+            Table::Inner((0..FANOUT).map(|_| OnceLock::new()).collect())
+        }
+    }
+}
+
+/// What a file's size and times were: a change to its bytes changes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    size: u64,
+    mtime: (i64, u32),
+    ctime: (i64, u32),
+}
+
+impl Version {
+    fn of(file: &File) -> std::io::Result<Version> {
+        let s = statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+        Ok(Version {
+            size: s.stx_size,
+            mtime: (s.stx_mtime.tv_sec, s.stx_mtime.tv_nsec),
+            ctime: (s.stx_ctime.tv_sec, s.stx_ctime.tv_nsec),
+        })
+    }
 }
 
 /// A straddling range, copied once: its offset (its length is `bytes.len()`).
@@ -168,7 +194,7 @@ struct Span {
     next: OnceLock<Box<Span>>,
 }
 
-/// Extra span bytes allowed beyond the image size.
+/// Span bytes allowed beyond twice the bytes of the blocks read.
 const SPAN_SLACK: u64 = 16 << 20;
 
 /// What a [`BlockCache`] has read.
@@ -178,6 +204,8 @@ pub struct CacheStats {
     pub blocks: u64,
     /// Blocks read (and pinned).
     pub blocks_read: u64,
+    /// Table nodes allocated (8 KiB each).
+    pub nodes: u64,
     /// Straddling ranges copied.
     pub spans: u64,
     /// Bytes in those copies.
@@ -188,8 +216,8 @@ impl std::fmt::Display for CacheStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "blocks_read={} of {} spans={} span_bytes={}",
-            self.blocks_read, self.blocks, self.spans, self.span_bytes
+            "blocks_read={} of {} nodes={} spans={} span_bytes={}",
+            self.blocks_read, self.blocks, self.nodes, self.spans, self.span_bytes
         )
     }
 }
@@ -204,21 +232,28 @@ impl std::fmt::Debug for BlockCache {
 }
 
 impl BlockCache {
-    /// A cache over `file`, whose size is taken now (`fstat`) and fixed.
-    /// Reads nothing.
+    /// A cache over `file`, whose size is taken now and fixed. Reads nothing.
     pub fn new(file: File) -> std::io::Result<Self> {
-        let size = file.metadata()?.len();
-        let blocks = usize::try_from(size.div_ceil(BLOCK_SIZE))
-            .map_err(|_| std::io::Error::other("image too large for this address space"))?;
-        let buckets = (blocks / 16 + 1024).min(1 << 16).next_power_of_two();
+        let version = Version::of(&file)?;
+        let size = version.size;
+        let blocks = size.div_ceil(BLOCK_SIZE);
+        let mut depth = 1u32;
+        while depth * FANOUT_BITS < 64 && blocks > 1u64 << (depth * FANOUT_BITS) {
+            depth += 1;
+        }
+        let buckets = 1024;
         Ok(BlockCache {
             file,
             size,
-            blocks: (0..blocks).map(|_| OnceLock::new()).collect(),
+            version,
+            root: Table::new(depth == 1),
+            root_shift: (depth - 1) * FANOUT_BITS,
             spans: (0..buckets).map(|_| OnceLock::new()).collect(),
             span_bytes: AtomicU64::new(0),
             span_count: AtomicU64::new(0),
             blocks_read: AtomicU64::new(0),
+            nodes: AtomicU64::new(1),
+            changed: AtomicBool::new(false),
             logged_io: AtomicBool::new(false),
             logged_budget: AtomicBool::new(false),
         })
@@ -227,26 +262,55 @@ impl BlockCache {
     /// What has been read so far.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            blocks: self.blocks.len() as u64,
+            blocks: self.size.div_ceil(BLOCK_SIZE),
             blocks_read: self.blocks_read.load(Ordering::Relaxed),
+            nodes: self.nodes.load(Ordering::Relaxed),
             spans: self.span_count.load(Ordering::Relaxed),
             span_bytes: self.span_bytes.load(Ordering::Relaxed),
         }
     }
 
-    /// Block `index`, read now if it wasn't. `None` past the end or on an I/O error.
-    fn block(&self, index: u64) -> Option<&[u8; BLOCK]> {
-        let slot = self.blocks.get(usize::try_from(index).ok()?)?;
+    /// The slot of block `index` (below the block count), making the table
+    /// nodes on the way if they are missing.
+    fn slot(&self, index: u64) -> &OnceLock<Box<Block>> {
+        let mut table = &self.root;
+        let mut shift = self.root_shift;
+        loop {
+            let i = (index >> shift) as usize & (FANOUT - 1);
+            match table {
+                Table::Leaf(blocks) => return &blocks[i],
+                Table::Inner(children) => {
+                    shift -= FANOUT_BITS;
+                    table = children[i].get_or_init(|| {
+                        self.nodes.fetch_add(1, Ordering::Relaxed);
+                        Box::new(Table::new(shift == 0))
+                    });
+                }
+            }
+        }
+    }
+
+    /// Block `index`, read now if it wasn't. `None` past the end, on an I/O
+    /// error, or once the file has changed.
+    fn block(&self, index: u64) -> Option<&Block> {
+        let at = index.checked_mul(BLOCK_SIZE).filter(|&at| at < self.size)?;
+        let slot = self.slot(index);
         if let Some(b) = slot.get() {
             return Some(b);
         }
-        let at = index * BLOCK_SIZE;
+        if self.changed.load(Ordering::Relaxed) {
+            return None;
+        }
         let len = (self.size - at).min(BLOCK_SIZE) as usize;
-        let mut fresh: Box<[u8; BLOCK]> = vec![0u8; BLOCK].into_boxed_slice().try_into().ok()?;
+        let mut fresh: Box<Block> = vec![0u8; BLOCK].into_boxed_slice().try_into().ok()?;
         if let Err(e) = self.file.read_exact_at(&mut fresh[..len], at) {
             if !self.logged_io.swap(true, Ordering::Relaxed) {
                 eprintln!("cfs-fuse: could not read the image at byte {at}: {e} (logged once)");
             }
+            self.check_unchanged();
+            return None;
+        }
+        if !self.check_unchanged() {
             return None;
         }
         let mut fresh = Some(fresh);
@@ -255,6 +319,35 @@ impl BlockCache {
             self.blocks_read.fetch_add(1, Ordering::Relaxed);
         }
         Some(block)
+    }
+
+    /// False (and from now on, for every miss) once the file's size or
+    /// times differ from those at open.
+    fn check_unchanged(&self) -> bool {
+        if self.changed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Version::of(&self.file);
+        if now.as_ref().is_ok_and(|v| *v == self.version) {
+            return true;
+        }
+        if !self.changed.swap(true, Ordering::Relaxed) {
+            let what = match now {
+                Ok(v) if v.size != self.version.size => {
+                    format!(
+                        "its size went from {} to {} bytes",
+                        self.version.size, v.size
+                    )
+                }
+                Ok(_) => "it was rewritten".to_string(),
+                Err(e) => format!("it can't be stat'ed: {e}"),
+            };
+            eprintln!(
+                "cfs-fuse: the image file changed while served ({what}); \
+                 parts not read before answer EIO from now on"
+            );
+        }
+        false
     }
 
     /// `len` bytes at `offset` straddling a block boundary: the span copied
@@ -285,9 +378,20 @@ impl BlockCache {
         }
     }
 
-    /// A fresh copy of `len` bytes at `offset`, out of pinned blocks, within the span budget.
+    /// A fresh copy of `len` bytes at `offset`, out of pinned blocks, within
+    /// the span budget (which grows with the blocks read).
     fn copy(&self, offset: u64, len: usize) -> Option<Box<[u8]>> {
-        let budget = self.size.saturating_add(SPAN_SLACK);
+        let mut out = Vec::with_capacity(len.min(1 << 20));
+        let mut at = offset;
+        while out.len() < len {
+            let block = self.block(at / BLOCK_SIZE)?;
+            let start = (at % BLOCK_SIZE) as usize;
+            let n = (BLOCK - start).min(len - out.len());
+            out.extend_from_slice(&block[start..start + n]);
+            at += n as u64;
+        }
+        let read = self.blocks_read.load(Ordering::Relaxed) * BLOCK_SIZE;
+        let budget = read.saturating_mul(2).saturating_add(SPAN_SLACK);
         let before = self.span_bytes.fetch_add(len as u64, Ordering::Relaxed);
         if before.saturating_add(len as u64) > budget {
             self.span_bytes.fetch_sub(len as u64, Ordering::Relaxed);
@@ -298,19 +402,6 @@ impl BlockCache {
                 );
             }
             return None;
-        }
-        let mut out = Vec::with_capacity(len);
-        let mut at = offset;
-        while out.len() < len {
-            let block = self.block(at / BLOCK_SIZE);
-            let Some(block) = block else {
-                self.span_bytes.fetch_sub(len as u64, Ordering::Relaxed);
-                return None;
-            };
-            let start = (at % BLOCK_SIZE) as usize;
-            let n = (BLOCK - start).min(len - out.len());
-            out.extend_from_slice(&block[start..start + n]);
-            at += n as u64;
         }
         Some(out.into_boxed_slice())
     }
@@ -345,6 +436,7 @@ impl ImageSource for BlockCache {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     /// A file of `len` patterned bytes, the bytes, and a cache over it.
     fn cache(len: usize) -> (tempfile::NamedTempFile, Vec<u8>, BlockCache) {
@@ -418,17 +510,6 @@ mod tests {
     }
 
     #[test]
-    fn a_file_truncated_under_the_cache_reads_as_errors() {
-        let (f, bytes, c) = cache(3 * BLOCK);
-        assert_eq!(c.bytes_at(0, 10), Some(&bytes[..10]));
-        f.as_file().set_len(BLOCK as u64).unwrap();
-        // Pinned blocks keep their bytes; blocks now gone can't be read.
-        assert_eq!(c.bytes_at(0, 10), Some(&bytes[..10]));
-        assert_eq!(c.bytes_at(2 * BLOCK as u64, 10), None);
-        assert_eq!(c.bytes_at(BLOCK as u64 - 5, 10), None);
-    }
-
-    #[test]
     fn straddling_copies_are_capped() {
         let (_f, _bytes, c) = cache(2 * BLOCK);
         // Each distinct straddling range is a new copy; the cap stops them.
@@ -436,7 +517,57 @@ mod tests {
             .map(|i| c.bytes_at(BLOCK as u64 - 1 - (i % 64) as u64, 100 + i / 64))
             .position(|r| r.is_none());
         assert!(refused.is_some(), "never refused");
-        assert!(c.stats().span_bytes <= 2 * BLOCK as u64 + SPAN_SLACK);
+        assert!(c.stats().span_bytes <= 2 * 2 * BLOCK as u64 + SPAN_SLACK);
+    }
+
+    #[test]
+    fn a_huge_sparse_file_costs_what_is_read() {
+        // 1 TiB apparent size, a few blocks of data.
+        let f = tempfile::tempfile().unwrap();
+        let tib = 1u64 << 40;
+        f.set_len(tib).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"tail", tib - 4).unwrap();
+        let c = BlockCache::new(f).unwrap();
+        assert_eq!(c.stats().nodes, 1, "opening allocates one table node");
+        assert_eq!(c.bytes_at(0, 4), Some(&b"head"[..]));
+        assert_eq!(c.bytes_at(tib - 4, 4), Some(&b"tail"[..]));
+        assert_eq!(c.bytes_at(tib / 2, 3), Some(&[0u8; 3][..]));
+        let s = c.stats();
+        assert_eq!((s.blocks, s.blocks_read), (tib / BLOCK as u64, 3));
+        // Four levels for 2^28 blocks: the root plus three nodes per read.
+        assert!(s.nodes <= 1 + 3 * 3, "{s}");
+    }
+
+    #[test]
+    fn a_file_changed_under_the_cache_answers_none_for_what_was_not_read() {
+        type Change = fn(&File, &[u8]);
+        let changes: &[(&str, Change)] = &[
+            ("rewritten in place", |f, bytes| {
+                let other: Vec<u8> = bytes.iter().map(|b| b ^ 0xff).collect();
+                f.write_all_at(&other, 0).unwrap();
+            }),
+            ("extended", |f, bytes| {
+                f.write_all_at(b"more", bytes.len() as u64).unwrap();
+            }),
+            ("truncated", |f, _| f.set_len(BLOCK as u64).unwrap()),
+        ];
+        for (what, change) in changes {
+            let (f, bytes, c) = cache(3 * BLOCK);
+            assert_eq!(c.bytes_at(10, 10), Some(&bytes[10..20]), "{what}");
+            change(f.as_file(), &bytes);
+            assert_eq!(
+                c.bytes_at(2 * BLOCK as u64, 10),
+                None,
+                "{what}: a new block"
+            );
+            assert_eq!(c.bytes_at(BLOCK as u64 + 1, 10), None, "{what}: another");
+            assert_eq!(
+                c.bytes_at(10, 10),
+                Some(&bytes[10..20]),
+                "{what}: already read"
+            );
+        }
     }
 
     #[test]

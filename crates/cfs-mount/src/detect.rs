@@ -32,8 +32,8 @@
 use crate::MountMode;
 use std::path::PathBuf;
 
-/// `--fuse=auto|yes|no`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `--fuse=auto|yes|no|standalone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum FuseChoice {
     /// The best mode the caller's privileges allow.
     #[default]
@@ -42,6 +42,36 @@ pub enum FuseChoice {
     Yes,
     /// The kernel mode only.
     No,
+    /// Standalone FUSE, even where an overlay could be mounted (what `cfs
+    /// fuse-serve` mounts).
+    Standalone,
+}
+
+/// What this process may do, probed once per command ([`Privilege::probe`])
+/// and passed down to everything that depends on it: the mode decision,
+/// how FUSE is mounted, whether the server may use passthrough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privilege {
+    /// `CAP_SYS_ADMIN` is in the effective set (of the current user namespace).
+    pub cap_sys_admin: bool,
+    /// The process is in the initial user namespace.
+    pub initial_userns: bool,
+}
+
+impl Privilege {
+    /// Reads this process's capabilities and user namespace.
+    pub fn probe() -> Privilege {
+        Privilege {
+            cap_sys_admin: has_cap_sys_admin(),
+            initial_userns: in_initial_userns(),
+        }
+    }
+
+    /// `CAP_SYS_ADMIN` in the initial user namespace: what erofs and
+    /// overlayfs mounts of files, and FUSE passthrough, need.
+    pub fn initial_admin(&self) -> bool {
+        self.cap_sys_admin && self.initial_userns
+    }
 }
 
 /// What the prober found out about this process and system.
@@ -70,6 +100,9 @@ pub struct Decision {
     pub mode: MountMode,
     /// Why, in one sentence, for `--explain`.
     pub why: String,
+    /// What the process may do, as probed for the decision: mounting
+    /// depends on it too, so it is passed down rather than probed again.
+    pub privilege: Privilege,
 }
 
 /// No mode fits: what is missing and what to do about it.
@@ -79,13 +112,18 @@ pub struct NoMode(pub String);
 
 /// Picks the mode for `choice` given `facts`.
 pub fn decide(choice: FuseChoice, f: &Facts) -> Result<Decision, NoMode> {
+    let privilege = Privilege {
+        cap_sys_admin: f.cap_sys_admin,
+        initial_userns: f.initial_userns,
+    };
     let ok = |mode, why: &str| {
         Ok(Decision {
             mode,
             why: why.to_string(),
+            privilege,
         })
     };
-    let kernel_ok = f.cap_sys_admin && f.initial_userns;
+    let kernel_ok = privilege.initial_admin();
     if choice == FuseChoice::No {
         if kernel_ok {
             return ok(
@@ -115,6 +153,24 @@ pub fn decide(choice: FuseChoice, f: &Facts) -> Result<Decision, NoMode> {
              (modprobe fuse) and make it usable (chmod 0666 /dev/fuse, as the fuse3 package does)"
                 .into(),
         ));
+    }
+    if choice == FuseChoice::Standalone {
+        if !f.cap_sys_admin && f.fusermount3.is_none() {
+            return Err(NoMode(
+                "--fuse=standalone without CAP_SYS_ADMIN needs fusermount3, and it is not on \
+                 PATH: install fuse3 (apt-get install fuse3)"
+                    .into(),
+            ));
+        }
+        if f.upperdir {
+            return Err(NoMode(
+                "--upperdir needs an overlay; standalone FUSE mounts are read-only".into(),
+            ));
+        }
+        return ok(
+            MountMode::Fuse,
+            "--fuse=standalone: the cfs FUSE server serves metadata and contents",
+        );
     }
     let overlay = match &f.userxattr_overlay {
         Some(Ok(())) if f.cap_sys_admin => Ok(()),
@@ -159,9 +215,13 @@ impl Facts {
     /// throwaway, never attached mount in a temporary directory) runs only
     /// with `CAP_SYS_ADMIN`, and only when its answer can matter.
     pub fn probe(choice: FuseChoice, upperdir: bool) -> Facts {
-        let cap_sys_admin = has_cap_sys_admin();
-        let initial_userns = in_initial_userns();
-        let want_overlay = cap_sys_admin && !(choice != FuseChoice::Yes && initial_userns);
+        let Privilege {
+            cap_sys_admin,
+            initial_userns,
+        } = Privilege::probe();
+        let want_overlay = cap_sys_admin
+            && choice != FuseChoice::Standalone
+            && !(choice != FuseChoice::Yes && initial_userns);
         Facts {
             cap_sys_admin,
             initial_userns,
@@ -182,13 +242,13 @@ impl Facts {
 pub const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
 
 /// True when this process is in the initial user namespace (see the module doc).
-pub fn in_initial_userns() -> bool {
+fn in_initial_userns() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self/ns/user").is_ok_and(|m| m.ino() == PROC_USER_INIT_INO)
 }
 
 /// True when `CAP_SYS_ADMIN` (bit 21) is in `CapEff` of `/proc/self/status`.
-pub fn has_cap_sys_admin() -> bool {
+fn has_cap_sys_admin() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("CapEff:"))
@@ -210,7 +270,7 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
 /// question whether fuse+overlay can work here.
 pub fn probe_userxattr_overlay() -> Result<(), String> {
     use crate::options::Param;
-    use crate::syscalls::FsContext;
+    use crate::sys::FsContext;
     let dir = tempfile::Builder::new()
         .prefix(".cfs-probe-")
         .tempdir()
@@ -308,6 +368,11 @@ mod tests {
             (Auto, false, true, None, false, false, None),
             (Auto, false, true, None, true, true, None),
             (No, false, true, None, true, false, None),
+            // Standalone whenever FUSE works.
+            (Standalone, true, true, None, false, false, Some(Fuse)),
+            (Standalone, false, true, None, true, false, Some(Fuse)),
+            (Standalone, false, true, None, false, false, None),
+            (Standalone, true, false, Some(true), false, true, None),
             // An identity-mapped child namespace is not the initial one.
             (
                 Auto,

@@ -2,7 +2,8 @@
 //! the file and what was wrong, so the CLI can print it as is.
 
 use crate::detect::NoMode;
-use crate::syscalls::KernelError;
+use crate::identity::IdentifyError;
+use crate::sys::KernelError;
 use crate::MountMode;
 use cfs_format::Digest;
 use std::io;
@@ -153,6 +154,12 @@ pub enum UnmountError {
     /// Files are open on the mount.
     #[error("{} is busy (files open on it); --lazy detaches it now and unmounts once they close", .0.display())]
     Busy(PathBuf),
+    /// The mount point could not be opened and identified.
+    #[error(transparent)]
+    Identify(IdentifyError),
+    /// Another mount than the one meant is there now.
+    #[error("the mount at {} is not this server's any more; left alone", .0.display())]
+    NotOurs(PathBuf),
     /// Any other failure.
     #[error("could not unmount {}", .path.display())]
     Io {

@@ -9,7 +9,9 @@
 //! - without, the setuid `fusermount3` mounts it at the mount point and
 //!   passes the fd back over a socket (`_FUSE_COMMFD`, `SCM_RIGHTS`).
 //!
-//! Then the server starts, answers FUSE_INIT, and says `ready`. For
+//! Everything the server reads (the image, the objects directory) was
+//! opened before, and is handed to it with the connection. Then the server
+//! starts, answers FUSE_INIT, and says `ready`. For
 //! fuse+overlay an overlay is built with `userxattr`, the detached FUSE mount
 //! as its lower layer (`lowerdir+=/proc/self/fd/N`, as the kernel mode does
 //! with erofs) and the object directories as data-only lower layers, and only
@@ -21,27 +23,52 @@
 //! fuse+overlay reads object contents unchecked, so `--verity=require` is
 //! refused there. The standalone server checks digests itself.
 
-use crate::detect::{find_in_path, has_cap_sys_admin};
+use crate::detect::Privilege;
 use crate::error::MountError;
-use crate::options::{MountConfig, Param, Verity, OVERLAY_SOURCE};
-use crate::server::{self, Server};
-use crate::syscalls::{self, FsContext, KernelError};
+use crate::fusermount;
+use crate::identity::{self, MountId, OpenMountPoint};
+use crate::image::CheckedImage;
+use crate::options::{MountConfig, Param, ServeMode, Verity, OVERLAY_SOURCE};
+use crate::server::{self, Server, ServerArgs};
+use crate::sys::{self, FsContext, KernelError};
 use crate::MountMode;
-use cfs_fuse::{ServeMode, ServeOptions, VerityPolicy};
+use cfs_fuse::{ServeFds, ServeOptions};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::mount::MountAttrFlags;
 use std::path::Path;
 
-/// Mounts `cfg` at `target` in `mode` (`FuseOverlay` or `Fuse`).
+/// Mounts `image` with the options of `cfg` at `target` in `mode`
+/// (`FuseOverlay` or `Fuse`), the server run as `how` says. Everything the
+/// server reads is open before the mount appears. Returns the attached
+/// mount's identity.
 pub(crate) fn mount(
     cfg: &MountConfig,
+    image: CheckedImage,
     target: &Path,
     mode: MountMode,
-    how: &Server,
-) -> Result<(), MountError> {
-    let opts = serve_options(cfg, target, mode)?;
-    let privileged = has_cap_sys_admin();
+    how: Server,
+    privilege: Privilege,
+) -> Result<Option<MountId>, MountError> {
+    let args = server_args(cfg, target, mode, privilege)?;
+    let objects = match (args.serve.mode, cfg.basedirs.first()) {
+        (ServeMode::Standalone, Some(dir)) => Some(
+            rustix::fs::open(
+                dir,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| MountError::MissingBasedir {
+                path: dir.clone(),
+                source: Some(e.into()),
+            })?,
+        ),
+        _ => None,
+    };
+    let args = ServerArgs {
+        objects: objects.is_some(),
+        ..args
+    };
     let fuse_err = |step: &'static str| {
         move |source: KernelError| MountError::Fuse {
             step,
@@ -50,7 +77,7 @@ pub(crate) fn mount(
         }
     };
     // The FUSE mount: detached (an fd) when we may mount, else attached by fusermount3.
-    let (dev, detached) = if privileged {
+    let (dev, detached) = if privilege.cap_sys_admin {
         let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| MountError::Io {
                 op: "open",
@@ -65,53 +92,65 @@ pub(crate) fn mount(
                 "fuse+overlay needs CAP_SYS_ADMIN (run in a user namespace: unshare -Urm)".into(),
             ));
         }
-        (fusermount3(target)?, None)
+        (fusermount::mount(target)?, None)
     };
-    let running = match server::start(&opts, dev, how) {
+    let fds = ServeFds {
+        dev,
+        image: image.file,
+        objects,
+    };
+    let mut running = match server::start(&args, fds, how) {
         Ok(r) => r,
         Err(e) => {
             if detached.is_none() {
-                let _ = fusermount3_unmount(target, true);
+                // fusermount3 attached it: only it may take it down again.
+                let _ = fusermount::unmount(target, true);
             }
             return Err(e);
         }
     };
     let attached = match (mode, &detached) {
         (MountMode::FuseOverlay, Some(fuse_mnt)) => overlay(cfg, fuse_mnt.as_fd(), target),
-        (_, Some(fuse_mnt)) => {
-            syscalls::attach(fuse_mnt.as_fd(), target).map_err(|source| MountError::Attach {
+        (_, Some(fuse_mnt)) => sys::attach(fuse_mnt.as_fd(), target)
+            .map(|()| identity::mount_id(fuse_mnt.as_fd()).ok())
+            .map_err(|source| MountError::Attach {
                 path: target.to_path_buf(),
                 source,
-            })
-        }
-        (_, None) => Ok(()),
+            }),
+        (_, None) => Ok(OpenMountPoint::open(target).ok().map(|m| m.id())),
     };
     drop(detached);
-    if let Err(e) = attached {
-        if mode == MountMode::Fuse && !privileged {
-            let _ = fusermount3_unmount(target, true);
+    let id = match attached {
+        Ok(id) => id,
+        Err(e) => {
+            if mode == MountMode::Fuse && !privilege.cap_sys_admin {
+                let _ = fusermount::unmount(target, true);
+            }
+            // The FUSE mount is gone with its last fd: the server's session ends.
+            running.abandon();
+            return Err(e);
         }
-        // The FUSE mount is gone with its last fd: the server's session ends.
-        running.abandon();
-        return Err(e);
-    }
+    };
+    running.attached(id);
     // The mount answers: the root is there, served.
     std::fs::metadata(target).map_err(|source| MountError::Io {
         op: "stat the new mount",
         path: target.to_path_buf(),
         source,
     })?;
-    running.finish(mode, target)
+    running.finish()?;
+    Ok(id)
 }
 
-/// What the server is told: the image, the mode, where contents come from.
-fn serve_options(
+/// What the server is told: what to show, how to check contents, and
+/// (from the one privilege probe) whether it may use FUSE passthrough.
+fn server_args(
     cfg: &MountConfig,
     target: &Path,
     mode: MountMode,
-) -> Result<ServeOptions, MountError> {
-    let mut o = ServeOptions::new(&cfg.image, target);
-    match mode {
+    privilege: Privilege,
+) -> Result<ServerArgs, MountError> {
+    let (serve_mode, verity) = match mode {
         MountMode::FuseOverlay => {
             if cfg.verity == Verity::Require {
                 return Err(MountError::Config(
@@ -120,7 +159,7 @@ fn serve_options(
                         .into(),
                 ));
             }
-            o.mode = ServeMode::OverlayLower;
+            (ServeMode::OverlayLower, Verity::Off)
         }
         _ => {
             if cfg.upper.is_some() || !cfg.read_only {
@@ -135,17 +174,21 @@ fn serve_options(
                     "a standalone FUSE mount reads one object directory".into(),
                 ));
             }
-            o.mode = ServeMode::Standalone;
-            o.objects = Some(cfg.basedirs[0].clone());
-            o.verity = match cfg.verity {
-                Verity::Off => VerityPolicy::None,
-                Verity::Try => VerityPolicy::Auto,
-                Verity::Require => VerityPolicy::Require,
-            };
+            (cfg.serve_mode, cfg.verity)
         }
-    }
-    o.threads = 4;
-    Ok(o)
+    };
+    Ok(ServerArgs {
+        serve: ServeOptions {
+            mode: serve_mode,
+            verity,
+            threads: cfg.threads,
+            passthrough: cfg.passthrough
+                && privilege.initial_admin()
+                && serve_mode == ServeMode::Standalone,
+        },
+        mountpoint: target.to_path_buf(),
+        objects: false,
+    })
 }
 
 /// `fsopen("fuse")` over the open `/dev/fuse`: a detached, read-only mount
@@ -176,13 +219,13 @@ fn overlay(
     cfg: &MountConfig,
     fuse: rustix::fd::BorrowedFd<'_>,
     target: &Path,
-) -> Result<(), MountError> {
+) -> Result<Option<MountId>, MountError> {
     let err = |source| MountError::Overlay {
         path: cfg.image.clone(),
         source,
     };
     let ctx = FsContext::open("overlay").map_err(err)?;
-    for p in overlay_params(&syscalls::fd_path(fuse), cfg) {
+    for p in overlay_params(&sys::fd_path(fuse), cfg) {
         ctx.set(&p).map_err(err)?;
     }
     let attrs = if cfg.read_only {
@@ -191,10 +234,11 @@ fn overlay(
         MountAttrFlags::empty()
     };
     let mnt = ctx.create_and_mount(attrs).map_err(err)?;
-    syscalls::attach(mnt.as_fd(), target).map_err(|source| MountError::Attach {
+    sys::attach(mnt.as_fd(), target).map_err(|source| MountError::Attach {
         path: target.to_path_buf(),
         source,
-    })
+    })?;
+    Ok(identity::mount_id(mnt.as_fd()).ok())
 }
 
 /// The fuse+overlay overlay's parameters: `userxattr` (the FUSE lower serves
@@ -214,105 +258,4 @@ pub fn overlay_params(lower: &std::ffi::OsStr, cfg: &MountConfig) -> Vec<Param> 
         p.push(Param::Str("workdir", up.workdir.clone().into_os_string()));
     }
     p
-}
-
-/// The options `fusermount3` is given: read-only, checked by the kernel.
-const FUSERMOUNT_OPTS: &str = "fsname=cfs,subtype=cfs,ro,noatime,default_permissions";
-
-/// Mounts FUSE at `target` with the setuid `fusermount3`, which sends the
-/// `/dev/fuse` fd back over a socket (libfuse's `_FUSE_COMMFD` protocol).
-fn fusermount3(target: &Path) -> Result<OwnedFd, MountError> {
-    use rustix::net::{
-        recvmsg, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketFlags,
-        SocketType,
-    };
-    use std::os::fd::AsRawFd;
-    let bin = find_in_path("fusermount3").ok_or(MountError::NoFusermount)?;
-    let io = |op: &'static str| {
-        move |e: std::io::Error| MountError::Io {
-            op,
-            path: target.to_path_buf(),
-            source: e,
-        }
-    };
-    // Our end is close-on-exec; fusermount3's end must survive exec.
-    let (ours, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::empty(),
-        None,
-    )
-    .map_err(|e| io("create a socket for fusermount3 for")(e.into()))?;
-    rustix::io::fcntl_setfd(&ours, rustix::io::FdFlags::CLOEXEC)
-        .map_err(|e| io("set up a socket for fusermount3 for")(e.into()))?;
-    let child = std::process::Command::new(&bin)
-        .arg("-o")
-        .arg(FUSERMOUNT_OPTS)
-        .arg("--")
-        .arg(target)
-        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(io("run fusermount3 for"))?;
-    drop(theirs);
-    let mut byte = [0u8; 1];
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let received = recvmsg(
-        &ours,
-        &mut [std::io::IoSliceMut::new(&mut byte)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    );
-    let mut fd = None;
-    if received.is_ok() {
-        for msg in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(fds) = msg {
-                for f in fds {
-                    fd.get_or_insert(f);
-                }
-            }
-        }
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(io("wait for fusermount3 for"))?;
-    match fd {
-        Some(fd) if out.status.success() => Ok(fd),
-        _ => Err(MountError::Fusermount {
-            path: target.to_path_buf(),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        }),
-    }
-}
-
-/// `fusermount3 -u [-z] target`: how a user unmounts their FUSE mount.
-pub(crate) fn fusermount3_unmount(target: &Path, lazy: bool) -> std::io::Result<()> {
-    let bin = find_in_path("fusermount3").ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "fusermount3 is not on PATH: install fuse3",
-        )
-    })?;
-    let mut cmd = std::process::Command::new(bin);
-    cmd.arg("-u");
-    if lazy {
-        cmd.arg("-z");
-    }
-    let out = cmd
-        .arg("--")
-        .arg(target)
-        .stdin(std::process::Stdio::null())
-        .output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "fusermount3 -u {}: {}",
-            target.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
 }

@@ -1,8 +1,9 @@
 //! Mode 1, the kernel mount (CAP_SYS_ADMIN in the initial user namespace).
 //!
 //! 1. The image is opened once, its headers checked, and (with `digest=`) its
-//!    fs-verity digest measured; the same open file is what erofs mounts,
-//!    through `/proc/self/fd/N`, so the file measured is the file mounted.
+//!    fs-verity digest measured ([`crate::image`]); the same open file (or
+//!    its sealed copy) is what erofs mounts, through `/proc/self/fd/N`, so
+//!    the bytes measured are the bytes mounted.
 //! 2. erofs mounts it straight from the file (Linux 6.12+); a kernel without
 //!    file-backed erofs answers ENOTBLK, and only then is a loop device used.
 //!    The erofs mount stays detached: an fd, never in any mount table.
@@ -15,46 +16,38 @@
 //! detached mount or autoclear loop device vanishes with its last fd.
 
 use crate::error::MountError;
+use crate::image::{CheckedImage, Frozen};
 use crate::options::{self, ErofsBacking, MountConfig};
-use crate::syscalls::{self, FsContext, Measured};
-use cfs_format::fsverity::digest_reader;
-use cfs_format::reader::{HeaderError, Headers, OpenOptions, HEADERS_LEN};
-use cfs_format::Digest;
+use crate::sys::{self, FsContext, Measured};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::mount::MountAttrFlags;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// Mounts the image `cfg` describes at `target` with erofs + overlayfs.
-pub fn mount(cfg: &MountConfig, target: &Path) -> Result<(), MountError> {
-    cfg.validate().map_err(MountError::Config)?;
-    // overlayfs keeps the layer strings for /proc/self/mountinfo: make them absolute.
-    let cfg = &absolute_paths(cfg)?;
-    let image = File::open(&cfg.image).map_err(|source| MountError::Io {
-        op: "open image",
-        path: cfg.image.clone(),
-        source,
-    })?;
-    let has_acl = check_image(&image, &cfg.image)?;
-    if let Some(expected) = cfg.expected_digest {
-        check_digest(&image, &cfg.image, expected)?;
-    }
+/// Mounts `image` (opened and checked by the caller) with the options of
+/// `cfg` at `target` with erofs + overlayfs. Returns the attached overlay.
+pub(crate) fn mount(
+    cfg: &MountConfig,
+    image: &CheckedImage,
+    target: &Path,
+) -> Result<OwnedFd, MountError> {
     check_basedirs(cfg)?;
-    let (store_verity, why) = probe_store_verity(&cfg.basedirs[0], &image)?;
-    let verity = cfg
-        .verity
-        .resolve(store_verity)
-        .map_err(|_| MountError::NoVerity {
+    let (store_verity, why) = probe_store_verity(&cfg.basedirs[0], &image.file)?;
+    let verity =
+        options::overlay_verity(cfg.verity, store_verity).map_err(|_| MountError::NoVerity {
             store: cfg.basedirs[0].clone(),
             why,
         })?;
-
-    let erofs_mnt = mount_erofs(&image, &cfg.image, cfg.backing, has_acl)?;
-    let lower = syscalls::fd_path(erofs_mnt.as_fd());
+    // A sealed copy lives in shmem, which file-backed erofs can't read.
+    let backing = match image.frozen {
+        Frozen::SealedCopy => ErofsBacking::Loop,
+        _ => cfg.backing,
+    };
+    let erofs_mnt = mount_erofs(&image.file, &image.path, backing, image.has_acl)?;
+    let lower = sys::fd_path(erofs_mnt.as_fd());
     let overlay_err = |source| MountError::Overlay {
-        path: cfg.image.clone(),
+        path: image.path.clone(),
         source,
     };
     let ctx = FsContext::open("overlay").map_err(overlay_err)?;
@@ -68,37 +61,15 @@ pub fn mount(cfg: &MountConfig, target: &Path) -> Result<(), MountError> {
     };
     let overlay = ctx.create_and_mount(attrs).map_err(overlay_err)?;
     drop(erofs_mnt);
-    syscalls::attach(overlay.as_fd(), target).map_err(|source| MountError::Attach {
+    sys::attach(overlay.as_fd(), target).map_err(|source| MountError::Attach {
         path: target.to_path_buf(),
         source,
-    })
+    })?;
+    Ok(overlay)
 }
 
-/// What every mode checks before mounting: the options, the image's headers
-/// (and `digest=`), the object directories. Returns the configuration with
-/// absolute paths, as the FUSE modes hand them to a server.
-pub(crate) fn prepare(cfg: &MountConfig) -> Result<MountConfig, MountError> {
-    cfg.validate().map_err(MountError::Config)?;
-    let mut cfg = absolute_paths(cfg)?;
-    cfg.image = std::path::absolute(&cfg.image).map_err(|source| MountError::Io {
-        op: "make absolute",
-        path: cfg.image.clone(),
-        source,
-    })?;
-    let image = File::open(&cfg.image).map_err(|source| MountError::Io {
-        op: "open image",
-        path: cfg.image.clone(),
-        source,
-    })?;
-    check_image(&image, &cfg.image)?;
-    if let Some(expected) = cfg.expected_digest {
-        check_digest(&image, &cfg.image, expected)?;
-    }
-    check_basedirs(&cfg)?;
-    Ok(cfg)
-}
-
-fn check_basedirs(cfg: &MountConfig) -> Result<(), MountError> {
+/// Each object directory must exist and be a directory.
+pub(crate) fn check_basedirs(cfg: &MountConfig) -> Result<(), MountError> {
     for dir in &cfg.basedirs {
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
@@ -119,69 +90,6 @@ fn check_basedirs(cfg: &MountConfig) -> Result<(), MountError> {
     Ok(())
 }
 
-fn absolute_paths(cfg: &MountConfig) -> Result<MountConfig, MountError> {
-    let abs = |p: &Path| {
-        std::path::absolute(p).map_err(|source| MountError::Io {
-            op: "make absolute",
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    let mut out = cfg.clone();
-    for d in &mut out.basedirs {
-        *d = abs(d)?;
-    }
-    if let Some(up) = &mut out.upper {
-        up.upperdir = abs(&up.upperdir)?;
-        up.workdir = abs(&up.workdir)?;
-    }
-    Ok(out)
-}
-
-/// Checks the composefs header and EROFS superblock, and that the file holds
-/// every block the superblock counts. Returns whether the image has ACLs.
-fn check_image(file: &File, path: &Path) -> Result<bool, MountError> {
-    let bad = |e: HeaderError| MountError::BadImage {
-        path: path.to_path_buf(),
-        what: e.to_string(),
-    };
-    let io = |source| MountError::Io {
-        op: "read image",
-        path: path.to_path_buf(),
-        source,
-    };
-    let len = file.metadata().map_err(io)?.len();
-    // At most HEADERS_LEN, so it fits a usize.
-    let mut start = vec![0u8; len.min(HEADERS_LEN as u64) as usize];
-    file.read_exact_at(&mut start, 0).map_err(io)?;
-    let headers = Headers::check(&start, len, OpenOptions::new()).map_err(bad)?;
-    headers.check_complete(len).map_err(bad)?;
-    Ok(headers.has_acl())
-}
-
-/// `digest=`: the kernel measures where the file has fs-verity; elsewhere
-/// (as on kernels without it) the digest is computed here, from the same fd.
-fn check_digest(file: &File, path: &Path, expected: Digest) -> Result<(), MountError> {
-    let io = |source: std::io::Error| MountError::Io {
-        op: "measure",
-        path: path.to_path_buf(),
-        source,
-    };
-    let (found, how) = match syscalls::measure_verity(file.as_fd()).map_err(|e| io(e.into()))? {
-        Measured::Sha256(d) => (d, "measured by the kernel"),
-        _ => (digest_reader(file).map_err(io)?, "computed in userspace"),
-    };
-    if found != expected {
-        return Err(MountError::DigestMismatch {
-            path: path.to_path_buf(),
-            expected,
-            found,
-            how,
-        });
-    }
-    Ok(())
-}
-
 /// Whether the object store can back `verity=require`, and if not, why.
 /// One object stands for all (stores enable fs-verity on every object or on
 /// none); a store with no objects is judged by the image file's filesystem.
@@ -193,9 +101,9 @@ fn probe_store_verity(store: &Path, image: &File) -> Result<(bool, String), Moun
                 path: obj.clone(),
                 source,
             })?;
-            (obj, syscalls::measure_verity(f.as_fd()))
+            (obj, sys::measure_verity(f.as_fd()))
         }
-        None => (store.to_path_buf(), syscalls::measure_verity(image.as_fd())),
+        None => (store.to_path_buf(), sys::measure_verity(image.as_fd())),
     };
     Ok(match measured {
         Ok(Measured::Sha256(_) | Measured::OtherAlgorithm) => (true, String::new()),
@@ -242,18 +150,18 @@ fn mount_erofs(
         source,
     };
     if backing == ErofsBacking::Auto {
-        match erofs_from(&syscalls::fd_path(image.as_fd()), has_acl) {
+        match erofs_from(&sys::fd_path(image.as_fd()), has_acl) {
             Err(e) if e.errno == Errno::NOTBLK => {} // no file-backed erofs: use a loop device
             r => return r.map_err(err),
         }
     }
-    let dev = syscalls::loop_attach(image.as_fd(), path).map_err(err)?;
+    let dev = sys::loop_attach(image.as_fd(), path).map_err(err)?;
     // On success the superblock holds the device; on failure dropping `dev`
     // closes its last fd and autoclear frees it.
     erofs_from(dev.path.as_os_str(), has_acl).map_err(err)
 }
 
-fn erofs_from(source: &std::ffi::OsStr, has_acl: bool) -> Result<OwnedFd, syscalls::KernelError> {
+fn erofs_from(source: &std::ffi::OsStr, has_acl: bool) -> Result<OwnedFd, sys::KernelError> {
     let ctx = FsContext::open("erofs")?;
     for p in options::erofs_params(source, has_acl) {
         ctx.set(&p)?;

@@ -6,32 +6,43 @@
 //!   with `userxattr` that reads contents from the object directories itself,
 //!   for root in a user namespace (`fuse`);
 //! - **standalone FUSE**: the server for metadata and contents, mounted with
-//!   `fusermount3`, for anyone.
+//!   `fsopen("fuse")` when privileged, else the setuid `fusermount3`.
 //!
-//! [`mount_as`] picks the mode ([`detect`]) and mounts; [`mount`] mounts in a
-//! given one. [`options`] builds what the kernel is told (pure, unit tested),
-//! [`syscalls`] is the thin layer that tells it, [`server`] runs the FUSE
-//! server (detached or in the foreground), [`unmount()`] undoes any mode,
-//! [`mounts`] lists what cfs has mounted, and `repo` finds an image in a
-//! repository by name.
+//! This crate is the only code that mounts and unmounts, for every mode;
+//! the FUSE server (`cfs-fuse`) only serves a connection it is handed.
+//!
+//! [`mount_with`] mounts in the mode a [`Decision`] names ([`decide`],
+//! [`detect`]); [`mount`] is the kernel entry `mount.composefs` uses.
+//! [`image`] opens, checks and measures the image once, before anything is
+//! mounted; [`options`] builds what the kernel is told (pure, unit tested),
+//! [`sys`] is the thin layer that tells it (and holds every `unsafe`),
+//! [`server`] runs the FUSE server (detached or in the foreground) and
+//! decides when it ends, `fusermount` is the one place `fusermount3` runs,
+//! [`identity`] finds a mount by its id rather than by a path,
+//! [`unmount()`] undoes any mode, and [`mounts`] lists what cfs has mounted.
 
 pub mod detect;
 pub mod error;
 mod fuse;
+mod fusermount;
+pub mod identity;
+pub mod image;
 mod kernel;
 pub mod mounts;
 pub mod options;
 pub mod server;
-pub mod syscalls;
+pub mod sys;
 pub mod unmount;
 
-pub use detect::{Decision, FuseChoice};
+pub use detect::{Decision, FuseChoice, Privilege};
 pub use error::{MountError, UnmountError};
-pub use options::{ErofsBacking, MountConfig, Upper, Verity};
+pub use identity::MountId;
+pub use options::{ErofsBacking, MountConfig, ServeMode, Upper, Verity};
 pub use server::{Server, ServerCommand};
 pub use unmount::unmount;
 
-use std::path::Path;
+use image::CheckedImage;
+use std::path::{Path, PathBuf};
 
 /// How an image gets mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,64 +59,120 @@ pub enum MountMode {
     Fuse,
 }
 
-impl std::fmt::Display for MountMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(server::mode_name(*self))
+impl MountMode {
+    /// The name users see (`kernel`, `fuse+overlay`, `fuse`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountMode::Kernel => "kernel",
+            MountMode::FuseOverlay => "fuse+overlay",
+            MountMode::Fuse => "fuse",
+        }
     }
 }
 
-/// Mounts the image `cfg` describes at `target` in the given mode; a FUSE
-/// mode's server runs detached (this executable, [`ServerCommand::this_exe`]).
-pub fn mount(cfg: &MountConfig, target: &Path, mode: MountMode) -> Result<(), MountError> {
+impl std::fmt::Display for MountMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mount made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mounted {
+    /// How.
+    pub mode: MountMode,
+    /// Where (canonicalised).
+    pub mountpoint: PathBuf,
+    /// The attached mount's identity, when it could be read.
+    pub id: Option<MountId>,
+}
+
+/// Mounts the image `cfg` describes at `target` in `mode`, with the
+/// privilege probed here; a FUSE mode's server runs detached (this
+/// executable, [`ServerCommand::this_exe`]).
+pub fn mount(cfg: &MountConfig, target: &Path, mode: MountMode) -> Result<Mounted, MountError> {
     let server = ServerCommand::this_exe().map_err(|source| MountError::Io {
         op: "find the executable to run the server from for",
         path: target.to_path_buf(),
         source,
     })?;
-    mount_with(cfg, target, mode, &Server::Detached(server))
+    let decision = Decision {
+        mode,
+        why: String::new(),
+        privilege: Privilege::probe(),
+    };
+    mount_with(cfg, target, &decision, Server::Detached(server))
 }
 
-/// Mounts in the given mode, the FUSE server run as `server` says.
+/// Mounts in the mode `decision` names, with the privilege it probed, the
+/// FUSE server run as `server` says. With [`Server::Foreground`] and a FUSE
+/// mode, returns once the mount has gone away.
+///
+/// Everything is opened and checked before anything is mounted: the mount
+/// point, the object directories, and the image (measured with `digest=`;
+/// see [`image`]), which is what the kernel or the server then reads.
 pub fn mount_with(
     cfg: &MountConfig,
     target: &Path,
-    mode: MountMode,
-    server: &Server,
-) -> Result<(), MountError> {
+    decision: &Decision,
+    server: Server,
+) -> Result<Mounted, MountError> {
+    let mode = decision.mode;
     check_mountpoint(target)?;
     // The server and mountinfo know the mount point by its absolute path.
-    let target = &std::fs::canonicalize(target).map_err(|source| MountError::Io {
+    let target = std::fs::canonicalize(target).map_err(|source| MountError::Io {
         op: "resolve the mount point",
         path: target.to_path_buf(),
         source,
     })?;
-    match mode {
-        MountMode::Kernel => kernel::mount(cfg, target),
-        m => {
-            let cfg = kernel::prepare(cfg)?;
-            fuse::mount(&cfg, target, m, server)
+    let cfg = prepare(cfg, mode)?;
+    kernel::check_basedirs(&cfg)?;
+    let image = CheckedImage::open(&cfg.image, cfg.expected_digest)?;
+    let id = match mode {
+        MountMode::Kernel => {
+            let overlay = kernel::mount(&cfg, &image, &target)?;
+            identity::mount_id(rustix::fd::AsFd::as_fd(&overlay)).ok()
         }
-    }
+        m => fuse::mount(&cfg, image, &target, m, server, decision.privilege)?,
+    };
+    Ok(Mounted {
+        mode,
+        mountpoint: target,
+        id,
+    })
 }
 
-/// Picks the mode for `choice` (see [`detect`]) and mounts in it. Returns
-/// the decision once the mount answers (or, with [`Server::Foreground`] and
-/// a FUSE mode, once it has gone away).
-pub fn mount_as(
-    cfg: &MountConfig,
-    target: &Path,
-    choice: FuseChoice,
-    server: &Server,
-) -> Result<Decision, MountError> {
-    let decision = decide(cfg, choice)?;
-    mount_with(cfg, target, decision.mode, server)?;
-    Ok(decision)
-}
-
-/// The mode [`mount_as`] would use, and why, without mounting.
+/// The mode [`mount_with`] should use for `choice`, and why, without mounting.
 pub fn decide(cfg: &MountConfig, choice: FuseChoice) -> Result<Decision, MountError> {
     let facts = detect::Facts::probe(choice, cfg.upper.is_some());
     detect::decide(choice, &facts).map_err(MountError::NoMode)
+}
+
+/// The options checked for `mode`, with absolute paths: overlayfs keeps the
+/// layer strings for mountinfo, and the server names its mount point.
+fn prepare(cfg: &MountConfig, mode: MountMode) -> Result<MountConfig, MountError> {
+    // Standalone FUSE may serve an image without objects (its external
+    // files then answer EIO); the overlays need an object directory.
+    if !(mode == MountMode::Fuse && cfg.basedirs.is_empty()) {
+        cfg.validate().map_err(MountError::Config)?;
+    }
+    let abs = |p: &Path| {
+        std::path::absolute(p).map_err(|source| MountError::Io {
+            op: "make absolute",
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let mut out = cfg.clone();
+    out.image = abs(&cfg.image)?;
+    for d in &mut out.basedirs {
+        *d = abs(d)?;
+    }
+    if let Some(up) = &mut out.upper {
+        up.upperdir = abs(&up.upperdir)?;
+        up.workdir = abs(&up.workdir)?;
+    }
+    Ok(out)
 }
 
 /// The mount point must be an existing directory with nothing mounted on it.
@@ -128,7 +195,7 @@ fn check_mountpoint(target: &Path) -> Result<(), MountError> {
         Ok(m) if !m.is_dir() => return Err(bad("is not a directory (mount on a directory)")),
         Ok(_) => {}
     }
-    if mounts::is_mountpoint(target) {
+    if identity::OpenMountPoint::open(target).is_ok() {
         return Err(bad(
             "already has a filesystem mounted on it (cfs unmount it first, or pick another directory)",
         ));

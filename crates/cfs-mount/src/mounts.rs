@@ -5,16 +5,59 @@
 //!   when its superblock options hold `userxattr` (its FUSE lower is a
 //!   detached mount, in no table), else **kernel**;
 //! - a FUSE mount of type `fuse.cfs` is a **standalone FUSE** mount; so is
-//!   one of type `fuse` with source `cfs`, which is what `cfs fuse-serve`
-//!   as root mounts (fuser's own `mount(2)` ignores the subtype).
+//!   one of type `fuse` with source `cfs` (what older `cfs fuse-serve`
+//!   mounted as root, with fuser's own `mount(2)`, which drops the subtype).
+//!
+//! Paths are kept as the bytes they are (mountinfo escapes space, tab,
+//! newline and backslash as `\ooo`); [`escape`] writes them back the same
+//! way for printing, so a mount point with a newline in its name can't
+//! forge a line of `cfs mounts`.
 
 use crate::options::OVERLAY_SOURCE;
 use crate::MountMode;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+
+/// One row of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    /// The mount id (`STATX_MNT_ID`).
+    pub id: u64,
+    /// Where it is mounted.
+    pub mountpoint: PathBuf,
+    /// The filesystem type (`overlay`, `fuse.cfs`, …).
+    pub fstype: String,
+    /// The mount source.
+    pub source: OsString,
+    /// The superblock options.
+    pub super_options: String,
+}
+
+impl MountInfo {
+    /// The cfs mode of this mount, if it is a cfs mount.
+    pub fn cfs_mode(&self) -> Option<MountMode> {
+        let source = self.source.as_bytes();
+        match self.fstype.as_str() {
+            "overlay" if source == OVERLAY_SOURCE.as_bytes() => {
+                Some(if self.super_options.split(',').any(|o| o == "userxattr") {
+                    MountMode::FuseOverlay
+                } else {
+                    MountMode::Kernel
+                })
+            }
+            "fuse.cfs" => Some(MountMode::Fuse),
+            "fuse" if source == b"cfs" => Some(MountMode::Fuse),
+            _ => None,
+        }
+    }
+}
 
 /// One cfs mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CfsMount {
+    /// The mount id (`STATX_MNT_ID`, the first mountinfo field).
+    pub mount_id: u64,
     /// Where it is mounted.
     pub mountpoint: PathBuf,
     /// How.
@@ -25,8 +68,8 @@ pub struct CfsMount {
     pub super_options: String,
 }
 
-/// `\040`-style octal escapes in mountinfo fields.
-fn unescape(s: &str) -> String {
+/// `\ooo` octal escapes in mountinfo fields, undone, as bytes.
+fn unescape(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -35,84 +78,81 @@ fn unescape(s: &str) -> String {
             && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            let v = u32::from(b[i + 1] - b'0') * 64
+                + u32::from(b[i + 2] - b'0') * 8
+                + u32::from(b[i + 3] - b'0');
+            out.push(v as u8);
             i += 4;
         } else {
             out.push(b[i]);
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+/// `path` as one printable, unambiguous field: bytes that are not printable
+/// UTF-8 (control characters, invalid sequences), space and backslash as
+/// `\ooo`, as mountinfo writes them; everything else as is.
+pub fn escape(path: &Path) -> String {
+    let mut out = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == ' ' || c == '\\' {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:03o}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    out
+}
+
+/// The mountinfo row `line` describes.
+pub fn parse_row(line: &str) -> Option<MountInfo> {
+    let (left, right) = line.split_once(" - ")?;
+    let mut l = left.split(' ');
+    let id = l.next()?.parse().ok()?;
+    let mountpoint = PathBuf::from(OsString::from_vec(unescape(l.nth(3)?)));
+    let mut r = right.split(' ');
+    let (fstype, source, super_options) = (r.next()?, r.next()?, r.next().unwrap_or(""));
+    Some(MountInfo {
+        id,
+        mountpoint,
+        fstype: fstype.to_string(),
+        source: OsString::from_vec(unescape(source)),
+        super_options: super_options.to_string(),
+    })
 }
 
 /// The cfs mount a mountinfo line describes, if it is one.
 pub fn parse_line(line: &str) -> Option<CfsMount> {
-    let (left, right) = line.split_once(" - ")?;
-    let mountpoint = unescape(left.split(' ').nth(4)?);
-    let mut r = right.split(' ');
-    let (fstype, source, super_options) = (r.next()?, r.next()?, r.next().unwrap_or(""));
-    let mode = match fstype {
-        "overlay" if unescape(source) == OVERLAY_SOURCE => {
-            if super_options.split(',').any(|o| o == "userxattr") {
-                MountMode::FuseOverlay
-            } else {
-                MountMode::Kernel
-            }
-        }
-        "fuse.cfs" => MountMode::Fuse,
-        "fuse" if unescape(source) == "cfs" => MountMode::Fuse,
-        _ => return None,
-    };
+    let row = parse_row(line)?;
     Some(CfsMount {
-        mountpoint: mountpoint.into(),
-        mode,
-        fstype: fstype.to_string(),
-        super_options: super_options.to_string(),
+        mode: row.cfs_mode()?,
+        mount_id: row.id,
+        mountpoint: row.mountpoint,
+        fstype: row.fstype,
+        super_options: row.super_options,
     })
+}
+
+/// Every mount this process can see, in mount order.
+pub fn all() -> std::io::Result<Vec<MountInfo>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info.lines().filter_map(parse_row).collect())
 }
 
 /// Every cfs mount this process can see, in mount order.
 pub fn list() -> std::io::Result<Vec<CfsMount>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     Ok(info.lines().filter_map(parse_line).collect())
-}
-
-/// Mount points (any filesystem) in `/proc/self/mountinfo`, unescaped.
-fn all_mountpoints() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(|m| PathBuf::from(unescape(m))))
-        .collect()
-}
-
-/// The top mount at `target` (canonicalised), if something is mounted there:
-/// `Some(Some(m))` for a cfs mount, `Some(None)` for another filesystem.
-pub fn at(target: &Path) -> Option<Option<CfsMount>> {
-    let target = resolve(target)?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let top = info.lines().rev().find(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|m| Path::new(&unescape(m)) == target)
-    })?;
-    Some(parse_line(top))
-}
-
-/// True when something is mounted at `target`.
-pub fn is_mountpoint(target: &Path) -> bool {
-    resolve(target).is_some_and(|t| all_mountpoints().contains(&t))
-}
-
-/// `target` as mountinfo spells it: its parent canonicalised, its own name
-/// kept. Only the parent is resolved, because a mount point whose FUSE
-/// server died answers lstat with ENOTCONN.
-fn resolve(target: &Path) -> Option<PathBuf> {
-    let abs = std::path::absolute(target).ok()?;
-    match (abs.parent(), abs.file_name()) {
-        (Some(parent), Some(name)) => Some(std::fs::canonicalize(parent).ok()?.join(name)),
-        _ => Some(abs),
-    }
 }
 
 #[cfg(test)]
@@ -147,5 +187,26 @@ mod tests {
             let got = parse_line(line).map(|m| (m.mode, m.mountpoint));
             assert_eq!(got, want.map(|(m, p)| (m, PathBuf::from(p))), "{line}");
         }
+        assert_eq!(parse_line(table[0].0).unwrap().mount_id, 120);
+    }
+
+    #[test]
+    fn escaping_is_unambiguous_and_matches_mountinfo() {
+        let table: &[(&[u8], &str)] = &[
+            (b"/mnt/plain", "/mnt/plain"),
+            (b"/mnt/with space", "/mnt/with\\040space"),
+            (b"/mnt/a\nfuse\t/x", "/mnt/a\\012fuse\\011/x"),
+            (b"/mnt/back\\slash", "/mnt/back\\134slash"),
+            (b"/mnt/caf\xc3\xa9", "/mnt/caf\u{e9}"),
+            (b"/mnt/bad\xff", "/mnt/bad\\377"),
+        ];
+        for (raw, want) in table {
+            let p = Path::new(std::ffi::OsStr::from_bytes(raw));
+            assert_eq!(escape(p), *want, "{raw:?}");
+            assert_eq!(unescape(want).as_slice(), &raw[..], "{want}");
+            assert!(!escape(p).contains('\n'));
+        }
+        let row = parse_row("7 1 0:5 / /m/a\\012b ro - fuse.cfs cfs ro").unwrap();
+        assert_eq!(row.mountpoint.as_os_str().as_bytes(), b"/m/a\nb");
     }
 }

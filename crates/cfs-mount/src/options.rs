@@ -9,8 +9,11 @@
 //! names the object holding its data. Passing each layer as its own
 //! `lowerdir+`/`datadir+` string means paths need no `:`/`,` escaping.
 
+pub use cfs_fuse::{ServeMode, Verity};
+
 use cfs_format::Digest;
 use std::ffi::{OsStr, OsString};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 /// One `fsconfig` call.
@@ -26,19 +29,6 @@ impl Param {
     fn s(key: &'static str, value: impl AsRef<OsStr>) -> Param {
         Param::Str(key, value.as_ref().to_owned())
     }
-}
-
-/// How strictly file contents are checked against the digests in the image
-/// (C `mount.composefs`: `noverity`, `tryverity`, `verity`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Verity {
-    /// Never check (`verity=off`).
-    Off,
-    /// Check where the object store has fs-verity, otherwise mount without.
-    #[default]
-    Try,
-    /// Refuse to mount unless the object store has fs-verity (`verity=require`).
-    Require,
 }
 
 /// The `verity=` value overlayfs is given, once [`Verity`] is resolved.
@@ -65,25 +55,16 @@ impl OverlayVerity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerityUnavailable;
 
-impl Verity {
-    /// Decides the overlay's `verity=` from what was asked and whether the
-    /// object store (its filesystem and the kernel) has fs-verity.
-    pub fn resolve(self, store_has_verity: bool) -> Result<OverlayVerity, VerityUnavailable> {
-        match (self, store_has_verity) {
-            (Verity::Off, _) | (Verity::Try, false) => Ok(OverlayVerity::Off),
-            (Verity::Try | Verity::Require, true) => Ok(OverlayVerity::Require),
-            (Verity::Require, false) => Err(VerityUnavailable),
-        }
-    }
-
-    /// Parses `off`, `try` or `require`.
-    pub fn parse(s: &str) -> Option<Verity> {
-        match s {
-            "off" => Some(Verity::Off),
-            "try" => Some(Verity::Try),
-            "require" => Some(Verity::Require),
-            _ => None,
-        }
+/// Decides the overlay's `verity=` from what was asked and whether the
+/// object store (its filesystem and the kernel) has fs-verity.
+pub fn overlay_verity(
+    asked: Verity,
+    store_has_verity: bool,
+) -> Result<OverlayVerity, VerityUnavailable> {
+    match (asked, store_has_verity) {
+        (Verity::Off, _) | (Verity::Try, false) => Ok(OverlayVerity::Off),
+        (Verity::Try | Verity::Require, true) => Ok(OverlayVerity::Require),
+        (Verity::Require, false) => Err(VerityUnavailable),
     }
 }
 
@@ -107,7 +88,7 @@ pub struct Upper {
     pub workdir: PathBuf,
 }
 
-/// Everything a kernel composefs mount needs to know.
+/// Everything a composefs mount needs to know, in any mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountConfig {
     /// The composefs (EROFS) image file.
@@ -124,6 +105,15 @@ pub struct MountConfig {
     pub expected_digest: Option<Digest>,
     /// How erofs gets the image.
     pub backing: ErofsBacking,
+    /// FUSE modes: the server's worker threads (default: one per CPU).
+    pub threads: Option<NonZeroUsize>,
+    /// FUSE modes: let a privileged server hand object files to the kernel
+    /// (FUSE passthrough); false makes it read them itself.
+    pub passthrough: bool,
+    /// Standalone FUSE: what the server shows. `OverlayLower` mounts the
+    /// metadata view an overlay with `userxattr` expects on its own (`cfs
+    /// fuse-serve --mode overlay-lower`); fuse+overlay always uses it.
+    pub serve_mode: ServeMode,
 }
 
 impl MountConfig {
@@ -137,6 +127,9 @@ impl MountConfig {
             verity: Verity::Try,
             expected_digest: None,
             backing: ErofsBacking::Auto,
+            threads: None,
+            passthrough: true,
+            serve_mode: ServeMode::Standalone,
         }
     }
 
@@ -219,7 +212,7 @@ impl ComposefsOptions {
             read_only,
             verity: self.verity.unwrap_or(Verity::Off),
             expected_digest: self.digest,
-            backing: ErofsBacking::Auto,
+            ..MountConfig::new(PathBuf::new(), PathBuf::new())
         };
         cfg.validate()?;
         Ok(cfg)
@@ -339,18 +332,14 @@ mod tests {
             (Verity::Require, true, Ok(O::Require)),
         ];
         for (asked, has, want) in table {
-            assert_eq!(asked.resolve(has), want, "{asked:?} with verity={has}");
+            assert_eq!(
+                overlay_verity(asked, has),
+                want,
+                "{asked:?} with verity={has}"
+            );
         }
         assert_eq!(O::Off.as_str(), "off");
         assert_eq!(O::Require.as_str(), "require");
-        for (s, v) in [
-            ("off", Verity::Off),
-            ("try", Verity::Try),
-            ("require", Verity::Require),
-        ] {
-            assert_eq!(Verity::parse(s), Some(v));
-        }
-        assert_eq!(Verity::parse("on"), None);
     }
 
     #[test]

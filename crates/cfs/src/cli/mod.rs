@@ -58,7 +58,9 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Mount an image with the cfs FUSE server: standalone or as an overlay lower layer.
+    /// Mount an image with the cfs FUSE server alone (`cfs mount
+    /// --fuse=standalone`), showing it as the kernel mount does or as an
+    /// overlay lower layer.
     FuseServe(fuse::FuseServeArgs),
     /// Print the fs-verity digest (sha256, 4 KiB blocks) of files: `DIGEST  PATH`.
     Digest {
@@ -72,14 +74,10 @@ enum Command {
     /// Unmount a composefs mount (any mode).
     Unmount(mount::UnmountArgs),
     /// List cfs mounts and their modes (kernel, fuse+overlay, fuse).
-    Mounts,
+    Mounts(mount::MountsArgs),
     /// The FUSE server `cfs mount` starts (fds handed over by LISTEN_FDS).
     #[command(name = "__serve", hide = true)]
-    Serve {
-        /// Server options, as `cfs mount` writes them.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    Serve(cfs_mount::server::ServerArgs),
     #[command(flatten)]
     Repo(repo::RepoCommand),
     /// Import one tar (plain, gzip or zstd) as an image NAME.
@@ -131,8 +129,8 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Digest { files } => info::measure(&files, true),
         Command::Mount(a) => mount::mount(a, cli.repo.as_deref()),
         Command::Unmount(a) => mount::unmount(&a),
-        Command::Mounts => mount::mounts(),
-        Command::Serve { args } => mount::serve(&args),
+        Command::Mounts(a) => mount::mounts(&a),
+        Command::Serve(a) => mount::serve(&a),
         Command::Repo(c) => repo::run(cli.repo.as_deref(), c),
         Command::FuseServe(a) => fuse::run(&a, cli.repo.as_deref()),
         Command::ImportTar(a) => {

@@ -3,23 +3,12 @@
 
 use anyhow::{bail, Context};
 use cfs_mount::options::parse_composefs_options;
-use cfs_mount::{
-    ErofsBacking, FuseChoice, MountConfig, MountMode, Server, ServerCommand, Upper, Verity,
-};
-use clap::{Args, ValueEnum};
+use cfs_mount::server::ServerArgs;
+use cfs_mount::{FuseChoice, MountConfig, MountMode, Server, ServerCommand, Upper, Verity};
+use clap::Args;
 use std::ffi::OsString;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-
-/// `--verity` values.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VerityArg {
-    /// No content checks (C `noverity`).
-    Off,
-    /// Check contents where the object store has fs-verity (C `tryverity`).
-    Try,
-    /// Refuse to mount without fs-verity on the object store (C `verity`).
-    Require,
-}
 
 /// Options of `cfs mount`.
 #[derive(Args, Debug)]
@@ -33,9 +22,10 @@ pub struct MountArgs {
     #[arg(long, value_name = "DIR")]
     basedir: Vec<PathBuf>,
     /// Content checking against the image's digests.
-    #[arg(long, value_enum, default_value = "try")]
-    verity: VerityArg,
-    /// The image's expected fs-verity digest (64 hex).
+    #[arg(long, value_enum, default_value_t)]
+    verity: Verity,
+    /// The image's expected fs-verity digest (64 hex). Without fs-verity on
+    /// the file, a sealed private copy is checked and mounted.
     #[arg(long, value_name = "HEX")]
     digest: Option<cfs_format::Digest>,
     /// Directory receiving changes (with --workdir and --read-write).
@@ -53,26 +43,59 @@ pub struct MountArgs {
     /// Whether to mount with FUSE: auto picks the kernel mount with
     /// CAP_SYS_ADMIN in the initial user namespace, fuse+overlay in a user
     /// namespace, standalone FUSE otherwise.
-    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
-    fuse: FuseArg,
+    #[arg(long, value_enum, default_value_t, value_name = "WHEN")]
+    fuse: FuseChoice,
     /// Print the chosen mode and why (on stdout) before mounting.
     #[arg(long)]
     explain: bool,
+    #[command(flatten)]
+    server: ServerFlags,
+}
+
+/// How a FUSE server runs: shared by `cfs mount` and `cfs fuse-serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServerFlags {
     /// Keep the FUSE server attached: serve in this process until unmounted
     /// (or SIGTERM/SIGINT, which unmount).
     #[arg(long)]
-    foreground: bool,
+    pub foreground: bool,
+    /// The FUSE server's worker threads (default: one per CPU, at most 8).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
+    /// Read file contents in the FUSE server even where the kernel could
+    /// read them directly (FUSE passthrough, used when serving with
+    /// CAP_SYS_ADMIN in the initial user namespace).
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// Print `ready` on stdout once mounted (with --foreground).
+    #[arg(long, hide = true)]
+    pub notify_ready: bool,
 }
 
-/// `--fuse` values.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FuseArg {
-    /// The best mode this process's privileges allow.
-    Auto,
-    /// A FUSE mode: fuse+overlay where overlayfs allows it, else standalone.
-    Yes,
-    /// The kernel mount only.
-    No,
+impl ServerFlags {
+    /// Sets the server's options in `cfg`.
+    pub fn apply(&self, cfg: &mut MountConfig) {
+        cfg.threads = self.threads;
+        cfg.passthrough = !self.no_passthrough;
+    }
+
+    /// The server: in this process with --foreground, else detached.
+    pub fn server(&self) -> anyhow::Result<Server> {
+        if !self.foreground {
+            let cmd = ServerCommand::this_exe().context("could not find the cfs executable")?;
+            return Ok(Server::Detached(cmd));
+        }
+        let notify = self.notify_ready;
+        Ok(Server::Foreground {
+            on_ready: Some(Box::new(move || {
+                if notify {
+                    use std::io::Write;
+                    let mut out = std::io::stdout();
+                    let _ = writeln!(out, "ready").and_then(|()| out.flush());
+                }
+            })),
+        })
+    }
 }
 
 /// Options of `cfs unmount`.
@@ -83,6 +106,14 @@ pub struct UnmountArgs {
     /// Detach a busy mount now; it goes away once its open files close.
     #[arg(long)]
     lazy: bool,
+}
+
+/// Options of `cfs mounts`.
+#[derive(Args, Debug)]
+pub struct MountsArgs {
+    /// One JSON object per line: mode, mount point, mount id, filesystem type.
+    #[arg(long)]
+    json: bool,
 }
 
 impl MountArgs {
@@ -97,67 +128,63 @@ impl MountArgs {
     }
 }
 
+/// An image argument, a file or a name in the repository: the image file
+/// and the object directories it goes with (the repository's, if any).
+pub fn locate_image(image: &str, repo: Option<&Path>) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    let as_file = Path::new(image);
+    // A path (existing, or spelled as one) is an image file; anything else a name.
+    if as_file.exists() || image.starts_with('/') || image.starts_with('.') {
+        // With a repository, its objects are the default basedir.
+        let objects = repo.map(|r| r.join("objects")).into_iter().collect();
+        return Ok((as_file.to_path_buf(), objects));
+    }
+    let repo = match repo {
+        Some(r) => r.to_path_buf(),
+        None => cfs_repo::repository::default_path()
+            .context("no repository: give --repo or set CFS_REPO")?,
+    };
+    let repo = cfs_repo::Repository::open(&repo)?;
+    let file = repo.image_file(image)?;
+    Ok((file, vec![repo.objects().path().to_path_buf()]))
+}
+
 /// `cfs mount`.
 pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
-    let as_file = Path::new(&a.image);
-    // A path (existing, or spelled as one) is an image file; anything else a name.
-    let is_path = as_file.exists() || a.image.starts_with('/') || a.image.starts_with('.');
-    let (image, mut basedirs) = if is_path {
-        // An image file; with a repository, its objects are the default basedir.
-        let objects = repo.map(|r| r.join("objects")).into_iter().collect();
-        (as_file.to_path_buf(), objects)
-    } else {
-        let repo = match repo {
-            Some(r) => r.to_path_buf(),
-            None => cfs_repo::repository::default_path()
-                .context("no repository: give --repo or set CFS_REPO")?,
-        };
-        let repo = cfs_repo::Repository::open(&repo)?;
-        let image = repo.image_file(&a.image)?;
-        (image, vec![repo.objects().path().to_path_buf()])
-    };
+    let (image, mut basedirs) = locate_image(&a.image, repo)?;
     if !a.basedir.is_empty() {
         basedirs = a.basedir.clone();
     }
     if basedirs.is_empty() {
         bail!("no object directory: give --basedir DIR, or --repo REPO to mount an image by name");
     }
-    let cfg = MountConfig {
-        image,
+    let mut cfg = MountConfig {
         basedirs,
         upper: a
             .upperdir
             .zip(a.workdir)
             .map(|(upperdir, workdir)| Upper { upperdir, workdir }),
         read_only: !a.read_write,
-        verity: match a.verity {
-            VerityArg::Off => Verity::Off,
-            VerityArg::Try => Verity::Try,
-            VerityArg::Require => Verity::Require,
-        },
+        verity: a.verity,
         expected_digest: a.digest,
         backing: if a.loop_device {
-            ErofsBacking::Loop
+            cfs_mount::ErofsBacking::Loop
         } else {
-            ErofsBacking::Auto
+            cfs_mount::ErofsBacking::Auto
         },
+        ..MountConfig::new(image, PathBuf::new())
     };
-    let choice = match a.fuse {
-        FuseArg::Auto => FuseChoice::Auto,
-        FuseArg::Yes => FuseChoice::Yes,
-        FuseArg::No => FuseChoice::No,
-    };
-    mount_config(&cfg, &a.mountpoint, choice, a.foreground, a.explain)
+    a.server.apply(&mut cfg);
+    mount_config(&cfg, &a.mountpoint, a.fuse, &a.server, a.explain)
 }
 
-/// Mounts `cfg` at `target` in the mode `choice` leads to, with the server
-/// detached unless `foreground`; with `explain`, first prints the mode and
-/// why. The entry every `cfs … mount` command shares.
+/// Mounts `cfg` at `target` in the mode `choice` leads to, the server run
+/// as `flags` say; with `explain`, first prints the mode and why. The entry
+/// every `cfs … mount` command (and `cfs fuse-serve`) shares.
 pub fn mount_config(
     cfg: &MountConfig,
     target: &Path,
     choice: FuseChoice,
-    foreground: bool,
+    flags: &ServerFlags,
     explain: bool,
 ) -> anyhow::Result<()> {
     let decision = cfs_mount::decide(cfg, choice)?;
@@ -167,12 +194,7 @@ pub fn mount_config(
         use std::io::Write;
         std::io::stdout().flush()?;
     }
-    let server = if foreground {
-        Server::Foreground
-    } else {
-        Server::Detached(ServerCommand::this_exe().context("could not find the cfs executable")?)
-    };
-    cfs_mount::mount_with(cfg, target, decision.mode, &server)?;
+    cfs_mount::mount_with(cfg, target, &decision, flags.server()?)?;
     Ok(())
 }
 
@@ -182,18 +204,32 @@ pub fn unmount(a: &UnmountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cfs mounts`: `MODE MOUNTPOINT` for each cfs mount this process sees.
-pub fn mounts() -> anyhow::Result<()> {
+/// `cfs mounts`: `MODE<TAB>MOUNTPOINT` for each cfs mount this process sees,
+/// the mount point escaped as mountinfo does (`\040` for a space, `\012`
+/// for a newline, …), so every mount is one line; or JSON lines.
+pub fn mounts(a: &MountsArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     for m in cfs_mount::mounts::list().context("could not read /proc/self/mountinfo")? {
-        writeln!(out, "{}\t{}", m.mode, m.mountpoint.display())?;
+        let escaped = cfs_mount::mounts::escape(&m.mountpoint);
+        if a.json {
+            let line = serde_json::json!({
+                "mode": m.mode.as_str(),
+                "mountpoint": m.mountpoint.to_str(),
+                "mountpoint_escaped": escaped,
+                "mount_id": m.mount_id,
+                "fstype": m.fstype,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{}\t{escaped}", m.mode)?;
+        }
     }
     Ok(())
 }
 
 /// The hidden `cfs __serve`: a detached FUSE server started by `cfs mount`.
-pub fn serve(args: &[OsString]) -> anyhow::Result<()> {
+pub fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     cfs_mount::server::serve_handed_over(args).map_err(anyhow::Error::msg)
 }
 

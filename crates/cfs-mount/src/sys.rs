@@ -1,9 +1,14 @@
-//! The thin syscall layer: filesystem contexts (`fsopen`/`fsconfig`/`fsmount`,
-//! see fsopen(2)), `move_mount(2)`, loop devices (loop(4)) and
-//! `FS_IOC_MEASURE_VERITY` (fsverity(7)). Nothing here decides anything; the
-//! callers in `kernel.rs` do, from what `options.rs` builds.
+//! The thin syscall layer, and every `unsafe` of the crate: filesystem
+//! contexts (`fsopen`/`fsconfig`/`fsmount`, see fsopen(2)), `move_mount(2)`,
+//! loop devices (loop(4)), `FS_IOC_MEASURE_VERITY` (fsverity(7)), and handing
+//! fds to a server across `exec` (sd_listen_fds(3)). Nothing here decides
+//! anything; the callers do, from what `options.rs` builds.
 //!
-//! The three ioctls rustix doesn't wrap are the only `unsafe` in the crate.
+//! **Invariant** of every `unsafe` block here: a raw fd number is used only
+//! while an [`OwnedFd`] of this process owns it (or, across `exec`, while the
+//! `LISTEN_FDS` contract says the parent opened it for us), and every ioctl
+//! argument is a `repr(C)` value laid out as the uapi struct, living across
+//! the call.
 
 use crate::options::Param;
 use cfs_format::Digest;
@@ -260,4 +265,93 @@ pub fn measure_verity(file: BorrowedFd<'_>) -> rustix::io::Result<Measured> {
         Err(Errno::NOTTY | Errno::OPNOTSUPP) => Ok(Measured::Unsupported),
         Err(e) => Err(e),
     }
+}
+
+/// `LISTEN_FDS`-numbered fds start here (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+
+/// Makes `command` start its program with `fds` as fds 3, 4, … (in order,
+/// without `FD_CLOEXEC`), as the socket-activation protocol does, and sets
+/// `LISTEN_FDS` and `LISTEN_FDNAMES` (the `names`, `:`-joined). Returns
+/// copies that must stay open until the command is spawned.
+///
+/// `LISTEN_PID` is left unset (and removed): its value, the child's pid,
+/// exists only after `fork`, and the environment can't be changed safely
+/// between `fork` and `exec`; the child checks the names instead.
+#[allow(unsafe_code)]
+pub fn hand_over_at_exec(
+    command: &mut std::process::Command,
+    fds: Vec<(&'static str, OwnedFd)>,
+) -> std::io::Result<Vec<OwnedFd>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let n = fds.len() as i32;
+    let names: Vec<&str> = fds.iter().map(|(name, _)| *name).collect();
+    // Copies numbered above every target, so no dup2 below clobbers a source.
+    let high = fds
+        .iter()
+        .map(|(_, fd)| rustix::io::fcntl_dupfd_cloexec(fd, LISTEN_FDS_START + n))
+        .collect::<Result<Vec<OwnedFd>, _>>()?;
+    drop(fds);
+    let raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
+    command
+        .env("LISTEN_FDS", n.to_string())
+        .env("LISTEN_FDNAMES", names.join(":"))
+        .env_remove("LISTEN_PID");
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // dup2(2), which is async-signal-safe and allocates nothing (`raw` was
+    // allocated before the fork and is only read). Its sources are fds this
+    // process owns (`high`, which the caller keeps open until after spawn),
+    // numbered at least LISTEN_FDS_START + n, so dup2 onto
+    // LISTEN_FDS_START..+n can't close a source that is still needed; dup2
+    // leaves the copies without FD_CLOEXEC, so they survive exec.
+    unsafe {
+        command.pre_exec(move || {
+            for (i, &from) in raw.iter().enumerate() {
+                if libc::dup2(from, LISTEN_FDS_START + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(high)
+}
+
+/// Takes the fds a parent handed over with [`hand_over_at_exec`], checking
+/// that `LISTEN_FDNAMES` is exactly `names`: one [`OwnedFd`] per name, in
+/// order. The variables are removed, so this succeeds once per process.
+#[allow(unsafe_code)]
+pub fn take_handed_over(names: &[&str]) -> Result<Vec<OwnedFd>, String> {
+    use std::os::fd::FromRawFd;
+    let var = |k| std::env::var(k).unwrap_or_default();
+    let want = names.join(":");
+    if var("LISTEN_FDS") != names.len().to_string() || var("LISTEN_FDNAMES") != want {
+        return Err(format!(
+            "no fds handed over (LISTEN_FDS={}, LISTEN_FDNAMES={want}): \
+             this command is run by `cfs mount`",
+            names.len()
+        ));
+    }
+    if let Ok(pid) = std::env::var("LISTEN_PID") {
+        if pid != std::process::id().to_string() {
+            return Err(format!("LISTEN_PID {pid} is not this process"));
+        }
+    }
+    for k in ["LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"] {
+        std::env::remove_var(k);
+    }
+    let fds = LISTEN_FDS_START..LISTEN_FDS_START + names.len() as i32;
+    for fd in fds.clone() {
+        // SAFETY: only borrowed for this one fcntl, which fails harmlessly
+        // (EBADF) on a closed fd.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)
+            .map_err(|e| format!("handed-over fd {fd}: {e}"))?;
+    }
+    // SAFETY: LISTEN_FDS/LISTEN_FDNAMES (checked above, then removed so this
+    // runs once) say these fds were opened for this process by its parent,
+    // and fcntl just proved each open; nothing else in this process refers
+    // to them, so owning them closes each exactly once.
+    Ok(fds.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect())
 }

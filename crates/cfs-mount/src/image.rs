@@ -1,0 +1,261 @@
+//! The image a mount serves: opened once, checked, and (with `digest=`)
+//! measured, before anything is mounted. The open file is what the kernel
+//! (erofs) or the FUSE server reads, so the bytes checked are the bytes
+//! served, whatever happens to the path afterwards.
+//!
+//! **A digest is a promise about bytes, so the bytes must not change after
+//! the check.** Where the file has fs-verity, the kernel measures it
+//! (`FS_IOC_MEASURE_VERITY`) and keeps it immutable for as long as it
+//! exists: the file itself is served. Without fs-verity, whoever may write
+//! the file could rewrite it in place after the check, and a mount reading
+//! the file would show the new bytes. So the file is copied, hashing while
+//! copying, into a memfd that is then sealed against writes, shrinking and
+//! growing (`F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`): that
+//! private copy is what is compared with the digest and what every mode
+//! serves (the kernel mode through a loop device, since erofs mounts only
+//! files with a page-cache `read_folio`, which shmem lacks; FUSE maps it,
+//! the seals being the kernel's guarantee the mapping stays valid). It
+//! costs the image's size in memory (shmem, swappable; holes stay holes),
+//! and no repository or writable place is needed, which is why it is a
+//! memfd rather than a repository object. Without `digest=` nothing was
+//! checked and the file is served as it is: the kernel reads it, and the
+//! FUSE server reads it through its block cache, which answers EIO for
+//! what it hadn't read once the file changes.
+//!
+//! Opening never blocks on a FIFO or device (`O_NONBLOCK` until the file is
+//! known to be regular) and the headers are checked before any mount.
+
+use crate::error::MountError;
+use crate::sys::{self, Measured};
+use cfs_format::fsverity::FsVerityHasher;
+use cfs_format::reader::{HeaderError, Headers, OpenOptions, HEADERS_LEN};
+use cfs_format::Digest;
+use rustix::fd::AsFd;
+use rustix::fs::{Mode, OFlags, SealFlags, SeekFrom};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Why the served bytes can't change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frozen {
+    /// The file has fs-verity.
+    Verity,
+    /// A sealed private copy, made for `digest=` (the file has no fs-verity).
+    SealedCopy,
+    /// Nothing keeps the file from changing (no digest was asked for).
+    No,
+}
+
+/// An image opened and checked for mounting.
+#[derive(Debug)]
+pub struct CheckedImage {
+    /// What is served: the image file itself, or its sealed copy.
+    pub file: File,
+    /// The path it was opened from, for messages.
+    pub path: PathBuf,
+    /// Whether the image says it holds POSIX ACLs (the composefs header flag).
+    pub has_acl: bool,
+    /// Why its bytes can't change, if they can't.
+    pub frozen: Frozen,
+}
+
+impl CheckedImage {
+    /// Opens `path`, checks its headers, and with `expected` checks its
+    /// fs-verity digest (see the module doc for what is served then).
+    pub fn open(path: &Path, expected: Option<Digest>) -> Result<CheckedImage, MountError> {
+        let io = |op: &'static str| {
+            move |source: std::io::Error| MountError::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| io("open image")(e.into()))?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(io("stat image"))?;
+        if !meta.file_type().is_file() {
+            return Err(MountError::BadImage {
+                path: path.to_path_buf(),
+                what: "not a regular file".into(),
+            });
+        }
+        rustix::fs::fcntl_setfl(&file, OFlags::empty())
+            .map_err(|e| io("set up image")(e.into()))?;
+        check_headers(&file, path)?;
+        let measured = sys::measure_verity(file.as_fd()).map_err(|e| io("measure")(e.into()))?;
+        let has_verity = matches!(measured, Measured::Sha256(_) | Measured::OtherAlgorithm);
+        let (file, frozen) = match (expected, measured) {
+            (None, _) if has_verity => (file, Frozen::Verity),
+            (None, _) => (file, Frozen::No),
+            (Some(expected), Measured::Sha256(found)) => {
+                check_digest(path, expected, found, "measured by the kernel")?;
+                (file, Frozen::Verity)
+            }
+            (Some(expected), _) => {
+                let (copy, found) = sealed_copy(&file, meta.len()).map_err(io("copy"))?;
+                check_digest(path, expected, found, "computed in userspace")?;
+                (copy, Frozen::SealedCopy)
+            }
+        };
+        // The headers of what is served (the copy's, when copied).
+        let has_acl = check_headers(&file, path)?;
+        Ok(CheckedImage {
+            file,
+            path: path.to_path_buf(),
+            has_acl,
+            frozen,
+        })
+    }
+}
+
+fn check_digest(
+    path: &Path,
+    expected: Digest,
+    found: Digest,
+    how: &'static str,
+) -> Result<(), MountError> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(MountError::DigestMismatch {
+        path: path.to_path_buf(),
+        expected,
+        found,
+        how,
+    })
+}
+
+/// Checks the composefs header and EROFS superblock (the rule's one home is
+/// `cfs_format::reader::Headers`), and that the file holds every block the
+/// superblock counts. Returns whether the image has ACLs.
+pub fn check_headers(file: &File, path: &Path) -> Result<bool, MountError> {
+    let bad = |e: HeaderError| MountError::BadImage {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    };
+    let io = |source| MountError::Io {
+        op: "read image",
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = file.metadata().map_err(io)?.len();
+    // At most HEADERS_LEN, so it fits a usize.
+    let mut start = vec![0u8; len.min(HEADERS_LEN as u64) as usize];
+    file.read_exact_at(&mut start, 0).map_err(io)?;
+    let headers = Headers::check(&start, len, OpenOptions::new()).map_err(bad)?;
+    headers.check_complete(len).map_err(bad)?;
+    Ok(headers.has_acl())
+}
+
+/// Copies the first `size` bytes of `src` into a new memfd, hashing what is
+/// copied, then seals it: the copy and the fs-verity digest of exactly its
+/// bytes. Holes in `src` (`SEEK_DATA`/`SEEK_HOLE`) stay holes in the copy.
+/// A file that shrinks while being copied is an error; bytes it grows by
+/// are not copied.
+fn sealed_copy(src: &File, size: u64) -> std::io::Result<(File, Digest)> {
+    let memfd = rustix::fs::memfd_create(
+        "cfs-image",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )?;
+    let copy = File::from(memfd);
+    copy.set_len(size)?;
+    let mut hasher = FsVerityHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < size {
+        // The next data at or after `at`; everything before it is a hole.
+        let data = match rustix::fs::seek(src, SeekFrom::Data(at)) {
+            Ok(d) => d.min(size),
+            Err(rustix::io::Errno::NXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        while at < data {
+            let n = (data - at).min(buf.len() as u64) as usize;
+            buf[..n].fill(0);
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        let hole = match rustix::fs::seek(src, SeekFrom::Hole(at)) {
+            Ok(h) => h.min(size),
+            Err(rustix::io::Errno::NXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        while at < hole {
+            let n = (hole - at).min(buf.len() as u64) as usize;
+            src.read_exact_at(&mut buf[..n], at).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    std::io::Error::other("the image shrank while it was being copied")
+                } else {
+                    e
+                }
+            })?;
+            hasher.update(&buf[..n]);
+            copy.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+    }
+    rustix::fs::fcntl_add_seals(
+        &copy,
+        SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+    )?;
+    Ok((copy, hasher.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_copy_has_the_bytes_and_digest_and_cannot_change() {
+        let src = tempfile::tempfile().unwrap();
+        // Data, a hole of 3 MiB, data, and a trailing hole.
+        src.write_all_at(b"front", 0).unwrap();
+        src.write_all_at(&[7u8; 5000], 3 << 20).unwrap();
+        let size = (4 << 20) + 123;
+        src.set_len(size).unwrap();
+        let mut want = vec![0u8; size as usize];
+        want[..5].copy_from_slice(b"front");
+        want[3 << 20..(3 << 20) + 5000].fill(7);
+        let (copy, digest) = sealed_copy(&src, size).unwrap();
+        assert_eq!(digest, cfs_format::fsverity::digest(&want));
+        let mut got = vec![0u8; size as usize];
+        copy.read_exact_at(&mut got, 0).unwrap();
+        assert_eq!(got, want);
+        assert!(copy.write_all_at(b"x", 0).is_err(), "sealed against writes");
+        assert!(copy.set_len(1).is_err(), "sealed against shrinking");
+        assert_eq!(
+            cfs_fuse::sys::immutable(&copy),
+            Some(cfs_fuse::sys::Immutable::Sealed)
+        );
+        // The source changing afterwards changes nothing in the copy.
+        src.write_all_at(b"FRONT", 0).unwrap();
+        copy.read_exact_at(&mut got[..5], 0).unwrap();
+        assert_eq!(&got[..5], b"front");
+    }
+
+    #[test]
+    fn open_refuses_what_is_not_an_image_and_checks_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = CheckedImage::open(&fifo, None).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, vec![0u8; 8192]).unwrap();
+        let e = CheckedImage::open(&junk, None).unwrap_err();
+        assert!(e.to_string().contains("magic"), "{e}");
+    }
+}
