@@ -86,12 +86,27 @@ fn mount_ns_of(pid: &str) -> Option<NsId> {
 }
 
 /// True when this process's mount namespace is known never to end: the
-/// initial one (by its fixed inode, or, on kernels without one, because
-/// pid 1 is in it). When pid 1 can't be inspected either, the namespace is
-/// taken as initial too: a server left running is better than one that
-/// exits while its mount is used.
+/// initial one. Linux 6.18 gives it a fixed inode; on older kernels it is
+/// the one pid 1 is in, and when pid 1 can't be inspected the namespace is
+/// taken as initial: a server left running is better than one that exits
+/// while its mount is used.
 fn in_lasting_namespace(ours: NsId) -> bool {
-    ours.1 == MNT_NS_INIT_INO || mount_ns_of("1").is_none_or(|init| init == ours)
+    if fixed_mnt_ns_inode() {
+        return ours.1 == MNT_NS_INIT_INO;
+    }
+    mount_ns_of("1").is_none_or(|init| init == ours)
+}
+
+/// True on kernels (6.18 and later) whose initial mount namespace has the
+/// fixed inode `MNT_NS_INIT_INO`.
+fn fixed_mnt_ns_inode() -> bool {
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy();
+    let mut parts = release.split(['.', '-']).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (6, 18),
+        _ => false,
+    }
 }
 
 /// Starts the watcher the module doc describes, unless the mount namespace
