@@ -7,7 +7,9 @@
 //! - `mount`: kernel mounts; `fuse`: `cfs fuse-serve`; `rootless`: every
 //!   mode as root, a plain user and a user namespace;
 //! - `differential`: random trees mounted three ways, compared;
-//! - `faults`: load, a killed server, full disks, a killed gc.
+//! - `faults`: load, a killed server, full disks, a killed gc;
+//! - `serve`: the one mount and serve path under attack: stale servers,
+//!   unmount races, changed images, lifetimes, upstream's FUSE round trip.
 //!
 //! Shared helpers: `cfs-testkit` (running the binary, walks, guards, users,
 //! skips) and [`support`] (what only these tests need). A test that can't
@@ -21,6 +23,7 @@ mod mount;
 mod oci;
 mod repo;
 mod rootless;
+mod serve;
 mod support;
 
 /// The `cfs` binary under test.
