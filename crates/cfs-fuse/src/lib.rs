@@ -50,6 +50,48 @@ use std::num::NonZeroUsize;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+/// What a user may tune about a FUSE server. One struct for the public
+/// commands (flattened into `cfs mount` and `cfs fuse-serve`), the mount
+/// configuration and the server's own command line, so that a new tuning
+/// knob is a field here (and its line in [`Tuning::to_args`]) and the code
+/// that uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct Tuning {
+    /// The FUSE server's worker threads (default: one per CPU, at most 8).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub threads: Option<NonZeroUsize>,
+    /// Read file contents in the FUSE server even where the kernel could
+    /// read them directly (FUSE passthrough, used when serving with
+    /// CAP_SYS_ADMIN in the initial user namespace).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub no_passthrough: bool,
+}
+
+impl Tuning {
+    /// The options as arguments that parse back to them.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        if let Some(n) = self.threads {
+            a.push("--threads".into());
+            a.push(n.to_string().into());
+        }
+        if self.no_passthrough {
+            a.push("--no-passthrough".into());
+        }
+        a
+    }
+
+    /// The worker threads to run: as asked, else one per CPU, at most 8
+    /// (past that, requests wait on the kernel's queue, not on threads).
+    pub fn worker_threads(&self) -> NonZeroUsize {
+        self.threads.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+            NonZeroUsize::new(cpus.clamp(1, 8)).unwrap_or(NonZeroUsize::MIN)
+        })
+    }
+}
+
 /// How to serve: the server's own options, also its command line (`cfs
 /// __serve` parses them with clap, sharing the value types with the public
 /// commands; [`ServeOptions::to_args`] writes them).
@@ -62,16 +104,17 @@ pub struct ServeOptions {
     /// When to check object contents against the image's digests.
     #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t))]
     pub verity: Verity,
-    /// Worker threads (default: one per CPU, at most 8).
-    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
-    pub threads: Option<NonZeroUsize>,
-    /// Hand opened objects to the kernel (FUSE passthrough). The mounting
-    /// process sets this from its one privilege probe (passthrough needs
-    /// `CAP_SYS_ADMIN` in the initial user namespace) and the user's wish;
-    /// the server doesn't probe again. If the kernel refuses anyway, reads
-    /// fall back to `pread`.
+    /// What the user tuned.
+    #[cfg_attr(feature = "clap", command(flatten))]
+    pub tuning: Tuning,
+    /// The server may hand opened objects to the kernel (FUSE
+    /// passthrough): set by the mounting process from its one privilege
+    /// probe (passthrough needs `CAP_SYS_ADMIN` in the initial user
+    /// namespace); the server doesn't probe again. Used unless
+    /// `--no-passthrough`; if the kernel refuses anyway, reads fall back to
+    /// `pread`.
     #[cfg_attr(feature = "clap", arg(long))]
-    pub passthrough: bool,
+    pub may_passthrough: bool,
 }
 
 impl std::fmt::Display for ServeMode {
@@ -95,23 +138,16 @@ impl ServeOptions {
             "--verity".into(),
             self.verity.as_str().into(),
         ];
-        if let Some(n) = self.threads {
-            a.push("--threads".into());
-            a.push(n.to_string().into());
-        }
-        if self.passthrough {
-            a.push("--passthrough".into());
+        a.extend(self.tuning.to_args());
+        if self.may_passthrough {
+            a.push("--may-passthrough".into());
         }
         a
     }
 
-    /// The worker threads to run: as asked, else one per CPU, at most 8
-    /// (past that, requests wait on the kernel's queue, not on threads).
-    pub fn worker_threads(&self) -> NonZeroUsize {
-        self.threads.unwrap_or_else(|| {
-            let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-            NonZeroUsize::new(cpus.clamp(1, 8)).unwrap_or(NonZeroUsize::MIN)
-        })
+    /// Whether to use FUSE passthrough: allowed, and not declined.
+    pub fn passthrough(&self) -> bool {
+        self.may_passthrough && !self.tuning.no_passthrough
     }
 }
 
@@ -184,7 +220,7 @@ fn filesystem(
         image,
         opts.mode,
         objects,
-        opts.passthrough,
+        opts.passthrough(),
     ))
 }
 
@@ -200,7 +236,7 @@ pub fn serve_fd(
 ) -> Result<(), ServeFailed> {
     let fs = filesystem(opts, fds.image, fds.objects, mount)?;
     let mut config = Config::default();
-    config.n_threads = Some(opts.worker_threads().get());
+    config.n_threads = Some(opts.tuning.worker_threads().get());
     config.clone_fd = true;
     let failed = |op| {
         let mount = mount.to_path_buf();

@@ -181,10 +181,8 @@ fn server_args(
         serve: ServeOptions {
             mode: serve_mode,
             verity,
-            threads: cfg.threads,
-            passthrough: cfg.passthrough
-                && privilege.initial_admin()
-                && serve_mode == ServeMode::Standalone,
+            tuning: cfg.tuning.clone(),
+            may_passthrough: privilege.initial_admin() && serve_mode == ServeMode::Standalone,
         },
         mountpoint: target.to_path_buf(),
         objects: false,

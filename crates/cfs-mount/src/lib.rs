@@ -37,7 +37,7 @@ pub mod unmount;
 pub use detect::{Decision, FuseChoice, Privilege};
 pub use error::{MountError, UnmountError};
 pub use identity::MountId;
-pub use options::{ErofsBacking, MountConfig, ServeMode, Upper, Verity};
+pub use options::{ErofsBacking, MountConfig, ServeMode, Tuning, Upper, Verity};
 pub use server::{Server, ServerCommand};
 pub use unmount::unmount;
 

@@ -9,11 +9,10 @@
 //! names the object holding its data. Passing each layer as its own
 //! `lowerdir+`/`datadir+` string means paths need no `:`/`,` escaping.
 
-pub use cfs_fuse::{ServeMode, Verity};
+pub use cfs_fuse::{ServeMode, Tuning, Verity};
 
 use cfs_format::Digest;
 use std::ffi::{OsStr, OsString};
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 /// One `fsconfig` call.
@@ -105,11 +104,8 @@ pub struct MountConfig {
     pub expected_digest: Option<Digest>,
     /// How erofs gets the image.
     pub backing: ErofsBacking,
-    /// FUSE modes: the server's worker threads (default: one per CPU).
-    pub threads: Option<NonZeroUsize>,
-    /// FUSE modes: let a privileged server hand object files to the kernel
-    /// (FUSE passthrough); false makes it read them itself.
-    pub passthrough: bool,
+    /// FUSE modes: what the user tuned about the server.
+    pub tuning: Tuning,
     /// Standalone FUSE: what the server shows. `OverlayLower` mounts the
     /// metadata view an overlay with `userxattr` expects on its own (`cfs
     /// fuse-serve --mode overlay-lower`); fuse+overlay always uses it.
@@ -127,8 +123,7 @@ impl MountConfig {
             verity: Verity::Try,
             expected_digest: None,
             backing: ErofsBacking::Auto,
-            threads: None,
-            passthrough: true,
+            tuning: Tuning::default(),
             serve_mode: ServeMode::Standalone,
         }
     }

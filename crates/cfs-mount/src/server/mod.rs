@@ -395,8 +395,9 @@ mod tests {
         assert_eq!(parse(&a).unwrap(), a);
         a.serve.mode = cfs_fuse::ServeMode::OverlayLower;
         a.serve.verity = cfs_fuse::Verity::Off;
-        a.serve.threads = NonZeroUsize::new(3);
-        a.serve.passthrough = true;
+        a.serve.tuning.threads = NonZeroUsize::new(3);
+        a.serve.tuning.no_passthrough = true;
+        a.serve.may_passthrough = true;
         a.objects = true;
         assert_eq!(parse(&a).unwrap(), a);
         let bogus = Cmd::try_parse_from(["serve", "--mountpoint", "/m", "--bogus"]);

@@ -7,7 +7,6 @@ use cfs_mount::server::ServerArgs;
 use cfs_mount::{FuseChoice, MountConfig, MountMode, Server, ServerCommand, Upper, Verity};
 use clap::Args;
 use std::ffi::OsString;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 /// Options of `cfs mount`.
@@ -59,14 +58,8 @@ pub struct ServerFlags {
     /// (or SIGTERM/SIGINT, which unmount).
     #[arg(long)]
     pub foreground: bool,
-    /// The FUSE server's worker threads (default: one per CPU, at most 8).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<NonZeroUsize>,
-    /// Read file contents in the FUSE server even where the kernel could
-    /// read them directly (FUSE passthrough, used when serving with
-    /// CAP_SYS_ADMIN in the initial user namespace).
-    #[arg(long)]
-    pub no_passthrough: bool,
+    #[command(flatten)]
+    pub tuning: cfs_mount::Tuning,
     /// Print `ready` on stdout once mounted (with --foreground).
     #[arg(long, hide = true)]
     pub notify_ready: bool,
@@ -75,8 +68,7 @@ pub struct ServerFlags {
 impl ServerFlags {
     /// Sets the server's options in `cfg`.
     pub fn apply(&self, cfg: &mut MountConfig) {
-        cfg.threads = self.threads;
-        cfg.passthrough = !self.no_passthrough;
+        cfg.tuning = self.tuning.clone();
     }
 
     /// The server: in this process with --foreground, else detached.
