@@ -107,28 +107,32 @@ struct Ids {
 
 /// Reads the ids of the mount `fd` is on, without asking its filesystem to
 /// refresh anything (`AT_STATX_DONT_SYNC`: a dead FUSE server can't block
-/// or fail it).
+/// or fail it). The first `statx` asks for nothing the filesystem has to
+/// answer (mask 0): a FUSE mount refuses every other `statx` to anyone but
+/// its owner (root included, without `allow_other`), but the VFS still
+/// fills in the mount id, the device and `STATX_ATTR_MOUNT_ROOT`. The unique
+/// id and the file type are asked for after, where allowed.
 fn ids(fd: BorrowedFd<'_>) -> rustix::io::Result<Ids> {
     let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC;
-    let s = statx(fd, "", flags, StatxFlags::MNT_ID | StatxFlags::TYPE)?;
-    let mount_root = s.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+    let s = statx(fd, "", flags, StatxFlags::empty())?;
+    let mount_root = s
+        .stx_attributes_mask
+        .contains(StatxAttributes::MOUNT_ROOT)
         && s.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
     let legacy = s.stx_mnt_id;
-    let unique = statx(
-        fd,
-        "",
-        flags,
-        StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
-    )
-    .ok()
-    .filter(|u| u.stx_mask & STATX_MNT_ID_UNIQUE != 0)
-    .map(|u| u.stx_mnt_id);
+    let unique = statx(fd, "", flags, StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE))
+        .ok()
+        .filter(|u| u.stx_mask & STATX_MNT_ID_UNIQUE != 0)
+        .map(|u| u.stx_mnt_id);
+    let symlink = !mount_root
+        && statx(fd, "", flags, StatxFlags::TYPE)
+            .is_ok_and(|t| u32::from(t.stx_mode) & 0o170000 == 0o120000);
     let dev = rustix::fs::makedev(s.stx_dev_major, s.stx_dev_minor);
     Ok(Ids {
         id: unique.map_or(MountId::Reusable(legacy, dev), MountId::Unique),
         legacy,
         mount_root,
-        symlink: u32::from(s.stx_mode) & 0o170000 == 0o120000,
+        symlink,
     })
 }
 
