@@ -115,15 +115,18 @@ struct Ids {
 fn ids(fd: BorrowedFd<'_>) -> rustix::io::Result<Ids> {
     let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC;
     let s = statx(fd, "", flags, StatxFlags::empty())?;
-    let mount_root = s
-        .stx_attributes_mask
-        .contains(StatxAttributes::MOUNT_ROOT)
+    let mount_root = s.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
         && s.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
     let legacy = s.stx_mnt_id;
-    let unique = statx(fd, "", flags, StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE))
-        .ok()
-        .filter(|u| u.stx_mask & STATX_MNT_ID_UNIQUE != 0)
-        .map(|u| u.stx_mnt_id);
+    let unique = statx(
+        fd,
+        "",
+        flags,
+        StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
+    )
+    .ok()
+    .filter(|u| u.stx_mask & STATX_MNT_ID_UNIQUE != 0)
+    .map(|u| u.stx_mnt_id);
     let symlink = !mount_root
         && statx(fd, "", flags, StatxFlags::TYPE)
             .is_ok_and(|t| u32::from(t.stx_mode) & 0o170000 == 0o120000);
