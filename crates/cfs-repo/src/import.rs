@@ -4,15 +4,31 @@
 //! payload (`ab/cdef…`). Files of at most [`INLINE_CONTENT_MAX`] bytes stay
 //! in the image (inline content) and are not stored, as composefs does.
 //!
+//! Every file is opened through the scan's root fd and checked to be the
+//! inode the scan saw ([`SourceTree::open`]); a file swapped or changed
+//! since fails the import with [`ImportError::Source`] naming it.
+//!
 //! [`ScanOptions::skip_content`]: crate::scan::ScanOptions::skip_content
 
 use crate::scan::{Scan, INLINE_CONTENT_MAX};
+use crate::source::{Identity, ScannedFile, SourceError, SourceTree};
 use crate::store::{ObjectStore, SourceFile, StoreError};
 use cfs_format::Digest;
 use rayon::prelude::*;
 use std::io::Read;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why storing a scan's files failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// A source file was replaced or changed since the scan (or could not be opened).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The store could not take it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Counters updated as files are stored, for a progress display polling them.
 #[derive(Debug, Default)]
@@ -72,35 +88,32 @@ pub fn store_contents(
     scan: &mut Scan,
     store: &ObjectStore,
     progress: &Progress,
-) -> Result<ImportStats, StoreError> {
-    let jobs: Vec<_> = std::mem::take(&mut scan.unread)
-        .into_iter()
-        .map(|(id, path)| {
-            let size = scan.tree.node(id).stat.size;
-            (id, path, size)
-        })
-        .collect();
+) -> Result<ImportStats, ImportError> {
+    let jobs = std::mem::take(&mut scan.unread);
     progress
         .total_files
         .store(jobs.len() as u64, Ordering::Relaxed);
-    progress.total_bytes.store(
-        jobs.iter().map(|(_, _, size)| size).sum(),
-        Ordering::Relaxed,
-    );
+    progress
+        .total_bytes
+        .store(jobs.iter().map(|f| f.seen.size).sum(), Ordering::Relaxed);
     // Large files first: the pool finishes together instead of on one big straggler.
     let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].2));
+    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].seen.size));
+    let source = &scan.source;
     let results = order
         .par_iter()
         .map(|&i| {
-            let (id, ref path, size) = jobs[i];
+            let job = &jobs[i];
+            let size = job.seen.size;
             let stored = if size <= INLINE_CONTENT_MAX {
-                let content = read_small(path, size)?;
+                let content = read_small(source, job)?;
                 (cfs_format::fsverity::digest(&content), Some(content))
             } else {
+                let file = source.open(job)?;
                 let ins = store.insert_file(SourceFile {
-                    path,
-                    size: Some(size),
+                    file: &file,
+                    path: &source.display_path(&job.rel),
+                    seen: job.seen,
                 })?;
                 if ins.new {
                     progress.new_objects.fetch_add(1, Ordering::Relaxed);
@@ -110,9 +123,9 @@ pub fn store_contents(
             };
             progress.files.fetch_add(1, Ordering::Relaxed);
             progress.bytes.fetch_add(size, Ordering::Relaxed);
-            Ok((id, stored))
+            Ok((job.node, stored))
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+        .collect::<Result<Vec<_>, ImportError>>()?;
     for (id, (digest, content)) in results {
         set_content(scan, id, digest, content);
     }
@@ -126,18 +139,135 @@ fn set_content(scan: &mut Scan, id: cfs_format::NodeId, digest: Digest, content:
     node.content = content;
 }
 
-/// Reads a file that goes inline, checking it still has the size the scan saw.
-fn read_small(path: &Path, size: u64) -> Result<Vec<u8>, StoreError> {
-    let file = std::fs::File::open(path).map_err(StoreError::std_io("open", path))?;
-    let mut content = Vec::with_capacity(size as usize);
-    file.take(INLINE_CONTENT_MAX + 1)
+/// Reads a file that goes inline, checking it is still what the scan saw.
+fn read_small(source: &SourceTree, job: &ScannedFile) -> Result<Vec<u8>, ImportError> {
+    let file = source.open(job)?;
+    let path = || source.display_path(&job.rel);
+    let mut content = Vec::with_capacity(job.seen.size as usize);
+    (&file)
+        .take(INLINE_CONTENT_MAX + 1)
         .read_to_end(&mut content)
-        .map_err(StoreError::std_io("read", path))?;
-    if content.len() as u64 != size {
-        return Err(StoreError::SourceChanged {
-            path: path.to_path_buf(),
-            what: format!("size was {size}, read {}", content.len()),
-        });
+        .map_err(|e| StoreError::std_io("read", &path())(e))?;
+    let after = Identity::of(&file).map_err(|e| StoreError::io("stat", &path())(e))?;
+    let changed = if content.len() as u64 != job.seen.size {
+        Some(format!(
+            "size was {}, read {}",
+            job.seen.size,
+            content.len()
+        ))
+    } else {
+        job.seen.difference(&after)
+    };
+    if let Some(what) = changed {
+        return Err(StoreError::SourceChanged { path: path(), what }.into());
     }
     Ok(content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::{scan, ScanOptions};
+
+    const SECRET: &[u8] = b"root-only secret bytes, longer than sixty-four bytes so not inline!";
+
+    /// A tree `d/big` (external) and `d/small` (inline), scanned without
+    /// content, and beside it a `secret` directory with the same names.
+    fn scanned() -> (tempfile::TempDir, Scan) {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        for dir in ["tree/d", "secret"] {
+            std::fs::create_dir_all(t.join(dir)).unwrap();
+        }
+        std::fs::write(t.join("tree/d/big"), vec![7u8; 5000]).unwrap();
+        std::fs::write(t.join("tree/d/small"), b"mine").unwrap();
+        std::fs::write(t.join("secret/big"), SECRET.repeat(100)).unwrap();
+        std::fs::write(t.join("secret/small"), &SECRET[..4]).unwrap();
+        let options = ScanOptions {
+            skip_content: true,
+            ..ScanOptions::default()
+        };
+        let s = scan(&t.join("tree"), &options).unwrap();
+        (tmp, s)
+    }
+
+    fn store_in(tmp: &tempfile::TempDir) -> ObjectStore {
+        ObjectStore::create(&tmp.path().join("objects")).unwrap()
+    }
+
+    fn assert_no_secret(store: &ObjectStore) {
+        for e in store.list().unwrap() {
+            let bytes = std::fs::read(store.path().join(&e.path)).unwrap();
+            assert!(
+                !bytes.starts_with(&SECRET[..4]),
+                "{} holds secret bytes",
+                e.path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn stores_the_scanned_files() {
+        let (tmp, mut s) = scanned();
+        let store = store_in(&tmp);
+        let stats = store_contents(&mut s, &store, &Progress::default()).unwrap();
+        assert_eq!((stats.files, stats.new_objects), (2, 1));
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_fails_naming_the_file() {
+        let (tmp, mut s) = scanned();
+        let t = tmp.path();
+        std::fs::rename(t.join("tree/d"), t.join("d-was")).unwrap();
+        std::os::unix::fs::symlink(t.join("secret"), t.join("tree/d")).unwrap();
+        let store = store_in(&tmp);
+        let e = store_contents(&mut s, &store, &Progress::default()).unwrap_err();
+        assert!(
+            matches!(e, ImportError::Source(SourceError::Changed { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("tree/d/"), "{e}");
+        assert!(
+            e.to_string().contains("a symlink is now on its path"),
+            "{e}"
+        );
+        assert_no_secret(&store);
+    }
+
+    #[test]
+    fn a_directory_swapped_for_another_directory_fails_naming_the_file() {
+        let (tmp, mut s) = scanned();
+        let t = tmp.path();
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            t.join("tree/d"),
+            rustix::fs::CWD,
+            t.join("secret"),
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .unwrap();
+        let store = store_in(&tmp);
+        let e = store_contents(&mut s, &store, &Progress::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("changed since it was scanned (it is another file"),
+            "{e}"
+        );
+        assert_no_secret(&store);
+    }
+
+    #[test]
+    fn a_final_name_swapped_for_a_symlink_fails() {
+        for name in ["big", "small"] {
+            let (tmp, mut s) = scanned();
+            let t = tmp.path();
+            let p = t.join("tree/d").join(name);
+            std::fs::remove_file(&p).unwrap();
+            std::os::unix::fs::symlink(t.join("secret").join(name), &p).unwrap();
+            let store = store_in(&tmp);
+            let e = store_contents(&mut s, &store, &Progress::default()).unwrap_err();
+            assert!(e.to_string().contains(&format!("tree/d/{name}")), "{e}");
+            assert_no_secret(&store);
+        }
+    }
 }

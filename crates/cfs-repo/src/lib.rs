@@ -1,6 +1,8 @@
 //! The cfs repository and its importers.
 //!
 //! - [`scan`]: reads a live directory tree into a [`cfs_format::Tree`], as `mkcomposefs DIR` does.
+//! - [`source`]: reads the scanned tree's files again through its root fd, checking each is
+//!   the inode the scan saw (safe on a tree someone else is changing).
 //! - [`store`]: a content-addressed object directory (`XX/REST`, named by fs-verity
 //!   digest): crash-safe, deduplicating inserts; listing and re-hashing.
 //! - [`import`]: completes a content-less scan by storing each file once, hashing while copying.
@@ -12,6 +14,7 @@ pub mod import;
 pub mod oci;
 pub mod repository;
 pub mod scan;
+pub mod source;
 pub mod store;
 
 pub use repository::{RepoError, Repository};

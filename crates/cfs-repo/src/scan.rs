@@ -23,7 +23,14 @@
 //!
 //! The walk is breadth-first over sorted names so that everything order-dependent
 //! (which name of a hard link is primary) is deterministic.
+//!
+//! Nothing is ever opened by its whole path: the walk goes from directory fd
+//! to directory fd (`O_NOFOLLOW`, each checked to be the inode `statx` saw),
+//! and every regular file is recorded as a [`ScannedFile`] (path below the
+//! root, inode, size, mtime) that is read later through the root fd kept in
+//! [`Scan::source`] (see [`crate::source`]).
 
+use crate::source::{Identity, ScannedFile, SourceError, SourceTree};
 use cfs_format::fsverity::FsVerityHasher;
 use cfs_format::tree::TreeError;
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
@@ -97,6 +104,10 @@ pub enum ScanError {
         /// Bytes read.
         found: u64,
     },
+    /// A file or directory changed while it was scanned or read (replaced,
+    /// swapped for a symlink, modified).
+    #[error(transparent)]
+    Source(#[from] SourceError),
     /// A name the tree refuses (should not happen with names from the kernel).
     #[error("{}: {source}", .path.display())]
     Tree {
@@ -126,14 +137,15 @@ impl ScanError {
 pub struct Scan {
     /// The tree, ready for the image writer.
     pub tree: Tree,
-    /// Regular files whose content is external (not inline, not empty), with
-    /// the source path they were read from: what a digest store must hold.
-    /// Empty with [`ScanOptions::skip_content`].
-    pub external: Vec<(NodeId, PathBuf)>,
-    /// With [`ScanOptions::skip_content`]: every non-empty regular file, with
-    /// its source path, whose content is still to be read (the node's
-    /// `stat.size` is the size seen by the scan). Empty otherwise.
-    pub unread: Vec<(NodeId, PathBuf)>,
+    /// The scanned root, kept open: every file is read through it.
+    pub source: SourceTree,
+    /// Regular files whose content is external (not inline, not empty):
+    /// what a digest store must hold. Empty with [`ScanOptions::skip_content`].
+    pub external: Vec<ScannedFile>,
+    /// With [`ScanOptions::skip_content`]: every non-empty regular file
+    /// whose content is still to be read (the node's `stat.size` is the size
+    /// seen by the scan). Empty otherwise.
+    pub unread: Vec<ScannedFile>,
 }
 
 /// Scans the directory at `root` into a tree.
@@ -153,13 +165,19 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
         tree.node_mut(NodeId::ROOT).xattrs = read_xattrs(&root_dir, options.xattrs, root)?;
     }
 
-    let mut files = Vec::new();
+    let source = SourceTree::new(root, root_dir);
+    let walk_root =
+        rustix::io::fcntl_dupfd_cloexec(source.dir(), 0).map_err(ScanError::io("open", root))?;
+
+    let mut files: Vec<ScannedFile> = Vec::new();
     let mut links: HashMap<(u32, u32, u64), NodeId> = HashMap::new();
-    let mut queue = VecDeque::from([(NodeId::ROOT, root_dir, root.to_path_buf())]);
-    while let Some((dir_id, dir_fd, dir_path)) = queue.pop_front() {
+    let mut queue = VecDeque::from([(NodeId::ROOT, walk_root, PathBuf::new())]);
+    while let Some((dir_id, dir_fd, dir_rel)) = queue.pop_front() {
+        let dir_path = source.display_path(&dir_rel);
         let mut names = read_names(&dir_fd, &dir_path)?;
         names.sort();
         for name in names {
+            let rel = dir_rel.join(OsStr::from_bytes(name.to_bytes()));
             let path = dir_path.join(OsStr::from_bytes(name.to_bytes()));
             let st = statx(dir_fd.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW, &path)?;
             let ftype = FileType::from_mode(u32::from(st.stx_mode));
@@ -187,13 +205,7 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
                 node.payload = Some(target.into_bytes());
             }
             if options.xattrs != XattrMode::None {
-                let fd = rustix::fs::openat(
-                    dir_fd.as_fd(),
-                    &name,
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(ScanError::io("open", &path))?;
+                let fd = open_checked(&dir_fd, &name, OFlags::PATH, &st, &path)?;
                 node.xattrs = read_xattrs(&fd, options.xattrs, &path)?;
             }
             let size = node.stat.size;
@@ -207,32 +219,31 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
                 links.insert(key, id);
             }
             if is_dir {
-                let fd = rustix::fs::openat(
-                    dir_fd.as_fd(),
-                    &name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(ScanError::io("open", &path))?;
-                queue.push_back((id, fd, path));
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+                let fd = open_checked(&dir_fd, &name, flags, &st, &path)?;
+                queue.push_back((id, fd, rel));
             } else if ftype == Some(FileType::Regular) && size > 0 {
-                files.push((id, path, size));
+                files.push(ScannedFile {
+                    node: id,
+                    rel,
+                    seen: Identity::from_statx(&st),
+                });
             }
         }
     }
 
     set_dir_nlinks(&mut tree);
     if options.skip_content {
-        let unread = files.into_iter().map(|(id, path, _)| (id, path)).collect();
         return Ok(Scan {
             tree,
+            source,
             external: Vec::new(),
-            unread,
+            unread: files,
         });
     }
     let contents = files
         .par_iter()
-        .map(|(id, path, size)| read_content(path, *size).map(|c| (*id, c)))
+        .map(|f| read_content(&source, f).map(|c| (f.node, c)))
         .collect::<Result<Vec<_>, _>>()?;
     for (id, (digest, inline)) in contents {
         let node = tree.node_mut(id);
@@ -242,14 +253,41 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
     }
     let external = files
         .into_iter()
-        .filter(|(_, _, size)| *size > INLINE_CONTENT_MAX)
-        .map(|(id, path, _)| (id, path))
+        .filter(|f| f.seen.size > INLINE_CONTENT_MAX)
         .collect();
     Ok(Scan {
         tree,
+        source,
         external,
         unread: Vec::new(),
     })
+}
+
+/// Opens `name` in `dir` without following a symlink and checks that it is
+/// the inode `st` describes (a name swapped since the `statx` fails, naming
+/// `path`).
+fn open_checked(
+    dir: &OwnedFd,
+    name: &CStr,
+    flags: OFlags,
+    st: &rustix::fs::Statx,
+    path: &Path,
+) -> Result<OwnedFd, ScanError> {
+    let fd = rustix::fs::openat(
+        dir.as_fd(),
+        name,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(ScanError::io("open", path))?;
+    let now = Identity::of(&fd).map_err(ScanError::io("stat", path))?;
+    if !Identity::from_statx(st).same_inode(&now) {
+        return Err(ScanError::Source(SourceError::Changed {
+            path: path.to_path_buf(),
+            what: "it was replaced while it was scanned".into(),
+        }));
+    }
+    Ok(fd)
 }
 
 /// The node for a stat result, before any content: C's `lcfs_load_node_from_file`.
@@ -364,17 +402,14 @@ fn fill_buffer(
 /// Streams a regular file through the fs-verity hasher; returns its digest and,
 /// for a small file, its content.
 fn read_content(
-    path: &Path,
-    size: u64,
+    source: &SourceTree,
+    f: &ScannedFile,
 ) -> Result<(cfs_format::Digest, Option<Vec<u8>>), ScanError> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(ScanError::io("open", path))?;
+    let file = source.open(f)?;
+    let size = f.seen.size;
+    let path = || source.display_path(&f.rel);
     let mut file = KeepSmall {
-        file: std::fs::File::from(fd),
+        file,
         kept: (size <= INLINE_CONTENT_MAX).then(Vec::new),
     };
     let mut hasher = FsVerityHasher::new();
@@ -382,15 +417,22 @@ fn read_content(
         .update_from(&mut file)
         .map_err(|source| ScanError::Io {
             op: "read",
-            path: path.to_path_buf(),
+            path: path(),
             source,
         })?;
     if total != size {
         return Err(ScanError::SizeChanged {
-            path: path.to_path_buf(),
+            path: path(),
             expected: size,
             found: total,
         });
+    }
+    let after = Identity::of(&file.file).map_err(ScanError::io("stat", &path()))?;
+    if let Some(what) = f.seen.difference(&after) {
+        return Err(ScanError::Source(SourceError::Changed {
+            path: path(),
+            what,
+        }));
     }
     Ok((hasher.finish(), file.kept))
 }

@@ -74,11 +74,7 @@ fn regular_files_by_size() {
         assert_eq!(n.stat.size, len as u64);
         assert_eq!(n.stat.mode & 0o170000, 0o100000);
     }
-    let mut external: Vec<_> = scan
-        .external
-        .iter()
-        .map(|(_, p)| p.strip_prefix(tmp.path()).unwrap().to_path_buf())
-        .collect();
+    let mut external: Vec<_> = scan.external.iter().map(|f| f.rel.clone()).collect();
     external.sort();
     let expect: Vec<PathBuf> = ["a/b/c/big", "a/b/hl2", "a/hl1", "sixty-five", "zz-hl3"]
         .iter()
@@ -162,10 +158,7 @@ fn hard_links_detected_on_request() {
     assert!(a.entry(b"hl1").unwrap().hardlink);
     // One object to store, not three.
     assert_eq!(
-        scan.external
-            .iter()
-            .filter(|(id, _)| *id == primary)
-            .count(),
+        scan.external.iter().filter(|f| f.node == primary).count(),
         1
     );
 }

@@ -1,0 +1,315 @@
+//! Reading the files of a scanned tree exactly as the scan saw them.
+//!
+//! A directory being imported may belong to someone else, who can rename,
+//! swap (`renameat2(RENAME_EXCHANGE)`) or replace any name in it with a
+//! symlink at any moment. So a file is never reopened by its path: the scan
+//! keeps the root directory open ([`SourceTree`]) and records, for each
+//! regular file, its path relative to that root and the inode it saw
+//! ([`Identity`]: device, inode number, size, mtime). A later read opens the
+//! file with `openat2(root, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so
+//! no symlink, `..` or absolute path is followed anywhere on the way, and
+//! then checks that the inode it got is the one recorded before reading a
+//! byte. Anything else fails with [`SourceError`] naming the path.
+//!
+//! Why the root fd and not the parent directory's fd: the store step runs on
+//! the rayon pool over every file at once, and holding one fd per directory
+//! of a large tree would exceed the fd limit; `openat2` from the root walks
+//! the same components the old absolute-path `open` did, so it costs no
+//! more (measured in `bench/`, see `bench/README.md`). What the path walk
+//! may still meet is a directory swapped for another *directory*; the inode
+//! check catches that, since the file found there is not the one scanned.
+//!
+//! Files are opened `O_NONBLOCK | O_NOCTTY` so that a name swapped for a
+//! FIFO, or a file under a lease, fails instead of blocking the import.
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxFlags};
+use rustix::io::Errno;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The inode a scan saw: what a later open must find again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// Device major number.
+    pub dev_major: u32,
+    /// Device minor number.
+    pub dev_minor: u32,
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds.
+    pub mtime_sec: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: u32,
+}
+
+impl Identity {
+    /// The identity a `statx` result describes.
+    pub fn from_statx(st: &rustix::fs::Statx) -> Identity {
+        Identity {
+            dev_major: st.stx_dev_major,
+            dev_minor: st.stx_dev_minor,
+            ino: st.stx_ino,
+            size: st.stx_size,
+            mtime_sec: st.stx_mtime.tv_sec,
+            mtime_nsec: st.stx_mtime.tv_nsec,
+        }
+    }
+
+    /// The identity of an open file now.
+    pub fn of(fd: impl AsFd) -> rustix::io::Result<Identity> {
+        statx_fd(fd.as_fd()).map(|st| Identity::from_statx(&st))
+    }
+
+    /// Same inode (device and inode number).
+    pub fn same_inode(&self, other: &Identity) -> bool {
+        (self.dev_major, self.dev_minor, self.ino) == (other.dev_major, other.dev_minor, other.ino)
+    }
+
+    /// What differs from `now`, for an error message; `None` when nothing does.
+    pub fn difference(&self, now: &Identity) -> Option<String> {
+        if !self.same_inode(now) {
+            return Some(format!(
+                "it is another file now (inode {} on {}:{}, was {} on {}:{})",
+                now.ino, now.dev_major, now.dev_minor, self.ino, self.dev_major, self.dev_minor
+            ));
+        }
+        if self.size != now.size {
+            return Some(format!("size was {}, is now {}", self.size, now.size));
+        }
+        if (self.mtime_sec, self.mtime_nsec) != (now.mtime_sec, now.mtime_nsec) {
+            return Some("it was modified".into());
+        }
+        None
+    }
+}
+
+fn statx_fd(fd: std::os::fd::BorrowedFd<'_>) -> rustix::io::Result<rustix::fs::Statx> {
+    rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
+}
+
+/// A regular file found by a scan: where it is below the root, and which
+/// inode it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedFile {
+    /// The tree node it became.
+    pub node: cfs_format::NodeId,
+    /// Its path relative to the scanned root (names only: no `.`, `..` or `/` at the start).
+    pub rel: PathBuf,
+    /// The inode the scan saw.
+    pub seen: Identity,
+}
+
+/// Why a scanned file could not be opened again as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The file, or a directory on its path, was replaced since the scan.
+    #[error("{}: changed since it was scanned ({what})", .path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What changed.
+        what: String,
+    },
+    /// Opening or checking the file failed.
+    #[error("could not {op} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The root of a scanned tree, kept open: every later read of its files goes
+/// through this directory fd (see the module doc).
+#[derive(Debug, Clone)]
+pub struct SourceTree {
+    path: PathBuf,
+    dir: Arc<OwnedFd>,
+}
+
+impl SourceTree {
+    /// A tree rooted at the open directory `dir`, found at `path`.
+    pub fn new(path: &Path, dir: OwnedFd) -> SourceTree {
+        SourceTree {
+            path: path.to_path_buf(),
+            dir: Arc::new(dir),
+        }
+    }
+
+    /// The root's path, as given to the scan.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The root directory.
+    pub fn dir(&self) -> &OwnedFd {
+        &self.dir
+    }
+
+    /// The full path of a file below the root, for messages.
+    pub fn display_path(&self, rel: &Path) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// Opens a scanned file for reading, beneath the root without following
+    /// any symlink, and checks that it is the inode the scan saw, unchanged.
+    /// Nothing has been read from the file when this returns.
+    pub fn open(&self, file: &ScannedFile) -> Result<std::fs::File, SourceError> {
+        let path = || self.display_path(&file.rel);
+        let fd = open_beneath(&self.dir, &file.rel).map_err(|e| match e {
+            Errno::LOOP | Errno::XDEV => SourceError::Changed {
+                path: path(),
+                what: "a symlink is now on its path".into(),
+            },
+            Errno::NOTDIR => SourceError::Changed {
+                path: path(),
+                what: "a directory on its path is no longer a directory".into(),
+            },
+            Errno::NOENT => SourceError::Changed {
+                path: path(),
+                what: "it is gone".into(),
+            },
+            e => SourceError::Io {
+                op: "open",
+                path: path(),
+                source: e.into(),
+            },
+        })?;
+        let st = statx_fd(fd.as_fd()).map_err(|e| SourceError::Io {
+            op: "stat",
+            path: path(),
+            source: e.into(),
+        })?;
+        if FileType::from_raw_mode(u32::from(st.stx_mode)) != FileType::RegularFile {
+            return Err(SourceError::Changed {
+                path: path(),
+                what: "it is no longer a regular file".into(),
+            });
+        }
+        if let Some(what) = file.seen.difference(&Identity::from_statx(&st)) {
+            return Err(SourceError::Changed { path: path(), what });
+        }
+        Ok(std::fs::File::from(fd))
+    }
+}
+
+/// `openat2(dir, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY,
+/// RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, retried on `EAGAIN` (which
+/// `openat2` returns when a concurrent rename may have raced the walk).
+fn open_beneath(dir: &OwnedFd, rel: &Path) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(
+            dir,
+            rel,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        ) {
+            Err(Errno::AGAIN | Errno::INTR) if tries < 8 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn tree_with(name: &str, content: &[u8]) -> (tempfile::TempDir, SourceTree, ScannedFile) {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        let rel = PathBuf::from("d").join(name);
+        std::fs::write(tmp.path().join(&rel), content).unwrap();
+        let dir = rustix::fs::open(
+            tmp.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let seen = Identity::of(&std::fs::File::open(tmp.path().join(&rel)).unwrap()).unwrap();
+        let file = ScannedFile {
+            node: cfs_format::NodeId::ROOT,
+            rel,
+            seen,
+        };
+        let tree = SourceTree::new(tmp.path(), dir);
+        (tmp, tree, file)
+    }
+
+    #[test]
+    fn opens_the_scanned_file() {
+        let (_tmp, tree, file) = tree_with("f", b"hello");
+        let mut s = String::new();
+        tree.open(&file).unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+    }
+
+    #[test]
+    fn a_swapped_file_is_refused_naming_it() {
+        let (tmp, tree, file) = tree_with("f", b"hello");
+        let p = tmp.path().join("d/f");
+        // Kept alive, so the new file can't reuse its inode number.
+        std::fs::rename(&p, tmp.path().join("old")).unwrap();
+        std::fs::write(&p, b"other").unwrap();
+        let e = tree.open(&file).unwrap_err();
+        assert!(matches!(e, SourceError::Changed { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("d/f: changed since it was scanned (it is another file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn symlinks_on_the_path_are_refused() {
+        let (tmp, tree, file) = tree_with("f", b"hello");
+        // The final name a symlink to the very same file: still refused.
+        let p = tmp.path().join("d/f");
+        std::fs::rename(&p, tmp.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("real"), &p).unwrap();
+        let e = tree.open(&file).unwrap_err().to_string();
+        assert!(e.contains("a symlink is now on its path"), "{e}");
+        // An intermediate directory swapped for a symlink to a copy.
+        std::fs::remove_file(&p).unwrap();
+        std::fs::rename(tmp.path().join("real"), &p).unwrap();
+        std::fs::rename(tmp.path().join("d"), tmp.path().join("d2")).unwrap();
+        std::os::unix::fs::symlink("d2", tmp.path().join("d")).unwrap();
+        let e = tree.open(&file).unwrap_err().to_string();
+        assert!(e.contains("a symlink is now on its path"), "{e}");
+    }
+
+    #[test]
+    fn a_modified_file_is_refused() {
+        let (tmp, tree, file) = tree_with("f", b"hello");
+        std::fs::write(tmp.path().join("d/f"), b"hello, longer").unwrap();
+        let e = tree.open(&file).unwrap_err().to_string();
+        assert!(e.contains("size was 5, is now 13"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_in_its_place_fails_without_blocking() {
+        let (tmp, tree, file) = tree_with("f", b"hello");
+        let p = tmp.path().join("d/f");
+        std::fs::remove_file(&p).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &p,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let e = tree.open(&file).unwrap_err().to_string();
+        assert!(e.contains("no longer a regular file"), "{e}");
+    }
+}
