@@ -190,17 +190,38 @@ impl<R: Read> Read for Verify<R> {
     }
 }
 
-/// An OCI image layout directory.
+/// An OCI image layout directory, kept open: its files are opened beneath
+/// it (`openat2` `RESOLVE_BENEATH`), so a symlink in a layout someone else
+/// owns can't make cfs read a file outside it. Blob contents are checked
+/// against their digests anyway.
 #[derive(Debug, Clone)]
 pub struct Layout {
     dir: PathBuf,
+    fd: std::sync::Arc<std::os::fd::OwnedFd>,
 }
 
 impl Layout {
     /// Opens a layout, checking its `oci-layout` marker.
     pub fn open(dir: &Path) -> Result<Layout, OciError> {
+        let fd = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| OciError::io("open", dir)(e.into()))?;
+        let layout = Layout {
+            dir: dir.to_path_buf(),
+            fd: std::sync::Arc::new(fd),
+        };
         let marker = dir.join("oci-layout");
-        let text = std::fs::read(&marker).map_err(OciError::io("read", &marker))?;
+        let mut text = Vec::new();
+        layout
+            .open_file("oci-layout")?
+            .take(MAX_JSON)
+            .read_to_end(&mut text)
+            .map_err(OciError::io("read", &marker))?;
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Marker {
@@ -213,15 +234,28 @@ impl Layout {
                 reason: format!("unknown layout version {:?}", m.image_layout_version),
             });
         }
-        Ok(Layout {
-            dir: dir.to_path_buf(),
-        })
+        Ok(layout)
+    }
+
+    /// Opens the file `rel` of the layout, beneath it (no `..`, absolute
+    /// path or symlink leading out; `O_NONBLOCK` so a FIFO can't stall us).
+    fn open_file(&self, rel: &str) -> Result<std::fs::File, OciError> {
+        use rustix::fs::{OFlags, ResolveFlags};
+        rustix::fs::openat2(
+            &*self.fd,
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| OciError::io("open", &self.dir.join(rel))(e.into()))
     }
 
     /// The layout's `index.json`.
     pub fn index(&self) -> Result<Index, OciError> {
         let p = self.dir.join("index.json");
-        let f = std::fs::File::open(&p).map_err(OciError::io("open", &p))?;
+        let f = self.open_file("index.json")?;
         let mut bytes = Vec::new();
         f.take(MAX_JSON)
             .read_to_end(&mut bytes)
@@ -236,10 +270,10 @@ impl Layout {
 
     /// Opens a blob for streaming; the caller checks it with [`Verify::finish`].
     pub fn open_blob(&self, desc: &Descriptor) -> Result<Verify<std::fs::File>, OciError> {
-        let p = self.blob_path(&desc.digest)?;
-        let f = std::fs::File::open(&p).map_err(|e| OciError::Digest {
+        let rel = format!("blobs/sha256/{}", sha256_hex(&desc.digest)?);
+        let f = self.open_file(&rel).map_err(|e| OciError::Digest {
             digest: desc.digest.clone(),
-            what: format!("cannot open {}: {e}", p.display()),
+            what: format!("cannot {e}"),
         })?;
         Ok(Verify::new(f, Some(desc.size)))
     }

@@ -15,7 +15,8 @@
 //! merged. Links are made only after the objects they name are durable; the
 //! tag is set last. gc keeps every object a tag reaches (manifest, config,
 //! layer records and the objects they name) and drops the links nothing
-//! reaches.
+//! reaches. Every path here is opened beneath the repository's fd without
+//! following symlinks (the links are read, never followed).
 
 use super::layout::{parse_json, sha256_hex, Manifest};
 use super::OciError;
@@ -42,82 +43,60 @@ pub fn check_tag(tag: &str) -> Result<(), OciError> {
     Ok(())
 }
 
-fn io_err<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> OciError + 'a {
-    OciError::io(op, p)
-}
-
 /// Creates the `streams/oci/` directories.
 pub fn ensure_dirs(repo: &Repository) -> Result<(), OciError> {
     for d in [BLOBS, LAYERS, REFS] {
-        let p = repo.path().join(d);
-        std::fs::create_dir_all(&p).map_err(io_err("create", &p))?;
+        repo.create_dirs(d)?;
     }
     Ok(())
 }
 
-fn sync_dir(p: &Path) -> Result<(), OciError> {
-    std::fs::File::open(p)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync", p))
-}
-
-/// Replaces `link` with a symlink to `target` (temporary name, rename).
-fn set_link(dir: &Path, name: &str, target: &str) -> Result<(), OciError> {
-    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create", &tmp))?;
-    let dest = dir.join(name);
-    std::fs::rename(&tmp, &dest).map_err(io_err("rename", &dest))?;
-    sync_dir(dir)
+/// Replaces the link `dir/name` with a symlink to `target` (temporary name, rename).
+fn set_link(repo: &Repository, dir: &str, name: &str, target: &str) -> Result<(), OciError> {
+    Ok(repo.replace_link(dir, name, target)?)
 }
 
 fn object_link(obj: &Digest) -> String {
     format!("../../../../objects/{}", obj.object_path())
 }
 
-/// The object a `blobs/` or `layers/` link names.
-fn read_object_link(p: &Path) -> Result<Option<Digest>, OciError> {
-    match std::fs::read_link(p) {
-        Ok(t) => {
-            let t = t.as_os_str().as_encoded_bytes();
-            Ok(t.strip_prefix(b"../../../../objects/")
-                .and_then(Digest::from_object_path))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err("read", p)(e)),
-    }
+/// The object a `blobs/` or `layers/` link names (`rel` inside the repository).
+fn read_object_link(repo: &Repository, rel: &Path) -> Result<Option<Digest>, OciError> {
+    Ok(repo.read_link(rel)?.and_then(|t| {
+        t.strip_prefix(b"../../../../objects/")
+            .and_then(Digest::from_object_path)
+    }))
 }
 
 /// The layer record of a blob digest, if this repository has it.
 pub fn layer_object(repo: &Repository, digest: &str) -> Result<Option<Digest>, OciError> {
-    let p = repo.path().join(LAYERS).join(sha256_hex(digest)?);
-    match read_object_link(&p)? {
+    let rel = Path::new(LAYERS).join(sha256_hex(digest)?);
+    match read_object_link(repo, &rel)? {
         Some(d) if repo.objects().contains(&d) => Ok(Some(d)),
         _ => Ok(None),
     }
 }
 
-/// The UTF-8 names in `dir` (others can't be digests or tags); none if
-/// `dir` does not exist yet.
-fn utf8_names(dir: &Path) -> Result<Vec<String>, OciError> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("read", dir)(e)),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(io_err("read", dir))?;
-        if let Ok(n) = e.file_name().into_string() {
-            out.push(n);
+/// The UTF-8 names in the repository directory `dir` (others can't be
+/// digests or tags); none if `dir` does not exist yet.
+fn utf8_names(repo: &Repository, dir: &str) -> Result<Vec<String>, OciError> {
+    match repo.names_in(dir) {
+        Ok(names) => Ok(names
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .collect()),
+        Err(crate::RepoError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(Vec::new())
         }
+        Err(e) => Err(e.into()),
     }
-    Ok(out)
 }
 
 /// Every layer digest recorded (as `sha256:HEX`).
 pub fn layer_digests(repo: &Repository) -> Result<Vec<String>, OciError> {
-    Ok(utf8_names(&repo.path().join(LAYERS))?
+    Ok(utf8_names(repo, LAYERS)?
         .into_iter()
         .map(|n| format!("sha256:{n}"))
         .filter(|d| sha256_hex(d).is_ok())
@@ -136,11 +115,7 @@ pub fn store_layer(repo: &Repository, tree: &Tree) -> Result<Digest, OciError> {
 
 /// Links a (durable) layer record under its blob digest.
 pub fn link_layer(repo: &Repository, digest: &str, obj: &Digest) -> Result<(), OciError> {
-    set_link(
-        &repo.path().join(LAYERS),
-        sha256_hex(digest)?,
-        &object_link(obj),
-    )
+    set_link(repo, LAYERS, sha256_hex(digest)?, &object_link(obj))
 }
 
 /// Reads a layer record back into its tree.
@@ -157,14 +132,14 @@ pub fn put_blob(repo: &Repository, digest: &str, bytes: &[u8]) -> Result<(), Oci
     let hex = sha256_hex(digest)?;
     let obj = repo.objects().insert_bytes(bytes)?.digest;
     repo.objects().sync()?;
-    set_link(&repo.path().join(BLOBS), hex, &object_link(&obj))
+    set_link(repo, BLOBS, hex, &object_link(&obj))
 }
 
 /// Reads a stored JSON document back (checked against its sha256).
 pub fn get_blob(repo: &Repository, digest: &str) -> Result<Vec<u8>, OciError> {
-    let p = repo.path().join(BLOBS).join(sha256_hex(digest)?);
-    let obj = read_object_link(&p)?.ok_or_else(|| OciError::Invalid {
-        what: p.display().to_string(),
+    let rel = Path::new(BLOBS).join(sha256_hex(digest)?);
+    let obj = read_object_link(repo, &rel)?.ok_or_else(|| OciError::Invalid {
+        what: repo.path().join(&rel).display().to_string(),
         reason: "missing or malformed blob link".into(),
     })?;
     let bytes = repo.objects().read_object(&obj)?;
@@ -177,35 +152,30 @@ pub fn get_blob(repo: &Repository, digest: &str) -> Result<Vec<u8>, OciError> {
 pub fn set_tag(repo: &Repository, tag: &str, manifest: &str) -> Result<(), OciError> {
     check_tag(tag)?;
     let target = format!("../blobs/sha256/{}", sha256_hex(manifest)?);
-    set_link(&repo.path().join(REFS), tag, &target)
+    set_link(repo, REFS, tag, &target)
 }
 
 /// The manifest digest a tag points to.
 pub fn read_tag(repo: &Repository, tag: &str) -> Result<Option<String>, OciError> {
     check_tag(tag)?;
-    let p = repo.path().join(REFS).join(tag);
-    match std::fs::read_link(&p) {
-        Ok(t) => {
-            let t = t.to_string_lossy().into_owned();
-            match t.strip_prefix("../blobs/sha256/") {
-                Some(h) if sha256_hex(&format!("sha256:{h}")).is_ok() => {
-                    Ok(Some(format!("sha256:{h}")))
-                }
-                _ => Err(OciError::Invalid {
-                    what: p.display().to_string(),
-                    reason: format!("points to {t:?}"),
-                }),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err("read", &p)(e)),
+    let rel = Path::new(REFS).join(tag);
+    let Some(t) = repo.read_link(&rel)? else {
+        return Ok(None);
+    };
+    let t = String::from_utf8_lossy(&t).into_owned();
+    match t.strip_prefix("../blobs/sha256/") {
+        Some(h) if sha256_hex(&format!("sha256:{h}")).is_ok() => Ok(Some(format!("sha256:{h}"))),
+        _ => Err(OciError::Invalid {
+            what: repo.path().join(&rel).display().to_string(),
+            reason: format!("points to {t:?}"),
+        }),
     }
 }
 
 /// Every tag with its manifest digest, sorted.
 pub fn tags(repo: &Repository) -> Result<Vec<(String, String)>, OciError> {
     let mut out = Vec::new();
-    for name in utf8_names(&repo.path().join(REFS))? {
+    for name in utf8_names(repo, REFS)? {
         if check_tag(&name).is_err() {
             continue;
         }
@@ -222,9 +192,8 @@ pub fn remove_tag(repo: &Repository, tag: &str) -> Result<(), OciError> {
     if read_tag(repo, tag)?.is_none() {
         return Err(OciError::UnknownImage(tag.to_owned()));
     }
-    let p = repo.path().join(REFS).join(tag);
-    std::fs::remove_file(&p).map_err(io_err("remove", &p))?;
-    sync_dir(&repo.path().join(REFS))?;
+    repo.remove_file(&Path::new(REFS).join(tag))?;
+    repo.sync_dir(REFS)?;
     match repo.remove(&image_name(tag)) {
         Ok(_) | Err(crate::RepoError::UnknownImage(_)) => Ok(()),
         Err(e) => Err(e.into()),
@@ -272,8 +241,8 @@ pub fn gc_mark(repo: &Repository) -> Result<OciLive, OciError> {
         let mbytes = get_blob(repo, &mdigest)?;
         let m: Manifest = parse_json(&mbytes, &format!("manifest {mdigest} of {tag}"))?;
         for d in [&mdigest, &m.config.digest] {
-            let p = repo.path().join(BLOBS).join(sha256_hex(d)?);
-            if let Some(o) = read_object_link(&p)? {
+            let rel = Path::new(BLOBS).join(sha256_hex(d)?);
+            if let Some(o) = read_object_link(repo, &rel)? {
                 live.objects.insert(o);
             }
             blobs.insert(sha256_hex(d)?.to_owned());
@@ -294,13 +263,10 @@ pub fn gc_mark(repo: &Repository) -> Result<OciLive, OciError> {
         }
     }
     for (dir, keep) in [(BLOBS, &blobs), (LAYERS, &layers)] {
-        let p = repo.path().join(dir);
-        let Ok(rd) = std::fs::read_dir(&p) else {
+        let Ok(names) = repo.names_in(dir) else {
             continue;
         };
-        for e in rd {
-            let e = e.map_err(io_err("read", &p))?;
-            let n = e.file_name();
+        for n in names {
             let keep_it = n.to_str().is_some_and(|n| keep.contains(n));
             if !keep_it {
                 live.unreached.push(Path::new(dir).join(n));
@@ -319,27 +285,25 @@ pub fn gc_mark(repo: &Repository) -> Result<OciLive, OciError> {
 pub fn check(repo: &Repository, present: &HashSet<Digest>) -> Vec<(PathBuf, String)> {
     let mut found = Vec::new();
     for dir in [BLOBS, LAYERS] {
-        let Ok(rd) = std::fs::read_dir(repo.path().join(dir)) else {
+        let Ok(names) = repo.names_in(dir) else {
             continue;
         };
-        for e in rd.flatten() {
-            let rel = Path::new(dir).join(e.file_name());
-            let named = e
-                .file_name()
+        for n in names {
+            let rel = Path::new(dir).join(&n);
+            let named = n
                 .to_str()
                 .is_some_and(|n| sha256_hex(&format!("sha256:{n}")).is_ok());
             if !named {
                 found.push((rel, "not a sha256 digest name".into()));
-            } else if !matches!(read_object_link(&e.path()), Ok(Some(_))) {
+            } else if !matches!(read_object_link(repo, &rel), Ok(Some(_))) {
                 found.push((rel, "not a link to an object".into()));
             }
         }
     }
-    let tags_dir = repo.path().join(REFS);
-    if let Ok(rd) = std::fs::read_dir(&tags_dir) {
-        for e in rd.flatten() {
-            let rel = Path::new(REFS).join(e.file_name());
-            let tag = e.file_name().to_str().map(str::to_owned);
+    if let Ok(names) = repo.names_in(REFS) {
+        for n in names {
+            let rel = Path::new(REFS).join(&n);
+            let tag = n.to_str().map(str::to_owned);
             match tag.as_deref().map(|t| (t, read_tag(repo, t))) {
                 Some((tag, Ok(Some(manifest)))) => {
                     if let Err(what) = check_tag_records(repo, tag, &manifest, present) {

@@ -155,9 +155,7 @@ impl Repository {
 
     /// Reports anything at the top level that is not part of a repository.
     fn fsck_top_level(&self, report: &mut FsckReport) -> Result<(), RepoError> {
-        for e in std::fs::read_dir(&self.path).map_err(RepoError::std_io("read", &self.path))? {
-            let e = e.map_err(RepoError::std_io("read", &self.path))?;
-            let name = e.file_name();
+        for name in self.names_in(".")? {
             if !TOP_LEVEL.iter().any(|t| name == *t) {
                 report.stray.push(Problem {
                     path: PathBuf::from(&name),
@@ -171,11 +169,9 @@ impl Repository {
     /// Checks each `images/ID` link points to its object; returns the ids
     /// of those that do.
     fn fsck_image_links(&self, report: &mut FsckReport) -> Result<Vec<Digest>, RepoError> {
-        let images_dir = self.path.join("images");
+        let images_dir = self.open_dir("images")?;
         let mut ids = Vec::new();
-        for e in std::fs::read_dir(&images_dir).map_err(RepoError::std_io("read", &images_dir))? {
-            let e = e.map_err(RepoError::std_io("read", &images_dir))?;
-            let name = e.file_name();
+        for name in self.names_in("images")? {
             let rel = PathBuf::from("images").join(&name);
             if name == "refs" {
                 continue;
@@ -188,11 +184,11 @@ impl Repository {
                 continue;
             };
             let want = format!("../objects/{}", id.object_path());
-            match std::fs::read_link(e.path()) {
-                Ok(t) if t.as_os_str() == want.as_str() => ids.push(id),
+            match rustix::fs::readlinkat(&images_dir, name.as_os_str(), Vec::new()) {
+                Ok(t) if t.as_bytes() == want.as_bytes() => ids.push(id),
                 Ok(t) => report.broken.push(Problem {
                     path: rel,
-                    what: format!("points to {}, not {want}", t.display()),
+                    what: format!("points to {}, not {want}", t.to_string_lossy()),
                 }),
                 Err(_) => report.broken.push(Problem {
                     path: rel,
@@ -205,10 +201,7 @@ impl Repository {
 
     /// Checks each name in `images/refs` is valid and names an image in `ids`.
     fn fsck_refs(&self, ids: &[Digest], report: &mut FsckReport) -> Result<(), RepoError> {
-        let refs_dir = self.path.join("images/refs");
-        for e in std::fs::read_dir(&refs_dir).map_err(RepoError::std_io("read", &refs_dir))? {
-            let e = e.map_err(RepoError::std_io("read", &refs_dir))?;
-            let name = e.file_name();
+        for name in self.names_in("images/refs")? {
             let rel = PathBuf::from("images/refs").join(&name);
             let Some(name) = name.to_str().filter(|n| super::refs::check_name(n).is_ok()) else {
                 report.stray.push(Problem {

@@ -64,11 +64,7 @@ impl Repository {
             }
             let rel = PathBuf::from("images").join(id.to_hex());
             if !dry_run {
-                match std::fs::remove_file(self.path.join(&rel)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(RepoError::std_io("remove", &self.path.join(&rel))(e)),
-                }
+                self.remove_file(&rel)?;
             }
             report.images_removed.push(id);
             report.removed.push(rel);
@@ -76,23 +72,18 @@ impl Repository {
         // OCI blob and layer links no tag reaches.
         for rel in oci.unreached {
             if !dry_run {
-                let p = self.path.join(&rel);
-                std::fs::remove_file(&p).map_err(RepoError::std_io("remove", &p))?;
+                self.remove_file(&rel)?;
             }
             report.removed.push(rel);
         }
         // Leftover temporary ref names.
-        let refs_dir = self.path.join("images/refs");
-        for e in std::fs::read_dir(&refs_dir).map_err(RepoError::std_io("read", &refs_dir))? {
-            let e = e.map_err(RepoError::std_io("read", &refs_dir))?;
-            if e.file_name().as_encoded_bytes().starts_with(b".tmp-") {
+        for name in self.names_in("images/refs")? {
+            if name.as_encoded_bytes().starts_with(b".tmp-") {
+                let rel = PathBuf::from("images/refs").join(name);
                 if !dry_run {
-                    std::fs::remove_file(e.path())
-                        .map_err(RepoError::std_io("remove", &e.path()))?;
+                    self.remove_file(&rel)?;
                 }
-                report
-                    .removed
-                    .push(PathBuf::from("images/refs").join(e.file_name()));
+                report.removed.push(rel);
             }
         }
 

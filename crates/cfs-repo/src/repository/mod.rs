@@ -15,6 +15,7 @@
 //! [`init`](Repository::init), [`create_image`](Repository::create_image),
 //! refs, [`fsck`](Repository::fsck), [`gc`](Repository::gc), locking.
 
+mod beneath;
 mod fsck;
 mod gc;
 mod image;
@@ -25,7 +26,7 @@ mod refs;
 pub use fsck::{Corrupt, FsckReport, Missing, Problem};
 pub use gc::GcReport;
 pub use image::{CreateOptions, CreateReport, ImageInfo};
-pub use lock::{LockMode, RepoLock};
+pub use lock::{Contention, LockHolder, LockMode, LockWait, RepoLock};
 pub use refs::check_name;
 
 use crate::scan::ScanError;
@@ -64,6 +65,16 @@ pub enum RepoError {
         /// Why not.
         reason: String,
     },
+    /// The repository lock was not free within the time allowed.
+    #[error("{}: still locked after {waited:?}{holders}", .path.display())]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long cfs waited.
+        waited: std::time::Duration,
+        /// Who holds it, as far as `/proc/locks` tells (` (held by …)` or empty).
+        holders: String,
+    },
     /// A repository of a layout version this code does not know.
     #[error("{}: repository format version {found}, this cfs knows {FORMAT_VERSION}", .path.display())]
     UnsupportedVersion {
@@ -93,6 +104,9 @@ pub enum RepoError {
     /// Storing an object failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Storing a scanned directory's files failed (a file changed, or the store).
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
     /// The tree can't be written as an image.
     #[error("cannot write image: {0}")]
     Write(#[from] WriteError),
@@ -129,8 +143,11 @@ impl RepoError {
 #[derive(Debug)]
 pub struct Repository {
     path: PathBuf,
+    /// The top directory: every path inside is opened relative to it ([`beneath`]).
     dir: OwnedFd,
     objects: ObjectStore,
+    made_private_from: Option<u32>,
+    lock_wait: LockWait,
 }
 
 impl Repository {
@@ -144,9 +161,90 @@ impl Repository {
         &self.objects
     }
 
-    /// True when `path` holds a repository (its version file exists).
+    /// True when `path` holds a repository (its version file exists, a
+    /// regular file, not a symlink).
     pub fn is_repository(path: &Path) -> bool {
-        path.join(VERSION_FILE).is_file()
+        std::fs::symlink_metadata(path.join(VERSION_FILE)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Opens the directory `rel` inside the repository (never through a symlink).
+    pub(crate) fn open_dir(&self, rel: &str) -> Result<OwnedFd, RepoError> {
+        beneath::open_dir(&self.dir, rel).map_err(RepoError::io("open", &self.path.join(rel)))
+    }
+
+    /// Removes the file `rel` (`DIR/NAME`) inside the repository: `NAME` is
+    /// unlinked in `DIR` opened without following a symlink. Missing is fine.
+    pub(crate) fn remove_file(&self, rel: &Path) -> Result<(), RepoError> {
+        let full = self.path.join(rel);
+        let (Some(parent), Some(name)) = (rel.parent().and_then(Path::to_str), rel.file_name())
+        else {
+            return Err(RepoError::io("remove", &full)(rustix::io::Errno::INVAL));
+        };
+        let dir = self.open_dir(if parent.is_empty() { "." } else { parent })?;
+        match rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(RepoError::io("remove", &full)(e)),
+        }
+    }
+
+    /// Creates the directory `rel` and its missing parents inside the repository.
+    pub(crate) fn create_dirs(&self, rel: &str) -> Result<(), RepoError> {
+        beneath::create_dirs(&self.dir, rel, rustix::fs::Mode::from_raw_mode(0o755))
+            .map(drop)
+            .map_err(RepoError::io("create", &self.path.join(rel)))
+    }
+
+    /// The target of the symlink `rel` (`DIR/NAME`) inside the repository,
+    /// read (never followed); `None` when it or its directory is missing.
+    pub(crate) fn read_link(&self, rel: &Path) -> Result<Option<Vec<u8>>, RepoError> {
+        let full = self.path.join(rel);
+        let (Some(parent), Some(name)) = (rel.parent().and_then(Path::to_str), rel.file_name())
+        else {
+            return Err(RepoError::io("read", &full)(rustix::io::Errno::INVAL));
+        };
+        let dir = match beneath::open_dir(&self.dir, if parent.is_empty() { "." } else { parent }) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(RepoError::io("open", &self.path.join(parent))(e)),
+        };
+        match rustix::fs::readlinkat(&dir, name, Vec::new()) {
+            Ok(t) => Ok(Some(t.into_bytes())),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(RepoError::io("read", &full)(e)),
+        }
+    }
+
+    /// Points the symlink `dir/name` at `target`, replacing it atomically
+    /// (a temporary name, then rename), and syncs `dir`.
+    pub(crate) fn replace_link(
+        &self,
+        dir: &str,
+        name: &str,
+        target: &str,
+    ) -> Result<(), RepoError> {
+        let fd = self.open_dir(dir)?;
+        let dir_path = self.path.join(dir);
+        let tmp = format!(".tmp-{}-{name}", std::process::id());
+        let _ = rustix::fs::unlinkat(&fd, tmp.as_str(), rustix::fs::AtFlags::empty());
+        rustix::fs::symlinkat(target, &fd, tmp.as_str())
+            .map_err(RepoError::io("create", &dir_path.join(&tmp)))?;
+        if let Err(e) = rustix::fs::renameat(&fd, tmp.as_str(), &fd, name) {
+            // No temporary name left behind for gc to find.
+            let _ = rustix::fs::unlinkat(&fd, tmp.as_str(), rustix::fs::AtFlags::empty());
+            return Err(RepoError::io("rename", &dir_path.join(name))(e));
+        }
+        rustix::fs::fsync(&fd).map_err(RepoError::io("sync", &dir_path))
+    }
+
+    /// Syncs the repository directory `rel`.
+    pub(crate) fn sync_dir(&self, rel: &str) -> Result<(), RepoError> {
+        rustix::fs::fsync(self.open_dir(rel)?).map_err(RepoError::io("sync", &self.path.join(rel)))
+    }
+
+    /// The names in the repository directory `rel`, sorted.
+    pub(crate) fn names_in(&self, rel: &str) -> Result<Vec<std::ffi::OsString>, RepoError> {
+        let dir = self.open_dir(rel)?;
+        beneath::names(&dir).map_err(RepoError::io("read", &self.path.join(rel)))
     }
 
     /// The object directory to use for `path`: `path/objects` when `path` is

@@ -2,12 +2,18 @@
 //! `images/refs/NAME` links a human name to an id. Both are relative
 //! symlinks, as in composefs-rs, so the repository can be moved or
 //! bind-mounted. A name is replaced atomically (new symlink, then rename).
+//! The links are only ever read (`readlinkat`) and checked, never followed
+//! by a path lookup: see [`Repository::image_file`].
 
 use super::{RepoError, Repository};
 use cfs_format::Digest;
 use rustix::fs::AtFlags;
 use rustix::io::Errno;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+
+/// The directory of image names, relative to the repository.
+const REFS: &str = "images/refs";
 
 /// Longest image name.
 const MAX_NAME: usize = 200;
@@ -30,55 +36,38 @@ pub fn check_name(name: &str) -> Result<(), RepoError> {
 }
 
 impl Repository {
-    fn images_dir(&self) -> PathBuf {
-        self.path.join("images")
-    }
-
     /// Links `images/ID` to the image's object (no-op if present) and syncs `images/`.
     pub(crate) fn link_image_id(&self, id: &Digest) -> Result<(), RepoError> {
-        let link = self.images_dir().join(id.to_hex());
+        let images = self.open_dir("images")?;
         let target = format!("../objects/{}", id.object_path());
-        match rustix::fs::symlinkat(
-            target.as_str(),
-            &self.dir,
-            format!("images/{}", id.to_hex()),
-        ) {
+        match rustix::fs::symlinkat(target.as_str(), &images, id.to_hex()) {
             Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(RepoError::io("create", &link)(e)),
+            Err(e) => {
+                return Err(RepoError::io(
+                    "create",
+                    &self.path.join("images").join(id.to_hex()),
+                )(e))
+            }
         }
-        self.sync_dir("images")
+        rustix::fs::fsync(&images).map_err(RepoError::io("sync", &self.path.join("images")))
     }
 
     /// Points the name at an image id, replacing what it named before.
     pub fn set_ref(&self, name: &str, id: &Digest) -> Result<(), RepoError> {
         check_name(name)?;
-        let tmp = format!("images/refs/.tmp-{}-{name}", std::process::id());
-        let dest = format!("images/refs/{name}");
-        let target = format!("../{}", id.to_hex());
-        let _ = rustix::fs::unlinkat(&self.dir, tmp.as_str(), AtFlags::empty());
-        rustix::fs::symlinkat(target.as_str(), &self.dir, tmp.as_str())
-            .map_err(RepoError::io("create", &self.path.join(&tmp)))?;
-        if let Err(e) = rustix::fs::renameat(&self.dir, tmp.as_str(), &self.dir, dest.as_str()) {
-            // No temporary name left behind for gc to find.
-            let _ = rustix::fs::unlinkat(&self.dir, tmp.as_str(), AtFlags::empty());
-            return Err(RepoError::io("rename", &self.path.join(&dest))(e));
-        }
-        self.sync_dir("images/refs")
-    }
-
-    fn sync_dir(&self, rel: &str) -> Result<(), RepoError> {
-        let p = self.path.join(rel);
-        std::fs::File::open(&p)
-            .and_then(|d| d.sync_all())
-            .map_err(RepoError::std_io("sync", &p))
+        self.replace_link(REFS, name, &format!("../{}", id.to_hex()))
     }
 
     /// The image id a name points to; `None` if there is no such name.
     /// A dangling or malformed ref is an error.
     pub fn read_ref(&self, name: &str) -> Result<Option<Digest>, RepoError> {
         check_name(name)?;
-        let rel = format!("images/refs/{name}");
-        let target = match rustix::fs::readlinkat(&self.dir, rel.as_str(), Vec::new()) {
+        self.read_ref_in(&self.open_dir(REFS)?, name)
+    }
+
+    fn read_ref_in(&self, refs: &OwnedFd, name: &str) -> Result<Option<Digest>, RepoError> {
+        let rel = format!("{REFS}/{name}");
+        let target = match rustix::fs::readlinkat(refs, name, Vec::new()) {
             Ok(t) => t,
             Err(Errno::NOENT) => return Ok(None),
             Err(e) => return Err(RepoError::io("read", &self.path.join(&rel))(e)),
@@ -108,57 +97,83 @@ impl Repository {
         Ok(id)
     }
 
-    /// The image file a name or an image id names: `REPO/images/ID`, a
-    /// symlink to the image's object. Mounting and serving open this path;
-    /// [`Repository::resolve`] decides what it is.
+    /// The image file a name or an image id names, for mounting and
+    /// serving: the image's object `REPO/objects/XX/REST`. The `images/ID`
+    /// link is resolved here, by hand: it must say exactly
+    /// `../objects/XX/REST` for that id (anything else, pointing out of the
+    /// repository or at another object, is refused), and the object must be
+    /// a regular file reached through no symlink.
     pub fn image_file(&self, name: &str) -> Result<PathBuf, RepoError> {
         let id = self.resolve(name)?;
-        Ok(self.images_dir().join(id.to_hex()))
+        self.image_object(&id)?;
+        Ok(self.objects.object_path(&id))
+    }
+
+    /// Opens a stored image by name or id (see [`image_file`](Self::image_file)).
+    pub fn open_image(&self, name: &str) -> Result<(Digest, std::fs::File), RepoError> {
+        let id = self.resolve(name)?;
+        Ok((id, self.image_object(&id)?))
+    }
+
+    /// Checks `images/ID` and opens the object it names.
+    fn image_object(&self, id: &Digest) -> Result<std::fs::File, RepoError> {
+        let link = self.path.join("images").join(id.to_hex());
+        let images = self.open_dir("images")?;
+        let target = rustix::fs::readlinkat(&images, id.to_hex(), Vec::new())
+            .map_err(RepoError::io("read", &link))?;
+        let want = format!("../objects/{}", id.object_path());
+        if target.as_bytes() != want.as_bytes() {
+            return Err(RepoError::NotARepository {
+                path: link,
+                reason: format!("points to {target:?}, not {want}"),
+            });
+        }
+        let file = self.objects.open_object(id)?;
+        let st = rustix::fs::fstat(&file).map_err(RepoError::io("stat", &link))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(RepoError::NotARepository {
+                path: self.objects.object_path(id),
+                reason: "the image object is not a regular file".into(),
+            });
+        }
+        Ok(file)
     }
 
     /// True when `images/ID` exists.
     pub fn has_image_id(&self, id: &Digest) -> bool {
-        rustix::fs::statat(
-            &self.dir,
-            format!("images/{}", id.to_hex()),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .is_ok()
+        self.open_dir("images").is_ok_and(|images| {
+            rustix::fs::statat(&images, id.to_hex(), AtFlags::SYMLINK_NOFOLLOW).is_ok()
+        })
     }
 
     /// Every ref: `(name, target id)`, sorted by name. Malformed entries are
     /// skipped here (fsck reports them).
     pub fn refs(&self) -> Result<Vec<(String, Digest)>, RepoError> {
-        let dir = self.path.join("images/refs");
+        let refs = self.open_dir(REFS)?;
+        let names =
+            super::beneath::names(&refs).map_err(RepoError::io("read", &self.path.join(REFS)))?;
         let mut out = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(RepoError::std_io("read", &dir))? {
-            let e = e.map_err(RepoError::std_io("read", &dir))?;
-            let Ok(name) = e.file_name().into_string() else {
+        for name in names {
+            let Ok(name) = name.into_string() else {
                 continue;
             };
             if check_name(&name).is_err() {
                 continue;
             }
-            if let Ok(Some(id)) = self.read_ref(&name) {
+            if let Ok(Some(id)) = self.read_ref_in(&refs, &name) {
                 out.push((name, id));
             }
         }
-        out.sort();
         Ok(out)
     }
 
     /// Every image id in `images/`, sorted.
     pub fn image_ids(&self) -> Result<Vec<Digest>, RepoError> {
-        let dir = self.images_dir();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(RepoError::std_io("read", &dir))? {
-            let e = e.map_err(RepoError::std_io("read", &dir))?;
-            if let Ok(d) = Digest::from_hex(e.file_name().as_encoded_bytes()) {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self
+            .names_in("images")?
+            .into_iter()
+            .filter_map(|n| Digest::from_hex(n.as_encoded_bytes()).ok())
+            .collect())
     }
 
     /// Removes a name. When no other name points to the same image, its
@@ -174,28 +189,33 @@ impl Repository {
                 .ok_or_else(|| RepoError::UnknownImage(name.to_owned()))?,
         };
         let by_id = Digest::from_hex(name.as_bytes()).is_ok();
+        let refs = self.open_dir(REFS)?;
+        let images = self.open_dir("images")?;
         let mut others = false;
         for (n, target) in self.refs()? {
             if target != id {
                 continue;
             }
             if by_id || n == name {
-                let rel = format!("images/refs/{n}");
-                rustix::fs::unlinkat(&self.dir, rel.as_str(), AtFlags::empty())
-                    .map_err(RepoError::io("remove", &self.path.join(&rel)))?;
+                rustix::fs::unlinkat(&refs, n.as_str(), AtFlags::empty())
+                    .map_err(RepoError::io("remove", &self.path.join(REFS).join(&n)))?;
             } else {
                 others = true;
             }
         }
         if !others {
-            let rel = format!("images/{}", id.to_hex());
-            match rustix::fs::unlinkat(&self.dir, rel.as_str(), AtFlags::empty()) {
+            match rustix::fs::unlinkat(&images, id.to_hex(), AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(RepoError::io("remove", &self.path.join(&rel))(e)),
+                Err(e) => {
+                    return Err(RepoError::io(
+                        "remove",
+                        &self.path.join("images").join(id.to_hex()),
+                    )(e))
+                }
             }
         }
-        self.sync_dir("images/refs")?;
-        self.sync_dir("images")?;
+        rustix::fs::fsync(&refs).map_err(RepoError::io("sync", &self.path.join(REFS)))?;
+        rustix::fs::fsync(&images).map_err(RepoError::io("sync", &self.path.join("images")))?;
         Ok(id)
     }
 }

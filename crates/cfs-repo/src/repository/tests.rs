@@ -1,5 +1,6 @@
 use super::*;
 use crate::import::Progress;
+use cfs_format::Digest;
 
 fn tree(root: &Path) {
     std::fs::create_dir_all(root.join("a/b")).unwrap();
@@ -25,9 +26,9 @@ fn create_image_matches_mkcomposefs_and_gc_keeps_named() {
     assert_eq!(report.stats.new_objects, 2);
     assert_eq!(repo.resolve("one").unwrap(), report.id);
     assert_eq!(repo.resolve(&report.id.to_hex()).unwrap(), report.id);
-    // Mounts open images/ID, which reads as the image itself.
+    // Mounts open the image's object, found by reading images/ID by hand.
     let file = repo.image_file("one").unwrap();
-    assert_eq!(file, repo.path().join("images").join(report.id.to_hex()));
+    assert_eq!(file, repo.objects().object_path(&report.id));
     assert_eq!(
         cfs_format::fsverity::digest(&std::fs::read(&file).unwrap()),
         report.id
@@ -124,4 +125,150 @@ fn set_ref_that_fails_leaves_no_temporary_name() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["taken"], "a temporary name was left behind");
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o7777
+}
+
+#[test]
+fn init_makes_the_repository_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let new = tmp.path().join("a/new");
+    let r = Repository::init(&new).unwrap();
+    assert_eq!(mode_of(&new), 0o700);
+    assert_eq!(r.made_private_from(), None);
+    // An existing, empty, world-readable directory is tightened, and said so.
+    let old = tmp.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = Repository::init(&old).unwrap();
+    assert_eq!(r.made_private_from(), Some(0o755));
+    assert_eq!(mode_of(&old), 0o700);
+    assert_eq!(r.mode().unwrap(), 0o700);
+    // So is an existing repository made by an older cfs.
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert_eq!(Repository::open(&old).unwrap().made_private_from(), None);
+    assert_eq!(mode_of(&old), 0o755, "open changes nothing");
+    assert_eq!(
+        Repository::init(&old).unwrap().made_private_from(),
+        Some(0o755)
+    );
+    assert_eq!(mode_of(&old), 0o700);
+}
+
+/// A repository with one image, and an outside directory a hostile owner
+/// points symlinks at.
+fn planted() -> (tempfile::TempDir, Repository, Digest) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tree(&src);
+    std::fs::create_dir(tmp.path().join("outside")).unwrap();
+    let repo = Repository::init(&tmp.path().join("repo")).unwrap();
+    let id = repo
+        .create_image(&src, "one", &CreateOptions::default(), &Progress::default())
+        .unwrap()
+        .id;
+    (tmp, repo, id)
+}
+
+#[test]
+fn a_planted_lock_symlink_is_not_followed() {
+    let (tmp, repo, _) = planted();
+    let outside = tmp.path().join("outside/created-by-cfs");
+    std::fs::remove_file(tmp.path().join("repo/lock")).unwrap();
+    std::os::unix::fs::symlink(&outside, tmp.path().join("repo/lock")).unwrap();
+    let e = repo.lock(LockMode::Shared).unwrap_err().to_string();
+    assert!(e.contains("repo/lock"), "{e}");
+    assert!(!outside.exists(), "the lock symlink was followed");
+    std::fs::remove_file(tmp.path().join("repo/lock")).unwrap();
+    // A FIFO in its place is refused, not waited on.
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &tmp.path().join("repo/lock"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let e = repo.lock(LockMode::Shared).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+}
+
+#[test]
+fn planted_directory_symlinks_are_not_followed() {
+    let (tmp, repo, id) = planted();
+    let t = tmp.path();
+    // images/ swapped for a symlink to a look-alike outside.
+    std::fs::rename(t.join("repo/images"), t.join("images-was")).unwrap();
+    std::os::unix::fs::symlink(t.join("images-was"), t.join("repo/images")).unwrap();
+    assert!(repo.resolve("one").is_err());
+    assert!(repo.gc(false).is_err());
+    assert!(repo.set_ref("two", &id).is_err());
+    assert!(!t.join("images-was/refs/two").exists());
+    std::fs::remove_file(t.join("repo/images")).unwrap();
+    std::fs::rename(t.join("images-was"), t.join("repo/images")).unwrap();
+
+    // An objects/XX directory swapped for a symlink: gc removes nothing outside.
+    repo.objects().insert_bytes(b"garbage").unwrap();
+    let garbage = cfs_format::fsverity::digest(b"garbage");
+    let rel = garbage.object_path();
+    let xx = t.join("repo/objects").join(&rel[..2]);
+    std::fs::rename(&xx, t.join("outside/xx")).unwrap();
+    std::os::unix::fs::symlink(t.join("outside/xx"), &xx).unwrap();
+    let fresh = Repository::open(&t.join("repo")).unwrap();
+    let _ = fresh.gc(false);
+    assert!(
+        t.join("outside/xx").join(&rel[3..]).exists(),
+        "gc followed objects/XX"
+    );
+    assert!(!fresh.objects().contains(&garbage));
+}
+
+#[test]
+fn an_image_link_pointing_elsewhere_is_refused() {
+    let (tmp, repo, id) = planted();
+    let t = tmp.path();
+    let link = t.join("repo/images").join(id.to_hex());
+    std::fs::write(t.join("outside/img"), b"not this").unwrap();
+    for target in [
+        t.join("outside/img"),
+        PathBuf::from("../../outside/img"),
+        PathBuf::from("../objects/00/00"),
+    ] {
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = repo.image_file("one").unwrap_err().to_string();
+        assert!(e.contains("points to"), "{}: {e}", target.display());
+    }
+}
+
+#[test]
+fn a_busy_lock_says_who_holds_it_and_times_out() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    let (_tmp, mut repo, _) = planted();
+    let held = repo.lock(LockMode::Exclusive).unwrap();
+    repo.set_lock_wait(LockWait {
+        timeout: Some(std::time::Duration::from_millis(200)),
+        on_wait: Some(|c| {
+            assert_eq!(c.wanted, LockMode::Shared);
+            assert!(
+                c.holders.iter().any(|h| h.pid == std::process::id()),
+                "{:?}",
+                c.holders
+            );
+            TOLD.store(true, Ordering::Relaxed);
+        }),
+    });
+    let e = repo.lock(LockMode::Shared).unwrap_err();
+    assert!(matches!(e, RepoError::LockTimeout { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("held by pid {} (exclusive", std::process::id())),
+        "{e}"
+    );
+    assert!(TOLD.load(Ordering::Relaxed));
+    drop(held);
+    repo.lock(LockMode::Shared).unwrap();
 }

@@ -6,14 +6,16 @@
 //!    extents with the store's, then the clone is read back to hash it; else
 //!    read, hash and write chunk by chunk. Either way the digest is of the
 //!    bytes that are in the new file.
-//! 3. The source must not have changed: same size (as the scan saw it too) and
-//!    mtime before and after, and exactly that many bytes read.
+//! 3. The source is an open file (never a path: see [`crate::source`]) and
+//!    must not change: the inode, size and mtime the scan saw, still the
+//!    same after reading, and exactly that many bytes read.
 //! 4. `fdatasync`, chmod 0644, fs-verity where available, then `linkat` under
 //!    `XX/REST`. Until that link, the object has no name; after it, it is
 //!    complete and durable. `EEXIST` (another writer won) or an object already
 //!    present means dedup: the existing file is kept and the copy dropped.
 
 use super::{ObjectStore, StoreError};
+use crate::source::Identity;
 use cfs_format::fsverity::FsVerityHasher;
 use cfs_format::Digest;
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
@@ -36,13 +38,19 @@ pub struct Inserted {
     pub new: bool,
 }
 
-/// A source file to store: where it is and the size a scan saw.
+/// A source file to store: already open (through [`SourceTree::open`],
+/// which checked it is the inode a scan saw), with that identity and its
+/// path for messages.
+///
+/// [`SourceTree::open`]: crate::source::SourceTree::open
 #[derive(Debug, Clone, Copy)]
 pub struct SourceFile<'a> {
-    /// The file.
+    /// The open file.
+    pub file: &'a std::fs::File,
+    /// Its path, for messages only (never opened).
     pub path: &'a Path,
-    /// Its size as the tree records it; a different size on reading is an error.
-    pub size: Option<u64>,
+    /// The inode, size and mtime it must keep while it is read.
+    pub seen: Identity,
 }
 
 /// Where a temporary object lives until it is linked under its name.
@@ -111,17 +119,9 @@ impl ObjectStore {
 
     /// Stores a file's content; see the module doc.
     pub fn insert_file(&self, source: SourceFile<'_>) -> Result<Inserted, StoreError> {
-        let path = source.path;
-        let src = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(StoreError::io("open", path))?;
-        let before = rustix::fs::fstat(&src).map_err(StoreError::io("stat", path))?;
-        let what = path.display().to_string();
+        let what = source.path.display().to_string();
         let (tmp, temp) = self.temp_file(&what)?;
-        let result = self.fill_and_publish(&src, path, &before, source.size, (tmp, &temp), &what);
+        let result = self.fill_and_publish(&source, (tmp, &temp), &what);
         // Linked or not, the temporary name (if any) goes.
         temp.remove(self);
         result
@@ -129,22 +129,12 @@ impl ObjectStore {
 
     fn fill_and_publish(
         &self,
-        src: &OwnedFd,
-        path: &Path,
-        before: &rustix::fs::Stat,
-        expected: Option<u64>,
+        source: &SourceFile<'_>,
         (tmp, temp): (OwnedFd, &Temp),
         what: &str,
     ) -> Result<Inserted, StoreError> {
-        let size = before.st_size as u64;
-        if let Some(expected) = expected {
-            if expected != size {
-                return Err(StoreError::SourceChanged {
-                    path: path.to_path_buf(),
-                    what: format!("size was {expected}, is now {size}"),
-                });
-            }
-        }
+        let (src, path) = (source.file.as_fd(), source.path);
+        let size = source.seen.size;
         let mut hasher = FsVerityHasher::new();
         let mut buf = vec![0u8; CHUNK.min(size as usize + 1).max(4096)];
         let mut total = 0u64;
@@ -159,9 +149,10 @@ impl ObjectStore {
                 }
             };
         // Hash what is in the new file: the clone read back, or each chunk as it is written.
-        let reader: &OwnedFd = if cloned { &tmp } else { src };
+        let reader = if cloned { tmp.as_fd() } else { src };
         loop {
-            let n = match rustix::io::read(reader, &mut buf) {
+            // At the offset read so far: the fd's own position does not matter.
+            let n = match rustix::io::pread(reader, &mut buf, total) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(Errno::INTR) => continue,
@@ -177,25 +168,16 @@ impl ObjectStore {
             }
             total += n as u64;
         }
-        let after = rustix::fs::fstat(src).map_err(StoreError::io("stat", path))?;
-        if total != size
-            || after.st_size != before.st_size
-            || after.st_mtime != before.st_mtime
-            || after.st_mtime_nsec != before.st_mtime_nsec
-        {
+        let after = Identity::of(src).map_err(StoreError::io("stat", path))?;
+        let changed = if total != size {
+            Some(format!("{size} bytes when scanned, {total} read"))
+        } else {
+            source.seen.difference(&after)
+        };
+        if let Some(what) = changed {
             return Err(StoreError::SourceChanged {
                 path: path.to_path_buf(),
-                what: format!(
-                    "{size} bytes at the start, {total} read, {} at the end{}",
-                    after.st_size,
-                    if after.st_mtime != before.st_mtime
-                        || after.st_mtime_nsec != before.st_mtime_nsec
-                    {
-                        ", modified"
-                    } else {
-                        ""
-                    }
-                ),
+                what,
             });
         }
         let digest = hasher.finish();
@@ -302,38 +284,26 @@ impl ObjectStore {
         rustix::fs::fdatasync(&tmp).map_err(failed("sync"))?;
         rustix::fs::fchmod(&tmp, Mode::from_raw_mode(0o644)).map_err(failed("chmod"))?;
         let fd = self.maybe_enable_verity(tmp)?;
-        let new_dir =
-            match rustix::fs::mkdirat(self.dir.as_fd(), &rel[..2], Mode::from_raw_mode(0o755)) {
-                Ok(()) => true,
-                Err(Errno::EXIST) => false,
-                Err(e) => return Err(failed("create its directory")(e)),
-            };
+        let (sub, new_dir) = self
+            .subdir_or_create(digest.0[0])
+            .map_err(failed("create its directory"))?;
+        let name = &rel[3..];
         let linked = match temp {
             Temp::Anonymous => {
                 let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                match rustix::fs::linkat(
-                    CWD,
-                    proc.as_str(),
-                    self.dir.as_fd(),
-                    rel.as_str(),
-                    AtFlags::SYMLINK_FOLLOW,
-                ) {
+                match rustix::fs::linkat(CWD, proc.as_str(), sub, name, AtFlags::SYMLINK_FOLLOW) {
                     // No /proc: AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, but try.
-                    Err(Errno::NOENT) => rustix::fs::linkat(
-                        &fd,
-                        "",
-                        self.dir.as_fd(),
-                        rel.as_str(),
-                        AtFlags::EMPTY_PATH,
-                    ),
+                    Err(Errno::NOENT) => {
+                        rustix::fs::linkat(&fd, "", sub, name, AtFlags::EMPTY_PATH)
+                    }
                     r => r,
                 }
             }
-            Temp::Named(name) => rustix::fs::linkat(
+            Temp::Named(tmp_name) => rustix::fs::linkat(
                 self.dir.as_fd(),
-                name.as_str(),
-                self.dir.as_fd(),
-                rel.as_str(),
+                tmp_name.as_str(),
+                sub,
+                name,
                 AtFlags::empty(),
             ),
         };

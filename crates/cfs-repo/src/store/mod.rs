@@ -10,6 +10,13 @@
 //! written and synced file under its name in one `linkat`, and never rewrites
 //! an existing object. Listing and verifying (`verify`) walk the `XX/`
 //! directories and re-hash.
+//!
+//! The store may belong to another user (root writing into a user's
+//! repository), so nothing inside it is reached by a path that could cross
+//! a planted symlink: an `XX/` directory is opened `O_NOFOLLOW` from the
+//! store's fd (and kept open), objects are opened with `openat2`
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, and links, stats and unlinks
+//! act on a final name in an `XX/` fd.
 
 mod insert;
 mod verify;
@@ -20,11 +27,13 @@ pub use verify::{Entry, EntryKind};
 pub use verity::VeritySupport;
 
 use cfs_format::Digest;
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 /// Why an object store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +127,8 @@ pub struct ObjectStore {
     dirty: [AtomicBool; 256],
     /// The store directory itself gained an `XX/` directory.
     dirty_top: AtomicBool,
+    /// The `XX/` directories opened so far (`O_NOFOLLOW`), by first digest byte.
+    subdirs: [OnceLock<OwnedFd>; 256],
 }
 
 impl ObjectStore {
@@ -132,13 +143,58 @@ impl ObjectStore {
             rustix::io::Errno::NOTDIR => StoreError::NotADirectory(path.to_path_buf()),
             e => StoreError::io("open", path)(e),
         })?;
-        Ok(ObjectStore {
+        Ok(Self::from_dir(path, dir))
+    }
+
+    /// The object directory open as `dir` (found at `path`, for messages).
+    pub fn from_dir(path: &Path, dir: OwnedFd) -> Self {
+        ObjectStore {
             path: path.to_path_buf(),
             dir,
             verity: AtomicU8::new(0),
             dirty: std::array::from_fn(|_| AtomicBool::new(false)),
             dirty_top: AtomicBool::new(false),
-        })
+            subdirs: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// The `XX/` directory of objects whose digest starts with `first`, if
+    /// it exists; never through a symlink (one at `XX` is an error).
+    pub(crate) fn subdir(&self, first: u8) -> rustix::io::Result<Option<&OwnedFd>> {
+        if let Some(fd) = self.subdirs[usize::from(first)].get() {
+            return Ok(Some(fd));
+        }
+        match self.open_subdir(first) {
+            Ok(fd) => Ok(Some(self.subdirs[usize::from(first)].get_or_init(|| fd))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The `XX/` directory for `first`, created if missing; also says
+    /// whether this call created it.
+    fn subdir_or_create(&self, first: u8) -> rustix::io::Result<(&OwnedFd, bool)> {
+        if let Some(fd) = self.subdir(first)? {
+            return Ok((fd, false));
+        }
+        let name = format!("{first:02x}");
+        let created =
+            match rustix::fs::mkdirat(&self.dir, name.as_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
+                Err(e) => return Err(e),
+            };
+        let fd = self.open_subdir(first)?;
+        Ok((self.subdirs[usize::from(first)].get_or_init(|| fd), created))
+    }
+
+    fn open_subdir(&self, first: u8) -> rustix::io::Result<OwnedFd> {
+        rustix::fs::openat(
+            &self.dir,
+            format!("{first:02x}").as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
     }
 
     /// Opens an object directory, creating it (and its parents) if missing.
@@ -170,22 +226,22 @@ impl ObjectStore {
 
     /// True when an object with this digest is present (any file at its name).
     pub fn contains(&self, digest: &Digest) -> bool {
-        rustix::fs::statat(
-            self.dir.as_fd(),
-            digest.object_path(),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .is_ok()
+        let rel = digest.object_path();
+        match self.subdir(digest.0[0]) {
+            Ok(Some(sub)) => rustix::fs::statat(sub, &rel[3..], AtFlags::SYMLINK_NOFOLLOW).is_ok(),
+            _ => false,
+        }
     }
 
-    /// Opens an object for reading.
+    /// Opens an object for reading, beneath the store and through no symlink.
     pub fn open_object(&self, digest: &Digest) -> Result<std::fs::File, StoreError> {
         let rel = digest.object_path();
-        rustix::fs::openat(
+        rustix::fs::openat2(
             self.dir.as_fd(),
             rel.as_str(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
         )
         .map(std::fs::File::from)
         .map_err(StoreError::io("open", &self.object_path(digest)))
@@ -209,15 +265,12 @@ impl ObjectStore {
     pub fn sync(&self) -> Result<(), StoreError> {
         for (i, flag) in self.dirty.iter().enumerate() {
             if flag.swap(false, Ordering::Relaxed) {
-                let rel = format!("{i:02x}");
-                let fd = rustix::fs::openat(
-                    self.dir.as_fd(),
-                    rel.as_str(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(StoreError::io("open", &self.path.join(&rel)))?;
-                rustix::fs::fsync(&fd).map_err(StoreError::io("sync", &self.path.join(&rel)))?;
+                let rel = self.path.join(format!("{i:02x}"));
+                let sub = self
+                    .subdir(i as u8)
+                    .map_err(StoreError::io("open", &rel))?
+                    .ok_or_else(|| StoreError::io("open", &rel)(Errno::NOENT))?;
+                rustix::fs::fsync(sub).map_err(StoreError::io("sync", &rel))?;
             }
         }
         if self.dirty_top.swap(false, Ordering::Relaxed) {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::source::Identity;
 
 fn data(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
@@ -13,9 +14,11 @@ fn insert_file_names_object_by_digest_and_dedups() {
     let content = data(300_000, 1);
     let src = tmp.path().join("src");
     std::fs::write(&src, &content).unwrap();
+    let file = std::fs::File::open(&src).unwrap();
     let source = SourceFile {
+        file: &file,
         path: &src,
-        size: Some(content.len() as u64),
+        seen: Identity::of(&file).unwrap(),
     };
     let first = store.insert_file(source).unwrap();
     assert!(first.new);
@@ -74,11 +77,15 @@ fn size_differing_from_the_scan_is_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ObjectStore::create(&tmp.path().join("o")).unwrap();
     let src = tmp.path().join("grew");
+    std::fs::write(&src, data(100, 2)).unwrap();
+    let file = std::fs::File::open(&src).unwrap();
+    let seen = Identity::of(&file).unwrap();
     std::fs::write(&src, data(5000, 2)).unwrap();
     let err = store
         .insert_file(SourceFile {
+            file: &file,
             path: &src,
-            size: Some(100),
+            seen,
         })
         .unwrap_err();
     assert!(matches!(err, StoreError::SourceChanged { .. }), "{err}");
@@ -144,10 +151,12 @@ fn full_file_system_is_an_error_naming_the_file_and_stores_nothing() {
         }
         e => panic!("not a store error: {e}"),
     };
+    let file = std::fs::File::open(&src).unwrap();
     let e = store
         .insert_file(SourceFile {
+            file: &file,
             path: &src,
-            size: None,
+            seen: Identity::of(&file).unwrap(),
         })
         .unwrap_err();
     enospc(&e, "too-big");

@@ -134,12 +134,33 @@ impl ObjectStore {
     }
 
     /// Removes an entry (object, temporary or stray file, or an empty
-    /// directory) by its path relative to the store.
+    /// directory) by its path relative to the store, as [`list`](Self::list)
+    /// gives it: `XX/NAME` or a top-level `NAME`. The `XX/` directory is
+    /// opened without following a symlink, so a name planted there since
+    /// the listing can't make this unlink anything outside the store.
     pub fn remove_entry(&self, rel: &std::path::Path) -> Result<(), StoreError> {
         let full = self.path().join(rel);
-        match rustix::fs::unlinkat(self.dir.as_fd(), rel, AtFlags::empty()) {
+        let name = rel
+            .file_name()
+            .ok_or_else(|| StoreError::io("remove", &full)(Errno::INVAL))?;
+        let parent = rel.parent().filter(|p| !p.as_os_str().is_empty());
+        let opened;
+        let dir = match parent {
+            None => self.dir.as_fd(),
+            Some(p) => {
+                opened = rustix::fs::openat(
+                    self.dir.as_fd(),
+                    p,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(StoreError::io("open", &self.path().join(p)))?;
+                opened.as_fd()
+            }
+        };
+        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
-            Err(Errno::ISDIR) => rustix::fs::unlinkat(self.dir.as_fd(), rel, AtFlags::REMOVEDIR)
+            Err(Errno::ISDIR) => rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
                 .map_err(StoreError::io("remove", &full)),
             Err(e) => Err(StoreError::io("remove", &full)(e)),
         }
