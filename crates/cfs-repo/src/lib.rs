@@ -7,7 +7,9 @@
 //!   digest): crash-safe, deduplicating inserts; listing and re-hashing.
 //! - [`import`]: completes a content-less scan by storing each file once, hashing while copying.
 //! - [`oci`]: tar layers, OCI layouts and pulls into images of the repository.
-//! - [`repository`]: the repository (objects, images, names), with fsck, gc and locking.
+//! - [`repository`]: the repository (objects, images, names), with fsck, gc, locking and the
+//!   pins that keep mounted images alive.
+//! - [`sys`]: the one system call rustix lacks (`statmount`), the crate's only `unsafe`.
 #![deny(unsafe_code)]
 
 pub mod import;
@@ -16,5 +18,6 @@ pub mod repository;
 pub mod scan;
 pub mod source;
 pub mod store;
+pub mod sys;
 
 pub use repository::{RepoError, Repository};

@@ -1,14 +1,15 @@
 //! Garbage collection: mark from the names, sweep the rest.
 //!
-//! Roots are the refs (`images/refs/NAME`). An image no name points to loses
-//! its `images/ID` link; every object not reachable from a named image (the
+//! Roots are the refs (`images/refs/NAME`) and the images of live mounts
+//! (pins, see `pins.rs`: stale pins are deleted here). An image no name
+//! or mount holds loses its `images/ID` link; every object not reachable from a named image (the
 //! image object itself and the objects it names) is removed, as are
 //! temporary files of interrupted imports. Stray files are left for a human
 //! (fsck reports them). Runs under the exclusive lock, so no import is
 //! between storing objects and naming its image. If any named image can't
 //! be read, gc stops before removing anything.
 
-use super::{LockMode, RepoError, Repository};
+use super::{LockMode, PinState, RepoError, Repository};
 use crate::store::EntryKind;
 use cfs_format::Digest;
 use rayon::prelude::*;
@@ -32,6 +33,12 @@ pub struct GcReport {
     pub temporaries_removed: u64,
     /// The paths removed, relative to the repository.
     pub removed: Vec<PathBuf>,
+    /// Images kept only because they are mounted (no name points to them).
+    pub mounted_only: Vec<Digest>,
+    /// Pins whose mount is gone, removed.
+    pub stale_pins_removed: u64,
+    /// Pins whose mount could not be checked (kept): the pin and why.
+    pub unverified_pins: Vec<(PathBuf, String)>,
 }
 
 impl Repository {
@@ -39,7 +46,26 @@ impl Repository {
     pub fn gc(&self, dry_run: bool) -> Result<GcReport, RepoError> {
         let _lock = self.lock(LockMode::Exclusive)?;
         let mut report = GcReport::default();
-        let roots: HashSet<Digest> = self.refs()?.into_iter().map(|(_, id)| id).collect();
+        let named: HashSet<Digest> = self.refs()?.into_iter().map(|(_, id)| id).collect();
+        let mut roots = named.clone();
+        // Live mounts: their images stay, named or not.
+        let mut stale = Vec::new();
+        for pin in self.pins()? {
+            match &pin.state {
+                PinState::Live => {}
+                PinState::Unknown(why) => {
+                    report.unverified_pins.push((pin.path.clone(), why.clone()))
+                }
+                PinState::Stale => {
+                    stale.push(pin);
+                    continue;
+                }
+            }
+            if !named.contains(&pin.image) && !report.mounted_only.contains(&pin.image) {
+                report.mounted_only.push(pin.image);
+            }
+            roots.insert(pin.image);
+        }
 
         // Mark. Every named image must be readable: a name pointing at an
         // unreadable image means we don't know what is live.
@@ -76,6 +102,15 @@ impl Repository {
             }
             report.removed.push(rel);
         }
+        // Pins of mounts that are gone, and temporaries of killed mounts.
+        for pin in stale {
+            if !dry_run {
+                self.remove_pin(&pin)?;
+            }
+            report.stale_pins_removed += 1;
+            report.removed.push(pin.path);
+        }
+        report.removed.extend(self.remove_pin_temporaries(dry_run)?);
         // Leftover temporary ref names.
         for name in self.names_in("images/refs")? {
             if name.as_encoded_bytes().starts_with(b".tmp-") {

@@ -9,6 +9,7 @@
 //! REPO/images/refs/NAME      symlink ../ID: a human name (tag) for an image
 //! REPO/streams/, streams/refs/   reserved (composefs-rs splitstreams)
 //! REPO/streams/oci/          OCI tags, manifests, configs, layer records (crate::oci::store)
+//! REPO/pins/NSID-MNTID        a live mount of an image: a gc root while the mount exists
 //! ```
 //!
 //! One file per verb: [`open`](Repository::open) and
@@ -21,12 +22,14 @@ mod gc;
 mod image;
 mod lock;
 mod open;
+mod pins;
 mod refs;
 
 pub use fsck::{Corrupt, FsckReport, Missing, Problem};
 pub use gc::GcReport;
 pub use image::{CreateOptions, CreateReport, ImageInfo};
-pub use lock::{Contention, LockHolder, LockMode, LockWait, RepoLock};
+pub use lock::{describe_holders, Contention, LockHolder, LockMode, LockWait, RepoLock};
+pub use pins::{PendingMount, Pin, PinState};
 pub use refs::check_name;
 
 use crate::scan::ScanError;

@@ -272,3 +272,47 @@ fn a_busy_lock_says_who_holds_it_and_times_out() {
     drop(held);
     repo.lock(LockMode::Shared).unwrap();
 }
+
+#[test]
+fn a_live_pin_keeps_an_unnamed_image_and_a_stale_one_goes() {
+    let (tmp, repo, id) = planted();
+    let path = repo.path().to_path_buf();
+    let pending = repo.begin_mount("one").unwrap();
+    assert_eq!(pending.image(), id);
+    // The mount holding the test's directory stands for the image's mount:
+    // it outlives the test.
+    let pin = match pending.pin(tmp.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("skipped: this kernel can't name mounts ({e})");
+            return;
+        }
+    };
+    assert_eq!(pin.state, PinState::Live);
+    let repo = Repository::open(&path).unwrap();
+    repo.remove("one").unwrap();
+    assert_eq!(repo.mounts_of(&id).unwrap().len(), 1);
+    let gc = repo.gc(false).unwrap();
+    assert_eq!(gc.mounted_only, [id]);
+    assert_eq!((gc.objects_removed, gc.stale_pins_removed), (0, 0));
+    assert!(repo.fsck().unwrap().is_clean());
+
+    // The same pin, for a mount that does not exist (any more).
+    let text = std::fs::read_to_string(path.join(&pin.path)).unwrap();
+    let gone = pin.mount.mnt_id + (1 << 40);
+    std::fs::remove_file(path.join(&pin.path)).unwrap();
+    std::fs::write(
+        path.join(format!("pins/{}-{gone}", pin.mount.mnt_ns_id)),
+        text.replace(
+            &format!("mnt_id {}", pin.mount.mnt_id),
+            &format!("mnt_id {gone}"),
+        ),
+    )
+    .unwrap();
+    assert_eq!(repo.pins().unwrap()[0].state, PinState::Stale);
+    assert!(repo.mounts_of(&id).unwrap().is_empty());
+    let gc = repo.gc(false).unwrap();
+    assert_eq!(gc.stale_pins_removed, 1);
+    assert_eq!(gc.objects_removed, 3);
+    assert!(repo.pins().unwrap().is_empty());
+}
