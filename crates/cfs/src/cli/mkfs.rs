@@ -151,7 +151,7 @@ fn scan_dir(a: &MkfsArgs) -> anyhow::Result<Tree> {
 fn fill_store(dir: &std::path::Path, scanned: &mut scan::Scan) -> anyhow::Result<()> {
     let progress = cfs_repo::import::Progress::default();
     if cfs_repo::Repository::is_repository(dir) {
-        let repo = cfs_repo::Repository::open(dir)?;
+        let repo = super::repo::open_repo(dir)?;
         let _lock = repo.lock(cfs_repo::repository::LockMode::Shared)?;
         cfs_repo::import::store_contents(scanned, repo.objects(), &progress)?;
         repo.objects().sync()?;

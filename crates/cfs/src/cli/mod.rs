@@ -23,6 +23,10 @@ struct Cfs {
     /// The repository (default: /var/lib/cfs for root, else $XDG_DATA_HOME/cfs or ~/.local/share/cfs).
     #[arg(long, global = true, env = "CFS_REPO", value_name = "PATH")]
     repo: Option<PathBuf>,
+    /// Give up when the repository lock is still busy after SECONDS
+    /// (default: wait, saying who holds it).
+    #[arg(long, global = true, env = "CFS_LOCK_TIMEOUT", value_name = "SECONDS", value_parser = repo::parse_seconds)]
+    lock_timeout: Option<std::time::Duration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -120,6 +124,7 @@ pub fn main() -> ExitCode {
 
 fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
     let cli = Cfs::parse_from(args);
+    repo::set_lock_timeout(cli.lock_timeout);
     match cli.command {
         Command::Mkfs(a) => mkfs::run(&a),
         Command::Dump { images } => info::dump(&images),

@@ -67,7 +67,7 @@ pub struct ImportTarArgs {
 
 fn open(repo: &Path) -> anyhow::Result<Repository> {
     // The first import creates the repository; init opens an existing one.
-    Ok(Repository::init(repo)?)
+    super::repo::init_repo(repo)
 }
 
 /// Runs `cfs import-tar`.
@@ -110,7 +110,7 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
             Ok(())
         }
         OciCommand::Images => {
-            let r = Repository::open(repo)?;
+            let r = super::repo::open_repo(repo)?;
             let mut out = BufWriter::new(std::io::stdout().lock());
             for (tag, manifest) in store::tags(&r)? {
                 let id = r
@@ -120,16 +120,16 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
             }
             Ok(out.flush()?)
         }
-        OciCommand::Inspect { name } => inspect(&Repository::open(repo)?, &name),
+        OciCommand::Inspect { name } => inspect(&super::repo::open_repo(repo)?, &name),
         OciCommand::Rm { name } => {
-            let r = Repository::open(repo)?;
+            let r = super::repo::open_repo(repo)?;
             store::remove_tag(&r, &name)?;
             eprintln!("removed {name}; run `cfs gc` to free its objects");
             Ok(())
         }
         OciCommand::Mount(mut a) => {
             let name = a.image().to_owned();
-            let r = Repository::open(repo)?;
+            let r = super::repo::open_repo(repo)?;
             if store::read_tag(&r, &name)?.is_none() {
                 return Err(OciError::UnknownImage(name).into());
             }

@@ -5,13 +5,14 @@
 
 use anyhow::{bail, Context};
 use cfs_repo::import::{ImportStats, Progress};
-use cfs_repo::repository::{self, CreateOptions, FsckReport};
+use cfs_repo::repository::{self, Contention, CreateOptions, FsckReport, LockWait};
 use cfs_repo::store::VeritySupport;
 use cfs_repo::Repository;
 use clap::{Args, Subcommand};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The repository subcommands.
@@ -80,7 +81,70 @@ pub fn repo_path(repo: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 fn open(repo: Option<&Path>) -> anyhow::Result<Repository> {
-    Ok(Repository::open(&repo_path(repo)?)?)
+    open_repo(&repo_path(repo)?)
+}
+
+/// How long to wait for a busy repository lock (`--lock-timeout`, or
+/// `CFS_LOCK_TIMEOUT` for the `mkcomposefs` personality); unset waits.
+static LOCK_TIMEOUT: OnceLock<Option<Duration>> = OnceLock::new();
+
+/// Sets the lock timeout for every repository this process opens.
+pub fn set_lock_timeout(timeout: Option<Duration>) {
+    let _ = LOCK_TIMEOUT.set(timeout);
+}
+
+/// Parses `--lock-timeout SECONDS` (a non-negative number, fractions allowed).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+}
+
+fn lock_wait() -> LockWait {
+    let timeout = *LOCK_TIMEOUT.get_or_init(|| {
+        std::env::var("CFS_LOCK_TIMEOUT")
+            .ok()
+            .and_then(|v| parse_seconds(&v).ok())
+    });
+    LockWait {
+        timeout,
+        on_wait: Some(say_waiting),
+    }
+}
+
+/// Tells the terminal that the lock is busy, and who holds it.
+fn say_waiting(c: &Contention<'_>) {
+    let until = match c.timeout {
+        Some(t) => format!("for up to {:.1}s", t.as_secs_f64()),
+        None => "(--lock-timeout SECONDS to give up)".to_owned(),
+    };
+    eprintln!(
+        "cfs: {} is {}; waiting {until}",
+        c.path.display(),
+        repository::describe_holders(c.holders)
+    );
+}
+
+/// Opens a repository with this process's lock policy.
+pub fn open_repo(path: &Path) -> anyhow::Result<Repository> {
+    let mut r = Repository::open(path)?;
+    r.set_lock_wait(lock_wait());
+    Ok(r)
+}
+
+/// Creates or opens a repository with this process's lock policy; says on
+/// stderr when its top directory was made private.
+pub fn init_repo(path: &Path) -> anyhow::Result<Repository> {
+    let mut r = Repository::init(path)?;
+    if let Some(mode) = r.made_private_from() {
+        eprintln!(
+            "cfs: {} was mode {mode:04o}, readable by others; made it 0700 (private to its owner)",
+            path.display()
+        );
+    }
+    r.set_lock_wait(lock_wait());
+    Ok(r)
 }
 
 /// Runs `f` on a pool of 4 threads per CPU (see [`run`]).
@@ -117,7 +181,7 @@ pub fn run(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
 fn dispatch(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
     match cmd {
         RepoCommand::Init => {
-            let r = Repository::init(&repo_path(repo)?)?;
+            let r = init_repo(&repo_path(repo)?)?;
             println!("{}", r.path().display());
             Ok(())
         }
@@ -147,7 +211,17 @@ fn dispatch(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
         RepoCommand::Rm { name } => {
             let r = open(repo)?;
             let id = r.remove(&name)?;
-            eprintln!("removed {name} ({id}); run `cfs gc` to free its objects");
+            let mounts = r.mounts_of(&id)?;
+            if mounts.is_empty() {
+                eprintln!("removed {name} ({id}); run `cfs gc` to free its objects");
+            } else {
+                let at: Vec<&str> = mounts.iter().map(|p| p.mountpoint.as_str()).collect();
+                eprintln!(
+                    "removed {name} ({id}); it is still mounted (at {}): its objects stay \
+                     until it is unmounted, then `cfs gc` frees them",
+                    at.join(", ")
+                );
+            }
             Ok(())
         }
         RepoCommand::Fsck { json } => fsck(repo, json),
@@ -159,7 +233,7 @@ fn dispatch(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
 fn create_image(repo: Option<&Path>, a: &CreateArgs) -> anyhow::Result<()> {
     let path = repo_path(repo)?;
     // The first import creates the repository; init opens an existing one.
-    let r = Repository::init(&path)?;
+    let r = init_repo(&path)?;
     let mut options = CreateOptions::default();
     a.scan.apply(&mut options.scan);
     options.scan.hardlinks = !a.no_hardlinks;
@@ -381,6 +455,28 @@ fn gc(repo: Option<&Path>, dry_run: bool) -> anyhow::Result<()> {
             writeln!(out, "would remove {}", p.display())?;
         }
     }
+    for (pin, why) in &report.unverified_pins {
+        writeln!(
+            out,
+            "kept {}: could not check whether its mount still exists ({why})",
+            pin.display()
+        )?;
+    }
+    if report.stale_pins_removed > 0 {
+        writeln!(
+            out,
+            "{} {} pins of mounts that are gone",
+            if dry_run { "would remove" } else { "removed" },
+            report.stale_pins_removed
+        )?;
+    }
+    if !report.mounted_only.is_empty() {
+        writeln!(
+            out,
+            "kept {} unnamed images that are still mounted",
+            report.mounted_only.len()
+        )?;
+    }
     writeln!(
         out,
         "{} {} objects ({}), {} unnamed images, {} temporary files; kept {} objects of {} images",
@@ -399,6 +495,12 @@ fn info(repo: Option<&Path>) -> anyhow::Result<()> {
     let r = open(repo)?;
     let s = r.stats()?;
     println!("repository: {}", r.path().display());
+    let mode = r.mode()?;
+    if mode & 0o077 == 0 {
+        println!("access: private to its owner ({mode:04o})");
+    } else {
+        println!("access: readable by others ({mode:04o}): `cfs init` makes it private");
+    }
     println!("format version: {}", repository::FORMAT_VERSION);
     println!("objects: {} ({})", s.objects, human(s.bytes));
     println!("images: {}", s.images);
