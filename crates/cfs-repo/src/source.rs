@@ -236,7 +236,7 @@ mod tests {
             Mode::empty(),
         )
         .unwrap();
-        let seen = Identity::of(&std::fs::File::open(tmp.path().join(&rel)).unwrap()).unwrap();
+        let seen = Identity::of(std::fs::File::open(tmp.path().join(&rel)).unwrap()).unwrap();
         let file = ScannedFile {
             node: cfs_format::NodeId::ROOT,
             rel,

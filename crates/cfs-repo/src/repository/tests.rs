@@ -185,7 +185,7 @@ fn a_planted_lock_symlink_is_not_followed() {
     // A FIFO in its place is refused, not waited on.
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &tmp.path().join("repo/lock"),
+        tmp.path().join("repo/lock"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
