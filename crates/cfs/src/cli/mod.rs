@@ -9,6 +9,7 @@ mod mkfs;
 mod mount;
 mod oci;
 mod output;
+mod pin;
 mod repo;
 
 use clap::{Parser, Subcommand};
