@@ -39,7 +39,7 @@ pub struct FuseServeArgs {
 /// Runs `cfs fuse-serve`. `repo` is the global `--repo`: objects in
 /// `REPO/objects`, images by name in `REPO/images`.
 pub fn run(args: &FuseServeArgs, repo: Option<&Path>) -> anyhow::Result<()> {
-    let (image, basedirs) = locate_image(&args.image, repo)
+    let (image, basedirs, pending) = locate_image(&args.image, repo)
         .with_context(|| format!("could not find image {}", args.image))?;
     let mut cfg = MountConfig {
         basedirs: args.basedir.clone().map_or(basedirs, |b| vec![b]),
@@ -55,5 +55,6 @@ pub fn run(args: &FuseServeArgs, repo: Option<&Path>) -> anyhow::Result<()> {
         FuseChoice::Standalone,
         &args.server,
         false,
+        pending,
     )
 }

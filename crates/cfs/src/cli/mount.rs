@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use cfs_mount::options::parse_composefs_options;
 use cfs_mount::server::ServerArgs;
 use cfs_mount::{FuseChoice, MountConfig, MountMode, Server, ServerCommand, Upper, Verity};
+use cfs_repo::repository::PendingMount;
 use clap::Args;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -120,29 +121,39 @@ impl MountArgs {
     }
 }
 
-/// An image argument, a file or a name in the repository: the image file
-/// and the object directories it goes with (the repository's, if any).
-pub fn locate_image(image: &str, repo: Option<&Path>) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+/// An image argument, a file or a name in the repository: the image file,
+/// the object directories it goes with (the repository's, if any), and for
+/// a name the pending pin that holds the repository lock until the mount is
+/// recorded (see `super::pin`).
+pub fn locate_image(
+    image: &str,
+    repo: Option<&Path>,
+) -> anyhow::Result<(PathBuf, Vec<PathBuf>, Option<PendingMount>)> {
     let as_file = Path::new(image);
     // A path (existing, or spelled as one) is an image file; anything else a name.
     if as_file.exists() || image.starts_with('/') || image.starts_with('.') {
         // With a repository, its objects are the default basedir.
         let objects = repo.map(|r| r.join("objects")).into_iter().collect();
-        return Ok((as_file.to_path_buf(), objects));
+        return Ok((as_file.to_path_buf(), objects, None));
     }
     let repo = match repo {
         Some(r) => r.to_path_buf(),
         None => cfs_repo::repository::default_path()
             .context("no repository: give --repo or set CFS_REPO")?,
     };
-    let repo = cfs_repo::Repository::open(&repo)?;
-    let file = repo.image_file(image)?;
-    Ok((file, vec![repo.objects().path().to_path_buf()]))
+    let repo = super::repo::open_repo(&repo)?;
+    let objects = repo.objects().path().to_path_buf();
+    let pending = repo.begin_mount(image)?;
+    Ok((
+        pending.image_file().to_path_buf(),
+        vec![objects],
+        Some(pending),
+    ))
 }
 
 /// `cfs mount`.
 pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
-    let (image, mut basedirs) = locate_image(&a.image, repo)?;
+    let (image, mut basedirs, pending) = locate_image(&a.image, repo)?;
     if !a.basedir.is_empty() {
         basedirs = a.basedir.clone();
     }
@@ -166,18 +177,20 @@ pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
         ..MountConfig::new(image, PathBuf::new())
     };
     a.server.apply(&mut cfg);
-    mount_config(&cfg, &a.mountpoint, a.fuse, &a.server, a.explain)
+    mount_config(&cfg, &a.mountpoint, a.fuse, &a.server, a.explain, pending)
 }
 
 /// Mounts `cfg` at `target` in the mode `choice` leads to, the server run
-/// as `flags` say; with `explain`, first prints the mode and why. The entry
-/// every `cfs … mount` command (and `cfs fuse-serve`) shares.
+/// as `flags` say; with `explain`, first prints the mode and why; with
+/// `pending`, pins the repository image once mounted. The entry every
+/// `cfs … mount` command (and `cfs fuse-serve`) shares.
 pub fn mount_config(
     cfg: &MountConfig,
     target: &Path,
     choice: FuseChoice,
     flags: &ServerFlags,
     explain: bool,
+    pending: Option<PendingMount>,
 ) -> anyhow::Result<()> {
     let decision = cfs_mount::decide(cfg, choice)?;
     if explain {
@@ -186,8 +199,14 @@ pub fn mount_config(
         use std::io::Write;
         std::io::stdout().flush()?;
     }
-    cfs_mount::mount_with(cfg, target, &decision, flags.server()?)?;
-    Ok(())
+    let pinning = pending.map(|p| super::pin::when_mounted(p, target));
+    let mounted = flags
+        .server()
+        .and_then(|server| Ok(cfs_mount::mount_with(cfg, target, &decision, server).map(drop)?));
+    if let Some(p) = pinning {
+        p.finish(mounted.is_ok());
+    }
+    mounted
 }
 
 /// `cfs unmount`.
