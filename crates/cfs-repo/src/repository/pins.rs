@@ -72,8 +72,9 @@ impl Repository {
     /// [`PendingMount::image_file`], then call [`PendingMount::pin`].
     pub fn begin_mount(self, name: &str) -> Result<PendingMount, RepoError> {
         let lock = self.lock(LockMode::Shared)?;
-        let file = self.image_file(name)?;
         let image = self.resolve(name)?;
+        self.image_object(&image)?;
+        let file = self.objects.object_path(&image);
         Ok(PendingMount {
             repo: self,
             image,

@@ -116,7 +116,7 @@ impl Repository {
     }
 
     /// Checks `images/ID` and opens the object it names.
-    fn image_object(&self, id: &Digest) -> Result<std::fs::File, RepoError> {
+    pub(super) fn image_object(&self, id: &Digest) -> Result<std::fs::File, RepoError> {
         let link = self.path.join("images").join(id.to_hex());
         let images = self.open_dir("images")?;
         let target = rustix::fs::readlinkat(&images, id.to_hex(), Vec::new())
