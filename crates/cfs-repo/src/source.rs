@@ -20,7 +20,9 @@
 //! check catches that, since the file found there is not the one scanned.
 //!
 //! Files are opened `O_NONBLOCK | O_NOCTTY` so that a name swapped for a
-//! FIFO, or a file under a lease, fails instead of blocking the import.
+//! FIFO, or a file under a lease, fails instead of blocking the import
+//! (`O_NONBLOCK` is cleared again once the file is known to be the regular
+//! file scanned).
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxFlags};
 use rustix::io::Errno;
@@ -197,6 +199,13 @@ impl SourceTree {
         if let Some(what) = file.seen.difference(&Identity::from_statx(&st)) {
             return Err(SourceError::Changed { path: path(), what });
         }
+        // Reads block as usual again (a network or FUSE file system may
+        // otherwise answer EAGAIN).
+        rustix::fs::fcntl_setfl(&fd, OFlags::RDONLY).map_err(|e| SourceError::Io {
+            op: "set flags of",
+            path: path(),
+            source: e.into(),
+        })?;
         Ok(std::fs::File::from(fd))
     }
 }
