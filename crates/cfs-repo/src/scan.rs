@@ -179,7 +179,25 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
         for name in names {
             let rel = dir_rel.join(OsStr::from_bytes(name.to_bytes()));
             let path = dir_path.join(OsStr::from_bytes(name.to_bytes()));
-            let st = statx(dir_fd.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW, &path)?;
+            // With xattrs to read, the entry is opened O_PATH first and both
+            // its stat and its xattrs come from that one inode.
+            let path_fd = if options.xattrs == XattrMode::None {
+                None
+            } else {
+                Some(
+                    rustix::fs::openat(
+                        dir_fd.as_fd(),
+                        &name,
+                        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(ScanError::io("open", &path))?,
+                )
+            };
+            let st = match &path_fd {
+                Some(fd) => statx(fd.as_fd(), c"", AtFlags::EMPTY_PATH, &path)?,
+                None => statx(dir_fd.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW, &path)?,
+            };
             let ftype = FileType::from_mode(u32::from(st.stx_mode));
             if options.skip_devices
                 && matches!(ftype, Some(FileType::BlockDevice | FileType::CharDevice))
@@ -199,14 +217,16 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
 
             let mut node = node_from_stat(&st, options);
             if ftype == Some(FileType::Symlink) {
-                let target = rustix::fs::readlinkat(dir_fd.as_fd(), &name, Vec::new())
-                    .map_err(ScanError::io("read link", &path))?;
+                let target = match &path_fd {
+                    Some(fd) => rustix::fs::readlinkat(fd, c"", Vec::new()),
+                    None => rustix::fs::readlinkat(dir_fd.as_fd(), &name, Vec::new()),
+                }
+                .map_err(ScanError::io("read link", &path))?;
                 node.stat.size = target.as_bytes().len() as u64;
                 node.payload = Some(target.into_bytes());
             }
-            if options.xattrs != XattrMode::None {
-                let fd = open_checked(&dir_fd, &name, OFlags::PATH, &st, &path)?;
-                node.xattrs = read_xattrs(&fd, options.xattrs, &path)?;
+            if let Some(fd) = &path_fd {
+                node.xattrs = read_xattrs(fd, options.xattrs, &path)?;
             }
             let size = node.stat.size;
             let id = tree.add_node(node);
