@@ -108,7 +108,15 @@ fn mount_by_name_in_a_repository() {
     let repo = t.path().join("repo");
     cfs().repo(&repo).ok(["init"]);
     std::fs::rename(&objects, repo.join("objects")).unwrap();
-    std::fs::rename(&image, repo.join("images").join(&digest)).unwrap();
+    // The image is an object too; images/ID links to it.
+    let object = format!("{}/{}", &digest[..2], &digest[2..]);
+    std::fs::create_dir_all(repo.join("objects").join(&digest[..2])).unwrap();
+    std::fs::rename(&image, repo.join("objects").join(&object)).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../objects/{object}"),
+        repo.join("images").join(&digest),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(format!("../{digest}"), repo.join("images/refs/base")).unwrap();
     let mnt = t.path().join("mnt");
     for name in ["base", digest.as_str()] {
