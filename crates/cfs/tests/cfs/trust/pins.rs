@@ -181,14 +181,17 @@ fn a_mount_that_vanished_without_unmount_stops_pinning() {
     );
     assert!(out.contains("objects after: 0"), "{out}");
 
-    // The plain user: fuse+overlay in a user namespace, left mounted. Its
-    // server keeps the namespace (so the mount) alive: still pinned. Killed,
-    // the namespace goes, and so does the pin.
+    // The plain user: fuse+overlay in a user namespace, left mounted, the
+    // namespace kept alive by a process in it: still pinned. That process
+    // killed, the server sees its namespace empty and exits, the namespace
+    // and its mount go, and so does the pin.
     let h = home();
     let out = run_ok(
         As::UserNs,
         &h,
-        "setup; $CFS --repo r mount img m; $CFS --repo r rm img 2>/dev/null; echo mounted",
+        "setup; $CFS --repo r mount img m; $CFS --repo r rm img 2>/dev/null
+         sleep 300 </dev/null >/dev/null 2>&1 &
+         echo mounted",
     );
     assert_eq!(out, "mounted\n");
     let out = run_ok(
@@ -202,7 +205,7 @@ fn a_mount_that_vanished_without_unmount_stops_pinning() {
     );
     assert!(!out.contains("objects: 0"), "{out}");
     let servers = h.tag.processes();
-    assert!(!servers.is_empty(), "no server keeps the namespace");
+    assert!(!servers.is_empty(), "nothing keeps the namespace");
     for (pid, _) in &servers {
         let _ = std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])
