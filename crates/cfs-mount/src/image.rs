@@ -64,6 +64,36 @@ impl CheckedImage {
     /// Opens `path`, checks its headers, and with `expected` checks its
     /// fs-verity digest (see the module doc for what is served then).
     pub fn open(path: &Path, expected: Option<Digest>) -> Result<CheckedImage, MountError> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| MountError::Io {
+            op: "open image",
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        let file = File::from(fd);
+        // A regular file is checked before the flag matters: a FIFO would
+        // have blocked a plain open.
+        if file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+            rustix::fs::fcntl_setfl(&file, OFlags::empty()).map_err(|e| MountError::Io {
+                op: "set up image",
+                path: path.to_path_buf(),
+                source: e.into(),
+            })?;
+        }
+        CheckedImage::from_file(file, path, expected)
+    }
+
+    /// As [`open`](Self::open), for an image the caller opened (`path` names
+    /// it in messages, and is never opened).
+    pub fn from_file(
+        file: File,
+        path: &Path,
+        expected: Option<Digest>,
+    ) -> Result<CheckedImage, MountError> {
         let io = |op: &'static str| {
             move |source: std::io::Error| MountError::Io {
                 op,
@@ -71,13 +101,6 @@ impl CheckedImage {
                 source,
             }
         };
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
-            Mode::empty(),
-        )
-        .map_err(|e| io("open image")(e.into()))?;
-        let file = File::from(fd);
         let meta = file.metadata().map_err(io("stat image"))?;
         if !meta.file_type().is_file() {
             return Err(MountError::BadImage {
@@ -85,8 +108,6 @@ impl CheckedImage {
                 what: "not a regular file".into(),
             });
         }
-        rustix::fs::fcntl_setfl(&file, OFlags::empty())
-            .map_err(|e| io("set up image")(e.into()))?;
         check_headers(&file, path)?;
         let measured = sys::measure_verity(file.as_fd()).map_err(|e| io("measure")(e.into()))?;
         let has_verity = matches!(measured, Measured::Sha256(_) | Measured::OtherAlgorithm);

@@ -37,7 +37,7 @@ pub mod unmount;
 pub use detect::{Decision, FuseChoice, Privilege};
 pub use error::{MountError, UnmountError};
 pub use identity::MountId;
-pub use options::{ErofsBacking, MountConfig, ServeMode, Tuning, Upper, Verity};
+pub use options::{ErofsBacking, MountConfig, OpenedImage, ServeMode, Tuning, Upper, Verity};
 pub use server::{Server, ServerCommand};
 pub use unmount::unmount;
 
@@ -127,7 +127,17 @@ pub fn mount_with(
     })?;
     let cfg = prepare(cfg, mode)?;
     kernel::check_basedirs(&cfg)?;
-    let image = CheckedImage::open(&cfg.image, cfg.expected_digest)?;
+    let image = match &cfg.opened_image {
+        Some(opened) => {
+            let file = opened.file().try_clone().map_err(|source| MountError::Io {
+                op: "duplicate the image's fd",
+                path: cfg.image.clone(),
+                source,
+            })?;
+            CheckedImage::from_file(file, &cfg.image, cfg.expected_digest)?
+        }
+        None => CheckedImage::open(&cfg.image, cfg.expected_digest)?,
+    };
     let id = match mode {
         MountMode::Kernel => {
             let overlay = kernel::mount(&cfg, &image, &target)?;

@@ -87,6 +87,31 @@ pub struct Upper {
     pub workdir: PathBuf,
 }
 
+/// An image file opened by the caller, shared by the configurations cloned
+/// from one (two are equal when they share the open file).
+#[derive(Debug, Clone)]
+pub struct OpenedImage(std::sync::Arc<std::fs::File>);
+
+impl OpenedImage {
+    /// Takes charge of an open image file.
+    pub fn new(file: std::fs::File) -> OpenedImage {
+        OpenedImage(std::sync::Arc::new(file))
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &std::fs::File {
+        &self.0
+    }
+}
+
+impl PartialEq for OpenedImage {
+    fn eq(&self, other: &OpenedImage) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for OpenedImage {}
+
 /// Everything a composefs mount needs to know, in any mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountConfig {
@@ -106,6 +131,9 @@ pub struct MountConfig {
     pub backing: ErofsBacking,
     /// FUSE modes: what the user tuned about the server.
     pub tuning: Tuning,
+    /// The image, already open (beneath a repository's directory fd, say,
+    /// so that no path is resolved again); `image` then only names it.
+    pub opened_image: Option<OpenedImage>,
     /// Standalone FUSE: what the server shows. `OverlayLower` mounts the
     /// metadata view an overlay with `userxattr` expects on its own (`cfs
     /// fuse-serve --mode overlay-lower`); fuse+overlay always uses it.
@@ -125,6 +153,7 @@ impl MountConfig {
             backing: ErofsBacking::Auto,
             tuning: Tuning::default(),
             serve_mode: ServeMode::Standalone,
+            opened_image: None,
         }
     }
 

@@ -63,6 +63,7 @@ pub struct PendingMount {
     repo: Repository,
     image: Digest,
     file: PathBuf,
+    opened: std::fs::File,
     _lock: RepoLock,
 }
 
@@ -73,12 +74,13 @@ impl Repository {
     pub fn begin_mount(self, name: &str) -> Result<PendingMount, RepoError> {
         let lock = self.lock(LockMode::Shared)?;
         let image = self.resolve(name)?;
-        self.image_object(&image)?;
+        let opened = self.image_object(&image)?;
         let file = self.objects.object_path(&image);
         Ok(PendingMount {
             repo: self,
             image,
             file,
+            opened,
             _lock: lock,
         })
     }
@@ -196,6 +198,12 @@ impl PendingMount {
     /// The image file to mount (the image's object, see [`Repository::image_file`]).
     pub fn image_file(&self) -> &Path {
         &self.file
+    }
+
+    /// The image file, as opened beneath the repository's fd when the name
+    /// was resolved: what to mount (its path would be resolved again).
+    pub fn opened_image(&self) -> &std::fs::File {
+        &self.opened
     }
 
     /// The repository.

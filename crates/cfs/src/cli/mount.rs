@@ -192,6 +192,17 @@ pub fn mount_config(
     explain: bool,
     pending: Option<PendingMount>,
 ) -> anyhow::Result<()> {
+    // A repository image is mounted from the file opened beneath the
+    // repository when its name was resolved, never from its path again.
+    let mut cfg = cfg.clone();
+    if let Some(p) = &pending {
+        let file = p
+            .opened_image()
+            .try_clone()
+            .context("duplicate the image's fd")?;
+        cfg.opened_image = Some(cfs_mount::OpenedImage::new(file));
+    }
+    let cfg = &cfg;
     let decision = cfs_mount::decide(cfg, choice)?;
     if explain {
         println!("mode: {}", decision.mode);

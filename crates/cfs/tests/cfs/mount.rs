@@ -100,6 +100,26 @@ fn mount_t_composefs_through_mount8() {
     assert_nothing_left(t.path());
 }
 
+/// A mount of an image the caller opened (as `cfs mount NAME` opens a
+/// repository image beneath the repository's fd) reads that open file and
+/// never its path again: here the path is gone before the mount is made.
+#[test]
+fn an_opened_image_is_mounted_without_its_path() {
+    require!(need::kernel_mounts());
+    let (t, image, objects, _) = small_setup();
+    let opened = std::fs::File::open(&image).unwrap();
+    std::fs::remove_file(&image).unwrap();
+    let mnt = t.path().join("mnt");
+    let cfg = cfs_mount::MountConfig {
+        opened_image: Some(cfs_mount::OpenedImage::new(opened)),
+        ..cfs_mount::MountConfig::new(&image, &objects)
+    };
+    cfs_mount::mount(&cfg, &mnt, cfs_mount::MountMode::Kernel).unwrap();
+    let _g = Mounted::new(&cfs(), &mnt);
+    assert_eq!(std::fs::read(mnt.join("inline")).unwrap(), b"hi\n");
+    assert_eq!(std::fs::read(mnt.join("d/external")).unwrap().len(), 1700);
+}
+
 #[test]
 fn mount_by_name_in_a_repository() {
     require!(need::kernel_mounts());
