@@ -5,6 +5,7 @@
 
 mod fuse;
 mod info;
+mod json;
 mod mkfs;
 mod mount;
 mod oci;

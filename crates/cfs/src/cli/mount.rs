@@ -104,7 +104,8 @@ pub struct UnmountArgs {
 /// Options of `cfs mounts`.
 #[derive(Args, Debug)]
 pub struct MountsArgs {
-    /// One JSON object per line: mode, mount point, mount id, filesystem type.
+    /// Print a JSON array instead: mode, mount point, mount id, filesystem
+    /// type of each (docs/json.md).
     #[arg(long)]
     json: bool,
 }
@@ -228,24 +229,22 @@ pub fn unmount(a: &UnmountArgs) -> anyhow::Result<()> {
 
 /// `cfs mounts`: `MODE<TAB>MOUNTPOINT` for each cfs mount this process sees,
 /// the mount point escaped as mountinfo does (`\040` for a space, `\012`
-/// for a newline, …), so every mount is one line; or JSON lines.
+/// for a newline, …), so every mount is one line; or a JSON array.
 pub fn mounts(a: &MountsArgs) -> anyhow::Result<()> {
     use std::io::Write;
+    let list = cfs_mount::mounts::list().context("could not read /proc/self/mountinfo")?;
+    if a.json {
+        let list: Vec<super::json::Mount> = list.iter().map(Into::into).collect();
+        return super::json::print(&list);
+    }
     let mut out = std::io::stdout().lock();
-    for m in cfs_mount::mounts::list().context("could not read /proc/self/mountinfo")? {
-        let escaped = cfs_mount::mounts::escape(&m.mountpoint);
-        if a.json {
-            let line = serde_json::json!({
-                "mode": m.mode.as_str(),
-                "mountpoint": m.mountpoint.to_str(),
-                "mountpoint_escaped": escaped,
-                "mount_id": m.mount_id,
-                "fstype": m.fstype,
-            });
-            writeln!(out, "{line}")?;
-        } else {
-            writeln!(out, "{}\t{escaped}", m.mode)?;
-        }
+    for m in list {
+        writeln!(
+            out,
+            "{}\t{}",
+            m.mode,
+            cfs_mount::mounts::escape(&m.mountpoint)
+        )?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `cfs oci …` (pull, images, inspect, rm, mount, compute-id) and
 //! `cfs import-tar`. The work is in `cfs_repo::oci`; this prints.
 
+use super::json::{OciImage, OciInspect, OciLayer};
 use super::mount::{self, MountArgs};
 use anyhow::Context;
 use cfs_repo::oci::layout::{parse_json, Config, Manifest};
@@ -19,11 +20,18 @@ pub enum OciCommand {
     /// docker-archive:FILE) into the repository and tag it NAME.
     Pull(PullArgs),
     /// List the OCI images: NAME, manifest digest, image id.
-    Images,
+    Images {
+        /// Print a JSON array instead (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an image's manifest, config and layers.
     Inspect {
         /// The image's NAME.
         name: String,
+        /// Print a JSON object instead (docs/json.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Remove an image's NAME (objects go at the next `cfs gc`).
     Rm {
@@ -109,18 +117,35 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
             println!("{}", report.image_id);
             Ok(())
         }
-        OciCommand::Images => {
+        OciCommand::Images { json } => {
             let r = super::repo::open_repo(repo)?;
+            let mut list = Vec::new();
+            for (name, manifest) in store::tags(&r)? {
+                let image_id = r.read_ref(&store::image_name(&name))?.map(|d| d.to_hex());
+                list.push(OciImage {
+                    name,
+                    manifest,
+                    image_id,
+                });
+            }
+            if json {
+                return super::json::print(&list);
+            }
             let mut out = BufWriter::new(std::io::stdout().lock());
-            for (tag, manifest) in store::tags(&r)? {
-                let id = r
-                    .read_ref(&store::image_name(&tag))?
-                    .map_or_else(|| "-".to_owned(), |d| d.to_hex());
-                writeln!(out, "{tag}\t{manifest}\t{id}")?;
+            for i in list {
+                let id = i.image_id.as_deref().unwrap_or("-");
+                writeln!(out, "{}\t{}\t{id}", i.name, i.manifest)?;
             }
             Ok(out.flush()?)
         }
-        OciCommand::Inspect { name } => inspect(&super::repo::open_repo(repo)?, &name),
+        OciCommand::Inspect { name, json } => {
+            let report = inspect(&super::repo::open_repo(repo)?, &name)?;
+            if json {
+                super::json::print(&report)
+            } else {
+                print_inspect(&report)
+            }
+        }
         OciCommand::Rm { name } => {
             let r = super::repo::open_repo(repo)?;
             store::remove_tag(&r, &name)?;
@@ -160,32 +185,53 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
     }
 }
 
-fn inspect(r: &Repository, name: &str) -> anyhow::Result<()> {
+/// What `cfs oci inspect` shows of the image tagged `name`.
+fn inspect(r: &Repository, name: &str) -> anyhow::Result<OciInspect> {
     let manifest_digest =
         store::read_tag(r, name)?.ok_or_else(|| OciError::UnknownImage(name.to_owned()))?;
     let mbytes = store::get_blob(r, &manifest_digest)?;
     let m: Manifest = parse_json(&mbytes, &manifest_digest)?;
     let cbytes = store::get_blob(r, &m.config.digest)?;
     let c: Config = parse_json(&cbytes, &m.config.digest)?;
-    let id = r.read_ref(&store::image_name(name))?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    writeln!(out, "name:      {name}")?;
-    writeln!(
-        out,
-        "image id:  {}",
-        id.map_or_else(|| "-".to_owned(), |d| d.to_hex())
-    )?;
-    writeln!(out, "manifest:  {manifest_digest}")?;
-    writeln!(out, "config:    {}", m.config.digest)?;
-    writeln!(out, "platform:  {}/{}", c.os, c.architecture)?;
-    writeln!(out, "layers:")?;
+    let mut layers = Vec::new();
     for (l, diff) in m.layers.iter().zip(c.rootfs.diff_ids.iter()) {
-        let rec =
-            store::layer_object(r, &l.digest)?.map_or_else(|| "missing".to_owned(), |d| d.to_hex());
+        layers.push(OciLayer {
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            diff_id: diff.clone(),
+            record: store::layer_object(r, &l.digest)?.map(|d| d.to_hex()),
+        });
+    }
+    Ok(OciInspect {
+        name: name.to_owned(),
+        image_id: r.read_ref(&store::image_name(name))?.map(|d| d.to_hex()),
+        manifest: manifest_digest,
+        config: m.config.digest,
+        os: c.os,
+        architecture: c.architecture,
+        layers,
+    })
+}
+
+/// `cfs oci inspect` as text.
+fn print_inspect(i: &OciInspect) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    writeln!(out, "name:      {}", i.name)?;
+    writeln!(out, "image id:  {}", i.image_id.as_deref().unwrap_or("-"))?;
+    writeln!(out, "manifest:  {}", i.manifest)?;
+    writeln!(out, "config:    {}", i.config)?;
+    writeln!(out, "platform:  {}/{}", i.os, i.architecture)?;
+    writeln!(out, "layers:")?;
+    for l in &i.layers {
         writeln!(
             out,
-            "  {} {:>12} {}\n    diff_id {diff}\n    record  {rec}",
-            l.digest, l.size, l.media_type
+            "  {} {:>12} {}\n    diff_id {}\n    record  {}",
+            l.digest,
+            l.size,
+            l.media_type,
+            l.diff_id,
+            l.record.as_deref().unwrap_or("missing")
         )?;
     }
     Ok(out.flush()?)

@@ -23,7 +23,11 @@ pub enum RepoCommand {
     /// Store a directory's files and an image of it under NAME.
     CreateImage(CreateArgs),
     /// List the images: NAME and image id (unnamed images as `-`).
-    Images,
+    Images {
+        /// Print a JSON array instead (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// List the objects an image needs (`ab/cdef…`), sorted.
     ImageObjects {
         /// Image name or id.
@@ -36,7 +40,7 @@ pub enum RepoCommand {
     },
     /// Check every object, image and name; non-zero exit on any problem.
     Fsck {
-        /// Print the report as JSON.
+        /// Print the report as a JSON object (docs/json.md).
         #[arg(long)]
         json: bool,
     },
@@ -47,7 +51,11 @@ pub enum RepoCommand {
         dry_run: bool,
     },
     /// Print the repository's location, format, size and fs-verity support.
-    Info,
+    Info {
+        /// Print a JSON object instead (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options of `cfs create-image`.
@@ -186,8 +194,11 @@ fn dispatch(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
             Ok(())
         }
         RepoCommand::CreateImage(a) => create_image(repo, &a),
-        RepoCommand::Images => {
+        RepoCommand::Images { json } => {
             let r = open(repo)?;
+            if json {
+                return super::json::print(&super::json::images(&r.images()?));
+            }
             let mut out = BufWriter::new(std::io::stdout().lock());
             for img in r.images()? {
                 if img.names.is_empty() {
@@ -226,7 +237,7 @@ fn dispatch(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
         }
         RepoCommand::Fsck { json } => fsck(repo, json),
         RepoCommand::Gc { dry_run } => gc(repo, dry_run),
-        RepoCommand::Info => info(repo),
+        RepoCommand::Info { json } => info(repo, json),
     }
 }
 
@@ -320,50 +331,11 @@ fn human(n: u64) -> String {
 fn fsck(repo: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let r = open(repo)?;
     let report = r.fsck()?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
     if json {
-        writeln!(out, "{}", fsck_json(&report))?;
+        super::json::print(&super::json::Fsck::from(&report))?;
     } else {
-        for c in &report.corrupt {
-            match (&c.found, &c.error) {
-                (Some(found), _) => writeln!(
-                    out,
-                    "corrupt {}: content hashes to {found}",
-                    c.path.display()
-                )?,
-                (None, Some(e)) => writeln!(out, "corrupt {}: {e}", c.path.display())?,
-                (None, None) => writeln!(out, "corrupt {}", c.path.display())?,
-            }
-        }
-        for m in &report.missing {
-            writeln!(
-                out,
-                "missing objects/{} (needed by image {})",
-                m.object.object_path(),
-                m.image
-            )?;
-        }
-        for p in &report.stray {
-            writeln!(out, "stray {}: {}", p.path.display(), p.what)?;
-        }
-        for p in &report.broken {
-            writeln!(out, "broken {}: {}", p.path.display(), p.what)?;
-        }
-        writeln!(
-            out,
-            "{} objects ({}), {} images, {} names checked: {}",
-            report.objects,
-            human(report.bytes),
-            report.images,
-            report.refs,
-            if report.is_clean() {
-                "clean"
-            } else {
-                "PROBLEMS"
-            }
-        )?;
+        print_fsck(&report)?;
     }
-    out.flush()?;
     if !report.is_clean() {
         bail!(
             "fsck: {} corrupt, {} missing, {} stray, {} broken",
@@ -376,74 +348,48 @@ fn fsck(repo: Option<&Path>, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A JSON string literal.
-fn js(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
+/// `cfs fsck`'s report as text: one line per problem, then a summary.
+fn print_fsck(report: &FsckReport) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for c in &report.corrupt {
+        match (&c.found, &c.error) {
+            (Some(found), _) => writeln!(
+                out,
+                "corrupt {}: content hashes to {found}",
+                c.path.display()
+            )?,
+            (None, Some(e)) => writeln!(out, "corrupt {}: {e}", c.path.display())?,
+            (None, None) => writeln!(out, "corrupt {}", c.path.display())?,
         }
     }
-    o.push('"');
-    o
-}
-
-fn fsck_json(r: &FsckReport) -> String {
-    let list = |items: Vec<String>| format!("[{}]", items.join(","));
-    let problems = |ps: &[repository::Problem]| {
-        list(
-            ps.iter()
-                .map(|p| {
-                    format!(
-                        "{{\"path\":{},\"what\":{}}}",
-                        js(&p.path.to_string_lossy()),
-                        js(&p.what)
-                    )
-                })
-                .collect(),
-        )
-    };
-    let corrupt = list(
-        r.corrupt
-            .iter()
-            .map(|c| {
-                format!(
-                    "{{\"path\":{},\"expected\":{},\"found\":{},\"error\":{}}}",
-                    js(&c.path.to_string_lossy()),
-                    js(&c.expected.to_hex()),
-                    c.found.map_or("null".into(), |f| js(&f.to_hex())),
-                    c.error.as_deref().map_or("null".into(), js)
-                )
-            })
-            .collect(),
-    );
-    let missing = list(
-        r.missing
-            .iter()
-            .map(|m| {
-                format!(
-                    "{{\"image\":{},\"object\":{}}}",
-                    js(&m.image.to_hex()),
-                    js(&m.object.to_hex())
-                )
-            })
-            .collect(),
-    );
-    format!(
-        "{{\"clean\":{},\"objects\":{},\"bytes\":{},\"images\":{},\"refs\":{},\"corrupt\":{corrupt},\"missing\":{missing},\"stray\":{},\"broken\":{}}}",
-        r.is_clean(),
-        r.objects,
-        r.bytes,
-        r.images,
-        r.refs,
-        problems(&r.stray),
-        problems(&r.broken)
-    )
+    for m in &report.missing {
+        writeln!(
+            out,
+            "missing objects/{} (needed by image {})",
+            m.object.object_path(),
+            m.image
+        )?;
+    }
+    for p in &report.stray {
+        writeln!(out, "stray {}: {}", p.path.display(), p.what)?;
+    }
+    for p in &report.broken {
+        writeln!(out, "broken {}: {}", p.path.display(), p.what)?;
+    }
+    writeln!(
+        out,
+        "{} objects ({}), {} images, {} names checked: {}",
+        report.objects,
+        human(report.bytes),
+        report.images,
+        report.refs,
+        if report.is_clean() {
+            "clean"
+        } else {
+            "PROBLEMS"
+        }
+    )?;
+    Ok(out.flush()?)
 }
 
 fn gc(repo: Option<&Path>, dry_run: bool) -> anyhow::Result<()> {
@@ -491,11 +437,14 @@ fn gc(repo: Option<&Path>, dry_run: bool) -> anyhow::Result<()> {
     Ok(out.flush()?)
 }
 
-fn info(repo: Option<&Path>) -> anyhow::Result<()> {
+fn info(repo: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let r = open(repo)?;
     let s = r.stats()?;
-    println!("repository: {}", r.path().display());
     let mode = r.mode()?;
+    if json {
+        return super::json::print(&super::json::Info::new(r.path(), mode, &s));
+    }
+    println!("repository: {}", r.path().display());
     if mode & 0o077 == 0 {
         println!("access: private to its owner ({mode:04o})");
     } else {
@@ -519,10 +468,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn human_sizes_and_json_strings() {
+    fn human_sizes() {
         assert_eq!(human(512), "512 B");
         assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(js("a\"b\\\n\u{1}"), "\"a\\\"b\\\\\\n\\u0001\"");
-        assert!(fsck_json(&FsckReport::default()).starts_with("{\"clean\":true,"));
     }
 }

@@ -139,10 +139,10 @@ fn cfs_mounts_escapes_mount_points_and_speaks_json() {
         );
     }
     let json = crate::cfs().ok(["mounts", "--json"]);
-    let ours: Vec<serde_json::Value> = json
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &serde_json::Value| v["mountpoint"] == mnt.to_str().unwrap())
+    let all: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let ours: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|v| v["mountpoint"] == mnt.to_str().unwrap())
         .collect();
     assert_eq!(ours.len(), 1, "{json}");
     assert_eq!(ours[0]["mode"], "fuse");
