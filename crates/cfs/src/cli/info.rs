@@ -15,16 +15,32 @@ use std::path::{Path, PathBuf};
 /// `composefs-info` commands.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum InfoCommand {
+    /// Each path in the images, with its symlink target or backing object.
     Ls,
+    /// The images as dumpfiles (composefs-dump(5)), which mkcomposefs
+    /// --from-file reads back.
     Dump,
+    /// The backing objects the images refer to, sorted, each once.
     Objects,
+    /// The backing objects missing from --basedir, sorted.
     MissingObjects,
+    /// The fs-verity digest of each file given (not an image).
     MeasureFile,
 }
 
 /// `composefs-info` as its own program.
 #[derive(Parser, Debug)]
-#[command(name = "composefs-info", version, about = "Inspect composefs images")]
+#[command(
+    name = "composefs-info",
+    version = super::VERSION,
+    about = "Inspect composefs images",
+    override_usage = "composefs-info [--basedir DIR] [--filter NAME]... \
+                      ls|dump|objects|missing-objects|measure-file PATH...",
+    long_about = "Inspect composefs images: list their files, print them as dumpfiles, \
+                  list the backing objects they need (or those an object directory lacks), \
+                  or measure files' fs-verity digests, with the command line and output of \
+                  C composefs-info."
+)]
 struct ComposefsInfo {
     /// Object directory for `missing-objects`.
     #[arg(long)]
@@ -38,6 +54,11 @@ struct ComposefsInfo {
     /// Images (files for `measure-file`).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+}
+
+/// The clap definition of `composefs-info` (for its manual page).
+pub fn composefs_info_command() -> clap::Command {
+    <ComposefsInfo as clap::CommandFactory>::command()
 }
 
 /// Entry point for the `composefs-info` personality.

@@ -53,10 +53,25 @@ pub struct MkfsArgs {
 
 /// `mkcomposefs` as its own program.
 #[derive(Parser, Debug)]
-#[command(name = "mkcomposefs", version, about = "Create a composefs image")]
+#[command(
+    name = "mkcomposefs",
+    version = super::VERSION,
+    about = "Create a composefs image",
+    override_usage = "mkcomposefs [OPTIONS] SOURCE IMAGE\n       \
+                      mkcomposefs --print-digest-only [OPTIONS] SOURCE",
+    long_about = "Create a composefs image (an EROFS metadata image whose larger files \
+                  point, by fs-verity digest, into an object directory) from a directory, \
+                  or with --from-file from a dumpfile (composefs-dump(5)); byte for byte \
+                  the image C mkcomposefs 1.0.x writes for the same input and options."
+)]
 struct Mkcomposefs {
     #[command(flatten)]
     args: MkfsArgs,
+}
+
+/// The clap definition of `mkcomposefs` (for its manual page).
+pub fn mkcomposefs_command() -> clap::Command {
+    <Mkcomposefs as clap::CommandFactory>::command()
 }
 
 /// Entry point for the `mkcomposefs` personality.

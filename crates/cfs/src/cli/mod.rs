@@ -18,9 +18,19 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// What `--version` prints after the program's name: the crate's version
+/// and the git commit it was built from (`unknown` outside a git checkout;
+/// see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CFS_GIT_COMMIT"),
+    ")"
+);
+
 /// Build, inspect and mount composefs images.
 #[derive(Parser, Debug)]
-#[command(name = "cfs", version, about)]
+#[command(name = "cfs", version = VERSION, about)]
 struct Cfs {
     /// The repository (default: /var/lib/cfs for root, else $XDG_DATA_HOME/cfs or ~/.local/share/cfs).
     #[arg(long, global = true, env = "CFS_REPO", value_name = "PATH")]

@@ -254,67 +254,78 @@ pub fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     cfs_mount::server::serve_handed_over(args).map_err(anyhow::Error::msg)
 }
 
-/// `mount.composefs IMAGE MOUNTPOINT [-o OPTS] [-t composefs] [-s -f -n -v]`,
-/// as `mount(8)` calls a helper.
+/// `mount.composefs` as its own program: the command line `mount(8)` gives
+/// a helper (`mount.TYPE SOURCE TARGET [-sfnv] [-N NS] [-o OPTIONS] [-t
+/// TYPE]`), with C `mount.composefs`'s `-o` options.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "mount.composefs",
+    version = super::VERSION,
+    about = "Mount a composefs image",
+    override_usage = "mount.composefs IMAGE MOUNTPOINT [-o OPTIONS] [-t composefs] [-sfnv]\n       \
+                      mount -t composefs IMAGE MOUNTPOINT [-o OPTIONS]",
+    long_about = "Mount a composefs image: an EROFS metadata image whose files' contents \
+                  live, by fs-verity digest, in one or more object directories (basedir=). \
+                  mount(8) runs it for `mount -t composefs IMAGE MOUNTPOINT -o OPTIONS`; \
+                  it can also be run directly. It mounts with the kernel's erofs and \
+                  overlayfs, which needs CAP_SYS_ADMIN; `cfs mount` also mounts without \
+                  privilege, with FUSE."
+)]
+pub struct MountComposefs {
+    /// The composefs image file.
+    image: PathBuf,
+    /// The directory to mount it on.
+    mountpoint: PathBuf,
+    /// Mount options, comma-separated (repeatable): see MOUNT OPTIONS.
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    options: Vec<String>,
+    /// The filesystem type: composefs (mount(8) passes it).
+    #[arg(short = 't', value_name = "TYPE")]
+    fstype: Option<String>,
+    /// Sloppy: accepted and ignored (mount(8) passes it).
+    #[arg(short = 's')]
+    sloppy: bool,
+    /// Fake: check the options, mount nothing.
+    #[arg(short = 'f')]
+    fake: bool,
+    /// Don't write /etc/mtab: accepted and ignored (there is none to write).
+    #[arg(short = 'n')]
+    no_mtab: bool,
+    /// Verbose: print the mount configuration on stderr.
+    #[arg(short = 'v')]
+    verbose: bool,
+    /// Mount in another mount namespace: not supported (refused).
+    #[arg(short = 'N', value_name = "NS")]
+    namespace: Option<OsString>,
+}
+
+/// The clap definition of `mount.composefs` (for its manual page).
+pub fn mount_composefs_command() -> clap::Command {
+    <MountComposefs as clap::CommandFactory>::command()
+}
+
+/// Entry point for the `mount.composefs` personality.
 pub fn main_mount_composefs(argv: Vec<OsString>) -> anyhow::Result<()> {
-    let mut positional = Vec::new();
-    let mut opts = String::new();
-    let mut fake = false;
-    let mut verbose = false;
-    let mut args = argv.into_iter().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.to_str() {
-            Some("-o") => {
-                let o = args.next().context("-o needs an argument")?;
-                let o = o
-                    .into_string()
-                    .map_err(|o| anyhow::anyhow!("options are not UTF-8: {o:?}"))?;
-                if !opts.is_empty() {
-                    opts.push(',');
-                }
-                opts.push_str(&o);
-            }
-            Some("-t") => {
-                let t = args.next().context("-t needs an argument")?;
-                if t != "composefs" {
-                    bail!("Unsupported fs type '{}'", t.to_string_lossy());
-                }
-            }
-            Some("-N") => bail!("-N (mount namespace) is not supported"),
-            Some("-h" | "--help") => {
-                println!(
-                    "usage: mount.composefs IMAGE MOUNTPOINT [-o basedir=DIR[:DIR..],digest=HEX,\
-                     verity|tryverity|noverity,upperdir=DIR,workdir=DIR,ro|rw]"
-                );
-                return Ok(());
-            }
-            Some(flags) if flags.starts_with('-') && flags.len() > 1 => {
-                for c in flags[1..].chars() {
-                    match c {
-                        's' | 'n' => {} // sloppy, no mtab: nothing to do
-                        'f' => fake = true,
-                        'v' => verbose = true,
-                        c => bail!("unknown flag -{c}"),
-                    }
-                }
-            }
-            _ => positional.push(arg),
+    let a = <MountComposefs as clap::Parser>::parse_from(argv);
+    if let Some(t) = &a.fstype {
+        if t != "composefs" {
+            bail!("Unsupported fs type '{t}'");
         }
     }
-    let [image, mountpoint]: [OsString; 2] =
-        positional.try_into().map_err(|p: Vec<OsString>| {
-            anyhow::anyhow!("expected IMAGE and MOUNTPOINT, got {} arguments", p.len())
-        })?;
+    if a.namespace.is_some() {
+        bail!("-N (mount namespace) is not supported");
+    }
+    let opts = a.options.join(",");
     let cfg = parse_composefs_options(&opts)
-        .and_then(|o| o.into_config(image.into()))
+        .and_then(|o| o.into_config(a.image.clone()))
         .map_err(anyhow::Error::msg)?;
-    if verbose {
+    if a.verbose {
         eprintln!("mount.composefs: {cfg:?}");
     }
-    if fake {
+    if a.fake {
         return Ok(());
     }
-    cfs_mount::mount(&cfg, mountpoint.as_ref(), MountMode::Kernel)
+    cfs_mount::mount(&cfg, &a.mountpoint, MountMode::Kernel)
         .with_context(|| format!("Failed to mount composefs {}", cfg.image.display()))?;
     Ok(())
 }
