@@ -3,9 +3,11 @@
 //! `PROG: message` on stderr and a non-zero exit. A closed stdout (broken pipe,
 //! as in `cfs dump x | head`) ends the program quietly.
 
+mod completions;
 mod fuse;
 mod info;
 mod json;
+mod man;
 mod mkfs;
 mod mount;
 mod oci;
@@ -103,6 +105,11 @@ enum Command {
         #[command(subcommand)]
         command: oci::OciCommand,
     },
+    /// Print a shell completion script for cfs on stdout.
+    Completions(completions::CompletionsArgs),
+    /// Write the manual pages: cfs(1), one per subcommand, mkcomposefs(1),
+    /// composefs-info(1) and mount.composefs(8), under DIR/man1 and DIR/man8.
+    Man(man::ManArgs),
 }
 
 /// Runs the program named by `argv[0]`.
@@ -134,6 +141,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The `cfs` command line, as clap sees it (for completions and manual pages).
+fn cfs_command() -> clap::Command {
+    <Cfs as clap::CommandFactory>::command()
+}
+
 fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
     let cli = Cfs::parse_from(args);
     repo::set_lock_timeout(cli.lock_timeout);
@@ -156,6 +168,8 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Oci { command } => {
             repo::with_pool(|| oci::run(&repo::repo_path(cli.repo.as_deref())?, command))
         }
+        Command::Completions(a) => completions::run(&a),
+        Command::Man(a) => man::run(&a),
     }
 }
 
