@@ -14,10 +14,30 @@ pub struct CompletionsArgs {
     shell: Shell,
 }
 
+/// `cmd` without its hidden subcommands (`__serve`, which only `cfs mount`
+/// runs): the generators list those too, and clap can't remove a subcommand,
+/// so the top level is rebuilt from the same arguments and the visible ones.
+fn visible(cmd: clap::Command) -> clap::Command {
+    let mut out = clap::Command::new("cfs")
+        .version(super::VERSION)
+        .subcommand_required(true)
+        .args(cmd.get_arguments().cloned())
+        .subcommands(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    if let Some(about) = cmd.get_about() {
+        out = out.about(about.clone());
+    }
+    out
+}
+
 /// Writes the script to stdout.
 pub fn run(a: &CompletionsArgs) -> anyhow::Result<()> {
     let mut script = Vec::new();
-    clap_complete::generate(a.shell, &mut super::cfs_command(), "cfs", &mut script);
+    clap_complete::generate(
+        a.shell,
+        &mut visible(super::cfs_command()),
+        "cfs",
+        &mut script,
+    );
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(&script)?;
