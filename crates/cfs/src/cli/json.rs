@@ -114,7 +114,7 @@ pub struct Fsck {
 /// A corrupt object.
 #[derive(Serialize, Debug)]
 pub struct FsckCorrupt {
-    /// Its path.
+    /// Its path, relative to the repository.
     pub path: String,
     /// The digest it is named by.
     pub expected: String,
@@ -136,7 +136,7 @@ pub struct FsckMissing {
 /// A stray or broken file.
 #[derive(Serialize, Debug)]
 pub struct FsckProblem {
-    /// Its path.
+    /// Its path, relative to the repository.
     pub path: String,
     /// What is wrong.
     pub what: String,
