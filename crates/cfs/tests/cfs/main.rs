@@ -10,13 +10,16 @@
 //! - `faults`: load, a killed server, full disks, a killed gc;
 //! - `serve`: the one mount and serve path under attack: stale servers,
 //!   unmount races, changed images, lifetimes, upstream's FUSE round trip;
-//! - `trust`: a plain user against root's imports, repositories and mounts.
+//! - `trust`: a plain user against root's imports, repositories and mounts;
+//! - `conventions`: JSON output, completions, manual pages, `--version`, the
+//!   install step.
 //!
 //! Shared helpers: `cfs-testkit` (running the binary, walks, guards, users,
 //! skips) and [`support`] (what only these tests need). A test that can't
 //! run here prints `SKIPPED: <test>: <why>` on stdout.
 
 mod conformance;
+mod conventions;
 mod differential;
 mod faults;
 mod fuse;
