@@ -429,7 +429,7 @@ const MOUNT_COMPOSEFS: &[Section] = &[
                 "mount.composefs mounts with the kernel's erofs and overlayfs and needs \
                  CAP_SYS_ADMIN. erofs mounts the image file directly (Linux 6.12; a loop \
                  device before), and overlayfs takes the object directories as data-only \
-                 layers (Linux 6.5; lowerdir+ and datadir+, Linux 6.8). umount(8) or cfs \
+                 layers (Linux 6.5; added one at a time with lowerdir+ and datadir+, Linux 6.7). umount(8) or cfs \
                  unmount undo it. Without privilege, use cfs mount, which mounts with FUSE.",
             ),
             Block::P(
