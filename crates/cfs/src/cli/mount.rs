@@ -306,7 +306,17 @@ pub fn mount_composefs_command() -> clap::Command {
 
 /// Entry point for the `mount.composefs` personality.
 pub fn main_mount_composefs(argv: Vec<OsString>) -> anyhow::Result<()> {
-    let a = <MountComposefs as clap::Parser>::parse_from(argv);
+    let a = match <MountComposefs as clap::Parser>::try_parse_from(argv) {
+        Ok(a) => a,
+        // mount(8) passes a helper's exit status on: 1 is "incorrect
+        // invocation" (as C's helper exits), where clap's own 2 would read
+        // as "system error".
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(1);
+        }
+        Err(e) => e.exit(),
+    };
     if let Some(t) = &a.fstype {
         if t != "composefs" {
             bail!("Unsupported fs type '{t}'");

@@ -8,6 +8,7 @@
 //! - `man`: `cfs man DIR` writes a page per command and C name, each
 //!   rendered by `man -l` without a warning;
 //! - `version`: `--version` names the commit, on `cfs` and the C names;
+//!   `mount.composefs` usage errors exit 1, as mount(8) expects;
 //! - `install`: the README's install command into a temporary prefix, then
 //!   the installed names, `man -M` and `mount -t composefs` through the
 //!   installed helper.

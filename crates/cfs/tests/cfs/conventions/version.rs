@@ -41,3 +41,25 @@ fn version_names_the_commit_on_every_name() {
         }
     }
 }
+
+/// `mount.composefs`'s command line is a clap definition now; a wrong one
+/// still exits 1, as C's helper does and as mount(8) reads "incorrect
+/// invocation" (not clap's 2, "system error"), and says what is wrong.
+#[test]
+fn mount_helper_usage_errors_exit_1() {
+    let names = cfs().personalities();
+    let helper = names.path().join("mount.composefs");
+    for (args, says) in [
+        (&["only-one"][..], "<MOUNTPOINT>"),
+        (&["a", "b", "-x"], "unexpected argument '-x'"),
+        (&["a", "b", "-o"], "a value is required for '-o <OPTIONS>'"),
+    ] {
+        let o = Command::new(&helper).args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let o = Command::new(&helper).arg("--help").output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("-o <OPTIONS>"));
+}
