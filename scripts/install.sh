@@ -46,6 +46,11 @@ prefix=${prefix%/}
 sbindir=${sbindir:-$prefix/sbin}
 
 if [ -z "$binary" ]; then
+    if ! command -v cargo >/dev/null; then
+        echo "install.sh: no cargo here (is Rust installed for $(id -un)?): build first," \
+            "cargo build --release --locked, then pass --binary target/release/cfs" >&2
+        exit 1
+    fi
     (cd "$root" && cargo build --release --locked -p cfs)
     binary=${CARGO_TARGET_DIR:-$root/target}/release/cfs
 fi
