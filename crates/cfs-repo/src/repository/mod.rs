@@ -20,6 +20,7 @@ mod beneath;
 mod fsck;
 mod gc;
 mod image;
+mod location;
 mod lock;
 mod open;
 mod pins;
@@ -28,6 +29,7 @@ mod refs;
 pub use fsck::{Corrupt, FsckReport, Missing, Problem};
 pub use gc::GcReport;
 pub use image::{CreateOptions, CreateReport, ImageInfo};
+pub use location::{default_path, UserNamespace, SYSTEM_REPOSITORY};
 pub use lock::{describe_holders, Contention, LockHolder, LockMode, LockWait, RepoLock};
 pub use pins::{PendingMount, Pin, PinState};
 pub use refs::check_name;
@@ -90,8 +92,13 @@ pub enum RepoError {
     #[error("invalid image name {0:?}: use letters, digits and . _ - + @ : (not first . or -, not 64 hex digits)")]
     InvalidName(String),
     /// No image of that name or id.
-    #[error("no image named {0:?}")]
-    UnknownImage(String),
+    #[error("no image named {name:?} in the repository {}", .repo.display())]
+    UnknownImage {
+        /// The name or id asked for.
+        name: String,
+        /// The repository searched.
+        repo: PathBuf,
+    },
     /// A stored image that does not parse.
     #[error("image {id}: {source}")]
     CorruptImage {
@@ -293,24 +300,6 @@ impl Repository {
             verity: self.objects.probe_verity()?,
         })
     }
-}
-
-/// The default repository location: `/var/lib/cfs` for root, else
-/// `$XDG_DATA_HOME/cfs` or `~/.local/share/cfs`. `None` when neither
-/// `XDG_DATA_HOME` nor `HOME` is set for a non-root user.
-pub fn default_path() -> Option<PathBuf> {
-    if rustix::process::geteuid().is_root() {
-        return Some(PathBuf::from("/var/lib/cfs"));
-    }
-    let env = |k| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("XDG_DATA_HOME")
-        .filter(|p| p.is_absolute())
-        .map(|p| p.join("cfs"))
-        .or_else(|| env("HOME").map(|h| h.join(".local/share/cfs")))
 }
 
 #[cfg(test)]

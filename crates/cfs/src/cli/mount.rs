@@ -137,12 +137,7 @@ pub fn locate_image(
         let objects = repo.map(|r| r.join("objects")).into_iter().collect();
         return Ok((as_file.to_path_buf(), objects, None));
     }
-    let repo = match repo {
-        Some(r) => r.to_path_buf(),
-        None => cfs_repo::repository::default_path()
-            .context("no repository: give --repo or set CFS_REPO")?,
-    };
-    let repo = super::repo::open_repo(&repo)?;
+    let repo = super::repo::open_repo(&super::repo::repo_path(repo)?)?;
     let objects = repo.objects().path().to_path_buf();
     let pending = repo.begin_mount(image)?;
     Ok((

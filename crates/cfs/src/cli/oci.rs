@@ -148,7 +148,10 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
         }
         OciCommand::Rm { name } => {
             let r = super::repo::open_repo(repo)?;
-            store::remove_tag(&r, &name)?;
+            store::remove_tag(&r, &name).map_err(|e| match e {
+                OciError::UnknownImage(n) => no_such_image(&r, &n),
+                e => e.into(),
+            })?;
             eprintln!("removed {name}; run `cfs gc` to free its objects");
             Ok(())
         }
@@ -156,7 +159,7 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
             let name = a.image().to_owned();
             let r = super::repo::open_repo(repo)?;
             if store::read_tag(&r, &name)?.is_none() {
-                return Err(OciError::UnknownImage(name).into());
+                return Err(no_such_image(&r, &name));
             }
             a.set_image(store::image_name(&name));
             mount::mount(a, Some(repo))
@@ -176,7 +179,7 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
                 println!("{}", report.image_id);
             } else {
                 if store::read_tag(&r, &reference)?.is_none() {
-                    return Err(OciError::UnknownImage(reference).into());
+                    return Err(no_such_image(&r, &reference));
                 }
                 println!("{}", r.resolve(&store::image_name(&reference))?);
             }
@@ -185,10 +188,17 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
     }
 }
 
+/// No OCI image `name` in `r`: the error names the repository searched.
+fn no_such_image(r: &Repository, name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no OCI image named {name:?} in the repository {} (see `cfs oci images`)",
+        r.path().display()
+    )
+}
+
 /// What `cfs oci inspect` shows of the image tagged `name`.
 fn inspect(r: &Repository, name: &str) -> anyhow::Result<OciInspect> {
-    let manifest_digest =
-        store::read_tag(r, name)?.ok_or_else(|| OciError::UnknownImage(name.to_owned()))?;
+    let manifest_digest = store::read_tag(r, name)?.ok_or_else(|| no_such_image(r, name))?;
     let mbytes = store::get_blob(r, &manifest_digest)?;
     let m: Manifest = parse_json(&mbytes, &manifest_digest)?;
     let cbytes = store::get_blob(r, &m.config.digest)?;

@@ -1,7 +1,8 @@
 //! Repository commands: `init`, `create-image`, `images`, `image-objects`,
 //! `rm`, `fsck`, `gc`, `info`. The repository is `--repo`, else `$CFS_REPO`,
-//! else the default location (`/var/lib/cfs` for root,
-//! `$XDG_DATA_HOME/cfs` or `~/.local/share/cfs` for others).
+//! else the default location (`/var/lib/cfs` for the machine's root,
+//! `$XDG_DATA_HOME/cfs` or `~/.local/share/cfs` for others, root of a user
+//! namespace included).
 
 use anyhow::{bail, Context};
 use cfs_repo::import::{ImportStats, Progress};
@@ -79,12 +80,21 @@ pub struct CreateArgs {
     name: String,
 }
 
-/// The repository path from `--repo`/`CFS_REPO` or the default.
+/// The repository path from `--repo`/`CFS_REPO` or the default: the real
+/// user's (root of a user namespace is the user who made it, see
+/// `cfs_repo::repository::default_path`).
 pub fn repo_path(repo: Option<&Path>) -> anyhow::Result<PathBuf> {
     match repo {
         Some(p) => Ok(p.to_path_buf()),
-        None => repository::default_path()
-            .context("no repository location: set --repo, CFS_REPO, XDG_DATA_HOME or HOME"),
+        None => {
+            let ns = if cfs_mount::detect::in_initial_userns() {
+                repository::UserNamespace::Initial
+            } else {
+                repository::UserNamespace::Child
+            };
+            repository::default_path(ns)
+                .context("no repository location: set --repo, CFS_REPO, XDG_DATA_HOME or HOME")
+        }
     }
 }
 
