@@ -465,9 +465,11 @@ fn info(repo: Option<&Path>, json: bool) -> anyhow::Result<()> {
     println!("images: {}", s.images);
     let verity = match s.verity {
         VeritySupport::Enabled => "enabled on objects (kernel-verified)",
-        VeritySupport::Unavailable | VeritySupport::Unknown => {
-            "not available on this kernel or file system: digests are computed and checked in userspace only"
+        VeritySupport::Unavailable => {
+            "objects have none (not available on this kernel or file system when they were \
+             stored): digests are computed and checked in userspace only"
         }
+        VeritySupport::Unknown => "not known until an object is stored",
     };
     println!("fs-verity: {verity}");
     Ok(())
