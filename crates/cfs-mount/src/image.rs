@@ -135,6 +135,67 @@ impl CheckedImage {
     }
 }
 
+impl CheckedImage {
+    /// Checks that every object the image names ([`Image::backing_objects`])
+    /// is in one of `basedirs`: each is looked up beneath the directory's fd
+    /// (`openat2` `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, `O_PATH`), so
+    /// nothing outside it counts. Reads the image through the fd being
+    /// served, not by its path.
+    ///
+    /// [`Image::backing_objects`]: cfs_format::reader::Image::backing_objects
+    pub fn check_objects(&self, basedirs: &[PathBuf]) -> Result<(), MountError> {
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source: std::io::Error| MountError::Io { op, path, source }
+        };
+        let file = self.file.try_clone().map_err(io("reopen", &self.path))?;
+        let bytes = cfs_fuse::source::ImageBytes::open(file).map_err(io("read", &self.path))?;
+        let objects = cfs_format::reader::Image::open(bytes)
+            .and_then(|img| img.backing_objects())
+            .map_err(|e| MountError::BadImage {
+                path: self.path.clone(),
+                what: e.to_string(),
+            })?;
+        let dirs = basedirs
+            .iter()
+            .map(|d| {
+                rustix::fs::open(
+                    d,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| MountError::MissingBasedir {
+                    path: d.clone(),
+                    source: Some(e.into()),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let present = |rel: &[u8]| {
+            dirs.iter().any(|dir| {
+                rustix::fs::openat2(
+                    dir,
+                    rel,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+                )
+                .is_ok()
+            })
+        };
+        let missing: Vec<&Vec<u8>> = objects.iter().filter(|o| !present(o)).collect();
+        match missing.first() {
+            None => Ok(()),
+            Some(first) => Err(MountError::MissingObjects {
+                path: self.path.clone(),
+                missing: missing.len(),
+                total: objects.len(),
+                first: String::from_utf8_lossy(first).into_owned(),
+                basedirs: basedirs.to_vec(),
+            }),
+        }
+    }
+}
+
 fn check_digest(
     path: &Path,
     expected: Digest,

@@ -138,6 +138,9 @@ pub fn mount_with(
         }
         None => CheckedImage::open(&cfg.image, cfg.expected_digest)?,
     };
+    if cfg.check_objects && !cfg.basedirs.is_empty() {
+        image.check_objects(&cfg.basedirs)?;
+    }
     let id = match mode {
         MountMode::Kernel => {
             let overlay = kernel::mount(&cfg, &image, &target)?;

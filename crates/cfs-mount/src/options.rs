@@ -134,6 +134,10 @@ pub struct MountConfig {
     /// The image, already open (beneath a repository's directory fd, say,
     /// so that no path is resolved again); `image` then only names it.
     pub opened_image: Option<OpenedImage>,
+    /// Refuse to mount when objects the image names are in none of the
+    /// object directories (`cfs mount` does by default, `--no-check-objects`
+    /// skips it; `mount.composefs` doesn't, as C doesn't).
+    pub check_objects: bool,
     /// Standalone FUSE: what the server shows. `OverlayLower` mounts the
     /// metadata view an overlay with `userxattr` expects on its own (`cfs
     /// fuse-serve --mode overlay-lower`); fuse+overlay always uses it.
@@ -152,6 +156,7 @@ impl MountConfig {
             expected_digest: None,
             backing: ErofsBacking::Auto,
             tuning: Tuning::default(),
+            check_objects: true,
             serve_mode: ServeMode::Standalone,
             opened_image: None,
         }
@@ -236,6 +241,7 @@ impl ComposefsOptions {
             read_only,
             verity: self.verity.unwrap_or(Verity::Off),
             expected_digest: self.digest,
+            check_objects: false,
             ..MountConfig::new(PathBuf::new(), PathBuf::new())
         };
         cfg.validate()?;

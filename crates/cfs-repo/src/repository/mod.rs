@@ -28,7 +28,7 @@ mod refs;
 
 pub use fsck::{Corrupt, FsckReport, Missing, Problem};
 pub use gc::GcReport;
-pub use image::{CreateOptions, CreateReport, ImageInfo};
+pub use image::{compute_id, tree_of_directory, CreateOptions, CreateReport, ImageInfo};
 pub use location::{default_path, UserNamespace, SYSTEM_REPOSITORY};
 pub use lock::{describe_holders, Contention, LockHolder, LockMode, LockWait, RepoLock};
 pub use pins::{PendingMount, Pin, PinState};
@@ -104,6 +104,15 @@ pub enum RepoError {
     CorruptImage {
         /// The image id.
         id: String,
+        /// Why.
+        #[source]
+        source: ReadError,
+    },
+    /// Bytes offered as an image that are not a valid composefs image.
+    #[error("{what} is not a valid composefs image: {source}")]
+    NotAnImage {
+        /// What was offered (a file name, stdin).
+        what: String,
         /// Why.
         #[source]
         source: ReadError,

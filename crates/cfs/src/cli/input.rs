@@ -51,19 +51,7 @@ fn is_name_or_id(s: &str) -> bool {
 /// image `NAME` in the repository `repo` (the default one when `None`).
 pub fn read_image(arg: &Path, repo: Option<&Path>) -> anyhow::Result<(String, Vec<u8>)> {
     match ImageArg::parse(arg) {
-        ImageArg::Stdin => {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .lock()
-                .read_to_end(&mut bytes)
-                .context("could not read the image from stdin")?;
-            Ok(("stdin".into(), bytes))
-        }
-        ImageArg::File(path) => {
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("could not read {}", path.display()))?;
-            Ok((path.display().to_string(), bytes))
-        }
+        ImageArg::Stdin | ImageArg::File(_) => read_file(arg),
         ImageArg::Name(name) => {
             let path = super::repo::repo_path(repo)?;
             let r = super::repo::open_repo(&path).with_context(|| {
@@ -78,6 +66,22 @@ pub fn read_image(arg: &Path, repo: Option<&Path>) -> anyhow::Result<(String, Ve
             Ok((name, bytes))
         }
     }
+}
+
+/// Reads a file, or standard input for `-`: what it is called in messages
+/// (`stdin` or the path), and its bytes.
+pub fn read_file(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut bytes)
+            .context("could not read stdin")?;
+        return Ok(("stdin".into(), bytes));
+    }
+    let bytes =
+        std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
+    Ok((path.display().to_string(), bytes))
 }
 
 /// [`read_image`], read into a tree.

@@ -205,6 +205,9 @@ impl Command {
             Command::Mounts(_) => Some("mounts lists every cfs mount, whatever it mounts"),
             Command::Completions(_) => Some("completions prints a shell's completion script"),
             Command::Man(_) => Some("man writes manual pages"),
+            Command::Repo(repo::RepoCommand::ComputeId { .. }) => {
+                Some("compute-id reads a directory and stores nothing")
+            }
             _ => None,
         }
     }
