@@ -84,7 +84,7 @@ pub enum MountError {
         why: String,
     },
     /// The erofs mount of the image failed.
-    #[error("could not mount {} as erofs (a corrupt image, or a feature this kernel lacks: dmesg has the kernel's reason)", .path.display())]
+    #[error("could not mount {} as erofs (a corrupt image, or a feature this kernel lacks)", .path.display())]
     Erofs {
         /// The image.
         path: PathBuf,
