@@ -139,7 +139,7 @@ pub fn main() -> ExitCode {
                 "mkcomposefs" | "composefs-info" | "mount.composefs" => prog.as_str(),
                 _ => "cfs",
             };
-            eprintln!("{name}: {}", error_message(&e));
+            eprintln!("{name}: {}", for_terminal(&error_message(&e)));
             ExitCode::FAILURE
         }
     }
@@ -231,6 +231,33 @@ fn error_message(e: &anyhow::Error) -> String {
     out
 }
 
+/// Longest error message printed, in characters: errors may quote input
+/// (a tar header, a name), and a terminal is no place for kilobytes of it.
+const MAX_MESSAGE: usize = 2000;
+
+/// An error message made safe to print: control characters (which input
+/// quoted in an error may hold: escape sequences, backspaces, NULs) shown as
+/// `\xHH` / `\u{…}` escapes, and the whole cut at [`MAX_MESSAGE`]
+/// characters. Invalid UTF-8 was already replaced when the message was made.
+fn for_terminal(message: &str) -> String {
+    let mut out = String::new();
+    let mut chars = message.chars();
+    for c in chars.by_ref().take(MAX_MESSAGE) {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    let rest = chars.count();
+    if rest > 0 {
+        out.push_str(&format!("… ({rest} more characters)"));
+    }
+    out
+}
+
 /// True when the error comes from writing to a closed pipe.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -255,6 +282,18 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    #[test]
+    fn messages_quote_input_harmlessly() {
+        use super::for_terminal;
+        assert_eq!(for_terminal("plain: text ü"), "plain: text ü");
+        assert_eq!(
+            for_terminal("a\x1b[2Jb\nc\td\x00e\x7f\u{9b}f"),
+            "a\\x1b[2Jb\\nc\\td\\x00e\\x7f\\u{9b}f"
+        );
+        let long = "x".repeat(super::MAX_MESSAGE + 5);
+        assert!(for_terminal(&long).ends_with("… (5 more characters)"));
     }
 
     #[test]
