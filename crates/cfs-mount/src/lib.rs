@@ -169,6 +169,11 @@ fn prepare(cfg: &MountConfig, mode: MountMode) -> Result<MountConfig, MountError
     if !(mode == MountMode::Fuse && cfg.basedirs.is_empty()) {
         cfg.validate().map_err(MountError::Config)?;
     }
+    if cfg.idmap.is_some() && mode != MountMode::Kernel {
+        return Err(MountError::Config(format!(
+            "idmap needs the kernel mount (an idmapped erofs layer); the {mode} mode can't"
+        )));
+    }
     let abs = |p: &Path| {
         std::path::absolute(p).map_err(|source| MountError::Io {
             op: "make absolute",

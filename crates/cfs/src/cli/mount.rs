@@ -46,6 +46,11 @@ pub struct MountArgs {
     /// first, and a missing one refuses the mount.
     #[arg(long)]
     no_check_objects: bool,
+    /// An idmapped mount (kernel mode): owners in the image show through
+    /// the mapping of the user namespace at PATH (`/proc/PID/ns/user`), as
+    /// `mount.composefs -o idmap=PATH`.
+    #[arg(long, value_name = "PATH")]
+    idmap: Option<PathBuf>,
     /// Attach the image through a loop device even where erofs can mount files.
     #[arg(long, hide = true)]
     loop_device: bool,
@@ -180,6 +185,7 @@ pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
         read_only: upper.is_none(),
         upper,
         check_objects: !a.no_check_objects,
+        idmap: a.idmap,
         verity: a.verity,
         expected_digest: a.digest,
         backing: if a.loop_device {
