@@ -137,9 +137,12 @@ impl Repository {
 
 /// The backing objects of an image ([`Image::backing_objects`]), as
 /// digests: an object path that is not a digest's names nothing a
-/// repository can hold.
+/// repository can hold. The whole image is read first ([`Image::to_tree`]):
+/// gc and fsck stop at an image that does not read back completely.
 pub fn objects_of_image(bytes: Vec<u8>) -> Result<BTreeSet<Digest>, cfs_format::reader::ReadError> {
-    Ok(Image::open(bytes)?
+    let image = Image::open(bytes)?;
+    image.to_tree()?;
+    Ok(image
         .backing_objects()?
         .iter()
         .filter_map(|p| Digest::from_object_path(p))
