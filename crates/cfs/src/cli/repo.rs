@@ -56,7 +56,8 @@ pub enum RepoCommand {
         /// Image name or id.
         name: String,
     },
-    /// Remove an image name (objects go at the next `gc`).
+    /// Remove an image name (objects go at the next `gc`); `oci:NAME` also
+    /// removes the OCI tag NAME, as `cfs oci rm NAME` does.
     Rm {
         /// Image name or id.
         name: String,
@@ -293,7 +294,13 @@ fn dispatch(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
         }
         RepoCommand::Rm { name } => {
             let r = open(repo)?;
+            // One name space: `oci:NAME` goes with its OCI tag, as `cfs oci rm NAME`.
+            let tags = super::oci::tags_removed_with(&r, &name)?;
             let id = r.remove(&name)?;
+            super::oci::remove_tags(&r, &tags)?;
+            for tag in &tags {
+                eprintln!("removed the OCI tag {tag} with its image oci:{tag}");
+            }
             let mounts = r.mounts_of(&id)?;
             if mounts.is_empty() {
                 eprintln!("removed {name} ({id}); run `cfs gc` to free its objects");
