@@ -32,3 +32,23 @@ fn errors_quoting_input_are_escaped_and_bounded() {
         );
     }
 }
+
+#[test]
+fn import_tar_refuses_what_is_no_tar() {
+    let t = tempfile::tempdir().unwrap();
+    let r = cfs().repo(t.path().join("repo"));
+    let file = t.path().join("input");
+    for (data, why) in [
+        (Vec::new(), "not a tar archive: it is empty"),
+        (vec![b'x'; 10], "less than one 512-byte tar block"),
+        (Rng::seeded(3).bytes(5000), "no tar header"),
+    ] {
+        std::fs::write(&file, &data).unwrap();
+        let e = err(r.run([os("import-tar"), file.as_os_str(), os("t")]));
+        assert!(e.contains(why), "{e}");
+    }
+    // An archive of zero blocks is an empty archive, as GNU tar has it.
+    std::fs::write(&file, [0u8; 10240]).unwrap();
+    r.ok([os("import-tar"), file.as_os_str(), os("empty")]);
+    assert!(r.ok(["images"]).starts_with("empty\t"));
+}
