@@ -30,8 +30,9 @@ use crate::sys::{self, Measured};
 use cfs_format::fsverity::FsVerityHasher;
 use cfs_format::reader::{HeaderError, Headers, OpenOptions, HEADERS_LEN};
 use cfs_format::Digest;
-use rustix::fd::AsFd;
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, SealFlags, SeekFrom};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -170,16 +171,30 @@ impl CheckedImage {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let present = |rel: &[u8]| {
-            dirs.iter().any(|dir| {
-                rustix::fs::openat2(
-                    dir,
-                    rel,
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
-                )
-                .is_ok()
+        // An object path `XX/REST` is one `statx` of REST in the `XX/`
+        // directory, opened once per directory beneath the object directory
+        // (no symlink followed on the way); any other path is opened whole.
+        let beneath = |dir: &OwnedFd, rel: &[u8], flags: OFlags| {
+            rustix::fs::openat2(
+                dir,
+                rel,
+                flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+            )
+        };
+        let mut subdirs: HashMap<(usize, [u8; 2]), Option<OwnedFd>> = HashMap::new();
+        let mut present = |rel: &[u8]| {
+            dirs.iter().enumerate().any(|(i, dir)| match rel {
+                [a, b, b'/', rest @ ..] if !rest.is_empty() && !rest.contains(&b'/') => {
+                    let sub = subdirs.entry((i, [*a, *b])).or_insert_with(|| {
+                        beneath(dir, &rel[..2], OFlags::PATH | OFlags::DIRECTORY).ok()
+                    });
+                    sub.as_ref().is_some_and(|sub| {
+                        rustix::fs::statat(sub, rest, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
+                    })
+                }
+                _ => beneath(dir, rel, OFlags::PATH).is_ok(),
             })
         };
         let missing: Vec<&Vec<u8>> = objects.iter().filter(|o| !present(o)).collect();
