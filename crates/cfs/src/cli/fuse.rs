@@ -26,7 +26,8 @@ pub struct FuseServeArgs {
     #[arg(long, value_enum, default_value_t)]
     pub mode: ServeMode,
     /// When to check file contents against the image's fs-verity digests
-    /// (`auto` and `none` are accepted for `try` and `off`).
+    /// (the values of `cfs mount --verity`; the old spellings `auto` and
+    /// `none` still work, hidden).
     #[arg(long, value_enum, default_value_t)]
     pub verity: Verity,
     /// The image's expected fs-verity digest (64 hex).
