@@ -241,8 +241,10 @@ impl Facts {
 /// initial user namespace's nsfs file.
 pub const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
 
-/// True when this process is in the initial user namespace (see the module doc).
-fn in_initial_userns() -> bool {
+/// True when this process is in the initial user namespace (see the module
+/// doc); also what picks the default repository (root of a user namespace is
+/// not the machine's root).
+pub fn in_initial_userns() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self/ns/user").is_ok_and(|m| m.ino() == PROC_USER_INIT_INO)
 }

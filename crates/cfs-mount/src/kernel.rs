@@ -33,6 +33,7 @@ pub(crate) fn mount(
     target: &Path,
 ) -> Result<OwnedFd, MountError> {
     check_basedirs(cfg)?;
+    let userns = cfg.idmap.as_deref().map(open_userns).transpose()?;
     let (store_verity, why) = probe_store_verity(&cfg.basedirs[0], &image.file)?;
     let verity =
         options::overlay_verity(cfg.verity, store_verity).map_err(|_| MountError::NoVerity {
@@ -45,6 +46,13 @@ pub(crate) fn mount(
         _ => cfg.backing,
     };
     let erofs_mnt = mount_erofs(&image.file, &image.path, backing, image.has_acl)?;
+    if let Some(userns) = &userns {
+        // C idmaps the erofs layer (lcfs-mount.c): owners come from it.
+        sys::idmap(erofs_mnt.as_fd(), userns.as_fd()).map_err(|source| MountError::Erofs {
+            path: image.path.clone(),
+            source,
+        })?;
+    }
     let lower = sys::fd_path(erofs_mnt.as_fd());
     let overlay_err = |source| MountError::Overlay {
         path: image.path.clone(),
@@ -66,6 +74,20 @@ pub(crate) fn mount(
         source,
     })?;
     Ok(overlay)
+}
+
+/// Opens the user namespace an idmapped mount goes through.
+fn open_userns(path: &Path) -> Result<OwnedFd, MountError> {
+    rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| MountError::Io {
+        op: "open the user namespace for idmap",
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
 }
 
 /// Each object directory must exist and be a directory.

@@ -138,6 +138,9 @@ pub fn mount_with(
         }
         None => CheckedImage::open(&cfg.image, cfg.expected_digest)?,
     };
+    if cfg.check_objects && !cfg.basedirs.is_empty() {
+        image.check_objects(&cfg.basedirs)?;
+    }
     let id = match mode {
         MountMode::Kernel => {
             let overlay = kernel::mount(&cfg, &image, &target)?;
@@ -165,6 +168,11 @@ fn prepare(cfg: &MountConfig, mode: MountMode) -> Result<MountConfig, MountError
     // files then answer EIO); the overlays need an object directory.
     if !(mode == MountMode::Fuse && cfg.basedirs.is_empty()) {
         cfg.validate().map_err(MountError::Config)?;
+    }
+    if cfg.idmap.is_some() && mode != MountMode::Kernel {
+        return Err(MountError::Config(format!(
+            "idmap needs the kernel mount (an idmapped erofs layer); the {mode} mode can't"
+        )));
     }
     let abs = |p: &Path| {
         std::path::absolute(p).map_err(|source| MountError::Io {

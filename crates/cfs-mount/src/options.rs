@@ -134,6 +134,15 @@ pub struct MountConfig {
     /// The image, already open (beneath a repository's directory fd, say,
     /// so that no path is resolved again); `image` then only names it.
     pub opened_image: Option<OpenedImage>,
+    /// An idmapped mount (kernel mode): the user namespace (a
+    /// `/proc/PID/ns/user` path) whose mapping the image's owners go
+    /// through, as C's `mount.composefs -o idmap=PATH` (the erofs layer is
+    /// idmapped; contents come from the objects, whose owners don't show).
+    pub idmap: Option<PathBuf>,
+    /// Refuse to mount when objects the image names are in none of the
+    /// object directories (`cfs mount` does by default, `--no-check-objects`
+    /// skips it; `mount.composefs` doesn't, as C doesn't).
+    pub check_objects: bool,
     /// Standalone FUSE: what the server shows. `OverlayLower` mounts the
     /// metadata view an overlay with `userxattr` expects on its own (`cfs
     /// fuse-serve --mode overlay-lower`); fuse+overlay always uses it.
@@ -152,6 +161,8 @@ impl MountConfig {
             expected_digest: None,
             backing: ErofsBacking::Auto,
             tuning: Tuning::default(),
+            idmap: None,
+            check_objects: true,
             serve_mode: ServeMode::Standalone,
             opened_image: None,
         }
@@ -217,6 +228,8 @@ pub struct ComposefsOptions {
     pub workdir: Option<PathBuf>,
     /// `ro` / `rw`; the last one wins.
     pub read_only: Option<bool>,
+    /// `idmap=PATH`: a user namespace for an idmapped mount.
+    pub idmap: Option<PathBuf>,
 }
 
 impl ComposefsOptions {
@@ -236,6 +249,8 @@ impl ComposefsOptions {
             read_only,
             verity: self.verity.unwrap_or(Verity::Off),
             expected_digest: self.digest,
+            idmap: self.idmap,
+            check_objects: false,
             ..MountConfig::new(PathBuf::new(), PathBuf::new())
         };
         cfg.validate()?;
@@ -321,9 +336,8 @@ pub fn parse_composefs_options(s: &str) -> Result<ComposefsOptions, String> {
             "workdir" => o.workdir = Some(need("workdir")?.into()),
             "ro" => o.read_only = Some(true),
             "rw" => o.read_only = Some(false),
-            "signed" | "idmap" => {
-                return Err(format!("Unsupported option {key} (not implemented)"))
-            }
+            "idmap" => o.idmap = Some(need("idmap")?.into()),
+            "signed" => return Err(format!("Unsupported option {key} (not implemented)")),
             k if is_ignored(k) => {}
             k => return Err(format!("Unsupported option {k}")),
         }
@@ -481,10 +495,16 @@ mod tests {
             .unwrap();
         assert!(ro.read_only);
         assert!(parse_composefs_options("basedir=/o,defaults,x-systemd.automount,rw").is_ok());
+        let idmapped = parse_composefs_options("basedir=/o,idmap=/proc/42/ns/user")
+            .unwrap()
+            .into_config("/i".into())
+            .unwrap();
+        assert_eq!(idmapped.idmap, Some(PathBuf::from("/proc/42/ns/user")));
 
         for (bad, why) in [
             ("verity,noverity", "Incompatible"),
             ("basedir", "No value specified for basedir"),
+            ("idmap", "No value specified for idmap"),
             ("digest=12", "Invalid digest"),
             ("frob=1", "Unsupported option frob"),
             ("signed", "Unsupported option signed"),

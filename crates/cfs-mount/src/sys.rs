@@ -26,7 +26,9 @@ pub struct KernelError {
     pub errno: Errno,
     /// The step (`fsconfig erofs source=…`, `fsmount overlay`, …).
     pub step: String,
-    /// Messages the filesystem context logged (`e erofs: …`), oldest first.
+    /// Messages the filesystem context logged (`e overlay: …`), then those
+    /// the filesystem wrote to the kernel log (`overlayfs: …`) during the
+    /// attempt, oldest first.
     pub log: Vec<String>,
 }
 
@@ -43,9 +45,26 @@ impl std::fmt::Display for KernelError {
 impl std::error::Error for KernelError {}
 
 /// A filesystem context being configured (`fsopen`), closed on drop.
+///
+/// Why a step failed is told two ways: messages the filesystem logs on the
+/// context (`invalfc()`, mostly about parameters), read from the context's
+/// fd; and what it writes to the kernel log while creating the superblock
+/// (`pr_err()` in overlayfs' and erofs' `fill_super`: "workdir and upperdir
+/// must reside under the same mount"), read from `/dev/kmsg` where this
+/// process may (root): positioned at its end when the context is opened,
+/// only this filesystem's records written since are kept.
 pub struct FsContext {
     fd: OwnedFd,
     fstype: &'static str,
+    kmsg: Option<OwnedFd>,
+}
+
+/// The kernel log's prefix for a filesystem's `pr_*` messages.
+fn kmsg_prefix(fstype: &str) -> &str {
+    match fstype {
+        "overlay" => "overlayfs",
+        other => other,
+    }
 }
 
 impl FsContext {
@@ -56,10 +75,18 @@ impl FsContext {
             step: format!("fsopen {fstype}"),
             log: Vec::new(),
         })?;
-        Ok(FsContext { fd, fstype })
+        let kmsg = rustix::fs::open(
+            "/dev/kmsg",
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .filter(|k| rustix::fs::seek(k, rustix::fs::SeekFrom::End(0)).is_ok());
+        Ok(FsContext { fd, fstype, kmsg })
     }
 
-    /// Reads (and so clears) the messages the kernel logged on this context.
+    /// Reads (and so clears) the messages the kernel logged on this context,
+    /// then this filesystem's kernel log records since the context was opened.
     fn drain_log(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut buf = [0u8; 1024];
@@ -68,6 +95,26 @@ impl FsContext {
                 break;
             }
             out.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+        }
+        if let Some(kmsg) = &self.kmsg {
+            let mut record = [0u8; 2048];
+            let prefix = kmsg_prefix(self.fstype);
+            // One record per read; EAGAIN at the end, EPIPE for records
+            // overwritten meanwhile (skipped). Bounded for a busy log.
+            for _ in 0..256 {
+                match rustix::io::read(kmsg, &mut record) {
+                    Ok(0) | Err(Errno::AGAIN) => break,
+                    Ok(n) => {
+                        if let Some(text) = kmsg_text(&record[..n]) {
+                            if text.starts_with(prefix) {
+                                out.push(text);
+                            }
+                        }
+                    }
+                    Err(Errno::PIPE | Errno::INTR) => {}
+                    Err(_) => break,
+                }
+            }
         }
         out
     }
@@ -98,6 +145,14 @@ impl FsContext {
     }
 }
 
+/// The message of one `/dev/kmsg` record (`PRI,SEQ,USEC,FLAGS;MESSAGE\n`
+/// plus continuation lines), see Documentation/ABI/testing/dev-kmsg.
+fn kmsg_text(record: &[u8]) -> Option<String> {
+    let start = record.iter().position(|&b| b == b';')? + 1;
+    let line = record[start..].split(|&b| b == b'\n').next()?;
+    Some(String::from_utf8_lossy(line).trim_end().to_string())
+}
+
 /// The path through which a process reaches what `fd` refers to, also for a
 /// detached mount: `/proc/self/fd/N`.
 pub fn fd_path(fd: BorrowedFd<'_>) -> OsString {
@@ -119,6 +174,46 @@ pub fn attach(mnt: BorrowedFd<'_>, target: &Path) -> Result<(), KernelError> {
         step: format!("move_mount to {}", target.display()),
         log: Vec::new(),
     })
+}
+
+/// Makes the detached mount `mnt` an idmapped mount through the user
+/// namespace `userns` (an open `/proc/PID/ns/user`): `mount_setattr(2)`
+/// with `MOUNT_ATTR_IDMAP`, which the kernel allows only on a mount not yet
+/// attached anywhere. Files owned by id N on disk then show as the id the
+/// namespace maps N to.
+#[allow(unsafe_code)]
+pub fn idmap(mnt: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), KernelError> {
+    use linux_raw_sys::general::{mount_attr, MOUNT_ATTR_IDMAP};
+    use std::os::fd::AsRawFd;
+    let attr = mount_attr {
+        attr_set: u64::from(MOUNT_ATTR_IDMAP),
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr(dfd, path, flags, attr, size) reads `size` bytes
+    // of `struct mount_attr` from `attr` and writes nothing: `attr` is
+    // linux-raw-sys's repr(C) binding of that struct, fully initialised, and
+    // lives across the call; the path is a NUL-terminated empty string
+    // (AT_EMPTY_PATH: `mnt` itself), and both fds are open (borrowed).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const mount_attr,
+            std::mem::size_of::<mount_attr>(),
+        )
+    };
+    if r < 0 {
+        return Err(KernelError {
+            errno: Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL),
+            step: "mount_setattr MOUNT_ATTR_IDMAP on erofs".into(),
+            log: Vec::new(),
+        });
+    }
+    Ok(())
 }
 
 /// A loop device bound to an image, read-only with autoclear: it goes away
@@ -354,4 +449,40 @@ pub fn take_handed_over(names: &[&str]) -> Result<Vec<OwnedFd>, String> {
     // and fcntl just proved each open; nothing else in this process refers
     // to them, so owning them closes each exactly once.
     Ok(fds.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmsg_records_and_prefixes() {
+        assert_eq!(
+            kmsg_text(
+                b"3,1234,5678,-;overlayfs: workdir and upperdir must reside under the same mount\n"
+            )
+            .as_deref(),
+            Some("overlayfs: workdir and upperdir must reside under the same mount")
+        );
+        assert_eq!(
+            kmsg_text(
+                b"6,1,2,-;erofs (device loop0): cannot find valid superblock\n SUBSYSTEM=block\n"
+            )
+            .as_deref(),
+            Some("erofs (device loop0): cannot find valid superblock")
+        );
+        assert_eq!(kmsg_text(b"garbage"), None);
+        assert_eq!(kmsg_prefix("overlay"), "overlayfs");
+        assert_eq!(kmsg_prefix("erofs"), "erofs");
+    }
+
+    /// The filesystem context's own log reaches the error (root: fsopen).
+    #[test]
+    fn a_refused_parameter_carries_the_kernels_reason() {
+        let Ok(ctx) = FsContext::open("overlay") else {
+            return; // no fsopen here (not root): nothing to check
+        };
+        let e = ctx.set(&Param::Str("frob", "1".into())).unwrap_err();
+        assert!(e.to_string().contains("Unknown parameter 'frob'"), "{e}");
+    }
 }

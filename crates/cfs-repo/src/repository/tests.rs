@@ -35,7 +35,7 @@ fn create_image_matches_mkcomposefs_and_gc_keeps_named() {
     );
     assert!(matches!(
         repo.image_file("nope"),
-        Err(RepoError::UnknownImage(_))
+        Err(RepoError::UnknownImage { .. })
     ));
 
     // Same image as a one-pass scan with content, written directly.
@@ -59,7 +59,7 @@ fn create_image_matches_mkcomposefs_and_gc_keeps_named() {
     repo.remove("one").unwrap();
     assert!(matches!(
         repo.resolve("one"),
-        Err(RepoError::UnknownImage(_))
+        Err(RepoError::UnknownImage { .. })
     ));
     let gc = repo.gc(false).unwrap();
     assert_eq!((gc.objects_removed, gc.objects_kept), (3, 0));

@@ -416,9 +416,15 @@ const MOUNT_COMPOSEFS: &[Section] = &[
                 "Read-only (the default without upperdir) or writable (needs upperdir).",
             ),
             Block::Item(
-                "idmap=PATH, signed",
-                "C mount.composefs's idmapped mounts and signatures: not implemented \
-                 yet, refused.",
+                "idmap=PATH",
+                "An idmapped mount, as C mount.composefs makes it: the erofs layer, \
+                 whose owners the files show, goes through the mapping of the user \
+                 namespace at PATH (/proc/PID/ns/user), with mount_setattr(2) \
+                 MOUNT_ATTR_IDMAP (the kernel's erofs must allow idmapped mounts).",
+            ),
+            Block::Item(
+                "signed",
+                "C mount.composefs's signature check: not implemented yet, refused.",
             ),
         ],
     },

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 /// Options of `cfs mount`.
 #[derive(Args, Debug)]
 pub struct MountArgs {
-    /// An image file, or an image name (a ref or a 64-hex image id) in the
-    /// repository (`--repo`, `CFS_REPO`, or the default repository).
+    /// An image file (`-`: standard input, a file), or an image name (a
+    /// ref or a 64-hex image id) in the repository (`--repo`, `CFS_REPO`, or
+    /// the default repository).
     image: String,
     /// Where to mount it.
     mountpoint: PathBuf,
@@ -28,15 +29,28 @@ pub struct MountArgs {
     /// the file, a sealed private copy is checked and mounted.
     #[arg(long, value_name = "HEX")]
     digest: Option<cfs_format::Digest>,
-    /// Directory receiving changes (with --workdir and --read-write).
+    /// Directory receiving changes, with --workdir: the mount is writable
+    /// (--upperdir implies --read-write).
     #[arg(long, value_name = "DIR", requires = "workdir")]
     upperdir: Option<PathBuf>,
     /// overlayfs work directory, on the upper dir's filesystem.
     #[arg(long, value_name = "DIR", requires = "upperdir")]
     workdir: Option<PathBuf>,
-    /// Mount writable (needs --upperdir and --workdir).
+    /// Mount writable: what --upperdir does anyway; without --upperdir
+    /// there is nowhere to write, and it is refused.
     #[arg(long, requires = "upperdir")]
     read_write: bool,
+    /// Mount even when objects the image names are missing from the object
+    /// directories (opening their files then fails: ENOENT through the
+    /// kernel overlay, EIO through FUSE). By default each is looked up
+    /// first, and a missing one refuses the mount.
+    #[arg(long)]
+    no_check_objects: bool,
+    /// An idmapped mount (kernel mode): owners in the image show through
+    /// the mapping of the user namespace at PATH (`/proc/PID/ns/user`), as
+    /// `mount.composefs -o idmap=PATH`.
+    #[arg(long, value_name = "PATH")]
+    idmap: Option<PathBuf>,
     /// Attach the image through a loop device even where erofs can mount files.
     #[arg(long, hide = true)]
     loop_device: bool,
@@ -130,19 +144,19 @@ pub fn locate_image(
     image: &str,
     repo: Option<&Path>,
 ) -> anyhow::Result<(PathBuf, Vec<PathBuf>, Option<PendingMount>)> {
-    let as_file = Path::new(image);
-    // A path (existing, or spelled as one) is an image file; anything else a name.
-    if as_file.exists() || image.starts_with('/') || image.starts_with('.') {
+    use super::input::ImageArg;
+    // A file (`-`: standard input, when it is a file), or a name (see `input`).
+    let file = match ImageArg::parse(Path::new(image)) {
+        ImageArg::Stdin => Some(PathBuf::from("/dev/stdin")),
+        ImageArg::File(f) => Some(f),
+        ImageArg::Name(_) => None,
+    };
+    if let Some(file) = file {
         // With a repository, its objects are the default basedir.
         let objects = repo.map(|r| r.join("objects")).into_iter().collect();
-        return Ok((as_file.to_path_buf(), objects, None));
+        return Ok((file, objects, None));
     }
-    let repo = match repo {
-        Some(r) => r.to_path_buf(),
-        None => cfs_repo::repository::default_path()
-            .context("no repository: give --repo or set CFS_REPO")?,
-    };
-    let repo = super::repo::open_repo(&repo)?;
+    let repo = super::repo::open_repo(&super::repo::repo_path(repo)?)?;
     let objects = repo.objects().path().to_path_buf();
     let pending = repo.begin_mount(image)?;
     Ok((
@@ -161,13 +175,17 @@ pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
     if basedirs.is_empty() {
         bail!("no object directory: give --basedir DIR, or --repo REPO to mount an image by name");
     }
+    let upper = a
+        .upperdir
+        .zip(a.workdir)
+        .map(|(upperdir, workdir)| Upper { upperdir, workdir });
     let mut cfg = MountConfig {
         basedirs,
-        upper: a
-            .upperdir
-            .zip(a.workdir)
-            .map(|(upperdir, workdir)| Upper { upperdir, workdir }),
-        read_only: !a.read_write,
+        // --upperdir makes the mount writable (--read-write requires it).
+        read_only: upper.is_none(),
+        upper,
+        check_objects: !a.no_check_objects,
+        idmap: a.idmap,
         verity: a.verity,
         expected_digest: a.digest,
         backing: if a.loop_device {
@@ -179,6 +197,7 @@ pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
     };
     a.server.apply(&mut cfg);
     mount_config(&cfg, &a.mountpoint, a.fuse, &a.server, a.explain, pending)
+        .with_context(|| format!("cannot mount {}", a.image))
 }
 
 /// Mounts `cfg` at `target` in the mode `choice` leads to, the server run

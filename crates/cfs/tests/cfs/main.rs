@@ -18,6 +18,7 @@
 //! skips) and [`support`] (what only these tests need). A test that can't
 //! run here prints `SKIPPED: <test>: <why>` on stdout.
 
+mod commands;
 mod conformance;
 mod conventions;
 mod differential;

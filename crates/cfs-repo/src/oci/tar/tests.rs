@@ -63,3 +63,41 @@ fn entry_count_is_capped() {
     assert_eq!(stats.entries, 5);
     assert_eq!(tree.node(NodeId::ROOT).entries.len(), 5);
 }
+
+/// GNU tar's first check: an empty or short stream, or a first block that is
+/// no header, is not a tar archive; an archive of zero blocks is an empty one.
+#[test]
+fn only_tar_archives_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStore::create(&dir.path().join("o")).unwrap();
+    let read = |data: &[u8]| read_layer(&mut &data[..], "in", &store, &Limits::default());
+    for (data, why) in [
+        (&b""[..], "not a tar archive: it is empty"),
+        (
+            &[0u8; 100][..],
+            "100 bytes, less than one 512-byte tar block",
+        ),
+        (
+            &[0x41u8; 2048][..],
+            "no tar header (the checksum does not match)",
+        ),
+    ] {
+        let e = read(data).unwrap_err().to_string();
+        assert!(e.starts_with("in: ") && e.contains(why), "{e}");
+    }
+    let (tree, stats) = read(&[0u8; 1024]).unwrap();
+    assert_eq!((tree.len(), stats.entries), (1, 0));
+    let mut b = ::tar::Builder::new(Vec::new());
+    let mut h = ::tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "f", &b"hi"[..]).unwrap();
+    let (_, stats) = read(&b.into_inner().unwrap()).unwrap();
+    assert_eq!(stats.entries, 1);
+    assert!(header_checksum_holds(&{
+        let mut v = ::tar::Header::new_ustar();
+        v.set_cksum();
+        v.as_bytes().to_vec()
+    }));
+}

@@ -11,6 +11,7 @@
 //! test that lacks one says SKIPPED and why.
 
 mod compare;
+mod names;
 mod registry;
 mod tars;
 
