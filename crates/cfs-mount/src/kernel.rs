@@ -93,7 +93,7 @@ pub(crate) fn check_basedirs(cfg: &MountConfig) -> Result<(), MountError> {
 /// Whether the object store can back `verity=require`, and if not, why.
 /// One object stands for all (stores enable fs-verity on every object or on
 /// none); a store with no objects is judged by the image file's filesystem.
-fn probe_store_verity(store: &Path, image: &File) -> Result<(bool, String), MountError> {
+pub(crate) fn probe_store_verity(store: &Path, image: &File) -> Result<(bool, String), MountError> {
     let (what, measured) = match first_object(store) {
         Some(obj) => {
             let f = File::open(&obj).map_err(|source| MountError::Io {
@@ -139,7 +139,7 @@ fn first_object(store: &Path) -> Option<PathBuf> {
 }
 
 /// A detached, read-only erofs mount of the image.
-fn mount_erofs(
+pub(crate) fn mount_erofs(
     image: &File,
     path: &Path,
     backing: ErofsBacking,

@@ -177,7 +177,7 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
 /// that a cause the message so far already ends with is not repeated (the
 /// library errors that say "could not {op} {path}: {source}" also return
 /// that source as their cause).
-fn error_message(e: &anyhow::Error) -> String {
+pub(crate) fn error_message(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
