@@ -145,6 +145,16 @@ pub fn mount_id(fd: BorrowedFd<'_>) -> rustix::io::Result<MountId> {
     ids(fd).map(|i| i.id)
 }
 
+/// The identity of the mount `fd` is the root of: `EINVAL` when `fd` is
+/// not the root of a mount (a directory inside one, a file).
+pub fn mount_root_id(fd: BorrowedFd<'_>) -> rustix::io::Result<MountId> {
+    let ids = ids(fd)?;
+    if !ids.mount_root {
+        return Err(Errno::INVAL);
+    }
+    Ok(ids.id)
+}
+
 /// The identity of the mount on top of `name` in the directory `dir`
 /// (`name` not followed, nothing resolved beyond it): `EINVAL` when nothing
 /// is mounted there, `ELOOP` for a symlink.

@@ -347,6 +347,46 @@ pub fn hand_over_at_exec(
     Ok(high)
 }
 
+/// The fds systemd passed by socket activation (sd_listen_fds(3)), with
+/// their names (`LISTEN_FDNAMES`, or `unknown`): `None` when there are none
+/// for this process (`LISTEN_PID` must be this process, as systemd sets
+/// it). The variables are removed, so this succeeds once per process.
+#[allow(unsafe_code)]
+pub fn take_socket_activation() -> Result<Option<Vec<(String, OwnedFd)>>, String> {
+    use std::os::fd::FromRawFd;
+    let (Ok(pid), Ok(count)) = (std::env::var("LISTEN_PID"), std::env::var("LISTEN_FDS")) else {
+        return Ok(None);
+    };
+    if pid != std::process::id().to_string() {
+        return Ok(None);
+    }
+    let count: i32 = count
+        .parse()
+        .ok()
+        .filter(|n| (1..=64).contains(n))
+        .ok_or_else(|| format!("LISTEN_FDS={count} is not a number of fds"))?;
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    for k in ["LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"] {
+        std::env::remove_var(k);
+    }
+    let mut names = names.split(':');
+    let mut out = Vec::new();
+    for fd in LISTEN_FDS_START..LISTEN_FDS_START + count {
+        // SAFETY: only borrowed for this one fcntl, which fails harmlessly
+        // (EBADF) on a closed fd.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)
+            .map_err(|e| format!("socket-activation fd {fd}: {e}"))?;
+        // SAFETY: LISTEN_PID names this process and LISTEN_FDS these fds,
+        // which systemd opened for it (and fcntl just proved open); the
+        // variables are gone, so nothing else takes ownership of them.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = names.next().filter(|n| !n.is_empty()).unwrap_or("unknown");
+        out.push((name.to_string(), owned));
+    }
+    Ok(Some(out))
+}
+
 /// Takes the fds a parent handed over with [`hand_over_at_exec`], checking
 /// that `LISTEN_FDNAMES` is exactly `names`: one [`OwnedFd`] per name, in
 /// order. The variables are removed, so this succeeds once per process.

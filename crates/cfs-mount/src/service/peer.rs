@@ -120,8 +120,8 @@ impl MountForPeer<'_> {
     /// Mounts: erofs of the image (detached; idmapped for a peer in a user
     /// namespace), then on a thread that enters the peer's mount namespace
     /// and becomes the peer, the overlay (read-only, `nosuid`, `nodev`),
-    /// attached on the mount point. Returns the overlay's id.
-    pub fn mount(&self, peer: &Peer) -> Result<MountId, MountError> {
+    /// attached on the mount point.
+    pub fn mount(&self, peer: &Peer) -> Result<PeerMount, MountError> {
         let erofs = crate::kernel::mount_erofs(
             self.image,
             self.image_path,
@@ -136,12 +136,13 @@ impl MountForPeer<'_> {
                 }
             })?;
         }
-        let overlay = on_thread(|| self.overlay(peer, erofs.as_fd()))?;
-        crate::identity::mount_id(overlay.as_fd()).map_err(|e| MountError::Io {
+        let root = on_thread(|| self.overlay(peer, erofs.as_fd()))?;
+        let id = crate::identity::mount_id(root.as_fd()).map_err(|e| MountError::Io {
             op: "read the id of the mount made for",
             path: self.image_path.to_path_buf(),
             source: e.into(),
-        })
+        })?;
+        Ok(PeerMount { id, root })
     }
 
     /// The thread's work: configure as root, enter, become the peer, create.
@@ -192,6 +193,22 @@ impl MountForPeer<'_> {
     }
 }
 
+/// A mount made for a peer, held open by its root.
+#[derive(Debug)]
+pub struct PeerMount {
+    /// Its unique id.
+    pub id: MountId,
+    root: OwnedFd,
+}
+
+impl PeerMount {
+    /// Undoes the mount (lazily, exactly this one): when what should
+    /// follow it (recording it) failed.
+    pub fn undo(self, peer: &Peer) -> Result<(), UnmountError> {
+        unmount_for(peer, self.root, UnmountHow::Lazy, self.id)
+    }
+}
+
 /// `key` = the directory `fd`: by fd (`FSCONFIG_SET_FD`), else as
 /// `/proc/thread-self/fd/N`.
 fn set_layer(ctx: &FsContext, key: &'static str, fd: BorrowedFd<'_>) -> Result<(), KernelError> {
@@ -219,31 +236,40 @@ fn on_thread<T: Send>(f: impl FnOnce() -> Result<T, MountError> + Send) -> Resul
     })
 }
 
+/// How [`unmount_for`] finds the mount.
+#[derive(Debug, Clone, Copy)]
+pub enum UnmountHow<'a> {
+    /// Detach it now, through its root fd: exactly that mount, busy or not.
+    Lazy,
+    /// Unmount it if not busy, through its name in its parent directory.
+    ByName {
+        /// The directory it is mounted in.
+        parent: BorrowedFd<'a>,
+        /// Its name there.
+        name: &'a OsStr,
+    },
+}
+
 /// Unmounts, in the peer's mount namespace, the mount whose root is `root`
-/// (the service checked it is the peer's service mount): lazily through
-/// `root` itself (the fd's magic link is exactly that mount); otherwise,
-/// `root` closed first (it would keep the mount busy), through `name` in
-/// the directory `parent`, not followed, once `name` still has that mount
-/// on top. Paths are walked from the service's own `/proc`, never from the
-/// peer's namespace's root.
+/// (the service checked it is the peer's service mount `expect`): lazily
+/// through `root` itself (the fd's magic link is exactly that mount);
+/// otherwise, `root` closed first (it would keep the mount busy), through
+/// `name` in the directory `parent`, not followed, once `name` is checked
+/// to have that mount on top. Paths are walked from the service's own
+/// `/proc`, never from the peer's namespace's root.
 pub fn unmount_for(
     peer: &Peer,
     root: OwnedFd,
-    parent: BorrowedFd<'_>,
-    name: &OsStr,
-    lazy: bool,
+    how: UnmountHow<'_>,
     expect: MountId,
 ) -> Result<(), UnmountError> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let here = PathBuf::from("the client's mount point");
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let here = || PathBuf::from("the client's mount point");
     let io = |e: Errno| UnmountError::Io {
-        path: PathBuf::from("the client's mount point"),
+        path: here(),
         source: e.into(),
     };
-    if name.is_empty() || name == "." || name == ".." || name.as_bytes().contains(&b'/') {
-        return Err(UnmountError::NotMounted(here));
-    }
     let proc_fd = rustix::fs::open(
         "/proc/self/fd",
         rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
@@ -253,42 +279,42 @@ pub fn unmount_for(
     if rustix::fs::fstatfs(&proc_fd).map_err(io)?.f_type as i64 != 0x9fa0 {
         return Err(io(Errno::NOENT));
     }
-    let target = if lazy {
-        root.as_raw_fd().to_string().into_bytes()
-    } else {
-        let mut t = format!("{}/", parent.as_raw_fd()).into_bytes();
-        t.extend_from_slice(name.as_bytes());
-        t
+    let (target, flags, keep) = match how {
+        UnmountHow::Lazy => (
+            root.as_raw_fd().to_string().into_bytes(),
+            rustix::mount::UnmountFlags::DETACH,
+            Some(root),
+        ),
+        UnmountHow::ByName { parent, name } => {
+            if name.is_empty() || name == "." || name == ".." || name.as_bytes().contains(&b'/') {
+                return Err(UnmountError::NotMounted(here()));
+            }
+            drop(root);
+            let mut t = format!("{}/", parent.as_raw_fd()).into_bytes();
+            t.extend_from_slice(name.as_bytes());
+            (t, rustix::mount::UnmountFlags::NOFOLLOW, None)
+        }
     };
-    let target: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(target);
-    let root = if lazy {
-        Some(root)
-    } else {
-        drop(root);
-        None
-    };
+    let target = std::ffi::OsString::from_vec(target);
     std::thread::scope(|s| {
         s.spawn(|| -> Result<(), UnmountError> {
             sys::enter_mount_namespace(peer.mnt_ns.as_fd()).map_err(io)?;
             rustix::process::fchdir(&proc_fd).map_err(io)?;
-            let flags = if lazy {
-                rustix::mount::UnmountFlags::DETACH
-            } else {
-                // Still ours on top of `name`?
+            if let UnmountHow::ByName { parent, name } = how {
+                // Still that mount on top of `name`?
                 let now = crate::identity::mount_id_at(parent, name).map_err(io)?;
                 if now != expect {
-                    return Err(UnmountError::NotOurs(here.clone()));
+                    return Err(UnmountError::NotOurs(here()));
                 }
-                rustix::mount::UnmountFlags::NOFOLLOW
-            };
+            }
             rustix::mount::unmount(target.as_os_str(), flags).map_err(|e| match e {
-                Errno::BUSY => UnmountError::Busy(here.clone()),
+                Errno::BUSY => UnmountError::Busy(here()),
                 e => io(e),
-            })?;
-            drop(root);
-            Ok(())
+            })
         })
         .join()
         .unwrap_or_else(|_| Err(io(Errno::IO)))
-    })
+    })?;
+    drop(keep);
+    Ok(())
 }

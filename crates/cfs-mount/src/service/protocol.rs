@@ -13,7 +13,7 @@
 //!
 //! | op | fds, in order | fields | answer |
 //! | --- | --- | --- | --- |
-//! | `hello` | none | | `hello` (`version`, the `uid` and `pid` the service sees) |
+//! | `hello` | none | | `hello` (the `uid` and `pid` the service sees) |
 //! | `mount` | image (a readable regular file), mount point (a directory, `O_PATH` is enough), then `objects` object directories | `objects` (1 to [`MAX_OBJECT_DIRS`]), `image_id` (optional: the expected image id, 64 hex), `verity` (`off` or `require`) | `mounted` (`image_id`, `mount_id` `uNNN`, `cached`) |
 //! | `unmount` | the mount's root (`O_PATH`), its parent directory (`O_PATH`) | `name` (the mount point's name in the parent, as bytes), `lazy` | `unmounted` |
 //!
@@ -88,10 +88,9 @@ pub enum ServiceVerity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {
-    /// The answer to `hello`.
+    /// The answer to `hello` (its `version` says which protocol the service
+    /// speaks).
     Hello {
-        /// The protocol version the service speaks.
-        version: u32,
         /// The caller's uid, as the kernel told the service.
         uid: u32,
         /// The caller's pid, as the kernel told the service.

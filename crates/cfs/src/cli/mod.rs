@@ -14,6 +14,7 @@ mod oci;
 mod output;
 mod pin;
 mod repo;
+mod service;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -91,8 +92,11 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount a composefs mount (any mode).
     Unmount(mount::UnmountArgs),
-    /// List cfs mounts and their modes (kernel, fuse+overlay, fuse).
+    /// List cfs mounts and their modes (kernel, fuse+overlay, fuse, service).
     Mounts(mount::MountsArgs),
+    /// Run the mount service (as root): kernel mounts of validated images
+    /// for unprivileged users, on a unix socket (see docs/mount-service.md).
+    MountService(cfs_service::ServiceArgs),
     /// The FUSE server `cfs mount` starts (fds handed over by LISTEN_FDS).
     #[command(name = "__serve", hide = true)]
     Serve(cfs_mount::server::ServerArgs),
@@ -159,6 +163,7 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Mount(a) => mount::mount(a, cli.repo.as_deref()),
         Command::Unmount(a) => mount::unmount(&a),
         Command::Mounts(a) => mount::mounts(&a),
+        Command::MountService(a) => service::run(&a),
         Command::Serve(a) => mount::serve(&a),
         Command::Repo(c) => repo::run(cli.repo.as_deref(), c),
         Command::FuseServe(a) => fuse::run(&a, cli.repo.as_deref()),
