@@ -87,7 +87,7 @@ pub fn validate(bytes: &[u8], limits: &ImageLimits) -> Result<ImageFacts, Refuse
     tree_limits.max_depth = limits.max_depth;
     tree_limits.max_entries = Some(limits.max_entries);
     let tree = image
-        .to_tree_with(tree_limits)
+        .to_tree_as_written(tree_limits)
         .map_err(|e| Refused(format!("the image does not read back: {e}")))?;
     let devices = check_tree(&tree)?;
     let options = WriteOptions {

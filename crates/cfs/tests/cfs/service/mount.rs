@@ -1,0 +1,134 @@
+//! `cfs mount` through the service, as the plain user and as root of a user
+//! namespace: a kernel overlay over erofs (not FUSE), the walk and contents
+//! of the source, `cfs mounts` says `service`, the user unmounts it and
+//! another user can't.
+
+use super::{home, run, run_ok, unavailable, Service, MAKE_SRC};
+use cfs_testkit::require;
+use cfs_testkit::users::As;
+use std::time::Duration;
+
+/// The body both users run: make a tree, import it, mount it by name (and
+/// the image file with --basedir), list both, print the mount lines.
+const MOUNT_BY_NAME_AND_FILE: &str = r#"
+make_src
+id=$($CFS --repo r create-image src img)
+mkdir m f
+$CFS --repo r mount --explain img m
+echo "line: $(mountline m)"
+$CFS mounts | grep -F "$(pwd -P)/m" | sed 's/^/mounts: /'
+echo "--- source"; list src
+echo "--- name"; list m
+$CFS mount --basedir r/objects "r/objects/$(echo $id | cut -c1-2)/$(echo $id | cut -c3-)" f
+echo "--- file"; list f
+echo "--- end"
+"#;
+
+fn section<'a>(out: &'a str, name: &str) -> &'a str {
+    let start = out
+        .find(&format!("--- {name}\n"))
+        .unwrap_or_else(|| panic!("no section {name} in:\n{out}"))
+        + name.len()
+        + 5;
+    let end = out[start..].find("--- ").map_or(out.len(), |i| start + i);
+    &out[start..end]
+}
+
+fn assert_service_mounts(who: &str, out: &str) {
+    assert!(out.starts_with("mode: service\n"), "{who}:\n{out}");
+    assert!(
+        out.contains("line: overlay composefs-service\n"),
+        "{who}: not a kernel overlay made by the service:\n{out}"
+    );
+    assert!(out.contains("mounts: service\t"), "{who}:\n{out}");
+    let src = section(out, "source");
+    assert!(
+        src.contains("./dir/hardlink f"),
+        "{who}: the listing is empty?\n{src}"
+    );
+    assert_eq!(
+        section(out, "name"),
+        src,
+        "{who}: the mount by name differs from the source"
+    );
+    assert_eq!(
+        section(out, "file"),
+        src,
+        "{who}: the image file's mount differs from the source"
+    );
+}
+
+#[test]
+fn a_plain_user_gets_a_kernel_mount_only_it_can_unmount() {
+    require!(unavailable());
+    let h = home();
+    let svc = Service::start(&[]);
+    let out = run_ok(
+        As::User,
+        &h,
+        Some(&svc),
+        &[],
+        &format!("{MAKE_SRC}\n{MOUNT_BY_NAME_AND_FILE}"),
+    );
+    assert_service_mounts("plain user", &out);
+    // Another user can't unmount them; the user can.
+    let other = run(
+        As::Root,
+        &h,
+        Some(&svc),
+        &[],
+        r#"setpriv --reuid 65534 --regid 65534 --clear-groups $CFS unmount "$HOME_DIR/m" 2>&1 && echo UNMOUNTED
+           mountline m"#,
+    );
+    let text = String::from_utf8_lossy(&other.stdout);
+    assert!(
+        !text.contains("UNMOUNTED"),
+        "another user unmounted it:\n{text}"
+    );
+    assert!(
+        text.contains("not made for you") && text.contains("overlay composefs-service"),
+        "{text}\nservice log:\n{}",
+        svc.log()
+    );
+    let out = run_ok(
+        As::User,
+        &h,
+        Some(&svc),
+        &[],
+        "$CFS unmount m; $CFS unmount f; echo \"left: $(mountline m)$(mountline f)\"",
+    );
+    assert_eq!(out, "left: \n");
+    // The service recorded both mounts for this user, and forgot them.
+    let log = svc.log();
+    assert_eq!(log.matches(": mount: mounted image").count(), 2, "{log}");
+    assert_eq!(log.matches(": unmount: unmounted").count(), 2, "{log}");
+    assert!(
+        log.contains("unmount: refused: that mount was not made for you"),
+        "{log}"
+    );
+    h.tag.assert_none_left(Duration::from_secs(10));
+}
+
+#[test]
+fn in_a_user_namespace_the_images_root_is_the_namespaces_root() {
+    require!(unavailable());
+    let h = home();
+    let svc = Service::start(&[]);
+    // Imported in the namespace, the files are root's (the user's own uid,
+    // mapped to 0): the image says uid 0, and so does the mount.
+    let out = run_ok(
+        As::UserNs,
+        &h,
+        Some(&svc),
+        &[],
+        &format!(
+            "{MAKE_SRC}\n{MOUNT_BY_NAME_AND_FILE}\n\
+             echo \"owner: $(stat -c %u:%g m/ext1 m/dir | tr '\\n' ' ')\"\n\
+             $CFS unmount m; $CFS unmount f; echo \"left: $(mountline m)$(mountline f)\""
+        ),
+    );
+    assert_service_mounts("user namespace", &out);
+    assert!(out.contains("owner: 0:0 0:0 \n"), "{out}");
+    assert!(out.ends_with("left: \n"), "{out}");
+    h.tag.assert_none_left(Duration::from_secs(10));
+}
