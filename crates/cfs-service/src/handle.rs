@@ -9,7 +9,7 @@ use crate::validate::{self, ImageFacts};
 use crate::State;
 use cfs_format::Digest;
 use cfs_mount::service::protocol::{self, ProtocolError, Request, Response, MAX_OBJECT_DIRS};
-use cfs_mount::service::{MountForPeer, Peer, ServiceVerity, UnmountHow};
+use cfs_mount::service::{MountForPeer, Peer, ServiceVerity};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -83,9 +83,13 @@ pub(crate) fn connection(state: &State, conn: OwnedFd) {
             "mount".to_string(),
             mount(state, &peer, objects, image_id, verity, fds, deadline),
         ),
-        Request::Unmount { name, lazy } => (
-            format!("unmount{}", if lazy { " --lazy" } else { "" }),
-            unmount(state, &peer, &name, lazy, fds),
+        Request::Unmount {
+            name,
+            mount_id,
+            lazy,
+        } => (
+            format!("unmount {mount_id}{}", if lazy { " --lazy" } else { "" }),
+            unmount(state, &peer, &name, &mount_id, lazy, fds),
         ),
     };
     let response = match result {
@@ -197,10 +201,9 @@ fn mount(
         |e: cfs_repo::repository::RepoError| Problem::Failed(format!("the service's cache: {e}"));
     let (pending, cached) = state.cache.begin(&id, &bytes).map_err(cache_err)?;
     drop(bytes);
-    let file = pending.open_image_file().map_err(cache_err)?;
     let objects: Vec<BorrowedFd<'_>> = dirs.iter().map(|d| d.as_fd()).collect();
     let made = MountForPeer {
-        image: &file,
+        image: pending.opened_image(),
         image_path: pending.image_file(),
         has_acl: facts.has_acl,
         objects: &objects,
@@ -257,28 +260,28 @@ fn image_facts(state: &State, id: &Digest, bytes: &[u8]) -> Result<ImageFacts, P
     Ok(facts)
 }
 
-/// An unmount request: fd 0 the mount's root, fd 1 its parent.
+/// An unmount request: fd 0 the mount point's parent directory.
 fn unmount(
     state: &State,
     peer: &Peer,
     name: &[u8],
+    mount_id: &str,
     lazy: bool,
     fds: Vec<OwnedFd>,
 ) -> Result<Response, Problem> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok([root, parent]) = <[OwnedFd; 2]>::try_from(fds) else {
-        return refused("an unmount request carries the mount's root and its parent directory");
+    let Ok([parent]) = <[OwnedFd; 1]>::try_from(fds) else {
+        return refused("an unmount request carries the mount point's parent directory, one fd");
     };
-    let id = match cfs_mount::identity::mount_root_id(root.as_fd()) {
-        Ok(cfs_mount::MountId::Unique(id)) => id,
-        Ok(_) => {
-            return Err(Problem::Failed(
-                "this kernel has no unique mount ids".into(),
-            ))
-        }
-        Err(rustix::io::Errno::INVAL) => return refused("that is not the root of a mount"),
-        Err(e) => return Err(Problem::Failed(format!("identifying the mount: {e}"))),
+    let Ok(cfs_mount::MountId::Unique(id)) = mount_id.parse() else {
+        return refused(format!("mount_id {mount_id:?} is not a mount id (uNNN)"));
     };
+    if peer.in_user_namespace {
+        return refused(
+            "your mount namespace belongs to a user namespace of your own: unmount it yourself \
+             (cfs unmount does, as root there)",
+        );
+    }
     let pins = state
         .cache
         .pins()
@@ -292,30 +295,27 @@ fn unmount(
     if pin.mount.mnt_ns_id != peer.mnt_ns_id {
         return refused("that mount is not in your mount namespace");
     }
-    let how = if lazy {
-        UnmountHow::Lazy
-    } else if peer.in_user_namespace {
-        return refused(
-            "your mount namespace belongs to your own user namespace: unmount it yourself \
-             (cfs unmount does, as root there)",
-        );
-    } else {
-        UnmountHow::ByName {
-            parent: parent.as_fd(),
-            name: std::ffi::OsStr::from_bytes(name),
-        }
-    };
     // One unmount at a time: between the check that the name still has
-    // this mount on top and the unmount, no other request changes mounts.
+    // this mount on top and the unmount, no other request changes mounts
+    // (and the peer, in a namespace of the initial user namespace, can't).
     let _one = state.unmounting.lock().unwrap_or_else(|p| p.into_inner());
-    cfs_mount::service::unmount_for(peer, root, how, cfs_mount::MountId::Unique(id)).map_err(
-        |e| match e {
-            cfs_mount::UnmountError::Busy(_) => Problem::Refused(
-                "the mount is busy (files open on it); --lazy detaches it now".into(),
-            ),
-            e => Problem::Failed(error_chain(&e)),
-        },
-    )?;
+    let expect = cfs_mount::MountId::Unique(id);
+    cfs_mount::service::unmount_for(
+        peer,
+        parent.as_fd(),
+        std::ffi::OsStr::from_bytes(name),
+        lazy,
+        expect,
+    )
+    .map_err(|e| match e {
+        cfs_mount::UnmountError::Busy(_) => {
+            Problem::Refused("the mount is busy (files open on it); --lazy detaches it now".into())
+        }
+        cfs_mount::UnmountError::NotOurs(_) | cfs_mount::UnmountError::NotMounted(_) => {
+            Problem::Refused(format!("that name does not have mount {mount_id} on it"))
+        }
+        e => Problem::Failed(error_chain(&e)),
+    })?;
     if cfs_repo::sys::mount_exists(pin.mount) == Ok(true) {
         return Err(Problem::Failed(
             "the mount is still there after unmounting (something else was on top of it?)".into(),

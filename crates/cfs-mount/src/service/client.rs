@@ -207,22 +207,22 @@ pub(crate) fn mount(cfg: &MountConfig, target: &Path) -> Result<MountId, MountEr
 }
 
 /// Asks the service to unmount the service mount `mp` (which this process
-/// may not unmount itself): sends its root (the identity) and its parent
-/// directory with the name (for a non-lazy unmount), then closes its own
-/// copy of the root, which would keep the mount busy.
+/// may not unmount itself): sends its parent directory, its name there and
+/// the id of the mount found on it, having closed the mount's root first
+/// (it would keep the mount busy).
 pub(crate) fn unmount(mp: OpenMountPoint, lazy: bool) -> Result<(), UnmountError> {
     use std::os::unix::ffi::OsStrExt;
+    let id = mp.id();
     let (root, parent, name) = mp.into_parts();
+    drop(root);
     let req = Request::Unmount {
         name: name.as_bytes().to_vec(),
+        mount_id: id.to_string(),
         lazy,
     };
     let path = super::socket_path();
-    let answer = Client::connect(&path, REQUEST_TIMEOUT).and_then(|c| {
-        c.send(&req, &[root.as_fd(), parent.as_fd()])?;
-        drop(root);
-        c.answer()
-    });
+    let answer =
+        Client::connect(&path, REQUEST_TIMEOUT).and_then(|c| c.call(&req, &[parent.as_fd()]));
     match answer {
         Ok(Response::Unmounted) => Ok(()),
         Ok(r) => Err(UnmountError::Service(ServiceError::Unexpected(format!(

@@ -20,7 +20,7 @@ pub mod peer;
 pub mod protocol;
 
 pub use client::{probe, ServiceError};
-pub use peer::{unmount_for, MountForPeer, Peer, PeerMount, UnmountHow};
+pub use peer::{unmount_for, MountForPeer, Peer, PeerMount};
 pub use protocol::{Request, Response, ServiceVerity};
 
 use std::path::PathBuf;

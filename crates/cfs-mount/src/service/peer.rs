@@ -202,10 +202,36 @@ pub struct PeerMount {
 }
 
 impl PeerMount {
-    /// Undoes the mount (lazily, exactly this one): when what should
+    /// Undoes the mount, lazily and exactly this one (through its own fd,
+    /// `/proc/self/fd/N` from the service's `/proc`): when what should
     /// follow it (recording it) failed.
     pub fn undo(self, peer: &Peer) -> Result<(), UnmountError> {
-        unmount_for(peer, self.root, UnmountHow::Lazy, self.id)
+        use std::os::fd::AsRawFd;
+        let io = |e: Errno| UnmountError::Io {
+            path: PathBuf::from("the client's mount point"),
+            source: e.into(),
+        };
+        let target = format!("/proc/self/fd/{}", self.root.as_raw_fd());
+        // Resolved before entering the peer's namespace would be best; the
+        // magic link jumps to the mount itself either way, and the thread
+        // may only unmount in the namespace the mount is in.
+        let proc_fd = rustix::fs::open(
+            "/proc/self/fd",
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(io)?;
+        let name = target.rsplit('/').next().unwrap_or_default().to_string();
+        std::thread::scope(|s| {
+            s.spawn(|| -> Result<(), UnmountError> {
+                sys::enter_mount_namespace(peer.mnt_ns.as_fd()).map_err(io)?;
+                rustix::process::fchdir(&proc_fd).map_err(io)?;
+                rustix::mount::unmount(name.as_str(), rustix::mount::UnmountFlags::DETACH)
+                    .map_err(io)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io(Errno::IO)))
+        })
     }
 }
 
@@ -236,31 +262,20 @@ fn on_thread<T: Send>(f: impl FnOnce() -> Result<T, MountError> + Send) -> Resul
     })
 }
 
-/// How [`unmount_for`] finds the mount.
-#[derive(Debug, Clone, Copy)]
-pub enum UnmountHow<'a> {
-    /// Detach it now, through its root fd: exactly that mount, busy or not.
-    Lazy,
-    /// Unmount it if not busy, through its name in its parent directory.
-    ByName {
-        /// The directory it is mounted in.
-        parent: BorrowedFd<'a>,
-        /// Its name there.
-        name: &'a OsStr,
-    },
-}
-
-/// Unmounts, in the peer's mount namespace, the mount whose root is `root`
-/// (the service checked it is the peer's service mount `expect`): lazily
-/// through `root` itself (the fd's magic link is exactly that mount);
-/// otherwise, `root` closed first (it would keep the mount busy), through
-/// `name` in the directory `parent`, not followed, once `name` is checked
-/// to have that mount on top. Paths are walked from the service's own
-/// `/proc`, never from the peer's namespace's root.
+/// Unmounts, in the peer's mount namespace, the mount `expect` (the
+/// service checked it is the peer's service mount) on `name` in the
+/// directory `parent`, lazily or not: `name` is looked up in exactly that
+/// directory and not followed, and must have that very mount on top; the
+/// path is walked from the service's own `/proc` (`P/NAME`, `P` the fd's
+/// magic link), never from the peer's namespace's root. Only for a peer
+/// whose mount namespace it can't change itself (the caller serializes
+/// unmounts, so nothing else changes mounts between the check and the
+/// unmount but root).
 pub fn unmount_for(
     peer: &Peer,
-    root: OwnedFd,
-    how: UnmountHow<'_>,
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    lazy: bool,
     expect: MountId,
 ) -> Result<(), UnmountError> {
     use std::os::fd::AsRawFd;
@@ -270,6 +285,9 @@ pub fn unmount_for(
         path: here(),
         source: e.into(),
     };
+    if name.is_empty() || name == "." || name == ".." || name.as_bytes().contains(&b'/') {
+        return Err(UnmountError::NotMounted(here()));
+    }
     let proc_fd = rustix::fs::open(
         "/proc/self/fd",
         rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
@@ -279,33 +297,24 @@ pub fn unmount_for(
     if rustix::fs::fstatfs(&proc_fd).map_err(io)?.f_type as i64 != 0x9fa0 {
         return Err(io(Errno::NOENT));
     }
-    let (target, flags, keep) = match how {
-        UnmountHow::Lazy => (
-            root.as_raw_fd().to_string().into_bytes(),
-            rustix::mount::UnmountFlags::DETACH,
-            Some(root),
-        ),
-        UnmountHow::ByName { parent, name } => {
-            if name.is_empty() || name == "." || name == ".." || name.as_bytes().contains(&b'/') {
-                return Err(UnmountError::NotMounted(here()));
-            }
-            drop(root);
-            let mut t = format!("{}/", parent.as_raw_fd()).into_bytes();
-            t.extend_from_slice(name.as_bytes());
-            (t, rustix::mount::UnmountFlags::NOFOLLOW, None)
-        }
-    };
+    let mut target = format!("{}/", parent.as_raw_fd()).into_bytes();
+    target.extend_from_slice(name.as_bytes());
     let target = std::ffi::OsString::from_vec(target);
+    let flags = if lazy {
+        rustix::mount::UnmountFlags::DETACH | rustix::mount::UnmountFlags::NOFOLLOW
+    } else {
+        rustix::mount::UnmountFlags::NOFOLLOW
+    };
     std::thread::scope(|s| {
         s.spawn(|| -> Result<(), UnmountError> {
             sys::enter_mount_namespace(peer.mnt_ns.as_fd()).map_err(io)?;
             rustix::process::fchdir(&proc_fd).map_err(io)?;
-            if let UnmountHow::ByName { parent, name } = how {
-                // Still that mount on top of `name`?
-                let now = crate::identity::mount_id_at(parent, name).map_err(io)?;
-                if now != expect {
-                    return Err(UnmountError::NotOurs(here()));
-                }
+            // Still that mount on top of `name`?
+            match crate::identity::mount_id_at(parent, name) {
+                Ok(now) if now == expect => {}
+                Ok(_) => return Err(UnmountError::NotOurs(here())),
+                Err(Errno::INVAL) => return Err(UnmountError::NotMounted(here())),
+                Err(e) => return Err(io(e)),
             }
             rustix::mount::unmount(target.as_os_str(), flags).map_err(|e| match e {
                 Errno::BUSY => UnmountError::Busy(here()),
@@ -314,7 +323,5 @@ pub fn unmount_for(
         })
         .join()
         .unwrap_or_else(|_| Err(io(Errno::IO)))
-    })?;
-    drop(keep);
-    Ok(())
+    })
 }

@@ -15,7 +15,7 @@
 //! | --- | --- | --- | --- |
 //! | `hello` | none | | `hello` (the `uid` and `pid` the service sees) |
 //! | `mount` | image (a readable regular file), mount point (a directory, `O_PATH` is enough), then `objects` object directories | `objects` (1 to [`MAX_OBJECT_DIRS`]), `image_id` (optional: the expected image id, 64 hex), `verity` (`off` or `require`) | `mounted` (`image_id`, `mount_id` `uNNN`, `cached`) |
-//! | `unmount` | the mount's root (`O_PATH`), its parent directory (`O_PATH`) | `name` (the mount point's name in the parent, as bytes), `lazy` | `unmounted` |
+//! | `unmount` | the mount point's parent directory (`O_PATH`) | `name` (the mount point's name in it, as bytes), `mount_id` (`uNNN`: the mount the client found there), `lazy` | `unmounted` |
 //!
 //! Any request may instead be answered `refused` (the request is not
 //! acceptable: hostile image, wrong fd, not yours, over a limit) or
@@ -63,11 +63,14 @@ pub enum Request {
         /// Content checking by overlayfs.
         verity: ServiceVerity,
     },
-    /// Unmount the service mount whose root is fd 0, on `name` in the
-    /// directory fd 1.
+    /// Unmount the service mount `mount_id` on `name` in the directory fd 0.
+    /// (Not the mount's root as an fd: an fd of the client's would keep the
+    /// mount busy while the service unmounts it.)
     Unmount {
         /// The mount point's name in its parent directory, as bytes.
         name: Vec<u8>,
+        /// The mount the client found there (`uNNN`); it must still be there.
+        mount_id: String,
         /// Detach now even if busy.
         lazy: bool,
     },
@@ -276,9 +279,10 @@ mod tests {
             (
                 Request::Unmount {
                     name: b"m".to_vec(),
+                    mount_id: "u42".into(),
                     lazy: false,
                 },
-                r#"{"version":1,"op":"unmount","name":[109],"lazy":false}"#,
+                r#"{"version":1,"op":"unmount","name":[109],"mount_id":"u42","lazy":false}"#,
             ),
         ];
         for (req, text) in table {

@@ -96,12 +96,13 @@ impl Repository {
         let lock = self.lock(LockMode::Shared)?;
         let stored = self.objects.insert_bytes_as(bytes, "an image")?;
         self.link_image_id(&stored.digest)?;
-        self.image_object(&stored.digest)?;
+        let opened = self.image_object(&stored.digest)?;
         let file = self.objects.object_path(&stored.digest);
         Ok(PendingMount {
             repo: self,
             image: stored.digest,
             file,
+            opened,
             _lock: lock,
         })
     }
@@ -231,11 +232,6 @@ impl PendingMount {
     /// The repository.
     pub fn repository(&self) -> &Repository {
         &self.repo
-    }
-
-    /// Opens the image file (checked as [`Repository::open_image`] does).
-    pub fn open_image_file(&self) -> Result<std::fs::File, RepoError> {
-        self.repo.image_object(&self.image)
     }
 
     /// Records that the mount now at `mountpoint` uses the image, and

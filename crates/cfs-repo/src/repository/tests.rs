@@ -330,7 +330,7 @@ fn an_image_given_as_bytes_is_stored_unnamed_pinned_with_its_owner_and_collected
     let pending = repo.begin_mount_image(&image).unwrap();
     assert_eq!(pending.image(), id);
     let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut pending.open_image_file().unwrap(), &mut bytes).unwrap();
+    std::io::Read::read_to_end(&mut pending.opened_image(), &mut bytes).unwrap();
     assert_eq!(bytes, image);
     // The mount holding the test's directory stands for the image's mount.
     let Ok(mount) = crate::sys::mount_at(tmp.path()) else {
