@@ -95,6 +95,10 @@ impl Budget {
     }
 }
 
+/// For each node with more than one name, the directory and the name the
+/// writer placed it at.
+type FirstNames = HashMap<NodeId, (NodeId, Vec<u8>)>;
+
 /// A directory being filled: its node, its raw entries, and the next one to visit.
 struct Frame<'a> {
     node: NodeId,
@@ -241,7 +245,7 @@ impl<T: ImageSource> Image<T> {
     fn placed_names(
         &self,
         tree: &Tree,
-    ) -> Result<Option<HashMap<NodeId, (NodeId, Vec<u8>)>>, ReadError> {
+    ) -> Result<Option<FirstNames>, ReadError> {
         // Every inode some entry reaches, in nid order: its breadth-first index.
         let mut nids: Vec<Nid> = vec![self.root_nid()];
         let mut seen: HashSet<Nid> = HashSet::from([self.root_nid()]);
