@@ -162,15 +162,15 @@ pub(crate) fn mountpoint(peer: &Peer, fd: BorrowedFd<'_>) -> Result<(), Problem>
             kind_name(seen.kind)
         ));
     }
+    if seen.mount_root {
+        return refused("the mount point already has a file system mounted on it");
+    }
     if seen.uid != peer.uid {
         return refused(format!(
             "the mount point belongs to uid {}, not to you (uid {}): the service mounts only on \
              a directory you own",
             seen.uid, peer.uid
         ));
-    }
-    if seen.mount_root {
-        return refused("the mount point already has a file system mounted on it");
     }
     match location(peer, fd, what)? {
         Some(magic) => not_fuse(magic, "the mount point"),

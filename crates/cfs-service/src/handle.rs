@@ -38,13 +38,13 @@ pub(crate) fn connection(state: &State, conn: OwnedFd) {
             return;
         }
     };
-    let Some(_slot) = state.gate.request(peer.uid, limits.max_requests_per_user) else {
+    let Some(slot) = state.gate.request(peer.uid, limits.max_requests_per_user) else {
         let why = format!(
             "uid {} has {} requests in progress, the most the service takes at once",
             peer.uid, limits.max_requests_per_user
         );
         log(&peer, &format!("refused: {why}"));
-        answer(&conn, &Response::Refused { error: why });
+        refuse_unread(&conn, why);
         return;
     };
     let started = Instant::now();
@@ -106,6 +106,8 @@ pub(crate) fn connection(state: &State, conn: OwnedFd) {
             Response::Failed { error }
         }
     };
+    // Done before the client hears so: its next request is not its last.
+    drop(slot);
     answer(&conn, &response);
 }
 
@@ -127,6 +129,16 @@ fn describe(r: &Response) -> String {
 
 fn log(peer: &Peer, what: &str) {
     crate::log(&format!("uid {} pid {}: {what}", peer.uid, peer.pid));
+}
+
+/// Refuses a request without reading it: what the client already sent is
+/// taken off the socket first (never waited for), since closing a unix
+/// socket with unread data resets the connection, and the client would see
+/// that instead of the answer.
+pub(crate) fn refuse_unread(conn: &OwnedFd, error: String) {
+    let mut buf = vec![0u8; protocol::MAX_MESSAGE + 1];
+    let _ = rustix::net::recv(conn, &mut buf, rustix::net::RecvFlags::DONTWAIT);
+    answer(conn, &Response::Refused { error });
 }
 
 fn answer(conn: &OwnedFd, r: &Response) {

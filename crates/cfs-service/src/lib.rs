@@ -163,10 +163,7 @@ pub fn run(args: &ServiceArgs) -> Result<(), StartError> {
                 rustix::net::sockopt::Timeout::Send,
                 Some(Duration::from_secs(1)),
             );
-            let busy = cfs_mount::service::Response::Refused {
-                error: "the service is busy; try again".into(),
-            };
-            let _ = cfs_mount::service::protocol::send(&conn, &busy, &[]);
+            handle::refuse_unread(&conn, "the service is busy; try again".into());
             continue;
         };
         let spawned = std::thread::Builder::new()

@@ -242,10 +242,7 @@ impl<T: ImageSource> Image<T> {
     /// For each node with more than one name: the directory and name at
     /// which the writer placed it (see [`Image::to_tree_as_written`]);
     /// `None` when the image's inode order fits no breadth-first placement.
-    fn placed_names(
-        &self,
-        tree: &Tree,
-    ) -> Result<Option<FirstNames>, ReadError> {
+    fn placed_names(&self, tree: &Tree) -> Result<Option<FirstNames>, ReadError> {
         // Every inode some entry reaches, in nid order: its breadth-first index.
         let mut nids: Vec<Nid> = vec![self.root_nid()];
         let mut seen: HashSet<Nid> = HashSet::from([self.root_nid()]);

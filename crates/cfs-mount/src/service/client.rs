@@ -95,8 +95,16 @@ impl Client {
     /// Sends `req` with `fds` and returns the answer; `refused` and
     /// `failed` answers are errors.
     pub fn call(&self, req: &Request, fds: &[BorrowedFd<'_>]) -> Result<Response, ServiceError> {
-        self.send(req, fds)?;
-        self.answer()
+        match self.send(req, fds) {
+            Ok(()) => self.answer(),
+            // The service may have answered (refused) and closed before
+            // the request went out: that answer says more than EPIPE.
+            Err(unsent) => match self.answer() {
+                Ok(r) => Ok(r),
+                Err(e @ (ServiceError::Refused(_) | ServiceError::Failed(_))) => Err(e),
+                Err(_) => Err(unsent),
+            },
+        }
     }
 
     /// Sends `req` with `fds` (the other half of [`Client::call`]).

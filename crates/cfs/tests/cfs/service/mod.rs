@@ -107,11 +107,6 @@ impl Service {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
-
-    /// The service's cache directory.
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
 }
 
 impl Drop for Service {
@@ -241,6 +236,27 @@ make_src() {
     touch -d @1000000000 src/dir/sub
 }
 "#;
+
+/// A small tree (external and inline files) built by root into `dir` as
+/// `image.cfs` and `objects/`, readable by all.
+fn small_image(dir: &Path) -> (PathBuf, PathBuf) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("ext1"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(
+        src.join("d/ext2"),
+        (0..70_000u32).map(|i| i as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    std::fs::write(src.join("inline"), b"inline\n").unwrap();
+    let (image, objects, _) = crate::support::build(dir, &src);
+    cfs_testkit::command::run_ok(std::process::Command::new("chmod").args([
+        cfs_testkit::os("-R"),
+        cfs_testkit::os("a+rX"),
+        dir.as_os_str(),
+    ]));
+    (image, objects)
+}
 
 /// The test user's uid and gid.
 fn test_user_ids() -> (u32, u32) {

@@ -59,7 +59,10 @@ fn setuid_root_runs_as_the_user_and_devices_do_not_open() {
     let h = home();
     let svc = Service::start(&[]);
     let (image, objects) = setuid_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[("IMAGE", image.as_os_str()), ("OBJECTS", objects.as_os_str())];
+    let vars: &[(&str, &OsStr)] = &[
+        ("IMAGE", image.as_os_str()),
+        ("OBJECTS", objects.as_os_str()),
+    ];
     let out = run_ok(
         As::User,
         &h,
@@ -78,13 +81,19 @@ fn setuid_root_runs_as_the_user_and_devices_do_not_open() {
     );
     let (uid, gid) = test_user_ids();
     assert!(out.contains("line: overlay composefs-service\n"), "{out}");
-    assert!(out.contains("claims: 0 4755\n"), "the image claims setuid root:\n{out}");
+    assert!(
+        out.contains("claims: 0 4755\n"),
+        "the image claims setuid root:\n{out}"
+    );
     assert!(
         out.contains(&format!("id: {uid} {gid} (I am {uid})\n")),
         "setuid root took effect:\n{out}"
     );
     for d in ["null", "mem", "sda", "null w"] {
-        let line = out.lines().find(|l| l.starts_with(&format!("{d}: "))).unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{d}: ")))
+            .unwrap();
         assert!(line.contains("Permission denied"), "{line}\n{out}");
     }
     h.tag.assert_none_left(Duration::from_secs(10));
@@ -96,7 +105,10 @@ fn a_user_namespace_gets_no_devices_from_the_service_and_falls_back() {
     let h = home();
     let svc = Service::start(&[]);
     let (image, objects) = setuid_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[("IMAGE", image.as_os_str()), ("OBJECTS", objects.as_os_str())];
+    let vars: &[(&str, &OsStr)] = &[
+        ("IMAGE", image.as_os_str()),
+        ("OBJECTS", objects.as_os_str()),
+    ];
     let out = run_ok(
         As::UserNs,
         &h,
@@ -115,6 +127,9 @@ fn a_user_namespace_gets_no_devices_from_the_service_and_falls_back() {
     );
     assert!(out.contains("mode: fuse+overlay\n"), "no fallback:\n{out}");
     assert!(out.contains("line: overlay composefs\n"), "{out}");
-    assert!(out.contains("sda: ") && !out.contains("sda: opened"), "{out}");
+    assert!(
+        out.contains("sda: ") && !out.contains("sda: opened"),
+        "{out}"
+    );
     h.tag.assert_none_left(Duration::from_secs(10));
 }
