@@ -38,9 +38,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use validate::ImageFacts;
 
-/// How often the cache is collected without being asked.
-const COLLECT_EVERY: Duration = Duration::from_secs(600);
-
 /// `cfs mount-service` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
@@ -50,6 +47,11 @@ pub struct ServiceArgs {
     /// The cache of validated images (a cfs repository, private to root).
     #[arg(long, value_name = "DIR", default_value = "/var/cache/cfs-mount")]
     pub cache: PathBuf,
+    /// Seconds between collections of the cache (images no mount uses any
+    /// more: unmounted, or gone with their mount namespace); it is also
+    /// collected at start and after each unmount.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub collect_every: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub limits: Limits,
@@ -133,8 +135,9 @@ pub fn run(args: &ServiceArgs) -> Result<(), StartError> {
     });
     collect(&state);
     let collector = state.clone();
+    let every = Duration::from_secs(args.collect_every.max(1));
     std::thread::spawn(move || loop {
-        match rx.recv_timeout(COLLECT_EVERY) {
+        match rx.recv_timeout(every) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => collect(&collector),
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }

@@ -107,6 +107,11 @@ impl Service {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
+
+    /// The service's cache (a cfs repository).
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
 }
 
 impl Drop for Service {

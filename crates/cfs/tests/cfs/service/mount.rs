@@ -117,7 +117,7 @@ fn a_plain_user_gets_a_kernel_mount_only_it_can_unmount() {
 fn in_a_user_namespace_the_images_root_is_the_namespaces_root() {
     require!(unavailable());
     let h = home();
-    let svc = Service::start(&[]);
+    let svc = Service::start(&["--collect-every", "1"]);
     // Imported in the namespace, the files are root's (the user's own uid,
     // mapped to 0): the image says uid 0, and so does the mount.
     let out = run_ok(
@@ -135,4 +135,26 @@ fn in_a_user_namespace_the_images_root_is_the_namespaces_root() {
     assert!(out.contains("owner: 0:0 0:0 \n"), "{out}");
     assert!(out.ends_with("left: \n"), "{out}");
     h.tag.assert_none_left(Duration::from_secs(10));
+
+    // A mount left in a namespace goes with it, and the cache entry with
+    // the mount: the service finds it gone and collects the image.
+    let out = run_ok(
+        As::UserNs,
+        &h,
+        Some(&svc),
+        &[],
+        "mkdir g; $CFS --repo r mount img g; echo \"line: $(mountline g)\"",
+    );
+    assert_eq!(out, "line: overlay composefs-service\n");
+    let images = svc.cache().join("images");
+    let cached = || {
+        std::fs::read_dir(&images)
+            .map(|d| d.flatten().filter(|e| e.file_name() != "refs").count())
+            .unwrap_or(0)
+    };
+    assert!(
+        cfs_testkit::mounts::wait_until(Duration::from_secs(20), || cached() == 0),
+        "the image of a mount whose namespace is gone is still cached:\n{}",
+        svc.log()
+    );
 }
