@@ -131,14 +131,19 @@ fn log(peer: &Peer, what: &str) {
     crate::log(&format!("uid {} pid {}: {what}", peer.uid, peer.pid));
 }
 
-/// Refuses a request without reading it: what the client already sent is
+/// Refuses a request without reading it (see [`answer_unread`]).
+pub(crate) fn refuse_unread(conn: &OwnedFd, error: String) {
+    answer_unread(conn, &Response::Refused { error });
+}
+
+/// Answers a request without reading it: what the client already sent is
 /// taken off the socket first (never waited for), since closing a unix
 /// socket with unread data resets the connection, and the client would see
 /// that instead of the answer.
-pub(crate) fn refuse_unread(conn: &OwnedFd, error: String) {
+fn answer_unread(conn: &OwnedFd, r: &Response) {
     let mut buf = vec![0u8; protocol::MAX_MESSAGE + 1];
     let _ = rustix::net::recv(conn, &mut buf, rustix::net::RecvFlags::DONTWAIT);
-    answer(conn, &Response::Refused { error });
+    answer(conn, r);
 }
 
 fn answer(conn: &OwnedFd, r: &Response) {

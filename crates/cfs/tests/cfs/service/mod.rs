@@ -13,12 +13,18 @@
 //!   hard-linked, symlinked, bind-mounted): each refused or unreadable, the
 //!   service alive and its other mounts intact; limits hold;
 //! - `fallback`: without a service, `cfs mount` mounts with FUSE as
-//!   before; a refused mount falls back too.
+//!   before; a refused mount falls back too;
+//! - `units`: the service socket-activated (`systemd-socket-activate`)
+//!   under the restrictions `dist/systemd/cfs-mount.service` sets that can
+//!   be had without systemd: its capability bounding set, no new
+//!   privileges, a private mount namespace with `/` read-only and no
+//!   `/home`; the units pass `systemd-analyze verify`.
 
 mod fallback;
 mod hostile;
 mod mount;
 mod setuid;
+mod units;
 
 use crate::cfs;
 use cfs_testkit::users::{As, Script, Tag, TEST_USER};
@@ -66,20 +72,30 @@ impl Service {
     /// socket. It carries a tag of its own: a test's own tag finds the
     /// processes its scripts leave, which the service is not.
     fn start(extra: &[&str]) -> Service {
-        let tag = Tag::new();
+        Service::start_with(|dir| {
+            let mut cmd = cfs().command([
+                os("mount-service"),
+                os("--socket"),
+                dir.join("mount.sock").as_os_str(),
+                os("--cache"),
+                dir.join("cache").as_os_str(),
+            ]);
+            cmd.args(extra);
+            cmd
+        })
+    }
+
+    /// Starts the command `make` returns for the service's directory (which
+    /// must end up listening on `DIR/mount.sock`, with the cache in
+    /// `DIR/cache`), and waits for its socket.
+    fn start_with(make: impl FnOnce(&Path) -> std::process::Command) -> Service {
         let dir = tempfile::tempdir().unwrap();
         chmod(dir.path(), 0o755);
         let socket = dir.path().join("mount.sock");
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let mut cmd = cfs().command([
-            os("mount-service"),
-            os("--socket"),
-            socket.as_os_str(),
-            os("--cache"),
-            dir.path().join("cache").as_os_str(),
-        ]);
-        cmd.args(extra).stdout(Stdio::null()).stderr(log);
-        tag.mark(&mut cmd);
+        let mut cmd = make(dir.path());
+        cmd.stdout(Stdio::null()).stderr(log);
+        Tag::new().mark(&mut cmd);
         let mut s = Service {
             child: cmd.spawn().unwrap(),
             dir,
