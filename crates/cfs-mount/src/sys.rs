@@ -11,9 +11,11 @@
 //!
 //! **Invariant** of every `unsafe` block here: a raw fd number is used only
 //! while an [`OwnedFd`] of this process owns it (or, across `exec`, while the
-//! `LISTEN_FDS` contract says the parent opened it for us), and every ioctl
-//! argument is a `repr(C)` value laid out as the uapi struct, living across
-//! the call.
+//! `LISTEN_FDS` contract says the parent opened it for us; or once the kernel
+//! returned it as new from an ioctl or `getsockopt`, when it becomes owned at
+//! once), and every ioctl, `getsockopt` or `mount_setattr` argument is a
+//! `repr(C)` value or buffer laid out as the uapi expects, living across the
+//! call.
 
 use crate::options::Param;
 use cfs_format::Digest;
