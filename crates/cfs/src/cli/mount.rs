@@ -41,8 +41,10 @@ pub struct MountArgs {
     #[arg(long, hide = true)]
     loop_device: bool,
     /// Whether to mount with FUSE: auto picks the kernel mount with
-    /// CAP_SYS_ADMIN in the initial user namespace, fuse+overlay in a user
-    /// namespace, standalone FUSE otherwise.
+    /// CAP_SYS_ADMIN in the initial user namespace, else the mount service's
+    /// kernel mount where it answers, else fuse+overlay in a user namespace
+    /// and standalone FUSE otherwise; no insists on a kernel mount (the
+    /// service's, without the privilege).
     #[arg(long, value_enum, default_value_t, value_name = "WHEN")]
     fuse: FuseChoice,
     /// Print the chosen mode and why (on stdout) before mounting.
