@@ -211,17 +211,15 @@ impl PeerMount {
             path: PathBuf::from("the client's mount point"),
             source: e.into(),
         };
-        let target = format!("/proc/self/fd/{}", self.root.as_raw_fd());
-        // Resolved before entering the peer's namespace would be best; the
-        // magic link jumps to the mount itself either way, and the thread
-        // may only unmount in the namespace the mount is in.
         let proc_fd = rustix::fs::open(
             "/proc/self/fd",
             rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )
         .map_err(io)?;
-        let name = target.rsplit('/').next().unwrap_or_default().to_string();
+        let name = self.root.as_raw_fd().to_string();
+        // In the peer's namespace (a mount is unmounted only from its own),
+        // the magic link named relative to the service's /proc/self/fd.
         std::thread::scope(|s| {
             s.spawn(|| -> Result<(), UnmountError> {
                 sys::enter_mount_namespace(peer.mnt_ns.as_fd()).map_err(io)?;
