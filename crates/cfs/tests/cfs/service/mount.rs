@@ -158,3 +158,54 @@ fn in_a_user_namespace_the_images_root_is_the_namespaces_root() {
         svc.log()
     );
 }
+
+/// A mount whose record (its pin, which says who may unmount it and keeps
+/// its image) can't be written is undone, not left unaccounted for.
+#[test]
+fn a_mount_that_cannot_be_recorded_is_undone() {
+    require!(unavailable());
+    let h = home();
+    let svc = Service::start(&[]);
+    // The cache's pins directory made read-only (a read-only bind mount on
+    // itself, undone by the guard): the pins can be read, not written.
+    let pins = svc.cache().join("pins");
+    std::fs::create_dir_all(&pins).unwrap();
+    struct ReadOnly(std::path::PathBuf);
+    impl Drop for ReadOnly {
+        fn drop(&mut self) {
+            cfs_testkit::mounts::umount(&self.0);
+        }
+    }
+    cfs_testkit::command::run_ok(std::process::Command::new("mount").args([
+        cfs_testkit::os("--bind"),
+        pins.as_os_str(),
+        pins.as_os_str(),
+    ]));
+    let _ro = ReadOnly(pins.clone());
+    cfs_testkit::command::run_ok(std::process::Command::new("mount").args([
+        cfs_testkit::os("-o"),
+        cfs_testkit::os("remount,bind,ro"),
+        pins.as_os_str(),
+    ]));
+    let (image, objects) = super::small_image(h.top());
+    let vars: &[(&str, &std::ffi::OsStr)] = &[
+        ("IMAGE", image.as_os_str()),
+        ("OBJECTS", objects.as_os_str()),
+    ];
+    let out = run(
+        As::User,
+        &h,
+        Some(&svc),
+        vars,
+        r#"mkdir m
+           $CFS mount --fuse=no --basedir "$OBJECTS" "$IMAGE" m || true
+           echo "left: $(mountline m)""#,
+    );
+    let err = cfs_testkit::stderr(&out);
+    assert!(
+        err.contains("could not record the mount") && err.contains("so it was undone"),
+        "{err}"
+    );
+    assert!(!err.contains("not cleanly"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "left: \n", "{err}");
+}
