@@ -112,7 +112,7 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
         &h,
         Some(&svc),
         vars,
-        r#"mkdir good mp; ln -s mp link
+        r#"mkdir good mp mp2; ln -s mp link
            $CFS mount --fuse=no --basedir "$OBJECTS" "$IMAGE" good
            echo "$(mountline good)"; list good"#,
     );
@@ -336,6 +336,20 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
             refused_text(answer),
             "no request within 2 s",
         );
+        // Gone after asking: the mount is made (it was asked for), the
+        // answer has no one to go to.
+        let gone = raw(&svc);
+        let mp2 = open(
+            &h.dir.join("mp2"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        );
+        protocol::send(
+            &gone,
+            &mount_request(1),
+            &[img().as_fd(), mp2.as_fd(), objs().as_fd()],
+        )
+        .unwrap();
+        drop(gone);
         out
     });
     let mut wrong = Vec::new();
@@ -363,7 +377,19 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
         log.contains("closed the connection without a request"),
         "{log}"
     );
-    run_ok(As::User, &h, Some(&svc), &[], "$CFS unmount good");
+    // The request of the client that went away was carried out.
+    let mounted = cfs_testkit::mounts::wait_until(Duration::from_secs(20), || {
+        !cfs_testkit::mounts::mounted_under(&h.dir.join("mp2")).is_empty()
+    });
+    assert!(mounted, "{}", svc.log());
+    assert!(svc.alive(), "{}", svc.log());
+    run_ok(
+        As::User,
+        &h,
+        Some(&svc),
+        &[],
+        "$CFS unmount good; $CFS unmount mp2",
+    );
 }
 
 #[test]
