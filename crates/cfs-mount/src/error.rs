@@ -153,6 +153,9 @@ pub enum MountError {
         /// Its error.
         message: String,
     },
+    /// The mount service could not be asked, or refused, or failed.
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
     /// A mount mode that is declared but not built yet.
     #[error("the {0:?} mount mode is not implemented yet")]
     ModeNotImplemented(MountMode),
@@ -183,6 +186,9 @@ pub enum UnmountError {
     /// Another mount than the one meant is there now.
     #[error("the mount at {} is not this server's any more; left alone", .0.display())]
     NotOurs(PathBuf),
+    /// The mount service did not unmount it.
+    #[error(transparent)]
+    Service(crate::service::ServiceError),
     /// Any other failure.
     #[error("could not unmount {}", .path.display())]
     Io {

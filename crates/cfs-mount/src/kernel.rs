@@ -48,7 +48,7 @@ pub(crate) fn mount(
     let erofs_mnt = mount_erofs(&image.file, &image.path, backing, image.has_acl)?;
     if let Some(userns) = &userns {
         // C idmaps the erofs layer (lcfs-mount.c): owners come from it.
-        sys::idmap(erofs_mnt.as_fd(), userns.as_fd()).map_err(|source| MountError::Erofs {
+        sys::set_idmap(erofs_mnt.as_fd(), userns.as_fd()).map_err(|source| MountError::Erofs {
             path: image.path.clone(),
             source,
         })?;
@@ -114,17 +114,16 @@ pub(crate) fn check_basedirs(cfg: &MountConfig) -> Result<(), MountError> {
 
 /// Whether the object store can back `verity=require`, and if not, why.
 /// One object stands for all (stores enable fs-verity on every object or on
-/// none); a store with no objects is judged by the image file's filesystem.
-fn probe_store_verity(store: &Path, image: &File) -> Result<(bool, String), MountError> {
+/// none); a store with no objects is judged by the image file's filesystem,
+/// and one whose object can't be opened is taken to have none.
+pub(crate) fn probe_store_verity(store: &Path, image: &File) -> Result<(bool, String), MountError> {
     let (what, measured) = match first_object(store) {
-        Some(obj) => {
-            let f = File::open(&obj).map_err(|source| MountError::Io {
-                op: "open object",
-                path: obj.clone(),
-                source,
-            })?;
-            (obj, sys::measure_verity(f.as_fd()))
-        }
+        Some(obj) => match File::open(&obj) {
+            Ok(f) => (obj, sys::measure_verity(f.as_fd())),
+            // Not this process's to read (a service client's store may
+            // not be): it can't vouch for fs-verity.
+            Err(e) => return Ok((false, format!("could not open {}: {e}", obj.display()))),
+        },
         None => (store.to_path_buf(), sys::measure_verity(image.as_fd())),
     };
     Ok(match measured {
@@ -161,7 +160,7 @@ fn first_object(store: &Path) -> Option<PathBuf> {
 }
 
 /// A detached, read-only erofs mount of the image.
-fn mount_erofs(
+pub(crate) fn mount_erofs(
     image: &File,
     path: &Path,
     backing: ErofsBacking,

@@ -183,6 +183,11 @@ impl MountConfig {
 /// The `source` composefs overlays show in `/proc/self/mountinfo`, as C does.
 pub const OVERLAY_SOURCE: &str = "composefs";
 
+/// The `source` of an overlay the mount service made for a client, so that
+/// `cfs mounts` tells it from root's own kernel mounts and `cfs unmount`
+/// knows to ask the service.
+pub const SERVICE_SOURCE: &str = "composefs-service";
+
 /// The erofs context: `source` is the image (a path, `/proc/self/fd/N`, or a
 /// loop device), always read-only; `noacl` unless the image says it holds
 /// POSIX ACLs (the composefs header flag), which spares ACL lookups, as C does.
@@ -211,6 +216,18 @@ pub fn overlay_params(lower: &OsStr, cfg: &MountConfig, verity: OverlayVerity) -
         p.push(Param::s("workdir", &up.workdir));
     }
     p
+}
+
+/// The overlay context of a service mount, before its layers (which are
+/// given by fd): always read-only (no upper layer), data-only layers
+/// reached by `metacopy` and `redirect_dir`, `verity=` as the client asked.
+pub fn service_overlay_params(verity: OverlayVerity) -> Vec<Param> {
+    vec![
+        Param::s("source", SERVICE_SOURCE),
+        Param::s("metacopy", "on"),
+        Param::s("redirect_dir", "on"),
+        Param::s("verity", verity.as_str()),
+    ]
 }
 
 /// The options of `mount -t composefs … -o OPTS` (C `mount.composefs`).

@@ -15,6 +15,7 @@ mod oci;
 mod output;
 mod pin;
 mod repo;
+mod service;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -95,8 +96,11 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount a composefs mount (any mode).
     Unmount(mount::UnmountArgs),
-    /// List cfs mounts and their modes (kernel, fuse+overlay, fuse).
+    /// List cfs mounts and their modes (kernel, fuse+overlay, fuse, service).
     Mounts(mount::MountsArgs),
+    /// Run the mount service (as root): kernel mounts of validated images
+    /// for unprivileged users, on a unix socket (see docs/mount-service.md).
+    MountService(cfs_service::ServiceArgs),
     /// The FUSE server `cfs mount` starts (fds handed over by LISTEN_FDS).
     #[command(name = "__serve", hide = true)]
     Serve(cfs_mount::server::ServerArgs),
@@ -180,6 +184,7 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
         Command::Mount(a) => mount::mount(a, repo),
         Command::Unmount(a) => mount::unmount(&a),
         Command::Mounts(a) => mount::mounts(&a),
+        Command::MountService(a) => service::run(&a),
         Command::Serve(a) => mount::serve(&a),
         Command::Repo(c) => repo::run(repo, c),
         Command::FuseServe(a) => fuse::run(&a, repo),
@@ -217,7 +222,7 @@ impl Command {
 /// that a cause the message so far already ends with is not repeated (the
 /// library errors that say "could not {op} {path}: {source}" also return
 /// that source as their cause).
-fn error_message(e: &anyhow::Error) -> String {
+pub(crate) fn error_message(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

@@ -55,8 +55,10 @@ pub struct MountArgs {
     #[arg(long, hide = true)]
     loop_device: bool,
     /// Whether to mount with FUSE: auto picks the kernel mount with
-    /// CAP_SYS_ADMIN in the initial user namespace, fuse+overlay in a user
-    /// namespace, standalone FUSE otherwise.
+    /// CAP_SYS_ADMIN in the initial user namespace, else the mount service's
+    /// kernel mount where it answers, else fuse+overlay in a user namespace
+    /// and standalone FUSE otherwise; no insists on a kernel mount (the
+    /// service's, without the privilege).
     #[arg(long, value_enum, default_value_t, value_name = "WHEN")]
     fuse: FuseChoice,
     /// Print the chosen mode and why (on stdout) before mounting.
@@ -225,19 +227,48 @@ pub fn mount_config(
     let cfg = &cfg;
     let decision = cfs_mount::decide(cfg, choice)?;
     if explain {
-        println!("mode: {}", decision.mode);
-        println!("why: {}", decision.why);
-        use std::io::Write;
-        std::io::stdout().flush()?;
+        explain_decision(&decision, None)?;
     }
     let pinning = pending.map(|p| super::pin::when_mounted(p, target));
-    let mounted = flags
-        .server()
-        .and_then(|server| Ok(cfs_mount::mount_with(cfg, target, &decision, server).map(drop)?));
+    let mount = |d: &cfs_mount::Decision| {
+        flags
+            .server()
+            .and_then(|server| Ok(cfs_mount::mount_with(cfg, target, d, server).map(drop)?))
+    };
+    let mut mounted = mount(&decision);
+    // The service refused or failed: the FUSE mode the decision names.
+    if let (Err(e), Some(fallback)) = (&mounted, &decision.fallback) {
+        let why = super::error_message(e);
+        if explain {
+            explain_decision(fallback, Some(&why))?;
+        } else {
+            eprintln!("cfs: {why}; mounting with {} instead", fallback.mode);
+        }
+        mounted = mount(fallback);
+    }
     if let Some(p) = pinning {
         p.finish(mounted.is_ok());
     }
     mounted
+}
+
+/// `--explain`: the mode and why (on stdout, flushed before mounting);
+/// `failed` is why the mode tried first did not mount.
+fn explain_decision(d: &cfs_mount::Decision, failed: Option<&str>) -> anyhow::Result<()> {
+    use std::io::Write;
+    println!("mode: {}", d.mode);
+    match failed {
+        Some(f) => println!("why: {f}; so {}", d.why),
+        None => println!("why: {}", d.why),
+    }
+    if let Some(fallback) = &d.fallback {
+        println!(
+            "fallback: {} (if the service does not mount it)",
+            fallback.mode
+        );
+    }
+    std::io::stdout().flush()?;
+    Ok(())
 }
 
 /// `cfs unmount`.
