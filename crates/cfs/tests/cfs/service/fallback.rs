@@ -44,9 +44,7 @@ fn without_the_service_cfs_mount_falls_back_to_fuse() {
         assert!(out.contains(&format!("line: {line}\n")), "{who:?}:\n{out}");
         assert!(out.contains("inline\n"), "{out}");
         assert!(
-            out.contains(
-                "no: cfs: no way to mount here: --fuse=no: the kernel mount needs CAP_SYS_ADMIN"
-            ),
+            out.contains("no way to mount here: --fuse=no: the kernel mount needs CAP_SYS_ADMIN"),
             "{who:?}:\n{out}"
         );
     }

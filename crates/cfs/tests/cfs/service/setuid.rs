@@ -122,7 +122,7 @@ fn a_user_namespace_gets_no_devices_from_the_service_and_falls_back() {
            $CFS unmount m"#,
     );
     assert!(
-        out.contains("no: cfs: the mount service refused: the image holds 3 device nodes"),
+        out.contains("the mount service refused: the image holds 3 device nodes"),
         "{out}"
     );
     assert!(out.contains("mode: fuse+overlay\n"), "no fallback:\n{out}");
