@@ -1,7 +1,7 @@
 //! FUSE benchmarks (root only): the cfs FUSE server beside the kernel's erofs
 //! and overlayfs and Debian's squashfuse, in one run. Prints markdown tables.
 //!
-//! - mount-ready time of `cfs fuse-serve` for synthetic images of 1k, 100k
+//! - mount-ready time of `cfs fuse-serve` (detached: until it returns) for synthetic images of 1k, 100k
 //!   and 1M inodes (spawn to "ready": must stay flat);
 //! - cold (caches dropped) and warm stat-all walks of a real tree (`/usr`,
 //!   or `CFS_BENCH_TREE`) on kernel erofs, cfs FUSE standalone and squashfuse;
@@ -12,33 +12,82 @@
 //! --release` first) and `mksquashfs`/`squashfuse` from Debian.
 
 use cfs_bench::{cfs, drop_caches, run, umount, walk};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// A `cfs fuse-serve --foreground` child and how long it took to be ready.
-fn cfs_mount(args: &[&str], mnt: &Path) -> (Child, Duration) {
-    let t = Instant::now();
-    let mut child = Command::new(cfs())
+/// `cfs fuse-serve ARGS MNT`, detached: it returns once the mount answers
+/// (the server opened everything before attaching, and answered INIT). The
+/// time that took is what a user waits for.
+fn cfs_mount(args: &[&str], mnt: &Path) -> Duration {
+    let (_, t) = timed(|| run(Command::new(cfs()).arg("fuse-serve").args(args).arg(mnt)));
+    t
+}
+
+/// `cfs fuse-serve --foreground ARGS MNT`: the server as a child (for its
+/// RSS), once the mount answers.
+fn cfs_serve(args: &[&str], mnt: &Path) -> Child {
+    let child = Command::new(cfs())
         .arg("fuse-serve")
         .args(args)
         .arg(mnt)
-        .args(["--foreground", "--notify-ready"])
-        .stdout(Stdio::piped())
+        .arg("--foreground")
         .spawn()
         .expect("cfs fuse-serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    (child, t.elapsed())
+    wait_mounted(mnt, "cfs fuse-serve");
+    child
+}
+
+/// Waits (up to 20 s) until `mnt` is a mount point that answers.
+fn wait_mounted(mnt: &Path, what: &str) {
+    let start = Instant::now();
+    let parent = std::fs::metadata(mnt.parent().unwrap()).unwrap();
+    loop {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(mnt) {
+            if m.dev() != parent.dev() {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} did not mount"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Unmounts a cfs mount with `cfs unmount`.
+fn cfs_unmount(mnt: &Path) {
+    run(Command::new(cfs()).arg("unmount").arg(mnt));
 }
 
 fn stop(mut child: Child, mnt: &Path) {
     umount(mnt);
     let _ = child.wait();
+}
+
+/// A private repository at `repo` (`cfs init`).
+fn init_repo(repo: &Path) {
+    run(Command::new(cfs()).arg("--repo").arg(repo).arg("init"));
+}
+
+/// The image id `NAME` names in `repo`.
+fn image_id(repo: &Path, name: &str) -> String {
+    let out = Command::new(cfs())
+        .arg("--repo")
+        .arg(repo)
+        .args(["images"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next().unwrap().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no image {name} in {}:\n{text}", repo.display()))
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -75,12 +124,11 @@ fn synthetic_dump(n: usize) -> Vec<u8> {
 }
 
 fn mount_ready(tmp: &Path) {
-    println!("\n### Mount-ready time (spawn `cfs fuse-serve` → mount ready), median of 5\n");
-    println!("| inodes | image size | cfs, repository image (mmap) | cfs, plain path (pread block cache) | kernel `mount -t erofs` |");
-    println!("|---|---|---|---|---|");
+    println!("\n### Mount-ready time (`cfs fuse-serve IMAGE MNT` until it returns, the mount answering), median of 5\n");
+    println!("| inodes | image size | cfs, repository image (mmap), objects checked | same, `--no-check-objects` | cfs, plain path (pread block cache) | kernel `mount -t erofs` |");
+    println!("|---|---|---|---|---|---|");
     let repo = tmp.join("ready-repo");
-    std::fs::create_dir_all(repo.join("images/refs")).unwrap();
-    std::fs::create_dir_all(repo.join("objects")).unwrap();
+    init_repo(&repo);
     let mnt = tmp.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     for n in [1_000usize, 100_000, 1_000_000] {
@@ -93,17 +141,30 @@ fn mount_ready(tmp: &Path) {
             .arg(&image));
         let mut fuse = Vec::new();
         let mut mapped = Vec::new();
+        let mut unchecked = Vec::new();
         let mut kernel = Vec::new();
-        let _ = std::fs::remove_file(repo.join("images/refs/bench"));
-        std::fs::copy(&image, repo.join("images/bench-image")).unwrap();
-        std::os::unix::fs::symlink("../bench-image", repo.join("images/refs/bench")).unwrap();
+        run(Command::new(cfs())
+            .arg("--repo")
+            .arg(&repo)
+            .args(["import-image", "--force"])
+            .arg(&image)
+            .arg("bench"));
         for _ in 0..5 {
-            let (child, t) = cfs_mount(&["--repo", repo.to_str().unwrap(), "bench"], &mnt);
-            mapped.push(t);
-            stop(child, &mnt);
-            let (child, t) = cfs_mount(&[image.to_str().unwrap()], &mnt);
-            fuse.push(t);
-            stop(child, &mnt);
+            mapped.push(cfs_mount(
+                &["--repo", repo.to_str().unwrap(), "bench"],
+                &mnt,
+            ));
+            cfs_unmount(&mnt);
+            let args = [
+                "--repo",
+                repo.to_str().unwrap(),
+                "--no-check-objects",
+                "bench",
+            ];
+            unchecked.push(cfs_mount(&args, &mnt));
+            cfs_unmount(&mnt);
+            fuse.push(cfs_mount(&[image.to_str().unwrap()], &mnt));
+            cfs_unmount(&mnt);
             let (_, t) = timed(|| {
                 run(Command::new("mount")
                     .args(["-t", "erofs", "-o", "ro,loop"])
@@ -115,12 +176,14 @@ fn mount_ready(tmp: &Path) {
         }
         fuse.sort();
         mapped.sort();
+        unchecked.sort();
         kernel.sort();
         let size = std::fs::metadata(&image).unwrap().len();
         println!(
-            "| {n} | {:.1} MiB | {} | {} | {} |",
+            "| {n} | {:.1} MiB | {} | {} | {} | {} |",
             size as f64 / (1 << 20) as f64,
             ms(mapped[2]),
+            ms(unchecked[2]),
             ms(fuse[2]),
             ms(kernel[2])
         );
@@ -129,29 +192,19 @@ fn mount_ready(tmp: &Path) {
 
 fn walks(tmp: &Path, tree: &Path) {
     let repo = tmp.join("repo");
-    let objects = repo.join("objects");
-    std::fs::create_dir_all(repo.join("images/refs")).unwrap();
-    let image = tmp.join("tree.cfs");
+    init_repo(&repo);
     let (_, t) = timed(|| {
         run(Command::new(cfs())
-            .args(["mkfs", "--digest-store"])
-            .arg(&objects)
+            .arg("--repo")
+            .arg(&repo)
+            .arg("create-image")
             .arg(tree)
-            .arg(&image))
+            .arg("tree"))
     });
-    eprintln!("cfs mkfs --digest-store {}: {}", tree.display(), ms(t));
-    // As a repository image, so that the server maps it.
-    let id = String::from_utf8(
-        Command::new(cfs())
-            .arg("digest")
-            .arg(&image)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let id = &id[..64];
-    std::fs::rename(&image, repo.join("images").join(id)).unwrap();
+    eprintln!("cfs create-image {}: {}", tree.display(), ms(t));
+    // A repository image: the server maps it (it can't change under the mount).
+    let id = image_id(&repo, "tree");
+    let id = id.as_str();
     let image = repo.join("images").join(id);
     let sqsh = tmp.join("tree.sqsh");
     let (_, t) = timed(|| {
@@ -185,8 +238,9 @@ fn walks(tmp: &Path, tree: &Path) {
         .arg(&mnt));
     measure("kernel erofs", &mnt, None);
     umount(&mnt);
-    let (child, _) = cfs_mount(&["--repo", repo.to_str().unwrap(), id], &mnt);
+    let child = cfs_serve(&["--repo", repo.to_str().unwrap(), id], &mnt);
     measure("cfs FUSE standalone", &mnt, Some(child.id()));
+    cfs_unmount(&mnt);
     stop(child, &mnt);
     let child = Command::new("squashfuse")
         .arg("-f")
@@ -284,10 +338,10 @@ fn sequential(tmp: &Path) {
     umount(&ovl);
     umount(&ero);
     for (name, verity) in [
-        ("cfs FUSE standalone (verified)", "auto"),
-        ("cfs FUSE standalone (--verity none)", "none"),
+        ("cfs FUSE standalone (verified)", "try"),
+        ("cfs FUSE standalone (--verity off)", "off"),
     ] {
-        let (child, _) = cfs_mount(
+        let child = cfs_serve(
             &[
                 image.to_str().unwrap(),
                 "--basedir",
@@ -302,6 +356,7 @@ fn sequential(tmp: &Path) {
         drop_caches();
         let (_, b) = timed(|| read_all(&ovl.join("big")));
         println!("| {name} | {} | {} |", rate(a), rate(b));
+        cfs_unmount(&ovl);
         stop(child, &ovl);
     }
 }

@@ -6,8 +6,12 @@
 //! - **fuse+overlay**: `cfs mount --fuse=yes` as root: the same code path as
 //!   auto in a user namespace (FUSE server for metadata under an overlay with
 //!   `userxattr`), measured from the initial namespace so caches can be dropped;
-//! - **fuse**: standalone, mounted and walked by the plain user `cfs-test`
-//!   (fusermount3, no passthrough: what a user gets);
+//! - **service**: the plain user `cfs-test`'s `cfs mount` answered by the
+//!   mount service (`cfs mount-service` on a socket of the bench's own): a
+//!   kernel erofs + overlayfs mount of the service's validated copy;
+//! - **fuse**: standalone (`--fuse=yes`), mounted and walked by the plain user
+//!   `cfs-test` (fusermount3, no passthrough: what a user gets without the
+//!   service);
 //! - **fuse-overlayfs**: `fuse-overlayfs -o lowerdir=TREE`, walked as root.
 //!
 //! Walk: `find -printf '%s'` (readdir + lstat of every entry). Read: `cat`
@@ -77,7 +81,30 @@ fn main() {
     let read = format!("find {m} -type f -print0 | xargs -0 -r cat > /dev/null");
     let mount_args = format!("--basedir {} {} {m}", objects.display(), image.display());
     let cfs = cfs().display().to_string();
-    let modes: [(&str, bool, String, String); 4] = [
+    let service_dir = work.join("service");
+    std::fs::create_dir(&service_dir).unwrap();
+    let socket = service_dir.join("mount.sock");
+    let service = Command::new(&cfs)
+        .arg("mount-service")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--cache")
+        .arg(service_dir.join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(work.join("service.log")).unwrap())
+        .spawn()
+        .expect("cfs mount-service");
+    let service = KillOnDrop(service);
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no service socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let service_env = format!("CFS_MOUNT_SERVICE={}", socket.display());
+    let modes: [(&str, bool, String, String); 5] = [
         (
             "kernel",
             false,
@@ -91,9 +118,15 @@ fn main() {
             format!("{cfs} unmount {m}"),
         ),
         (
+            "service (plain user)",
+            true,
+            format!("{service_env} {cfs} mount --fuse=no {mount_args}"),
+            format!("{service_env} {cfs} unmount {m}"),
+        ),
+        (
             "fuse (plain user)",
             true,
-            format!("{cfs} mount {mount_args}"),
+            format!("{cfs} mount --fuse=yes {mount_args}"),
             format!("{cfs} unmount {m}"),
         ),
         (
@@ -106,6 +139,11 @@ fn main() {
     println!("| mode | mount | walk cold | walk warm | read-all cold | read-all warm |");
     println!("|---|---|---|---|---|---|");
     for (name, user, mount, unmount) in &modes {
+        let tool = mount.split_whitespace().next().unwrap_or_default();
+        if !tool.starts_with('/') && !tool.contains('=') && which(tool).is_none() {
+            println!("| {name} | ({tool} not installed) | | | | |");
+            continue;
+        }
         drop_caches();
         let mounted = timed(*user, mount);
         let cold = |s: &str| {
@@ -129,7 +167,25 @@ fn main() {
             ms(rw)
         );
     }
+    drop(service);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Where `tool` is on `$PATH`.
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(tool))
+        .find(|p| p.exists())
+}
+
+/// A child killed when this goes, the bench panicking included.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn tempfile_dir() -> PathBuf {
