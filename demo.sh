@@ -2,7 +2,9 @@
 # cfs demo: build an image from a directory and from a dumpfile, print its
 # digest, dump it, and (as root) mount it in all three modes: kernel (erofs +
 # overlayfs), fuse+overlay, and as a plain user standalone FUSE and, in a user
-# namespace, fuse+overlay; read files through each and `cfs unmount` it. Everything happens in a temporary directory, cleaned up on exit.
+# namespace, fuse+overlay, and the kernel mount a mount service makes for
+# that plain user; read files through each and `cfs unmount` it. Everything
+# happens in a temporary directory, cleaned up on exit.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,10 +13,12 @@ cfs="$PWD/target/debug/cfs"
 
 work=$(mktemp -d)
 mounts=()
+service=
 cleanup() {
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
         "$cfs" unmount "${mounts[i]}" 2>/dev/null || "$cfs" unmount --lazy "${mounts[i]}" || true
     done
+    if [ -n "$service" ]; then kill "$service" 2>/dev/null || true; wait "$service" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -99,16 +103,27 @@ if command -v fusermount3 >/dev/null && command -v setpriv >/dev/null; then
         "$CFS" mounts
         ls -l mnt/etc; head -2 mnt/usr/share/doc/README
         "$CFS" unmount mnt'
+    # No mount service for these two (one may run on this machine).
+    nosvc="CFS_MOUNT_SERVICE=$work/no-service"
     step "mode 3, standalone FUSE (plain user cfs-demo, --fuse=auto, through fusermount3)"
-    as_user env CFS="$cfs" sh -eu -c "$script" sh "$work/user" "$work"
+    as_user env "$nosvc" CFS="$cfs" sh -eu -c "$script" sh "$work/user" "$work"
     step "mode 2 rootless (cfs-demo in unshare -Urm, --fuse=auto): fuse+overlay, writable with --upperdir"
-    as_user unshare -Urm env CFS="$cfs" sh -eu -c "$script"'
+    as_user unshare -Urm env "$nosvc" CFS="$cfs" sh -eu -c "$script"'
         mkdir -p up work
         "$CFS" mount --upperdir up --workdir work --read-write "$2/dir.cfs" mnt --basedir "$2/objects"
         echo "written by cfs-demo" > mnt/etc/motd
         cat mnt/etc/motd
         "$CFS" unmount mnt
         echo "upper dir holds: $(ls up/etc)"' sh "$work/user" "$work"
+    step "mode 4, the mount service (root runs cfs mount-service; cfs-demo's --fuse=auto gets a kernel mount from it)"
+    mkdir "$work/service"
+    "$cfs" mount-service --socket "$work/service/mount.sock" --cache "$work/service/cache" \
+        2> "$work/service/log" &
+    service=$!
+    for _ in $(seq 100); do [ -S "$work/service/mount.sock" ] && break; sleep 0.1; done
+    as_user env CFS_MOUNT_SERVICE="$work/service/mount.sock" CFS="$cfs" sh -eu -c "$script" sh "$work/user" "$work"
+    echo "the service's log:"; sed 's/^/  /' "$work/service/log"
+    kill "$service"; wait "$service" 2>/dev/null || true; service=
     sleep 0.3
     if ps -u cfs-demo -o stat= | grep -qv '^Z'; then echo "cfs-demo processes left!"; exit 1; fi
 else
