@@ -10,6 +10,7 @@
 //! - `faults`: load, a killed server, full disks, a killed gc;
 //! - `serve`: the one mount and serve path under attack: stale servers,
 //!   unmount races, changed images, lifetimes, upstream's FUSE round trip.
+//! - `uring`: every FUSE mode over FUSE io_uring; forcing it where absent.
 //!
 //! Shared helpers: `cfs-testkit` (running the binary, walks, guards, users,
 //! skips) and [`support`] (what only these tests need). A test that can't
@@ -25,6 +26,7 @@ mod repo;
 mod rootless;
 mod serve;
 mod support;
+mod uring;
 
 /// The `cfs` binary under test.
 pub fn cfs() -> cfs_testkit::Cfs {
