@@ -269,8 +269,8 @@ struct Row {
     load: (f64, f64),
 }
 
-fn measure(fx: &Fixture, name: &str, server: &Server, idle: bool) -> Option<Row> {
-    let load_before = wait_quiet(Duration::from_secs(600));
+fn measure(fx: &Fixture, name: &str, server: &Server, idle: bool, wait: Duration) -> Option<Row> {
+    let load_before = wait_quiet(wait);
     let mut best = f64::INFINITY;
     let mut cpu = f64::INFINITY;
     let mut idle_pct = None;
@@ -321,7 +321,14 @@ fn cfs_row(args: &[&str], uring: bool) -> Server {
 }
 
 fn main() {
+    // --quick: fewer rows; --no-wait: don't wait for a quiet machine (for
+    // trying the bench out; numbers taken so are not worth reporting).
     let quick = std::env::args().any(|a| a == "--quick");
+    let wait = if std::env::args().any(|a| a == "--no-wait") {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(600)
+    };
     assert!(
         rustix::process::geteuid().is_root(),
         "run as root (mounts, drop_caches, enable_uring)"
@@ -358,7 +365,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|");
     for (name, server, idle) in rows {
-        let Some(r) = measure(&fx, &name, &server, idle) else {
+        let Some(r) = measure(&fx, &name, &server, idle, wait) else {
             println!("| {name} | (could not mount) | | | | |");
             continue;
         };

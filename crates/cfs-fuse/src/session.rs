@@ -18,6 +18,7 @@ use rustix::io::Errno;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use zerocopy::IntoBytes;
 
 /// The largest WRITE the kernel may send (none: the file system is
@@ -200,7 +201,8 @@ pub(crate) fn serve(
         match uring::Queues::start(&fs, &dev) {
             Ok(queues) => {
                 ready();
-                let r = dev::serve(&fs, &dev, 1, tuning.spin(), Some(&queues));
+                // FORGETs and INTERRUPTs only: no spinning for them.
+                let r = dev::serve(&fs, &dev, 1, Duration::ZERO, Some(&queues));
                 let uring_requests = queues.finish();
                 report(
                     &fs,
