@@ -32,7 +32,7 @@ use crate::uring::Queues;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zerocopy::FromBytes;
@@ -114,7 +114,7 @@ struct Shared<'a> {
     spinners: AtomicUsize,
     spin: Duration,
     logged_bad: AtomicBool,
-    requests: std::sync::atomic::AtomicU64,
+    requests: AtomicU64,
 }
 
 /// Serves `dev` with `threads` workers until the connection ends (every

@@ -203,10 +203,10 @@ pub(crate) fn serve(
                 ready();
                 // FORGETs and INTERRUPTs only: no spinning for them.
                 let r = dev::serve(&fs, &dev, 1, Duration::ZERO, Some(&queues));
-                let uring_requests = queues.finish();
+                let (uring, dev) = queues.finish();
                 report(
                     &fs,
-                    &format!("transport=uring uring_requests={uring_requests}"),
+                    &format!("transport=uring uring_requests={uring} dev_requests={dev}"),
                 );
                 r
             }

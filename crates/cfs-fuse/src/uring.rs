@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use zerocopy::FromBytes;
 
 /// Entries per queue: requests one CPU may have in flight at once.
 const DEPTH: usize = 16;
@@ -115,16 +116,15 @@ impl Queues {
     }
 
     /// Waits for the queue threads; the requests they answered, and those
-    /// answered through `/dev/fuse`.
-    pub(crate) fn finish(&self) -> String {
+    /// answered through `/dev/fuse` meanwhile.
+    pub(crate) fn finish(&self) -> (u64, u64) {
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
             let _ = t.join();
         }
-        format!(
-            "{} dev_requests={}",
+        (
             self.requests.load(Ordering::Relaxed),
-            self.dev_requests.load(Ordering::Relaxed)
+            self.dev_requests.load(Ordering::Relaxed),
         )
     }
 }
@@ -200,8 +200,8 @@ fn answer(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> (u64, Answer) {
-    let unique = crate::abi::InHeader::ref_from_prefix(header).map_or(0, |(h, _)| h.unique.get());
-    let opcode = crate::abi::InHeader::ref_from_prefix(header).map_or(0, |(h, _)| h.opcode.get());
+    let (unique, opcode) = crate::abi::InHeader::ref_from_prefix(header)
+        .map_or((0, 0), |(h, _)| (h.unique.get(), h.opcode.get()));
     let arg = &op_in[..op_header_size(opcode)
         .unwrap_or(op_in.len())
         .min(op_in.len())];
@@ -210,5 +210,3 @@ fn answer(
         Err(_) => (unique, Answer::Error(Errno::IO)),
     }
 }
-
-use zerocopy::FromBytes;

@@ -188,7 +188,7 @@ pub struct Queue {
     // Dropped first: closing the ring cancels the kernel's commands.
     ring: IoUring<Entry128, cqueue::Entry>,
     slots: Vec<Slot>,
-    events: Vec<Event>,
+    events: std::collections::VecDeque<Event>,
     dev: Arc<OwnedFd>,
     wake: Arc<OwnedFd>,
     qid: u16,
@@ -210,7 +210,7 @@ impl Queue {
         Ok(Queue {
             ring,
             slots: (0..depth).map(|_| Slot::new(payload_len)).collect(),
-            events: Vec::with_capacity(depth + 1),
+            events: std::collections::VecDeque::with_capacity(depth + 1),
             dev,
             wake,
             qid,
@@ -312,13 +312,13 @@ impl Queue {
                 }
                 None => continue,
             };
-            self.events.push(event);
+            self.events.push_back(event);
         }
     }
 
     /// The next reaped completion, oldest first.
     pub fn next_event(&mut self) -> Option<Event> {
-        (!self.events.is_empty()).then(|| self.events.remove(0))
+        self.events.pop_front()
     }
 
     /// Entry `index`'s request: the header buffer's `in_out` and `op_in`,
