@@ -341,10 +341,10 @@ pub struct BackingMap {
 }
 
 /// FUSE over io_uring (`Documentation/filesystems/fuse-io-uring.rst`): each
-/// ring entry is a header buffer ([`UringReqHeader`]) and a payload buffer,
+/// ring entry is a header buffer ([`uring::UringReqHeader`]) and a payload buffer,
 /// registered with `FUSE_IO_URING_CMD_REGISTER` and answered with
 /// `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`, both as `IORING_OP_URING_CMD` on
-/// 128-byte SQEs whose 80-byte command area holds a [`UringCmdReq`].
+/// 128-byte SQEs whose 80-byte command area holds a [`uring::UringCmdReq`].
 pub mod uring {
     use super::*;
 

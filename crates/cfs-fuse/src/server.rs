@@ -1,7 +1,7 @@
 //! The filesystem: turns each parsed [`Request`] into reads of the image
 //! (through [`Image`]), the mode's presentation rules ([`ServeMode`]) and
 //! object opens ([`ObjectStore`]), and writes the answer's bytes. It knows
-//! nothing of transports: [`crate::session`] hands it requests from
+//! nothing of transports: the session hands it requests from
 //! `/dev/fuse` or io_uring alike.
 //!
 //! Every request takes `&self` and runs on any of the worker threads. The
