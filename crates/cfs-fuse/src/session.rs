@@ -203,11 +203,16 @@ pub(crate) fn serve(
                 ready();
                 // FORGETs and INTERRUPTs only: no spinning for them.
                 let r = dev::serve(&fs, &dev, 1, Duration::ZERO, Some(&queues));
-                let (uring, dev) = queues.finish();
+                // The connection has ended: every request is answered. Report
+                // before the queues hand their entries back, which may take
+                // the kernel a moment (and a server whose namespace ended may
+                // be made to exit meanwhile).
+                let (uring, dev) = queues.counts();
                 report(
                     &fs,
                     &format!("transport=uring uring_requests={uring} dev_requests={dev}"),
                 );
+                queues.finish();
                 r
             }
             Err(e) if tuning.fuse_transport == FuseTransport::Uring => {

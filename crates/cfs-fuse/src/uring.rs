@@ -115,17 +115,21 @@ impl Queues {
         self.dev_requests.store(n, Ordering::Relaxed);
     }
 
-    /// Waits for the queue threads; the requests they answered, and those
-    /// answered through `/dev/fuse` meanwhile.
-    pub(crate) fn finish(&self) -> (u64, u64) {
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in threads {
-            let _ = t.join();
-        }
+    /// The requests the queues answered, and those answered through
+    /// `/dev/fuse` meanwhile.
+    pub(crate) fn counts(&self) -> (u64, u64) {
         (
             self.requests.load(Ordering::Relaxed),
             self.dev_requests.load(Ordering::Relaxed),
         )
+    }
+
+    /// Waits for the queue threads to end.
+    pub(crate) fn finish(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
     }
 }
 
