@@ -58,29 +58,19 @@ fn possible_cpus() -> Vec<usize> {
 
 impl Queues {
     /// Sets up and registers one queue per possible CPU on `dev` (after
-    /// INIT was answered with `FUSE_OVER_IO_URING`) and starts their threads.
+    /// INIT was answered with `FUSE_OVER_IO_URING`), each in its own thread
+    /// bound to its CPU (the ring's only submitter), which then serves it.
     /// `Err` when a ring can't be made or the kernel refuses an entry.
     pub(crate) fn start(fs: &Arc<CfsFs>, dev: &Arc<OwnedFd>) -> std::io::Result<Queues> {
         let cpus = possible_cpus();
-        let payload = uring_payload_len();
-        let mut queues = Vec::with_capacity(cpus.len());
-        for (qid, _) in cpus.iter().enumerate() {
-            let qid = u16::try_from(qid).map_err(|_| Errno::TOOBIG)?;
-            let mut q = Queue::new(dev.clone(), qid, DEPTH, payload)?;
-            q.register()?;
-            // A refused entry completes at once.
-            q.wait_timeout(Duration::ZERO)?;
-            if let Some(Event::Failed(_, errno)) = q.next_event() {
-                return Err(std::io::Error::from_raw_os_error(errno));
-            }
-            queues.push(q);
-        }
         let requests = Arc::new(AtomicU64::new(0));
-        let wakers = queues.iter().map(Queue::waker).collect();
         let logged_pin = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
-        for (q, cpu) in queues.into_iter().zip(cpus) {
-            let (fs, requests, logged_pin) = (fs.clone(), requests.clone(), logged_pin.clone());
+        for (qid, &cpu) in cpus.iter().enumerate() {
+            let qid = u16::try_from(qid).map_err(|_| Errno::TOOBIG)?;
+            let (fs, dev, requests) = (fs.clone(), dev.clone(), requests.clone());
+            let (logged_pin, tx) = (logged_pin.clone(), tx.clone());
             let t = std::thread::Builder::new()
                 .name(format!("cfs-ring-{cpu}"))
                 .spawn(move || {
@@ -91,16 +81,42 @@ impl Queues {
                             eprintln!("cfs-fuse: could not bind a queue thread to CPU {cpu}: {e}");
                         }
                     }
-                    run(q, &fs, &requests)
+                    // The sender is dropped before serving: `start` reads
+                    // until every thread has answered.
+                    match setup(dev, qid) {
+                        Ok(q) => {
+                            let _ = tx.send(Ok(q.waker()));
+                            drop(tx);
+                            run(q, &fs, &requests)
+                        }
+                        Err(e) => drop(tx.send(Err(e))),
+                    }
                 })?;
             threads.push(t);
         }
-        Ok(Queues {
+        drop(tx);
+        let mut wakers = Vec::with_capacity(cpus.len());
+        let mut failed = None;
+        for r in rx {
+            match r {
+                Ok(w) => wakers.push(w),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        let queues = Queues {
             wakers,
             threads: Mutex::new(threads),
             requests,
             dev_requests: AtomicU64::new(0),
-        })
+        };
+        match failed {
+            None => Ok(queues),
+            Some(e) => {
+                queues.wake_all();
+                queues.finish();
+                Err(e)
+            }
+        }
     }
 
     /// Tells every queue thread the connection has ended.
@@ -130,6 +146,18 @@ impl Queues {
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+/// Makes queue `qid` and hands its entries to the kernel, which refuses bad
+/// ones at once.
+fn setup(dev: Arc<OwnedFd>, qid: u16) -> std::io::Result<Queue> {
+    let mut q = Queue::new(dev, qid, DEPTH, uring_payload_len())?;
+    q.register()?;
+    q.wait_timeout(Duration::ZERO)?;
+    match q.refused() {
+        Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+        None => Ok(q),
     }
 }
 

@@ -316,6 +316,20 @@ impl Queue {
         }
     }
 
+    /// Takes the reaped completions of refused entries, leaving the others:
+    /// the errno of one, if any.
+    pub fn refused(&mut self) -> Option<i32> {
+        let mut errno = None;
+        self.events.retain(|e| match e {
+            Event::Failed(_, e) => {
+                errno = Some(*e);
+                false
+            }
+            _ => true,
+        });
+        errno
+    }
+
     /// The next reaped completion, oldest first.
     pub fn next_event(&mut self) -> Option<Event> {
         self.events.pop_front()
