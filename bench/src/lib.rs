@@ -1,5 +1,7 @@
 //! Shared helpers for the benchmark binaries: timing, the `cfs` under test,
-//! commands, caches and walks.
+//! commands, caches and walks; the real-workload benchmark's parts.
+
+pub mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
