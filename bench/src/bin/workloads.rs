@@ -115,7 +115,10 @@ fn measure_row(b: &Bench, row: &Row, workloads: &[Workload]) -> RowResult {
     if row.server.is_some() && server.is_none() {
         eprintln!("bench: {}: server process not found, no CPU times", row.id);
     }
-    let (cold_n, warm_n) = (env_count("CFS_BENCH_COLD", 3), env_count("CFS_BENCH_WARM", 5));
+    let (cold_n, warm_n) = (
+        env_count("CFS_BENCH_COLD", 3),
+        env_count("CFS_BENCH_WARM", 5),
+    );
     'workloads: for w in workloads {
         let script = w.script(&b.mnt());
         let mut r = Result::default();
@@ -163,7 +166,10 @@ fn measure_row(b: &Bench, row: &Row, workloads: &[Workload]) -> RowResult {
             std::thread::sleep(Duration::from_millis(20));
         }
         if s.alive() {
-            eprintln!("bench: {}: server {} still alive after unmount", row.id, s.pid);
+            eprintln!(
+                "bench: {}: server {} still alive after unmount",
+                row.id, s.pid
+            );
         }
     }
     res
@@ -207,7 +213,12 @@ fn print_tables(rows: &[Row], results: &[RowResult], workloads: &[Workload]) {
     for (row, res) in rows.iter().zip(results) {
         match &res.error {
             Some(e) if res.by_workload.is_empty() => {
-                println!("| {} | {} | failed: {} | |", row.label, row.who.label(), e.replace('|', "/"))
+                println!(
+                    "| {} | {} | failed: {} | |",
+                    row.label,
+                    row.who.label(),
+                    e.replace('|', "/")
+                )
             }
             _ => println!(
                 "| {} | {} | {} | {} |",
@@ -267,11 +278,14 @@ fn main() {
     );
     let b = Bench::from_env();
     let fuse_mode = setup::users_and_fuse();
-    b.prepare();
     let rows: Vec<Row> = rows::all(&b)
         .into_iter()
         .filter(|r| selected("CFS_BENCH_ROWS", &r.id))
         .collect();
+    b.prepare(setup::Need {
+        cfsctl: rows.iter().any(|r| r.id.starts_with("cfsctl")),
+        squashfs: rows.iter().any(|r| r.id.starts_with("squashfuse")),
+    });
     let workloads: Vec<Workload> = WORKLOADS
         .into_iter()
         .filter(|w| selected("CFS_BENCH_WORKLOADS", w.id))

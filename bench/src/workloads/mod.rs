@@ -31,16 +31,20 @@ impl Workload {
 pub const IMPORTS: &str =
     "import asyncio, json, email.mime.text, http.client, decimal, unittest, xml.dom.minidom, sqlite3, argparse, logging";
 
-/// Python with everything from the mount: the mount's dynamic loader runs the
-/// mount's interpreter with only the mount's libraries (`--inhibit-cache`: no
-/// `/etc/ld.so.cache`) and the mount's standard library (`PYTHONHOME`), in an
-/// empty environment. `strace -f -e trace=%file` of it shows no file opened
-/// outside the mount but `/dev`, `/proc` and `/sys`.
+/// Python with everything under `/usr` from the mount: the mount's dynamic
+/// loader runs the mount's interpreter with only the mount's libraries
+/// (`--library-path`, `--inhibit-cache`: no `/etc/ld.so.cache`), the mount's
+/// standard library (`PYTHONHOME`), no current directory on `sys.path` (`-P`)
+/// and the C locale (`LC_ALL=C`, `PYTHONCOERCECLOCALE=0`: no locale or gconv
+/// files, whose paths are compiled into glibc) in an otherwise empty
+/// environment. `strace -f -e trace=%file` of it shows every file it opens
+/// under the mount but `/etc/{localtime,nsswitch.conf,passwd}`.
 pub fn python(mnt: &Path) -> String {
     let m = mnt.display();
     format!(
-        "env -i PYTHONHOME={m} PYTHONDONTWRITEBYTECODE=1 {m}/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \
-         --inhibit-cache --library-path {m}/lib/x86_64-linux-gnu {m}/bin/python3 -c '{IMPORTS}'"
+        "env -i LC_ALL=C PYTHONCOERCECLOCALE=0 PYTHONHOME={m} PYTHONDONTWRITEBYTECODE=1 \
+         OPENSSL_CONF={m}/lib/ssl/openssl.cnf {m}/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \
+         --inhibit-cache --library-path {m}/lib/x86_64-linux-gnu {m}/bin/python3 -P -c '{IMPORTS}'"
     )
 }
 

@@ -130,7 +130,8 @@ pub fn all(b: &Bench) -> Vec<Row> {
     }
     let ctl = b.cfsctl().display().to_string();
     let ctl_repo = b.cfsctl_repo().display().to_string();
-    let ctl_mount = |fuse: &str| format!("{ctl} --repo {ctl_repo} mount --fuse={fuse} ref/usr {mnt}");
+    let ctl_mount =
+        |fuse: &str| format!("{ctl} --repo {ctl_repo} mount --fuse={fuse} ref/usr {mnt}");
     let ctl_server = || {
         Some(ServerMatch {
             names: vec!["cfsctl"],
@@ -190,11 +191,7 @@ pub fn all(b: &Bench) -> Vec<Row> {
             "erofsfuse",
             "erofsfuse (user; metadata only)",
             Who::User,
-            format!(
-                "{} {} {mnt}",
-                erofsfuse.display(),
-                b.cfs_image().display()
-            ),
+            format!("{} {} {mnt}", erofsfuse.display(), b.cfs_image().display()),
             &format!("fusermount3 -u {mnt}"),
             Some(ServerMatch {
                 names: vec!["erofsfuse"],

@@ -25,7 +25,10 @@ pub fn find(names: &[&str], mnt: &Path, arg: Option<&str>) -> Option<Server> {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let Some(exe) = args.first().and_then(|a| Path::new(std::str::from_utf8(a).ok()?).file_name()) else {
+        let Some(exe) = args
+            .first()
+            .and_then(|a| Path::new(std::str::from_utf8(a).ok()?).file_name())
+        else {
             continue;
         };
         if !names.iter().any(|n| exe == *n) {
@@ -52,7 +55,11 @@ impl Server {
         // Fields after the parenthesised command name: state is field 3.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         Duration::from_millis((ticks(14) + ticks(15)) * 10)
     }
 

@@ -70,20 +70,22 @@ impl Bench {
         self.cfs_repo().join("images/refs/usr")
     }
 
-    /// Builds whatever is missing. Each step leaves a stamp, so a
-    /// half-built step is redone.
-    pub fn prepare(&self) {
+    /// Builds whatever the rows `need` and is missing. Each step leaves a
+    /// stamp, so a half-built step is redone.
+    pub fn prepare(&self, need: Need) {
         std::fs::create_dir_all(&self.dir).expect("bench dir");
-        self.step("cfsctl-installed", || {
-            run(Command::new("cargo").args([
-                "install",
-                "--locked",
-                "composefs-ctl",
-                "--version",
-                CFSCTL_VERSION,
-                "--root",
-            ]).arg(self.dir.join("peers")));
-        });
+        if need.cfsctl && !self.cfsctl().exists() {
+            run(Command::new("cargo")
+                .args([
+                    "install",
+                    "--locked",
+                    "composefs-ctl",
+                    "--version",
+                    CFSCTL_VERSION,
+                    "--root",
+                ])
+                .arg(self.dir.join("peers")));
+        }
         self.step("cfs-repo", || {
             let _ = std::fs::remove_dir_all(self.cfs_repo());
             run(Command::new(cfs())
@@ -97,24 +99,28 @@ impl Bench {
                 .arg(&self.tree)
                 .arg("usr"));
         });
-        self.step("cfsctl-repo", || {
-            let _ = std::fs::remove_dir_all(self.cfsctl_repo());
-            run(Command::new(self.cfsctl())
-                .args(["init", "--algorithm", "fsverity-sha256-12", "--insecure"])
-                .arg(self.cfsctl_repo()));
-            run(Command::new(self.cfsctl())
-                .arg("--repo")
-                .arg(self.cfsctl_repo())
-                .args(["create-image", "--no-propagate-usr-to-root"])
-                .arg(&self.tree)
-                .arg("usr"));
-        });
-        self.step("squashfs", || {
-            run(Command::new("mksquashfs")
-                .arg(&self.tree)
-                .arg(self.sqsh())
-                .args(["-noappend", "-no-progress", "-quiet", "-comp", "gzip"]));
-        });
+        if need.cfsctl {
+            self.step("cfsctl-repo", || {
+                let _ = std::fs::remove_dir_all(self.cfsctl_repo());
+                run(Command::new(self.cfsctl())
+                    .args(["init", "--algorithm", "fsverity-sha256-12", "--insecure"])
+                    .arg(self.cfsctl_repo()));
+                run(Command::new(self.cfsctl())
+                    .arg("--repo")
+                    .arg(self.cfsctl_repo())
+                    .args(["create-image", "--no-propagate-usr-to-root"])
+                    .arg(&self.tree)
+                    .arg("usr"));
+            });
+        }
+        if need.squashfs {
+            self.step("squashfs", || {
+                run(Command::new("mksquashfs")
+                    .arg(&self.tree)
+                    .arg(self.sqsh())
+                    .args(["-noappend", "-no-progress", "-quiet", "-comp", "gzip"]));
+            });
+        }
         // The plain user reads everything (the repositories are private by
         // default) and owns the mount point.
         run(Command::new("chmod").arg("-R").arg("a+rX").arg(&self.dir));
@@ -133,6 +139,15 @@ impl Bench {
         eprintln!("bench: {name} took {:.0} s", t.elapsed().as_secs_f64());
         std::fs::write(&stamp, self.tree.as_os_str().as_encoded_bytes()).expect("stamp");
     }
+}
+
+/// What the selected rows need built.
+#[derive(Debug, Clone, Copy)]
+pub struct Need {
+    /// cfsctl and its repository.
+    pub cfsctl: bool,
+    /// The squashfs image.
+    pub squashfs: bool,
 }
 
 /// Makes the machine ready for the plain-user rows: the user exists and may
