@@ -17,9 +17,17 @@
 //! - `OPENDIR` answers ENOSYS once: the kernel stops sending OPENDIR and
 //!   RELEASEDIR and opens directories with `FOPEN_KEEP_CACHE |
 //!   FOPEN_CACHE_DIR`, so directory listings are cached too;
-//! - files are opened with `FOPEN_KEEP_CACHE`; OPEN stays (it is where an
-//!   object is opened, verified and handed to the kernel for passthrough), but
-//!   a walk that only stats never opens a file;
+//! - with passthrough, files are opened with an OPEN (it is where an object
+//!   is opened, verified and handed to the kernel as the backing file);
+//! - without passthrough (a plain user's standalone mount), OPEN answers
+//!   ENOSYS once (`FUSE_NO_OPEN_SUPPORT`): the kernel stops sending OPEN and
+//!   RELEASE for files and opens them with `FOPEN_KEEP_CACHE`, so opening a
+//!   file whose pages are cached costs no round trip (two before). A READ
+//!   then carries no handle: the server opens the object for it through the
+//!   same path as OPEN did (`openat2` beneath the store, the digest checked
+//!   before the first byte, cached per object inode), reads and closes it.
+//!   A missing or tampered object fails the read with EIO instead of the
+//!   open; overlay-lower mode keeps OPEN (it refuses external files there);
 //! - `FUSE_CACHE_SYMLINKS`, `FUSE_PARALLEL_DIROPS`, `FUSE_MAX_PAGES` (fuser
 //!   asks for the largest), and `FUSE_PASSTHROUGH` when serving contents as a
 //!   process with `CAP_SYS_ADMIN`.
@@ -114,6 +122,9 @@ pub struct CfsFs {
     errors: ErrorLog,
     /// Decided in `init`: the kernel accepts backing files from us.
     passthrough: bool,
+    /// Decided in `init`: files are opened without OPEN (no passthrough,
+    /// contents served here, and the kernel supports zero-message opens).
+    zero_open: bool,
     want_passthrough: bool,
     handles: Sharded<u64, OpenObject>,
     /// Backing files by nid, with their open count: the kernel wants one
@@ -140,6 +151,7 @@ impl CfsFs {
             objects,
             errors: ErrorLog::default(),
             passthrough: false,
+            zero_open: false,
             want_passthrough: passthrough && mode.serves_contents(),
             handles: Sharded::new(16),
             backing: Sharded::new(16),
@@ -267,6 +279,29 @@ impl CfsFs {
             reply.data(buf)
         })
     }
+
+    /// Reads `size` bytes at `offset` of an object file into a reply.
+    fn read_object(&self, nid: Nid, file: &File, offset: u64, size: u32, reply: ReplyData) {
+        READ_BUF.with_borrow_mut(|buf| {
+            buf.resize(size as usize, 0);
+            let mut done = 0;
+            while done < buf.len() {
+                match file.read_at(&mut buf[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let e = ServeError::Io {
+                            op: "read an object",
+                            source: e,
+                        };
+                        return reply.error(self.errors.errno(nid, &e));
+                    }
+                }
+            }
+            reply.data(&buf[..done])
+        })
+    }
 }
 
 impl Filesystem for CfsFs {
@@ -287,6 +322,13 @@ impl Filesystem for CfsFs {
         if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
             want |= InitFlags::FUSE_PASSTHROUGH;
             self.passthrough = config.set_max_stack_depth(1).is_ok();
+        }
+        // Without passthrough nothing needs OPEN: see the module comment.
+        self.zero_open = !self.passthrough
+            && self.mode.serves_contents()
+            && caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        if self.zero_open {
+            want |= InitFlags::FUSE_NO_OPEN_SUPPORT;
         }
         let _ = config.add_capabilities(want & caps);
         let _ = config.set_max_background(64);
@@ -429,6 +471,10 @@ impl Filesystem for CfsFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
+        if self.zero_open {
+            // Once: from now on the kernel opens files itself.
+            return reply.error(Errno::ENOSYS);
+        }
         let nid = self.inos.nid(ino);
         let keep = FopenFlags::FOPEN_KEEP_CACHE;
         if !self.mode.serves_contents() {
@@ -525,6 +571,14 @@ impl Filesystem for CfsFs {
     ) {
         count(self.stats().map(|s| &s.read));
         let nid = self.inos.nid(ino);
+        if fh.0 == 0 && self.zero_open {
+            // No OPEN was sent: open (and verify) the object for this read.
+            return match self.open_content(nid) {
+                Ok(None) => self.read_image(nid, offset, size as usize, reply),
+                Ok(Some(file)) => self.read_object(nid, &file, offset, size, reply),
+                Err(e) => reply.error(self.errors.errno(nid, &e)),
+            };
+        }
         if fh.0 == 0 {
             return self.read_image(nid, offset, size as usize, reply);
         }
@@ -532,25 +586,7 @@ impl Filesystem for CfsFs {
             Some(open) => open.file.clone(),
             None => return reply.error(Errno::EBADF),
         };
-        READ_BUF.with_borrow_mut(|buf| {
-            buf.resize(size as usize, 0);
-            let mut done = 0;
-            while done < buf.len() {
-                match file.read_at(&mut buf[done..], offset + done as u64) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let e = ServeError::Io {
-                            op: "read an object",
-                            source: e,
-                        };
-                        return reply.error(self.errors.errno(nid, &e));
-                    }
-                }
-            }
-            reply.data(&buf[..done])
-        })
+        self.read_object(nid, &file, offset, size, reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
