@@ -120,6 +120,9 @@ fn measure_row(b: &Bench, row: &Row, workloads: &[Workload]) -> RowResult {
         env_count("CFS_BENCH_WARM", 5),
     );
     'workloads: for w in workloads {
+        if row.only.is_some_and(|only| !only.contains(&w.id)) {
+            continue;
+        }
         let script = w.script(&b.mnt());
         let mut r = Result::default();
         for _ in 0..cold_n {

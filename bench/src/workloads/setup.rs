@@ -118,7 +118,15 @@ impl Bench {
                 run(Command::new("mksquashfs")
                     .arg(&self.tree)
                     .arg(self.sqsh())
-                    .args(["-noappend", "-no-progress", "-quiet", "-comp", "gzip"]));
+                    .args([
+                        "-noappend",
+                        "-no-progress",
+                        "-quiet",
+                        "-comp",
+                        "gzip",
+                        "-noD",
+                        "-noF",
+                    ]));
             });
         }
         // The plain user reads everything (the repositories are private by

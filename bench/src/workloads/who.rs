@@ -57,9 +57,23 @@ impl Place {
     pub fn mount(who: Who, mount: &str) -> Result<(Place, Duration), String> {
         let t = Instant::now();
         if who != Who::UserNs {
-            let out = sh(who, None, mount);
+            // A detached server may keep the stdio it was started with:
+            // files, never pipes, or waiting for the command's output would
+            // wait for the server's end.
+            let err_path =
+                std::env::temp_dir().join(format!("cfs-bench-mount-{}.err", std::process::id()));
+            let err = std::fs::File::create(&err_path).map_err(|e| format!("{err_path:?}: {e}"))?;
+            let status = command(who, None, mount)
+                .stdout(Stdio::null())
+                .stderr(err)
+                .status()
+                .map_err(|e| format!("{mount}: {e}"))?;
             let took = t.elapsed();
-            check(&out, mount)?;
+            let msg = std::fs::read_to_string(&err_path).unwrap_or_default();
+            let _ = std::fs::remove_file(&err_path);
+            if !status.success() {
+                return Err(format!("{mount}: {status}: {}", msg.trim()));
+            }
             return Ok((Place { who, holder: None }, took));
         }
         let script = format!("{mount} && echo ready && read _ ");
@@ -120,6 +134,14 @@ impl Drop for Place {
 
 /// `sh -c script` as `who` (entering `ns_pid`'s user and mount namespaces).
 fn sh(who: Who, ns_pid: Option<u32>, script: &str) -> std::process::Output {
+    command(who, ns_pid, script)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn sh")
+}
+
+/// The command running `sh -c script` as `who`.
+fn command(who: Who, ns_pid: Option<u32>, script: &str) -> Command {
     let mut cmd = match (who, ns_pid) {
         (Who::Root, _) => Command::new("sh"),
         (Who::User, _) => {
@@ -134,10 +156,8 @@ fn sh(who: Who, ns_pid: Option<u32>, script: &str) -> std::process::Output {
         }
         (Who::UserNs, None) => unreachable!("a user namespace row runs in its holder"),
     };
-    cmd.args(["-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn sh")
+    cmd.args(["-c", script]).stdin(Stdio::null());
+    cmd
 }
 
 /// Ok when `out` succeeded, else an error with its stderr.
