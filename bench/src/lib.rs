@@ -1,5 +1,7 @@
 //! Shared helpers for the benchmark binaries: timing, the `cfs` under test,
-//! commands, caches and walks.
+//! commands, caches and walks; the real-workload benchmark's parts.
+
+pub mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,9 +27,13 @@ pub fn asset(name: &str) -> Vec<u8> {
 }
 
 /// The release build of `cfs` the benchmarks measure (`cargo build --release`
-/// in the main workspace first).
+/// in the main workspace first), or `CFS_BENCH_CFS` (another build, to
+/// compare).
 pub fn cfs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/cfs")
+    match std::env::var_os("CFS_BENCH_CFS") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/cfs"),
+    }
 }
 
 /// Runs a command that must succeed.

@@ -19,9 +19,17 @@
 //! - `OPENDIR` answers ENOSYS once: the kernel stops sending OPENDIR and
 //!   RELEASEDIR and opens directories with `FOPEN_KEEP_CACHE |
 //!   FOPEN_CACHE_DIR`, so directory listings are cached too;
-//! - files are opened with `FOPEN_KEEP_CACHE`; OPEN stays (it is where an
-//!   object is opened, verified and handed to the kernel for passthrough), but
-//!   a walk that only stats never opens a file;
+//! - with passthrough, files are opened with an OPEN (it is where an object
+//!   is opened, verified and handed to the kernel as the backing file);
+//! - without passthrough (a plain user's standalone mount), OPEN answers
+//!   ENOSYS once (`FUSE_NO_OPEN_SUPPORT`): the kernel stops sending OPEN and
+//!   RELEASE for files and opens them with `FOPEN_KEEP_CACHE`, so opening a
+//!   file whose pages are cached costs no round trip (two before). A READ
+//!   then carries no handle: the server opens the object for it through the
+//!   same path as OPEN did (`openat2` beneath the store, the digest checked
+//!   before the first byte, cached per object inode), reads and closes it.
+//!   A missing or tampered object fails the read with EIO instead of the
+//!   open; overlay-lower mode keeps OPEN (it refuses external files there);
 //! - `FUSE_CACHE_SYMLINKS`, `FUSE_PARALLEL_DIROPS`, `FUSE_MAX_PAGES` (the
 //!   largest the kernel allows), and `FUSE_PASSTHROUGH` when serving contents
 //!   as a process with `CAP_SYS_ADMIN`.
@@ -108,6 +116,9 @@ pub struct CfsFs {
     errors: ErrorLog,
     /// Decided in `init`: the kernel accepts backing files from us.
     passthrough: AtomicBool,
+    /// Decided in `init`: files are opened without OPEN (no passthrough,
+    /// contents served here, and the kernel supports zero-message opens).
+    zero_open: AtomicBool,
     want_passthrough: bool,
     /// The connection, for the backing-file ioctls of passthrough.
     dev: Arc<OwnedFd>,
@@ -138,6 +149,7 @@ impl CfsFs {
             objects,
             errors: ErrorLog::default(),
             passthrough: AtomicBool::new(false),
+            zero_open: AtomicBool::new(false),
             want_passthrough: passthrough && mode.serves_contents(),
             dev,
             handles: Sharded::new(16),
@@ -262,6 +274,37 @@ impl CfsFs {
         Answer::Data
     }
 
+    /// Reads `size` bytes at `offset` of an object file into `out`.
+    fn read_object(
+        &self,
+        nid: Nid,
+        file: &File,
+        offset: u64,
+        size: u32,
+        out: &mut Vec<u8>,
+    ) -> Answer {
+        let start = out.len();
+        out.resize(start + size as usize, 0);
+        let mut done = 0;
+        while done < size as usize {
+            match file.read_at(&mut out[start + done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    out.truncate(start);
+                    let e = ServeError::Io {
+                        op: "read an object",
+                        source: e,
+                    };
+                    return self.error(nid, e);
+                }
+            }
+        }
+        out.truncate(start + done);
+        Answer::Data
+    }
+
     /// The errno for `err` met on `nid` (logged once if worth it).
     fn error(&self, nid: Nid, err: ServeError) -> Answer {
         Answer::Error(self.errors.errno(nid, &err))
@@ -287,6 +330,14 @@ impl CfsFs {
         if self.want_passthrough && offers & init::PASSTHROUGH != 0 {
             want |= init::PASSTHROUGH;
             self.passthrough.store(true, Ordering::Relaxed);
+        }
+        // Without passthrough nothing needs OPEN: see the module comment.
+        let zero_open = !self.passthrough.load(Ordering::Relaxed)
+            && self.mode.serves_contents()
+            && offers & init::NO_OPEN_SUPPORT != 0;
+        self.zero_open.store(zero_open, Ordering::Relaxed);
+        if zero_open {
+            want |= init::NO_OPEN_SUPPORT;
         }
         want & offers
     }
@@ -436,6 +487,10 @@ impl CfsFs {
         if flags & rustix::fs::OFlags::ACCMODE.bits() != rustix::fs::OFlags::RDONLY.bits() {
             return Answer::Error(Errno::ROFS);
         }
+        if self.zero_open.load(Ordering::Relaxed) {
+            // Once: from now on the kernel opens files itself.
+            return Answer::Error(Errno::NOSYS);
+        }
         let keep = abi::fopen::KEEP_CACHE;
         if !self.mode.serves_contents() {
             // Overlay-lower: contents come from the object store through the
@@ -506,6 +561,14 @@ impl CfsFs {
 
     fn read(&self, nid: Nid, fh: u64, offset: u64, size: u32, out: &mut Vec<u8>) -> Answer {
         count(self.stats().map(|s| &s.read));
+        if fh == 0 && self.zero_open.load(Ordering::Relaxed) {
+            // No OPEN was sent: open (and verify) the object for this read.
+            return match self.open_content(nid) {
+                Ok(None) => self.read_image(nid, offset, size as usize, out),
+                Ok(Some(file)) => self.read_object(nid, &file, offset, size, out),
+                Err(e) => self.error(nid, e),
+            };
+        }
         if fh == 0 {
             return self.read_image(nid, offset, size as usize, out);
         }
@@ -513,25 +576,6 @@ impl CfsFs {
             Some(open) => open.file.clone(),
             None => return Answer::Error(Errno::BADF),
         };
-        let start = out.len();
-        out.resize(start + size as usize, 0);
-        let mut done = 0;
-        while done < size as usize {
-            match file.read_at(&mut out[start + done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    out.truncate(start);
-                    let e = ServeError::Io {
-                        op: "read an object",
-                        source: e,
-                    };
-                    return self.error(nid, e);
-                }
-            }
-        }
-        out.truncate(start + done);
-        Answer::Data
+        self.read_object(nid, &file, offset, size, out)
     }
 }
