@@ -36,21 +36,18 @@ pub struct Row {
     pub only: Option<&'static [&'static str]>,
 }
 
-/// The extra `cfs mount` arguments for a FUSE-over-io_uring server.
-///
-/// HOOK (issue 17): the io_uring transport is being written in `cfs-fuse`.
-/// When `cfs mount --help` mentions `uring`, the io_uring rows appear, using
-/// `CFS_BENCH_URING_ARGS` (default `--transport=io-uring`; set it to the flag
-/// the transport lands with if that differs).
+/// The extra `cfs mount` arguments for a FUSE-over-io_uring server, when
+/// the cfs measured has the io_uring transport (`cfs mount --help` mentions
+/// `--fuse-transport`; an older `CFS_BENCH_CFS` build has no such rows).
 fn uring_args() -> Option<String> {
     let help = std::process::Command::new(cfs())
         .args(["mount", "--help"])
         .output()
         .ok()?;
-    if !String::from_utf8_lossy(&help.stdout).contains("uring") {
+    if !String::from_utf8_lossy(&help.stdout).contains("--fuse-transport") {
         return None;
     }
-    Some(std::env::var("CFS_BENCH_URING_ARGS").unwrap_or_else(|_| "--transport=io-uring".into()))
+    Some("--fuse-transport uring".into())
 }
 
 /// Every row this machine can run, in order.
