@@ -8,8 +8,9 @@
 //! Rows: cfs standalone FUSE over `/dev/fuse` (1..8 worker threads, with and
 //! without the adaptive spin), over io_uring (the fuse module's
 //! `enable_uring` is turned on for that row and set back after), squashfuse
-//! and squashfuse_ll on a squashfs of the same tree, and the kernel mount of
-//! the image for reference. Workloads:
+//! and squashfuse_ll on a squashfs of the same tree, erofsfuse on the image
+//! (`CFS_BENCH_EROFSFUSE`, else the workloads bench's or the system's), and
+//! the kernel mount of the image for reference. Workloads:
 //! - **getxattr**: `fgetxattr` of one name on one open file, in a loop:
 //!   FUSE caches no xattr, so each call is one GETXATTR round trip;
 //! - **cold stat walk**: readdir + lstat of every entry of a fresh mount
@@ -19,9 +20,11 @@
 //! trip when nothing else ran: this is a shared 2-core machine) and the
 //! median; the walk is the minimum of several runs. The server's CPU time during the
 //! loop, and while idle for 10 s right after it, is read from
-//! `/proc/PID/stat`. The machine's 1-minute load is printed before and after
-//! each row; the bench waits (up to a bound) for it to fall under 1.0 first,
-//! since other work on a 2-core machine wrecks the numbers.
+//! `/proc/PID/stat`. Before each row the bench waits (up to a bound) until
+//! under 5 % of the machine's CPU is used outside nice'd processes (other
+//! work on a 2-core machine wrecks the numbers; a nice 19 job yields at once
+//! but keeps the load average up), and prints that share and the 1-minute
+//! load before, the load after.
 
 use cfs_bench::{cfs, drop_caches, run, walk};
 use std::io::{BufRead, BufReader};
@@ -47,15 +50,43 @@ fn load1() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Waits up to `max` for the 1-minute load to fall under 1.0; the load seen.
-fn wait_quiet(max: Duration) -> f64 {
+/// (busy, total) CPU ticks of the machine from `/proc/stat`, where busy
+/// leaves out the time of nice'd processes (a background job at nice 19
+/// gives way to the bench at once, but keeps the load average up).
+fn cpu_busy() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let n = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let busy = n(0) + n(2) + n(5) + n(6) + n(7);
+    (busy, f.iter().take(8).sum())
+}
+
+/// The share of the machine's CPU used outside nice'd processes over `d`.
+fn busy_share(d: Duration) -> f64 {
+    let (b0, t0) = cpu_busy();
+    std::thread::sleep(d);
+    let (b1, t1) = cpu_busy();
+    (b1 - b0) as f64 / (t1 - t0).max(1) as f64
+}
+
+/// Waits up to `max` for the machine to be quiet: under 5 % of its CPU used
+/// outside nice'd processes over 5 s. Returns the 1-minute load and that
+/// share, as seen last.
+fn wait_quiet(max: Duration) -> (f64, f64) {
     let start = Instant::now();
     loop {
-        let l = load1();
-        if l < 1.0 || start.elapsed() > max {
-            return l;
+        let busy = busy_share(Duration::from_secs(5));
+        if busy < 0.05 || start.elapsed() > max {
+            return (load1(), busy);
         }
-        std::thread::sleep(Duration::from_secs(10));
     }
 }
 
@@ -95,12 +126,12 @@ impl Drop for UringParam {
 #[derive(Clone)]
 enum Server {
     /// `cfs fuse-serve` with these extra arguments and environment.
-    Cfs {
-        args: Vec<String>,
-        uring: bool,
-    },
-    /// `squashfuse[_ll] -f`.
+    Cfs { args: Vec<String>, uring: bool },
+    /// `squashfuse[_ll] -f SQUASHFS`.
     Squash(&'static str),
+    /// `erofsfuse -f IMAGE`: cfs's image alone (its xattrs and metadata;
+    /// external files have no contents there).
+    Erofsfuse(PathBuf),
     /// `cfs mount` in kernel mode: no FUSE at all.
     Kernel,
 }
@@ -157,7 +188,12 @@ fn fixture() -> Fixture {
     let x = src.join("x");
     std::fs::write(&x, b"the file whose xattr is read\n").unwrap();
     run(Command::new("setfattr")
-        .args(["-n", "user.roundtrip", "-v", "0123456789abcdef0123456789abcdef"])
+        .args([
+            "-n",
+            "user.roundtrip",
+            "-v",
+            "0123456789abcdef0123456789abcdef",
+        ])
         .arg(&x));
     let (image, objects) = (t.join("image.cfs"), t.join("objects"));
     run(Command::new(cfs())
@@ -227,11 +263,15 @@ fn mount(fx: &Fixture, server: &Server) -> Option<Mounted> {
                 _uring: param,
             })
         }
-        Server::Squash(bin) => {
-            let sq = fx.squashfs.as_ref()?;
+        Server::Squash(_) | Server::Erofsfuse(_) => {
+            let (bin, image) = match server {
+                Server::Squash(bin) => (PathBuf::from(bin), fx.squashfs.clone()?),
+                Server::Erofsfuse(bin) => (bin.clone(), fx.image.clone()),
+                _ => unreachable!(),
+            };
             let child = Command::new(bin)
                 .arg("-f")
-                .arg(sq)
+                .arg(image)
                 .arg(&dir)
                 .stderr(Stdio::null())
                 .spawn()
@@ -261,8 +301,8 @@ fn getxattr_loop(file: &std::fs::File) -> (f64, f64) {
     for _ in 0..CALLS / BATCH {
         let t = Instant::now();
         for _ in 0..BATCH {
-            let n = rustix::fs::fgetxattr(file.as_fd(), "user.roundtrip", &mut buf)
-                .expect("fgetxattr");
+            let n =
+                rustix::fs::fgetxattr(file.as_fd(), "user.roundtrip", &mut buf).expect("fgetxattr");
             assert_eq!(n, 32);
         }
         batches.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(BATCH));
@@ -278,7 +318,8 @@ struct Row {
     cpu_per_call_us: f64,
     idle_cpu_pct: Option<f64>,
     walk_ms: f64,
-    load: (f64, f64),
+    /// 1-minute load before, busy share before, 1-minute load after.
+    load: (f64, f64, f64),
 }
 
 fn measure(fx: &Fixture, name: &str, server: &Server, idle: bool, wait: Duration) -> Option<Row> {
@@ -324,7 +365,7 @@ fn measure(fx: &Fixture, name: &str, server: &Server, idle: bool, wait: Duration
         cpu_per_call_us: cpu,
         idle_cpu_pct: idle_pct,
         walk_ms,
-        load: (load_before, load1()),
+        load: (load_before.0, load_before.1, load1()),
     })
 }
 
@@ -350,11 +391,25 @@ fn main() {
     );
     let fx = fixture();
     let mut rows: Vec<(String, Server, bool)> = Vec::new();
-    let threads: &[&str] = if quick { &["1", "2"] } else { &["1", "2", "4", "8"] };
+    let threads: &[&str] = if quick {
+        &["1", "2"]
+    } else {
+        &["1", "2", "4", "8"]
+    };
     for t in threads {
         rows.push((
             format!("cfs /dev/fuse, {t} thread(s), no spin"),
-            cfs_row(&["--fuse-transport", "dev", "--threads", t, "--fuse-spin-us", "0"], false),
+            cfs_row(
+                &[
+                    "--fuse-transport",
+                    "dev",
+                    "--threads",
+                    t,
+                    "--fuse-spin-us",
+                    "0",
+                ],
+                false,
+            ),
             false,
         ));
         rows.push((
@@ -370,12 +425,44 @@ fn main() {
             true,
         ));
     }
-    rows.push(("squashfuse (libfuse, high-level)".into(), Server::Squash("squashfuse"), false));
-    rows.push(("squashfuse_ll (libfuse, low-level)".into(), Server::Squash("squashfuse_ll"), false));
-    rows.push(("kernel (cfs mount, erofs + overlay)".into(), Server::Kernel, false));
+    rows.push((
+        "squashfuse (libfuse, high-level)".into(),
+        Server::Squash("squashfuse"),
+        false,
+    ));
+    rows.push((
+        "squashfuse_ll (libfuse, low-level)".into(),
+        Server::Squash("squashfuse_ll"),
+        false,
+    ));
+    // erofsfuse (erofs-utils), where built: the workloads bench's peers or
+    // the system's.
+    let erofsfuse = std::env::var_os("CFS_BENCH_EROFSFUSE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            [
+                "/var/tmp/cfs-bench-workloads/peers/bin/erofsfuse",
+                "/usr/bin/erofsfuse",
+            ]
+            .map(PathBuf::from)
+            .into_iter()
+            .find(|p| p.exists())
+        });
+    if let Some(bin) = erofsfuse {
+        rows.push((
+            "erofsfuse (libfuse, low-level)".into(),
+            Server::Erofsfuse(bin),
+            false,
+        ));
+    }
+    rows.push((
+        "kernel (cfs mount, erofs + overlay)".into(),
+        Server::Kernel,
+        false,
+    ));
 
     println!(
-        "| server | getxattr µs/call, fastest batch | median batch | server CPU µs/call | idle CPU (10 s) | cold walk of {} entries, ms | load before/after |",
+        "| server | getxattr µs/call, fastest batch | median batch | server CPU µs/call | idle CPU (10 s) | cold walk of {} entries, ms | load before/after (busy before) |",
         DIRS * FILES + DIRS + 1
     );
     println!("|---|---|---|---|---|---|---|");
@@ -391,8 +478,14 @@ fn main() {
         };
         let idle = r.idle_cpu_pct.map_or("–".into(), |p| format!("{p:.2} %"));
         println!(
-            "| {} | {:.2} | {:.2} | {cpu} | {idle} | {:.0} | {:.2} / {:.2} |",
-            r.name, r.getxattr_us, r.getxattr_median_us, r.walk_ms, r.load.0, r.load.1
+            "| {} | {:.2} | {:.2} | {cpu} | {idle} | {:.0} | {:.2} / {:.2} ({:.0} %) |",
+            r.name,
+            r.getxattr_us,
+            r.getxattr_median_us,
+            r.walk_ms,
+            r.load.0,
+            r.load.2,
+            r.load.1 * 100.0
         );
     }
 }
