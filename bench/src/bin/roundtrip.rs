@@ -22,8 +22,8 @@
 //! loop, and while idle for 10 s right after it, is read from
 //! `/proc/PID/stat`. Before each row the bench waits (up to a bound) until
 //! under 5 % of the machine's CPU is used outside nice'd processes (other
-//! work on a 2-core machine wrecks the numbers; a nice 19 job yields at once
-//! but keeps the load average up), and prints that share and the 1-minute
+//! work on a 2-core machine wrecks the numbers; a nice 19 job, such as a
+//! fuzz campaign, yields to the bench but keeps the load average up), and prints that share and the 1-minute
 //! load before, the load after.
 
 use cfs_bench::{cfs, drop_caches, run, walk};
@@ -50,9 +50,8 @@ fn load1() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// (busy, total) CPU ticks of the machine from `/proc/stat`, where busy
-/// leaves out the time of nice'd processes (a background job at nice 19
-/// gives way to the bench at once, but keeps the load average up).
+/// (busy, total) CPU ticks of the machine from `/proc/stat`, busy leaving
+/// out what nice'd processes (nice 10 and more) used.
 fn cpu_busy() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> = stat
@@ -65,8 +64,26 @@ fn cpu_busy() -> (u64, u64) {
         .collect();
     let n = |i: usize| f.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal
-    let busy = n(0) + n(2) + n(5) + n(6) + n(7);
-    (busy, f.iter().take(8).sum())
+    let busy = n(0) + n(1) + n(2) + n(5) + n(6) + n(7);
+    (busy.saturating_sub(niced_ticks()), f.iter().take(8).sum())
+}
+
+/// User + system CPU ticks of the processes running at nice 10 or more.
+fn niced_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let rest = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // `rest` starts at field 3: utime 14, stime 15, nice 19.
+            let nice: i64 = f.get(16)?.parse().ok()?;
+            let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            (nice >= 10).then(|| n(11) + n(12))
+        })
+        .sum()
 }
 
 /// The share of the machine's CPU used outside nice'd processes over `d`.
@@ -74,7 +91,7 @@ fn busy_share(d: Duration) -> f64 {
     let (b0, t0) = cpu_busy();
     std::thread::sleep(d);
     let (b1, t1) = cpu_busy();
-    (b1 - b0) as f64 / (t1 - t0).max(1) as f64
+    b1.saturating_sub(b0) as f64 / (t1 - t0).max(1) as f64
 }
 
 /// Waits up to `max` for the machine to be quiet: under 5 % of its CPU used

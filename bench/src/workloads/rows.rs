@@ -36,26 +36,33 @@ pub struct Row {
     pub only: Option<&'static [&'static str]>,
 }
 
-/// The extra `cfs mount` arguments for a FUSE-over-io_uring server, when
-/// the cfs measured has the io_uring transport (`cfs mount --help` mentions
-/// `--fuse-transport`; an older `CFS_BENCH_CFS` build has no such rows).
-fn uring_args() -> Option<String> {
-    let help = std::process::Command::new(cfs())
+/// Whether the cfs measured has the io_uring transport (`cfs mount --help`
+/// mentions `--fuse-transport`; an older `CFS_BENCH_CFS` build does not).
+/// Then its FUSE rows say `--fuse-transport dev` (the default, `auto`, would
+/// take io_uring whenever `enable_uring` is on), and each has an io_uring
+/// twin.
+fn has_transports() -> bool {
+    std::process::Command::new(cfs())
         .args(["mount", "--help"])
         .output()
-        .ok()?;
-    if !String::from_utf8_lossy(&help.stdout).contains("--fuse-transport") {
-        return None;
-    }
-    Some("--fuse-transport uring".into())
+        .is_ok_and(|help| String::from_utf8_lossy(&help.stdout).contains("--fuse-transport"))
 }
+
+const DEV: &str = " --fuse-transport dev ";
+const URING: &str = " --fuse-transport uring ";
 
 /// Every row this machine can run, in order.
 pub fn all(b: &Bench) -> Vec<Row> {
     let cfs = cfs().display().to_string();
     let mnt = b.mnt().display().to_string();
     let repo = b.cfs_repo().display().to_string();
+    let transports = has_transports();
     let cfs_mount = |flags: &str| format!("{cfs} --repo {repo} mount {flags} usr {mnt}");
+    // A FUSE row's mount, over /dev/fuse.
+    let fuse_mount = |flags: &str| {
+        let transport = if transports { DEV.trim() } else { "" };
+        cfs_mount(&format!("{flags} {transport}"))
+    };
     let cfs_unmount = format!("{cfs} unmount {mnt}");
     let cfs_server = || {
         Some(ServerMatch {
@@ -94,7 +101,7 @@ pub fn all(b: &Bench) -> Vec<Row> {
             "fuse-overlay",
             "cfs fuse+overlay (root, --fuse=yes)",
             Who::Root,
-            cfs_mount("--fuse=yes"),
+            fuse_mount("--fuse=yes"),
             &cfs_unmount,
             cfs_server(),
         ),
@@ -102,7 +109,7 @@ pub fn all(b: &Bench) -> Vec<Row> {
             "fuse-overlay-userns",
             "cfs fuse+overlay (user, unshare -Urm)",
             Who::UserNs,
-            cfs_mount(""),
+            fuse_mount(""),
             &cfs_unmount,
             cfs_server(),
         ),
@@ -110,7 +117,7 @@ pub fn all(b: &Bench) -> Vec<Row> {
             "standalone",
             "cfs standalone FUSE (user)",
             Who::User,
-            cfs_mount(""),
+            fuse_mount(""),
             &cfs_unmount,
             cfs_server(),
         ),
@@ -123,7 +130,7 @@ pub fn all(b: &Bench) -> Vec<Row> {
             "standalone-mapped",
             "cfs standalone FUSE (user), --digest: sealed copy, mapped",
             Who::User,
-            cfs_mount(&format!("--digest {id}")),
+            fuse_mount(&format!("--digest {id}")),
             &cfs_unmount,
             cfs_server(),
         ));
@@ -131,18 +138,18 @@ pub fn all(b: &Bench) -> Vec<Row> {
             "fuse-overlay-mapped",
             "cfs fuse+overlay (root), --digest: sealed copy, mapped",
             Who::Root,
-            cfs_mount(&format!("--fuse=yes --digest {id}")),
+            fuse_mount(&format!("--fuse=yes --digest {id}")),
             &cfs_unmount,
             cfs_server(),
         ));
     }
-    if let Some(args) = uring_args() {
+    if transports {
         for r in rows.clone() {
             if r.server.is_some() {
                 rows.push(Row {
                     id: format!("{}-uring", r.id),
                     label: format!("{}, io_uring", r.label),
-                    mount: r.mount.replace(" usr ", &format!(" {args} usr ")),
+                    mount: r.mount.replace(DEV, URING),
                     uring: true,
                     ..r
                 });
