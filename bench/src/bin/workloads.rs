@@ -12,14 +12,15 @@
 //! `/var/tmp/cfs-bench-workloads`) and keeps them; mounts at `DIR/mnt` and
 //! unmounts everything it mounted. `CFS_BENCH_ROWS` / `CFS_BENCH_WORKLOADS`
 //! (comma-separated ids) select rows and workloads; `CFS_BENCH_COLD` and
-//! `CFS_BENCH_WARM` set the repetitions (3 and 5).
+//! `CFS_BENCH_WARM` set the repetitions (3 and 5). Each row first waits (up
+//! to 15 min) until under 5 % of the CPU is used outside nice'd processes.
 
 use cfs_bench::workloads::rows::{self, Row};
 use cfs_bench::workloads::server::{self, Server};
 use cfs_bench::workloads::setup::{self, Bench, UringSwitch};
 use cfs_bench::workloads::who::{self, Place};
 use cfs_bench::workloads::{Workload, WORKLOADS};
-use cfs_bench::{cfs, drop_caches};
+use cfs_bench::{busy_share, cfs, drop_caches, wait_quiet};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -300,9 +301,22 @@ fn main() {
         load()
     );
     let mut results = Vec::new();
+    // Each row waits (up to 15 min) for a quiet machine: under 5 % of the
+    // CPU used outside nice'd processes.
     for row in &rows {
-        eprintln!("bench: {} (load {})", row.id, load());
+        let (_, busy) = wait_quiet(Duration::from_secs(900));
+        eprintln!(
+            "bench: {} (load {}, busy outside nice'd processes {:.0} %)",
+            row.id,
+            load(),
+            busy * 100.0
+        );
         results.push(measure_row(&b, row, &workloads));
+        eprintln!(
+            "bench: {} done (busy outside nice'd processes now {:.0} %)",
+            row.id,
+            busy_share(Duration::from_secs(2)) * 100.0
+        );
     }
     println!("load after: {}", load());
     print_tables(&rows, &results, &workloads);
