@@ -5,7 +5,8 @@
 //! cargo build --release -p cfs && cd bench && sudo cargo run --release --bin roundtrip
 //! ```
 //!
-//! Rows: cfs standalone FUSE over `/dev/fuse` (1..8 worker threads, with and
+//! Rows (`CFS_BENCH_ROWS`: comma-separated parts of their names to keep):
+//! cfs standalone FUSE over `/dev/fuse` (1..8 worker threads, with and
 //! without the adaptive spin), over io_uring (the fuse module's
 //! `enable_uring` is turned on for that row and set back after), squashfuse
 //! and squashfuse_ll on a squashfs of the same tree, erofsfuse on the image
@@ -419,6 +420,9 @@ fn main() {
         DIRS * FILES + DIRS + 1
     );
     println!("|---|---|---|---|---|---|---|");
+    // CFS_BENCH_ROWS: comma-separated parts of row names to keep.
+    let keep = std::env::var("CFS_BENCH_ROWS").unwrap_or_default();
+    rows.retain(|(name, _, _)| keep.is_empty() || keep.split(',').any(|k| name.contains(k)));
     for (name, server, idle) in rows {
         let Some(r) = measure(&fx, &name, &server, idle, wait) else {
             println!("| {name} | (could not mount) | | | | | |");
