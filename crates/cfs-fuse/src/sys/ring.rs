@@ -209,8 +209,8 @@ impl Queue {
         // thread, when it next waits, instead of interrupting it for each
         // request (SINGLE_ISSUER | DEFER_TASKRUN, Linux 6.1; FUSE io_uring
         // needs 6.14). Measured (bench/README.md, "Round trip"): GETXATTR
-        // 7.8 µs and 4.0 µs of server CPU per call, against 8.3–9.9 µs and
-        // 4.5–5.5 µs without.
+        // median 7.9–9.3 µs, 4.0–4.8 µs of server CPU per call, against
+        // 8.4–10.4 µs and 4.5–5.5 µs without.
         let ring = IoUring::<Entry128, cqueue::Entry>::builder()
             .setup_cqsize(entries * 2)
             .setup_single_issuer()
