@@ -367,8 +367,18 @@ fn main() {
             false,
         ));
         rows.push((
-            format!("cfs /dev/fuse, {t} thread(s), spin"),
-            cfs_row(&["--fuse-transport", "dev", "--threads", t], false),
+            format!("cfs /dev/fuse, {t} thread(s), spin 50 µs"),
+            cfs_row(
+                &[
+                    "--fuse-transport",
+                    "dev",
+                    "--threads",
+                    t,
+                    "--fuse-spin-us",
+                    "50",
+                ],
+                false,
+            ),
             *t == "2",
         ));
     }

@@ -144,7 +144,24 @@ pub fn all(b: &Bench) -> Vec<Row> {
         ));
     }
     if transports {
+        // The /dev/fuse workers with a 50 µs adaptive spin (off by
+        // default), to weigh it.
+        for id in ["fuse-overlay", "standalone"] {
+            if let Some(r) = rows.iter().find(|r| r.id == id).cloned() {
+                rows.push(Row {
+                    id: format!("{id}-spin"),
+                    label: format!("{}, spin 50 µs", r.label),
+                    mount: r
+                        .mount
+                        .replace(DEV, " --fuse-transport dev --fuse-spin-us 50 "),
+                    ..r
+                });
+            }
+        }
         for r in rows.clone() {
+            if r.id.ends_with("-spin") {
+                continue;
+            }
             if r.server.is_some() {
                 rows.push(Row {
                     id: format!("{}-uring", r.id),

@@ -21,6 +21,9 @@
 //!   a worker whose requests keep arriving sooner than the maximum after
 //!   its answers arms it again. A server under light load (requests further
 //!   apart than the budget) stops spinning after a few misses.
+//!
+//! Off by default ([`crate::DEFAULT_SPIN_US`]): on a 2-CPU machine the
+//! spinner took the CPU the requester needed, and cost more than it saved.
 
 use crate::abi::OutHeader;
 use crate::reply::Answer;

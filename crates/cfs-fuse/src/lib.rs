@@ -63,8 +63,12 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The default of [`Tuning::fuse_spin_us`].
-pub const DEFAULT_SPIN_US: u32 = 50;
+/// The default of [`Tuning::fuse_spin_us`]: no spin. Measured on the
+/// project's 2-CPU machine (bench/README.md, "Rootless FUSE speed"), a 50 µs
+/// spin doubled the cold fuse+overlay walk of `/usr` (8.5 s against 4.7 s)
+/// and the GETXATTR round trip with 2 workers, and saved nothing on an idle
+/// machine: the spinner takes the CPU the requester needs.
+pub const DEFAULT_SPIN_US: u32 = 0;
 
 /// What a user may tune about a FUSE server. One struct for the public
 /// commands (flattened into `cfs mount` and `cfs fuse-serve`), the mount
@@ -92,8 +96,8 @@ pub struct Tuning {
     )]
     pub fuse_transport: FuseTransport,
     /// How long, at most, a `/dev/fuse` worker that has just answered keeps
-    /// polling for the next request before it sleeps, in microseconds (0:
-    /// never; default 50). Adaptive: it spins only while spinning finds
+    /// polling for the next request before it sleeps, in microseconds
+    /// (default 0: never). Adaptive: it spins only while spinning finds
     /// requests, one worker at a time.
     #[cfg_attr(
         feature = "clap",
