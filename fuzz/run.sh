@@ -6,7 +6,7 @@
 # tar_import) tar layers made from them by the tar_import_seeds bin.
 set -euo pipefail
 cd "$(dirname "$0")"
-target=${1:?usage: run.sh erofs_walk|dumpfile_roundtrip|tar_import [seconds] [libfuzzer args]}
+target=${1:?usage: run.sh erofs_walk|dumpfile_roundtrip|tar_import|fuse_request [seconds] [libfuzzer args]}
 secs=${2:-60}
 shift $(( $# > 1 ? 2 : 1 ))
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
@@ -38,6 +38,9 @@ if [ -z "$(ls -A "$corpus")" ]; then
                     *) "$seeds" "$f" "$corpus/$n.img" 2>/dev/null || true;;
                 esac
             done;;
+        fuse_request)
+            # Requests as the kernel sends them (fuse-request-*.bin).
+            cp seeds/fuse_request/* "$corpus"/;;
         tar_import)
             seeds=target/"$triple"/release/tar_import_seeds
             "$seeds" --examples "$corpus"

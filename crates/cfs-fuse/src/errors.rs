@@ -3,7 +3,7 @@
 
 use crate::objects::ObjectError;
 use cfs_format::reader::{Nid, ReadError};
-use fuser::Errno;
+use rustix::io::Errno;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -50,16 +50,16 @@ impl ErrorLog {
     /// refused objects answer EIO and are logged (once per nid and kind).
     pub fn errno(&self, nid: Nid, err: &ServeError) -> Errno {
         let (errno, kind) = match err {
-            ServeError::Read(ReadError::NotADirectory { .. }) => return Errno::ENOTDIR,
-            ServeError::Read(ReadError::NotASymlink { .. }) => return Errno::EINVAL,
+            ServeError::Read(ReadError::NotADirectory { .. }) => return Errno::NOTDIR,
+            ServeError::Read(ReadError::NotASymlink { .. }) => return Errno::INVAL,
             ServeError::Io { source, .. } => {
                 return source
                     .raw_os_error()
-                    .map(Errno::from_i32)
-                    .unwrap_or(Errno::EIO)
+                    .map(Errno::from_raw_os_error)
+                    .unwrap_or(Errno::IO)
             }
-            ServeError::Read(_) | ServeError::BadNid(_) | ServeError::BadMode(_) => (Errno::EIO, 0),
-            ServeError::Object(_) => (Errno::EIO, 1),
+            ServeError::Read(_) | ServeError::BadNid(_) | ServeError::BadMode(_) => (Errno::IO, 0),
+            ServeError::Object(_) => (Errno::IO, 1),
         };
         self.log_once(nid, kind, err);
         errno
@@ -90,18 +90,18 @@ mod tests {
             nid: Some(5),
             what: "x".into(),
         });
-        assert_eq!(log.errno(Nid(5), &corrupt), Errno::EIO);
-        assert_eq!(log.errno(Nid(5), &corrupt), Errno::EIO);
+        assert_eq!(log.errno(Nid(5), &corrupt), Errno::IO);
+        assert_eq!(log.errno(Nid(5), &corrupt), Errno::IO);
         assert_eq!(log.logged.lock().unwrap().len(), 1);
         let notdir = ServeError::Read(ReadError::NotADirectory { nid: 5 });
-        assert_eq!(log.errno(Nid(5), &notdir), Errno::ENOTDIR);
+        assert_eq!(log.errno(Nid(5), &notdir), Errno::NOTDIR);
         let io = ServeError::Io {
             op: "read",
             source: std::io::Error::from_raw_os_error(libc_enoent()),
         };
-        assert_eq!(log.errno(Nid(6), &io), Errno::ENOENT);
+        assert_eq!(log.errno(Nid(6), &io), Errno::NOENT);
         let bad = ServeError::Object(ObjectError::BadRedirect("/../x".into()));
-        assert_eq!(log.errno(Nid(7), &bad), Errno::EIO);
+        assert_eq!(log.errno(Nid(7), &bad), Errno::IO);
     }
 
     fn libc_enoent() -> i32 {

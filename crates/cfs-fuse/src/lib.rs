@@ -22,26 +22,38 @@
 //! **overlay-lower** serves metadata only, renamed for an overlayfs mounted
 //! with `userxattr` that reads contents from the object store itself.
 //!
-//! Modules: [`server`] (the fuser `Filesystem`), [`mode`] (presentation
+//! **The transport is its own** ([`FuseTransport`]): the FUSE protocol
+//! ([`abi`] wire structs, [`request`] parsing, [`reply`] encoding) is
+//! spoken here, over `/dev/fuse` worker threads that spin briefly for the
+//! next request before they sleep (`dev`), or over FUSE io_uring queues, one
+//! per CPU with a thread bound to it, when the kernel offers them (`uring`);
+//! `session` does the INIT handshake and picks.
+//!
+//! Modules: [`server`] (requests → answers), [`mode`] (presentation
 //! rules), [`objects`] (safe object opens and verification), [`attr`]
 //! (inode → attributes), [`errors`] (errno mapping), [`source`] (image
-//! bytes), [`caller`] (who may see `trusted.*` names), [`sys`] (the one
-//! `unsafe`: the mapping).
+//! bytes), [`caller`] (who may see `trusted.*` names), [`sys`] (every
+//! `unsafe`: the mapping, the `/dev/fuse` ioctls, io_uring buffers).
 
+pub mod abi;
 pub mod attr;
 pub mod caller;
+mod dev;
 pub mod errors;
 pub mod mode;
 pub mod objects;
+pub mod reply;
+pub mod request;
 pub mod server;
+mod session;
 pub mod source;
 pub mod sys;
+mod uring;
 
 pub use mode::ServeMode;
 pub use objects::Verity;
 
 use cfs_format::reader::{Image, ReadError};
-use fuser::{Config, Session, SessionACL};
 use objects::ObjectStore;
 use source::ImageBytes;
 use std::ffi::OsString;
@@ -49,6 +61,14 @@ use std::fs::File;
 use std::num::NonZeroUsize;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The default of [`Tuning::fuse_spin_us`]: no spin. Measured on the
+/// project's 2-CPU machine (bench/README.md, "Rootless FUSE speed"), a 50 µs
+/// spin doubled the cold fuse+overlay walk of `/usr` (8.5 s against 4.7 s)
+/// and the GETXATTR round trip with 2 workers, and saved nothing on an idle
+/// machine: the spinner takes the CPU the requester needs.
+pub const DEFAULT_SPIN_US: u32 = 0;
 
 /// What a user may tune about a FUSE server. One struct for the public
 /// commands (flattened into `cfs mount` and `cfs fuse-serve`), the mount
@@ -66,6 +86,48 @@ pub struct Tuning {
     /// CAP_SYS_ADMIN in the initial user namespace).
     #[cfg_attr(feature = "clap", arg(long))]
     pub no_passthrough: bool,
+    /// How the FUSE server takes requests: `uring` (FUSE over io_uring, one
+    /// queue per CPU; fails when the kernel doesn't offer it), `dev`
+    /// (reading `/dev/fuse`), or `auto` (io_uring when the kernel offers it:
+    /// root enables it with `echo Y > /sys/module/fuse/parameters/enable_uring`).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_enum, default_value_t, env = "CFS_FUSE_TRANSPORT")
+    )]
+    pub fuse_transport: FuseTransport,
+    /// How long, at most, a `/dev/fuse` worker that has just answered keeps
+    /// polling for the next request before it sleeps, in microseconds
+    /// (default 0: never). Adaptive: it spins only while spinning finds
+    /// requests, one worker at a time.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "MICROSECONDS", env = "CFS_FUSE_SPIN_US")
+    )]
+    pub fuse_spin_us: Option<u32>,
+}
+
+/// How a FUSE server takes requests from the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum FuseTransport {
+    /// io_uring when the kernel offers it, else `/dev/fuse`.
+    #[default]
+    Auto,
+    /// Worker threads reading `/dev/fuse`.
+    Dev,
+    /// FUSE over io_uring, or fail.
+    Uring,
+}
+
+impl FuseTransport {
+    /// The name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FuseTransport::Auto => "auto",
+            FuseTransport::Dev => "dev",
+            FuseTransport::Uring => "uring",
+        }
+    }
 }
 
 impl Tuning {
@@ -79,7 +141,18 @@ impl Tuning {
         if self.no_passthrough {
             a.push("--no-passthrough".into());
         }
+        a.push("--fuse-transport".into());
+        a.push(self.fuse_transport.as_str().into());
+        if let Some(us) = self.fuse_spin_us {
+            a.push("--fuse-spin-us".into());
+            a.push(us.to_string().into());
+        }
         a
+    }
+
+    /// The longest a `/dev/fuse` worker spins for the next request.
+    pub fn spin(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.fuse_spin_us.unwrap_or(DEFAULT_SPIN_US).into())
     }
 
     /// The worker threads to run: as asked, else one per CPU, at most 8
@@ -185,6 +258,14 @@ pub enum ServeFailed {
         /// The error.
         source: ReadError,
     },
+    /// FUSE over io_uring was asked for and can't be had.
+    #[error("FUSE over io_uring is not available for {mount}: {why}")]
+    UringUnavailable {
+        /// The mount point.
+        mount: PathBuf,
+        /// Why not.
+        why: String,
+    },
     /// The FUSE session failed.
     #[error("could not {op} {mount}")]
     Session {
@@ -202,6 +283,7 @@ fn filesystem(
     opts: &ServeOptions,
     image: File,
     objects: Option<OwnedFd>,
+    dev: Arc<OwnedFd>,
     mount: &Path,
 ) -> Result<server::CfsFs, ServeFailed> {
     let bytes = ImageBytes::open(image).map_err(|source| ServeFailed::ReadImage {
@@ -221,32 +303,22 @@ fn filesystem(
         opts.mode,
         objects,
         opts.passthrough(),
+        dev,
     ))
 }
 
 /// Serves the image on the handed-over connection until it ends (the mount
 /// went away). `mount` only names the mount in errors. `ready` is called once
 /// the kernel handshake (FUSE_INIT) is answered, when the mount answers
-/// requests. Nothing is mounted, unmounted or opened by path here.
+/// requests. Nothing is mounted, unmounted or opened by path here (but
+/// `/dev/fuse`, to give each worker its own fd on the connection).
 pub fn serve_fd(
     opts: &ServeOptions,
     fds: ServeFds,
     mount: &Path,
     ready: impl FnOnce(),
 ) -> Result<(), ServeFailed> {
-    let fs = filesystem(opts, fds.image, fds.objects, mount)?;
-    let mut config = Config::default();
-    config.n_threads = Some(opts.tuning.worker_threads().get());
-    config.clone_fd = true;
-    let failed = |op| {
-        let mount = mount.to_path_buf();
-        move |source| ServeFailed::Session { op, mount, source }
-    };
-    // The kernel checks access (allow_other, default_permissions) itself; the
-    // session lets every request it forwards through. `from_fd` holds no
-    // mount, so nothing is unmounted when the session ends.
-    let session =
-        Session::from_fd(fs, fds.dev, SessionACL::All, config).map_err(failed("handshake on"))?;
-    ready();
-    session.run().map_err(failed("serve"))
+    let dev = Arc::new(fds.dev);
+    let fs = filesystem(opts, fds.image, fds.objects, dev.clone(), mount)?;
+    session::serve(fs, dev, &opts.tuning, mount, ready)
 }

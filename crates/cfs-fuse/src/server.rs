@@ -1,6 +1,8 @@
-//! The fuser `Filesystem`: a thin layer that turns each request into reads of
-//! the image (through [`Image`]), the mode's presentation rules
-//! ([`ServeMode`]) and object opens ([`ObjectStore`]).
+//! The filesystem: turns each parsed [`Request`] into reads of the image
+//! (through [`Image`]), the mode's presentation rules ([`ServeMode`]) and
+//! object opens ([`ObjectStore`]), and writes the answer's bytes. It knows
+//! nothing of transports: the session hands it requests from
+//! `/dev/fuse` or io_uring alike.
 //!
 //! Every request takes `&self` and runs on any of the worker threads. The
 //! walk path (lookup, getattr, readdirplus, readlink, xattrs, reads of inline
@@ -17,39 +19,44 @@
 //! - `OPENDIR` answers ENOSYS once: the kernel stops sending OPENDIR and
 //!   RELEASEDIR and opens directories with `FOPEN_KEEP_CACHE |
 //!   FOPEN_CACHE_DIR`, so directory listings are cached too;
-//! - files are opened with `FOPEN_KEEP_CACHE`; OPEN stays (it is where an
-//!   object is opened, verified and handed to the kernel for passthrough), but
-//!   a walk that only stats never opens a file;
-//! - `FUSE_CACHE_SYMLINKS`, `FUSE_PARALLEL_DIROPS`, `FUSE_MAX_PAGES` (fuser
-//!   asks for the largest), and `FUSE_PASSTHROUGH` when serving contents as a
-//!   process with `CAP_SYS_ADMIN`.
+//! - with passthrough, files are opened with an OPEN (it is where an object
+//!   is opened, verified and handed to the kernel as the backing file);
+//! - without passthrough (a plain user's standalone mount), OPEN answers
+//!   ENOSYS once (`FUSE_NO_OPEN_SUPPORT`): the kernel stops sending OPEN and
+//!   RELEASE for files and opens them with `FOPEN_KEEP_CACHE`, so opening a
+//!   file whose pages are cached costs no round trip (two before). A READ
+//!   then carries no handle: the server opens the object for it through the
+//!   same path as OPEN did (`openat2` beneath the store, the digest checked
+//!   before the first byte, cached per object inode), reads and closes it.
+//!   A missing or tampered object fails the read with EIO instead of the
+//!   open; overlay-lower mode keeps OPEN (it refuses external files there);
+//! - `FUSE_CACHE_SYMLINKS`, `FUSE_PARALLEL_DIROPS`, `FUSE_MAX_PAGES` (the
+//!   largest the kernel allows), and `FUSE_PASSTHROUGH` when serving contents
+//!   as a process with `CAP_SYS_ADMIN`.
 
-use crate::attr::{file_attr, negative_attr, InoMap};
+use crate::abi::{self, init, Attr};
+use crate::attr::{file_attr, InoMap};
 use crate::errors::{ErrorLog, ServeError};
 use crate::mode::ServeMode;
 use crate::objects::ObjectStore;
+use crate::reply::{self, Answer};
+use crate::request::{Op, Request};
 use crate::source::ImageBytes;
+use crate::sys::fuse_dev::Backing;
 use cfs_format::reader::{Image, Inode, Nid};
 use cfs_format::FileType as CfsType;
-use fuser::{
-    BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
-};
-use std::cell::RefCell;
+use rustix::io::Errno;
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How long the kernel may trust an entry or attribute: the image is immutable.
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
-const GENERATION: Generation = Generation(0);
 
 /// A map split into shards, each behind its own lock, so that requests for
 /// different keys rarely contend. Used only off the walk path.
@@ -100,11 +107,6 @@ fn count(stat: Option<&AtomicU64>) {
     }
 }
 
-thread_local! {
-    /// Per worker thread: the buffer reads are assembled in.
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 /// The filesystem served: one image, one mode, optionally an object store.
 pub struct CfsFs {
     image: Image<ImageBytes>,
@@ -113,12 +115,17 @@ pub struct CfsFs {
     objects: Option<ObjectStore>,
     errors: ErrorLog,
     /// Decided in `init`: the kernel accepts backing files from us.
-    passthrough: bool,
+    passthrough: AtomicBool,
+    /// Decided in `init`: files are opened without OPEN (no passthrough,
+    /// contents served here, and the kernel supports zero-message opens).
+    zero_open: AtomicBool,
     want_passthrough: bool,
+    /// The connection, for the backing-file ioctls of passthrough.
+    dev: Arc<OwnedFd>,
     handles: Sharded<u64, OpenObject>,
     /// Backing files by nid, with their open count: the kernel wants one
     /// backing file per inode for all its open handles.
-    backing: Sharded<Nid, (Arc<BackingId>, u64)>,
+    backing: Sharded<Nid, (Arc<Backing>, u64)>,
     next_fh: AtomicU64,
     stats: Option<Stats>,
 }
@@ -126,12 +133,14 @@ pub struct CfsFs {
 impl CfsFs {
     /// A filesystem over `image` in `mode`. `objects` is where external files
     /// are read from in standalone mode; `passthrough` asks the kernel to read
-    /// them directly (needs `CAP_SYS_ADMIN`; falls back to `pread` if refused).
+    /// them directly (needs `CAP_SYS_ADMIN`; falls back to `pread` if
+    /// refused) through the connection `dev`.
     pub fn new(
         image: Image<ImageBytes>,
         mode: ServeMode,
         objects: Option<ObjectStore>,
         passthrough: bool,
+        dev: Arc<OwnedFd>,
     ) -> Self {
         CfsFs {
             inos: InoMap::new(image.root_nid()),
@@ -139,8 +148,10 @@ impl CfsFs {
             mode,
             objects,
             errors: ErrorLog::default(),
-            passthrough: false,
+            passthrough: AtomicBool::new(false),
+            zero_open: AtomicBool::new(false),
             want_passthrough: passthrough && mode.serves_contents(),
+            dev,
             handles: Sharded::new(16),
             backing: Sharded::new(16),
             next_fh: AtomicU64::new(1),
@@ -153,7 +164,7 @@ impl CfsFs {
     }
 
     /// The inode behind `ino`, and its attributes.
-    fn attr_of(&self, nid: Nid) -> Result<(Inode, fuser::FileAttr), ServeError> {
+    fn attr_of(&self, nid: Nid) -> Result<(Inode, Attr), ServeError> {
         let inode = self.image.inode(nid)?;
         let ino = self.inos.ino(nid).ok_or(ServeError::BadNid(nid.0))?;
         let attr = file_attr(ino, &inode).ok_or(ServeError::BadMode(inode.mode()))?;
@@ -161,7 +172,7 @@ impl CfsFs {
     }
 
     /// The entry `name` in directory `dir`: `None` if absent or hidden.
-    fn lookup_entry(&self, dir: Nid, name: &[u8]) -> Result<Option<fuser::FileAttr>, ServeError> {
+    fn lookup_entry(&self, dir: Nid, name: &[u8]) -> Result<Option<Attr>, ServeError> {
         let Some(entry) = self.image.lookup(dir, name)? else {
             return Ok(None);
         };
@@ -241,219 +252,269 @@ impl CfsFs {
         Ok(Some(objects.open_object(redirect, digest)?))
     }
 
-    /// Reads `size` bytes at `offset` of an image-backed file into a reply.
-    fn read_image(&self, nid: Nid, offset: u64, size: usize, reply: ReplyData) {
+    /// Reads `size` bytes at `offset` of an image-backed file into `out`.
+    fn read_image(&self, nid: Nid, offset: u64, size: usize, out: &mut Vec<u8>) -> Answer {
         let inode = match self.image.inode(nid) {
             Ok(i) => i,
-            Err(e) => return reply.error(self.errors.errno(nid, &e.into())),
+            Err(e) => return self.error(nid, e.into()),
         };
         let want = inode.size().saturating_sub(offset).min(size as u64) as usize;
-        // The common case: one contiguous run, answered straight from the image.
-        match self.image.read_inode(&inode, offset, want) {
-            Ok(piece) if piece.len() == want => return reply.data(piece),
-            Ok(_) => {}
-            Err(e) => return reply.error(self.errors.errno(nid, &e.into())),
+        let start = out.len();
+        while out.len() - start < want {
+            let done = out.len() - start;
+            match self
+                .image
+                .read_inode(&inode, offset + done as u64, want - done)
+            {
+                Ok([]) => break,
+                Ok(piece) => out.extend_from_slice(piece),
+                Err(e) => return self.error(nid, e.into()),
+            }
         }
-        READ_BUF.with_borrow_mut(|buf| {
-            buf.clear();
-            while buf.len() < want {
-                let at = offset + buf.len() as u64;
-                match self.image.read_inode(&inode, at, want - buf.len()) {
-                    Ok([]) => break,
-                    Ok(piece) => buf.extend_from_slice(piece),
-                    Err(e) => return reply.error(self.errors.errno(nid, &e.into())),
+        Answer::Data
+    }
+
+    /// Reads `size` bytes at `offset` of an object file into `out`.
+    fn read_object(
+        &self,
+        nid: Nid,
+        file: &File,
+        offset: u64,
+        size: u32,
+        out: &mut Vec<u8>,
+    ) -> Answer {
+        let start = out.len();
+        out.resize(start + size as usize, 0);
+        let mut done = 0;
+        while done < size as usize {
+            match file.read_at(&mut out[start + done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    out.truncate(start);
+                    let e = ServeError::Io {
+                        op: "read an object",
+                        source: e,
+                    };
+                    return self.error(nid, e);
                 }
             }
-            reply.data(buf)
-        })
+        }
+        out.truncate(start + done);
+        Answer::Data
     }
-}
 
-impl Filesystem for CfsFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let caps = config.capabilities();
-        let mut want = InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_NO_OPENDIR_SUPPORT
-            | InitFlags::FUSE_MAX_PAGES;
+    /// The errno for `err` met on `nid` (logged once if worth it).
+    fn error(&self, nid: Nid, err: ServeError) -> Answer {
+        Answer::Error(self.errors.errno(nid, &err))
+    }
+
+    /// The INIT flags to ask for, given what the kernel `offers`; decides
+    /// passthrough. The caller adds what the transport needs.
+    pub fn init_flags(&self, offers: u64) -> u64 {
+        let mut want = init::ASYNC_READ
+            | init::BIG_WRITES
+            | init::DO_READDIRPLUS
+            | init::PARALLEL_DIROPS
+            | init::CACHE_SYMLINKS
+            | init::NO_OPENDIR_SUPPORT
+            | init::MAX_PAGES;
         if self
             .image
             .composefs_flags()
             .is_some_and(|f| f & cfs_format::erofs::COMPOSEFS_FLAG_HAS_ACL != 0)
         {
-            want |= InitFlags::FUSE_POSIX_ACL;
+            want |= init::POSIX_ACL;
         }
-        if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
-            want |= InitFlags::FUSE_PASSTHROUGH;
-            self.passthrough = config.set_max_stack_depth(1).is_ok();
+        if self.want_passthrough && offers & init::PASSTHROUGH != 0 {
+            want |= init::PASSTHROUGH;
+            self.passthrough.store(true, Ordering::Relaxed);
         }
-        let _ = config.add_capabilities(want & caps);
-        let _ = config.set_max_background(64);
-        Ok(())
+        // Without passthrough nothing needs OPEN: see the module comment.
+        let zero_open = !self.passthrough.load(Ordering::Relaxed)
+            && self.mode.serves_contents()
+            && offers & init::NO_OPEN_SUPPORT != 0;
+        self.zero_open.store(zero_open, Ordering::Relaxed);
+        if zero_open {
+            want |= init::NO_OPEN_SUPPORT;
+        }
+        want & offers
     }
 
-    fn destroy(&mut self) {
-        if let Some(s) = &self.stats {
-            let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            eprintln!(
-                "cfs-fuse stats: lookup={} getattr={} readdir={} readdirplus={} opendir={} open={} read={} passthrough={}",
-                g(&s.lookup),
-                g(&s.getattr),
-                g(&s.readdir),
-                g(&s.readdirplus),
-                g(&s.opendir),
-                g(&s.open),
-                g(&s.read),
-                self.passthrough
-            );
-            if let Some(c) = self.image.source().cache_stats() {
-                eprintln!("cfs-fuse cache: {c}");
-            }
+    /// The request counters line (`CFS_FUSE_STATS`), `None` when not kept.
+    /// `transport` says how requests came.
+    pub fn report(&self, transport: &str) -> Option<String> {
+        let s = self.stats.as_ref()?;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut line = format!(
+            "cfs-fuse stats: lookup={} getattr={} readdir={} readdirplus={} opendir={} open={} read={} passthrough={} {transport}",
+            g(&s.lookup),
+            g(&s.getattr),
+            g(&s.readdir),
+            g(&s.readdirplus),
+            g(&s.opendir),
+            g(&s.open),
+            g(&s.read),
+            self.passthrough.load(Ordering::Relaxed),
+        );
+        if let Some(c) = self.image.source().cache_stats() {
+            line.push_str(&format!("\ncfs-fuse cache: {c}"));
         }
+        Some(line)
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        count(self.stats().map(|s| &s.lookup));
-        let dir = self.inos.nid(parent);
-        match self.lookup_entry(dir, name.as_bytes()) {
-            Ok(Some(attr)) => reply.entry(&TTL, &attr, GENERATION),
-            // A negative entry the kernel caches for TTL.
-            Ok(None) => reply.entry(&TTL, &negative_attr(), GENERATION),
-            Err(e) => reply.error(self.errors.errno(dir, &e)),
-        }
-    }
-
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        count(self.stats().map(|s| &s.getattr));
-        let nid = self.inos.nid(ino);
-        match self.attr_of(nid) {
-            Ok((_, attr)) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(self.errors.errno(nid, &e)),
-        }
-    }
-
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let nid = self.inos.nid(ino);
-        match self.image.symlink_target(nid) {
-            Ok(target) => reply.data(target),
-            Err(e) => reply.error(self.errors.errno(nid, &e.into())),
-        }
-    }
-
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // ENOSYS once: the kernel stops sending OPENDIR/RELEASEDIR and caches
-        // directory contents (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR).
-        count(self.stats().map(|s| &s.opendir));
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
-        count(self.stats().map(|s| &s.readdir));
-        let dir = self.inos.nid(ino);
-        let entries = match self.image.readdir(dir, offset) {
-            Ok(e) => e,
-            Err(e) => return reply.error(self.errors.errno(dir, &e.into())),
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => return reply.error(self.errors.errno(dir, &e.into())),
-            };
-            let attr = self.attr_of(entry.nid);
-            if let Ok((inode, _)) = &attr {
-                if self.mode.hides_entry(inode.mode(), inode.rdev()) {
-                    continue;
+    /// Answers `req` into `out` (which the caller cleared). INIT is the
+    /// session's; here it is refused.
+    pub fn answer(&self, req: &Request, out: &mut Vec<u8>) -> Answer {
+        let nid = self.inos.nid(req.nodeid());
+        match req.op {
+            Op::Lookup { name } => {
+                count(self.stats().map(|s| &s.lookup));
+                match self.lookup_entry(nid, name) {
+                    // None: a negative entry the kernel caches for TTL.
+                    Ok(attr) => {
+                        reply::put(out, &reply::entry_out(attr.as_ref(), TTL));
+                        Answer::Data
+                    }
+                    Err(e) => self.error(nid, e),
                 }
             }
-            let (ino, kind) = match (&attr, self.inos.ino(entry.nid)) {
-                (Ok((_, a)), _) => (a.ino, a.kind),
-                // A bad inode still lists its name; looking it up answers EIO.
-                (Err(_), Some(ino)) => (ino, fuser::FileType::RegularFile),
-                (Err(_), None) => continue,
-            };
-            let name = OsStr::from_bytes(entry.name);
-            if reply.add(ino, entry.next_offset, kind, name) {
-                break;
+            Op::Getattr => {
+                count(self.stats().map(|s| &s.getattr));
+                match self.attr_of(nid) {
+                    Ok((_, attr)) => reply::attr(out, &attr, TTL),
+                    Err(e) => self.error(nid, e),
+                }
             }
+            Op::Readlink => match self.image.symlink_target(nid) {
+                Ok(target) => reply::data(out, target),
+                Err(e) => self.error(nid, e.into()),
+            },
+            Op::Opendir => {
+                // ENOSYS once: the kernel stops sending OPENDIR/RELEASEDIR and
+                // caches directory contents (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR).
+                count(self.stats().map(|s| &s.opendir));
+                Answer::Error(Errno::NOSYS)
+            }
+            Op::Readdir { offset, size, plus } => self.readdir(nid, offset, size, plus, out),
+            Op::Open { flags } => self.open(nid, flags, out),
+            Op::Release { fh } => {
+                self.release(fh);
+                Answer::Data
+            }
+            Op::Read { fh, offset, size } => self.read(nid, fh, offset, size, out),
+            Op::Statfs => {
+                reply::put(
+                    out,
+                    &abi::StatfsOut {
+                        blocks: self.image.size().div_ceil(4096).into(),
+                        bsize: 4096.into(),
+                        namelen: 255.into(),
+                        frsize: 4096.into(),
+                        ..Default::default()
+                    },
+                );
+                Answer::Data
+            }
+            Op::Getxattr { name, size } => match self.xattr_value(nid, name) {
+                Ok(Some(v)) => reply::xattr(out, v, size),
+                Ok(None) => Answer::Error(Errno::NODATA),
+                Err(e) => self.error(nid, e),
+            },
+            Op::Listxattr { size } => {
+                let pid = req.pid();
+                match self.xattr_list(nid, || crate::caller::may_list_trusted(pid)) {
+                    Ok(list) => reply::xattr(out, &list, size),
+                    Err(e) => self.error(nid, e),
+                }
+            }
+            Op::Releasedir | Op::Destroy => Answer::Data,
+            Op::Forget | Op::BatchForget => Answer::None,
+            // Interrupts are not honoured: ENOSYS makes the kernel stop
+            // sending them (as fuser did). INIT after INIT is a protocol error.
+            Op::Interrupt { .. } | Op::Other(_) => Answer::Error(Errno::NOSYS),
+            Op::Init { .. } => Answer::Error(Errno::PROTO),
         }
-        reply.ok()
     }
 
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
-        count(self.stats().map(|s| &s.readdirplus));
-        let dir = self.inos.nid(ino);
+    fn readdir(&self, dir: Nid, offset: u64, size: u32, plus: bool, out: &mut Vec<u8>) -> Answer {
+        count(
+            self.stats()
+                .map(|s| if plus { &s.readdirplus } else { &s.readdir }),
+        );
         let entries = match self.image.readdir(dir, offset) {
             Ok(e) => e,
-            Err(e) => return reply.error(self.errors.errno(dir, &e.into())),
+            Err(e) => return self.error(dir, e.into()),
         };
+        let mut listing = reply::Dir::new(out, size);
         for entry in entries {
             let entry = match entry {
                 Ok(e) => e,
-                Err(e) => return reply.error(self.errors.errno(dir, &e.into())),
+                Err(e) => return self.error(dir, e.into()),
             };
             let attr = match self.attr_of(entry.nid) {
                 Ok((inode, _)) if self.mode.hides_entry(inode.mode(), inode.rdev()) => continue,
-                Ok((_, attr)) => attr,
+                Ok((_, attr)) => Some(attr),
                 Err(e) => {
-                    // Listed without attributes (node id 0: the kernel links
-                    // nothing); a lookup of it answers EIO.
+                    // Listed without attributes; a lookup of it answers EIO.
                     self.errors.errno(entry.nid, &e);
-                    negative_attr()
+                    None
                 }
             };
-            let name = OsStr::from_bytes(entry.name);
-            if reply.add(attr.ino, entry.next_offset, name, &TTL, &attr, GENERATION) {
+            let added = if plus {
+                // No attributes: node id 0, the kernel links nothing.
+                let e = reply::entry_out(attr.as_ref(), TTL);
+                listing.add_plus(&e, entry.next_offset, entry.name)
+            } else {
+                let (ino, mode) = match (attr, self.inos.ino(entry.nid)) {
+                    (Some(a), _) => (a.ino.get(), a.mode.get()),
+                    // A bad inode still lists its name; looking it up answers EIO.
+                    (None, Some(ino)) => (ino, 0o100000),
+                    (None, None) => continue,
+                };
+                listing.add(ino, entry.next_offset, mode, entry.name)
+            };
+            if !added {
                 break;
             }
         }
-        reply.ok()
+        Answer::Data
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, nid: Nid, flags: u32, out: &mut Vec<u8>) -> Answer {
         count(self.stats().map(|s| &s.open));
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(Errno::EROFS);
+        if flags & rustix::fs::OFlags::ACCMODE.bits() != rustix::fs::OFlags::RDONLY.bits() {
+            return Answer::Error(Errno::ROFS);
         }
-        let nid = self.inos.nid(ino);
-        let keep = FopenFlags::FOPEN_KEEP_CACHE;
+        if self.zero_open.load(Ordering::Relaxed) {
+            // Once: from now on the kernel opens files itself.
+            return Answer::Error(Errno::NOSYS);
+        }
+        let keep = abi::fopen::KEEP_CACHE;
         if !self.mode.serves_contents() {
             // Overlay-lower: contents come from the object store through the
             // overlay on top; an external file opened here directly is refused.
             return match self.image.redirect(nid) {
-                Ok(None) => reply.opened(FileHandle(0), keep),
-                Ok(Some(_)) => reply.error(Errno::EPERM),
-                Err(e) => reply.error(self.errors.errno(nid, &e.into())),
+                Ok(None) => reply::open(out, 0, keep, 0),
+                Ok(Some(_)) => Answer::Error(Errno::PERM),
+                Err(e) => self.error(nid, e.into()),
             };
         }
         let file = match self.open_content(nid) {
-            Ok(None) => return reply.opened(FileHandle(0), keep),
+            Ok(None) => return reply::open(out, 0, keep, 0),
             Ok(Some(f)) => Arc::new(f),
-            Err(e) => return reply.error(self.errors.errno(nid, &e)),
+            Err(e) => return self.error(nid, e),
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        if self.passthrough {
+        if self.passthrough.load(Ordering::Relaxed) {
             let mut backing = self.backing.shard(&nid);
             let id = match backing.get_mut(&nid) {
                 Some((id, n)) => {
                     *n += 1;
                     Some(id.clone())
                 }
-                None => match reply.open_backing(&*file) {
+                None => match Backing::open(self.dev.clone(), &file) {
                     Ok(id) => {
                         let id = Arc::new(id);
                         backing.insert(nid, (id.clone(), 1));
@@ -465,40 +526,27 @@ impl Filesystem for CfsFs {
             };
             drop(backing);
             if let Some(id) = id {
-                self.handles.shard(&fh).insert(
-                    fh,
-                    OpenObject {
-                        nid,
-                        file,
-                        passthrough: true,
-                    },
-                );
-                return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                let open = OpenObject {
+                    nid,
+                    file,
+                    passthrough: true,
+                };
+                self.handles.shard(&fh).insert(fh, open);
+                return reply::open(out, fh, abi::fopen::PASSTHROUGH, id.id() as i32);
             }
         }
-        self.handles.shard(&fh).insert(
-            fh,
-            OpenObject {
-                nid,
-                file,
-                passthrough: false,
-            },
-        );
-        reply.opened(FileHandle(fh), keep)
+        let open = OpenObject {
+            nid,
+            file,
+            passthrough: false,
+        };
+        self.handles.shard(&fh).insert(fh, open);
+        reply::open(out, fh, keep, 0)
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        let Some(open) = self.handles.shard(&fh.0).remove(&fh.0) else {
-            return reply.ok();
+    fn release(&self, fh: u64) {
+        let Some(open) = self.handles.shard(&fh).remove(&fh) else {
+            return;
         };
         if open.passthrough {
             let mut backing = self.backing.shard(&open.nid);
@@ -509,73 +557,25 @@ impl Filesystem for CfsFs {
                 }
             }
         }
-        reply.ok()
     }
 
-    fn read(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        reply: ReplyData,
-    ) {
+    fn read(&self, nid: Nid, fh: u64, offset: u64, size: u32, out: &mut Vec<u8>) -> Answer {
         count(self.stats().map(|s| &s.read));
-        let nid = self.inos.nid(ino);
-        if fh.0 == 0 {
-            return self.read_image(nid, offset, size as usize, reply);
+        if fh == 0 && self.zero_open.load(Ordering::Relaxed) {
+            // No OPEN was sent: open (and verify) the object for this read.
+            return match self.open_content(nid) {
+                Ok(None) => self.read_image(nid, offset, size as usize, out),
+                Ok(Some(file)) => self.read_object(nid, &file, offset, size, out),
+                Err(e) => self.error(nid, e),
+            };
         }
-        let file = match self.handles.shard(&fh.0).get(&fh.0) {
+        if fh == 0 {
+            return self.read_image(nid, offset, size as usize, out);
+        }
+        let file = match self.handles.shard(&fh).get(&fh) {
             Some(open) => open.file.clone(),
-            None => return reply.error(Errno::EBADF),
+            None => return Answer::Error(Errno::BADF),
         };
-        READ_BUF.with_borrow_mut(|buf| {
-            buf.resize(size as usize, 0);
-            let mut done = 0;
-            while done < buf.len() {
-                match file.read_at(&mut buf[done..], offset + done as u64) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let e = ServeError::Io {
-                            op: "read an object",
-                            source: e,
-                        };
-                        return reply.error(self.errors.errno(nid, &e));
-                    }
-                }
-            }
-            reply.data(&buf[..done])
-        })
-    }
-
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let blocks = self.image.size().div_ceil(4096);
-        reply.statfs(blocks, 0, 0, 0, 0, 4096, 255, 4096)
-    }
-
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let nid = self.inos.nid(ino);
-        match self.xattr_value(nid, name.as_bytes()) {
-            Ok(Some(v)) if size == 0 => reply.size(v.len() as u32),
-            Ok(Some(v)) if v.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(Some(v)) => reply.data(v),
-            Ok(None) => reply.error(Errno::NO_XATTR),
-            Err(e) => reply.error(self.errors.errno(nid, &e)),
-        }
-    }
-
-    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let nid = self.inos.nid(ino);
-        match self.xattr_list(nid, || crate::caller::may_list_trusted(req.pid())) {
-            Ok(list) if size == 0 => reply.size(list.len() as u32),
-            Ok(list) if list.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(list) => reply.data(&list),
-            Err(e) => reply.error(self.errors.errno(nid, &e)),
-        }
+        self.read_object(nid, &file, offset, size, out)
     }
 }

@@ -1,6 +1,6 @@
 //! Completing a content-less scan ([`ScanOptions::skip_content`]) by storing
-//! every file's content in an object store, on the rayon pool: each file is
-//! read once, hashed while it is copied, and its node gets its digest and
+//! every file's content in an object store, on the rayon pool, in scan order:
+//! each file is read once, hashed while it is copied, and its node gets its digest and
 //! payload (`ab/cdef…`). Files of at most [`INLINE_CONTENT_MAX`] bytes stay
 //! in the image (inline content) and are not stored, as composefs does.
 //!
@@ -16,7 +16,7 @@ use crate::store::{ObjectStore, SourceFile, StoreError};
 use cfs_format::Digest;
 use rayon::prelude::*;
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Why storing a scan's files failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,36 +96,61 @@ pub fn store_contents(
     progress
         .total_bytes
         .store(jobs.iter().map(|f| f.seen.size).sum(), Ordering::Relaxed);
-    // Large files first: the pool finishes together instead of on one big straggler.
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].seen.size));
+    // In scan order (the files of a directory together), each worker taking
+    // the next file when it is free: objects are created, and their inodes
+    // allocated, in about that order, so the objects of one directory sit
+    // close together on disk. A program that later loads the files of a
+    // directory (python's modules) then reads a few inode-table blocks, not
+    // one per file: stored largest first, the 159 objects of a python
+    // start-up were spread over 157 inode-table blocks of 13 block groups
+    // (43 blocks of 3 groups in tree order), and its cold start ran slower
+    // than composefs-rs's on the same image.
     let source = &scan.source;
-    let results = order
-        .par_iter()
-        .map(|&i| {
-            let job = &jobs[i];
-            let size = job.seen.size;
-            let stored = if size <= INLINE_CONTENT_MAX {
-                let content = read_small(source, job)?;
-                (cfs_format::fsverity::digest(&content), Some(content))
-            } else {
-                let file = source.open(job)?;
-                let ins = store.insert_file(SourceFile {
-                    file: &file,
-                    path: &source.display_path(&job.rel),
-                    seen: job.seen,
-                })?;
-                if ins.new {
-                    progress.new_objects.fetch_add(1, Ordering::Relaxed);
-                    progress.new_bytes.fetch_add(ins.size, Ordering::Relaxed);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let store_one = |job: &ScannedFile| {
+        let size = job.seen.size;
+        let stored = if size <= INLINE_CONTENT_MAX {
+            let content = read_small(source, job)?;
+            (cfs_format::fsverity::digest(&content), Some(content))
+        } else {
+            let file = source.open(job)?;
+            let ins = store.insert_file(SourceFile {
+                file: &file,
+                path: &source.display_path(&job.rel),
+                seen: job.seen,
+            })?;
+            if ins.new {
+                progress.new_objects.fetch_add(1, Ordering::Relaxed);
+                progress.new_bytes.fetch_add(ins.size, Ordering::Relaxed);
+            }
+            (ins.digest, None)
+        };
+        progress.files.fetch_add(1, Ordering::Relaxed);
+        progress.bytes.fetch_add(size, Ordering::Relaxed);
+        Ok::<_, ImportError>((job.node, stored))
+    };
+    let per_worker = (0..rayon::current_num_threads())
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|_| {
+            let mut done = Vec::new();
+            while !failed.load(Ordering::Relaxed) {
+                let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                match store_one(job) {
+                    Ok(r) => done.push(r),
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
                 }
-                (ins.digest, None)
-            };
-            progress.files.fetch_add(1, Ordering::Relaxed);
-            progress.bytes.fetch_add(size, Ordering::Relaxed);
-            Ok((job.node, stored))
+            }
+            Ok(done)
         })
         .collect::<Result<Vec<_>, ImportError>>()?;
+    let results = per_worker.into_iter().flatten();
     for (id, (digest, content)) in results {
         set_content(scan, id, digest, content);
     }

@@ -255,7 +255,7 @@ impl Drop for Reproduce {
 }
 
 /// Why the fuse+overlay leg can't run, or the id ranges to map.
-fn userns_ids() -> Result<As, String> {
+pub(crate) fn userns_ids() -> Result<As, String> {
     for tool in ["newuidmap", "newgidmap"] {
         if !need::have_tool(tool) {
             return Err(format!("{tool} is not installed (apt-get install uidmap)"));
@@ -310,7 +310,31 @@ impl Laps {
     }
 }
 
-fn round(seed: u64, size: usize, userns: &Result<As, String>) {
+/// How the FUSE legs' servers take requests: as they choose, or forced over
+/// FUSE io_uring (`--fuse-transport uring`), which their stats then prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// The default transport.
+    Default,
+    /// FUSE over io_uring (the caller turned the kernel's `enable_uring` on).
+    Uring,
+}
+
+impl Via {
+    /// Asserts that a server's log shows it served over this transport.
+    fn check(self, what: &str, log: &str) {
+        if self == Via::Uring {
+            let s = cfs_testkit::mounts::fuse_stats(log);
+            assert_eq!(s["transport"], "uring", "{what}: {log}");
+            assert_ne!(
+                s["uring_requests"], "0",
+                "{what}: nothing came over io_uring: {log}"
+            );
+        }
+    }
+}
+
+pub(crate) fn round(seed: u64, size: usize, userns: &Result<As, String>, via: Via) {
     let _reproduce = Reproduce { seed, size };
     let mut laps = Laps {
         last: Instant::now(),
@@ -332,12 +356,12 @@ fn round(seed: u64, size: usize, userns: &Result<As, String>) {
     laps.lap("built");
     let (kernel, userns_image) = kernel_leg(&built, &private, &want);
     laps.lap("kernel");
-    standalone_leg(&built, &private, &kernel);
+    standalone_leg(&built, &private, &kernel, via);
     laps.lap("standalone");
     match userns {
         Ok(who) => {
             let home = t.path().join("user");
-            fuse_overlay_leg(*who, &home, &built, &kernel, &userns_image);
+            fuse_overlay_leg(*who, &home, &built, &kernel, &userns_image, via);
             laps.lap("fuse+overlay");
         }
         Err(why) => report_skip(&format!("the fuse+overlay leg: {why}")),
@@ -424,13 +448,12 @@ fn kernel_leg(
 }
 
 /// Mounts with `cfs fuse-serve`, walks, rebuilds.
-fn standalone_leg(built: &Built, dir: &Path, kernel: &BTreeMap<PathBuf, Entry>) {
-    let fuse = FuseMount::new(
-        &cfs(),
-        &built.image,
-        &["--basedir", built.objects.to_str().unwrap()],
-    )
-    .unwrap();
+fn standalone_leg(built: &Built, dir: &Path, kernel: &BTreeMap<PathBuf, Entry>, via: Via) {
+    let mut args = vec!["--basedir", built.objects.to_str().unwrap()];
+    if via == Via::Uring {
+        args.extend(["--fuse-transport", "uring"]);
+    }
+    let fuse = FuseMount::new(&cfs(), &built.image, &args).unwrap();
     let standalone = walk_bounded(fuse.path(), WALK_LIMIT);
     assert_same("standalone FUSE vs kernel mount", kernel, &standalone);
     rebuild_and_compare("standalone", fuse.path(), dir, built);
@@ -439,6 +462,7 @@ fn standalone_leg(built: &Built, dir: &Path, kernel: &BTreeMap<PathBuf, Entry>) 
         !log.contains("panicked"),
         "the FUSE server panicked:\n{log}"
     );
+    via.check("standalone", &log);
 }
 
 /// As the test user in a user namespace: mounts (auto must pick
@@ -450,6 +474,7 @@ fn fuse_overlay_leg(
     built: &Built,
     kernel: &BTreeMap<PathBuf, Entry>,
     userns_image: &Path,
+    via: Via,
 ) {
     std::fs::create_dir(home).unwrap();
     ok(std::process::Command::new("chown")
@@ -473,15 +498,24 @@ fn fuse_overlay_leg(
     );
     let walker = std::env::current_exe().unwrap();
     let tag = Tag::new();
+    let log = home.join("server.log");
+    let mut env = vec![
+        ("IMAGE", built.image.as_os_str()),
+        ("OBJECTS", built.objects.as_os_str()),
+        ("WALKER", walker.as_os_str()),
+    ];
+    if via == Via::Uring {
+        env.extend([
+            ("CFS_FUSE_TRANSPORT", os("uring")),
+            ("CFS_FUSE_STATS", os("1")),
+            ("CFS_SERVER_LOG", log.as_os_str()),
+        ]);
+    }
     let out = Script {
         cfs: &cfs(),
         who,
         dir: home,
-        env: &[
-            ("IMAGE", built.image.as_os_str()),
-            ("OBJECTS", built.objects.as_os_str()),
-            ("WALKER", walker.as_os_str()),
-        ],
+        env: &env,
         limit: Duration::from_secs(300),
         tag: Some(&tag),
     }
@@ -511,6 +545,18 @@ fn fuse_overlay_leg(
         objects_in(&built.objects),
         "fuse+overlay: cfs mkfs of the mount stored other objects"
     );
+    if via == Via::Uring {
+        // The server writes its stats as it exits, after the unmount.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let t = std::fs::read_to_string(&log).unwrap_or_default();
+            if t.contains("cfs-fuse stats:") || Instant::now() > deadline {
+                break t;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        via.check("fuse+overlay", &text);
+    }
 }
 
 #[test]
@@ -529,6 +575,6 @@ fn differential_mounts() {
         } else {
             splitmix64(seed ^ splitmix64(i as u64))
         };
-        round(round_seed, size, &userns);
+        round(round_seed, size, &userns, Via::Default);
     }
 }

@@ -14,7 +14,8 @@
 //! - `conventions`: JSON output, completions, manual pages, `--version`, the
 //!   install step;
 //! - `service`: the mount service: kernel mounts for unprivileged users,
-//!   and everything a hostile one could try.
+//!   and everything a hostile one could try;
+//! - `uring`: every FUSE mode over FUSE io_uring; forcing it where absent.
 //!
 //! Shared helpers: `cfs-testkit` (running the binary, walks, guards, users,
 //! skips) and [`support`] (what only these tests need). A test that can't
@@ -34,6 +35,7 @@ mod serve;
 mod service;
 mod support;
 mod trust;
+mod uring;
 
 /// The `cfs` binary under test.
 pub fn cfs() -> cfs_testkit::Cfs {

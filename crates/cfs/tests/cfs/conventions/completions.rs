@@ -60,7 +60,7 @@ fn bash_completes_subcommands_and_flags() {
                  echo "$*: ${{COMPREPLY[*]}}"; }}
         ask cfs mou
         ask cfs oci ''
-        ask cfs mount --fu
+        ask cfs mount --fuse-t
         "#
     );
     let o = Command::new("bash")
@@ -85,7 +85,7 @@ fn bash_completes_subcommands_and_flags() {
     for sub in ["pull", "images", "inspect", "rm", "mount", "compute-id"] {
         assert!(oci.contains(&sub.to_owned()), "{oci:?}");
     }
-    assert_eq!(line("cfs mount --fu: "), ["--fuse"]);
+    assert_eq!(line("cfs mount --fuse-t: "), ["--fuse-transport"]);
 }
 
 /// zsh and fish, where installed, parse their scripts.

@@ -1,4 +1,8 @@
-//! The crate's only `unsafe`: mapping an image file into memory.
+//! The crate's only `unsafe`: mapping an image file into memory (here), the
+//! `/dev/fuse` ioctls ([`fuse_dev`]) and the buffers a FUSE io_uring queue
+//! shares with the kernel ([`ring`]). Each states its invariant at its top.
+//!
+//! ## Mapping
 //!
 //! **Invariant**: every mapping this module makes is of a file whose bytes
 //! can't change and which can't shrink for as long as the mapping lives.
@@ -15,6 +19,9 @@
 //! repository. Everything else is read through the block cache
 //! ([`crate::source::BlockCache`]), where a changed file costs EIO, not a
 //! crash.
+
+pub mod fuse_dev;
+pub mod ring;
 
 use rustix::fs::{fcntl_get_seals, statx, AtFlags, SealFlags, StatxAttributes, StatxFlags};
 use std::fs::File;
