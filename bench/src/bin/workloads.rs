@@ -290,6 +290,10 @@ fn main() {
         cfsctl: rows.iter().any(|r| r.id.starts_with("cfsctl")),
         squashfs: rows.iter().any(|r| r.id.starts_with("squashfuse")),
     });
+    let _service = rows
+        .iter()
+        .any(|r| r.id.starts_with("service"))
+        .then(start_service);
     let workloads: Vec<Workload> = WORKLOADS
         .into_iter()
         .filter(|w| selected("CFS_BENCH_WORKLOADS", w.id))
@@ -321,6 +325,42 @@ fn main() {
     println!("load after: {}", load());
     print_tables(&rows, &results, &workloads);
     setup::restore_fuse(fuse_mode);
+}
+
+/// `cfs mount-service` on [`rows::SERVICE_SOCKET`], a cache of its own;
+/// killed when this goes.
+fn start_service() -> KillOnDrop {
+    let socket = std::path::Path::new(rows::SERVICE_SOCKET);
+    let dir = socket.parent().expect("a directory");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("service directory");
+    let child = std::process::Command::new(cfs())
+        .arg("mount-service")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--cache")
+        .arg(dir.join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("log")).expect("service log"))
+        .spawn()
+        .expect("cfs mount-service");
+    let service = KillOnDrop(child);
+    let start = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no service socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    service
+}
+
+/// A child killed when this goes.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn rustix_is_root() -> bool {

@@ -49,6 +49,8 @@ fn has_transports() -> bool {
 }
 
 const DEV: &str = " --fuse-transport dev ";
+/// The socket of the mount service the `service` rows use.
+pub const SERVICE_SOCKET: &str = "/run/cfs-bench-service/mount.sock";
 const URING: &str = " --fuse-transport uring ";
 
 /// Every row this machine can run, in order.
@@ -122,6 +124,31 @@ pub fn all(b: &Bench) -> Vec<Row> {
             cfs_server(),
         ),
     ];
+    // The mount service's kernel mount for a plain user, in and out of a
+    // user namespace (issue 18); the service is the bench's own
+    // (`SERVICE_SOCKET`, started by `workloads` when a row needs it).
+    let service_mount = format!(
+        "CFS_MOUNT_SERVICE={} {}",
+        SERVICE_SOCKET,
+        cfs_mount("--fuse=no")
+    );
+    let service_unmount = format!("CFS_MOUNT_SERVICE={SERVICE_SOCKET} {cfs_unmount}");
+    rows.push(row(
+        "service",
+        "cfs service (user): the mount service's kernel mount",
+        Who::User,
+        service_mount.clone(),
+        &service_unmount,
+        None,
+    ));
+    rows.push(row(
+        "service-userns",
+        "cfs service (user, unshare -Urm)",
+        Who::UserNs,
+        service_mount,
+        &service_unmount,
+        None,
+    ));
     // The same image served mapped (issue 15): `--digest` makes a sealed
     // memfd copy, which the server maps; otherwise a repository image goes
     // through the pread block cache.
