@@ -55,10 +55,50 @@ pub(super) struct Prepared {
 }
 
 struct Walk {
-    /// Reachable nodes in depth-first pre-order, with their parent and path.
+    /// Reachable nodes in depth-first pre-order, with their parent. Paths
+    /// are not kept (they would cost the square of the depth): errors
+    /// rebuild the one they name with [`Walk::path`].
     order: Vec<NodeId>,
     parent: HashMap<NodeId, NodeId>,
-    path: HashMap<NodeId, String>,
+}
+
+impl Walk {
+    /// The path of a reachable node, climbing its parents (for errors only).
+    fn path(&self, tree: &Tree, mut id: NodeId) -> String {
+        let mut names: Vec<&[u8]> = Vec::new();
+        while let Some(&parent) = self.parent.get(&id).filter(|&&p| p != id) {
+            let entries = &tree.node(parent).entries;
+            match entries.iter().find(|e| e.node == id && !e.hardlink) {
+                Some(e) => names.push(&e.name),
+                None => break,
+            }
+            id = parent;
+        }
+        join_path(names.iter().rev().copied())
+    }
+
+    /// The path of the entry `name` of the reachable directory `dir`.
+    fn child_path(&self, tree: &Tree, dir: NodeId, name: &[u8]) -> String {
+        let base = self.path(tree, dir);
+        format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            String::from_utf8_lossy(name)
+        )
+    }
+}
+
+/// `/a/b` from the names `a`, `b`; `/` from none.
+fn join_path<'a>(names: impl Iterator<Item = &'a [u8]>) -> String {
+    let mut out = String::new();
+    for n in names {
+        out.push('/');
+        out.push_str(&String::from_utf8_lossy(n));
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 fn invalid(path: &str, reason: impl Into<String>) -> WriteError {
@@ -73,32 +113,27 @@ fn walk(tree: &Tree) -> Result<Walk, WriteError> {
     let mut w = Walk {
         order: Vec::new(),
         parent: HashMap::new(),
-        path: HashMap::new(),
     };
     let root = tree.root();
     if tree.node(root).file_type() != Some(FileType::Directory) {
         return Err(invalid("/", "the root must be a directory"));
     }
     w.parent.insert(root, root);
-    w.path.insert(root, "/".to_string());
     let mut stack = vec![root];
     while let Some(id) = stack.pop() {
         w.order.push(id);
         let node = tree.node(id);
-        let base = w.path[&id].clone();
         if node.file_type() != Some(FileType::Directory) && !node.entries.is_empty() {
-            return Err(invalid(&base, "only directories can have entries"));
+            return Err(invalid(
+                &w.path(tree, id),
+                "only directories can have entries",
+            ));
         }
         // Push in reverse so children are visited in name order.
         for e in node.entries.iter().rev() {
-            let child_path = if base == "/" {
-                format!("/{}", String::from_utf8_lossy(&e.name))
-            } else {
-                format!("{base}/{}", String::from_utf8_lossy(&e.name))
-            };
             if e.node.index() >= tree.len() {
                 return Err(invalid(
-                    &child_path,
+                    &w.child_path(tree, id, &e.name),
                     "entry names a node that does not exist",
                 ));
             }
@@ -107,12 +142,11 @@ fn walk(tree: &Tree) -> Result<Walk, WriteError> {
             }
             if w.parent.contains_key(&e.node) {
                 return Err(invalid(
-                    &child_path,
+                    &w.child_path(tree, id, &e.name),
                     "node has two primary names (a directory loop or an unmarked hard link)",
                 ));
             }
             w.parent.insert(e.node, id);
-            w.path.insert(e.node, child_path);
             stack.push(e.node);
         }
     }
@@ -127,13 +161,7 @@ fn check_hard_links(tree: &Tree, w: &Walk) -> Result<(), WriteError> {
             if !e.hardlink {
                 continue;
             }
-            let p = || {
-                format!(
-                    "{}/{}",
-                    w.path[&id].trim_end_matches('/'),
-                    String::from_utf8_lossy(&e.name)
-                )
-            };
+            let p = || w.child_path(tree, id, &e.name);
             if !w.parent.contains_key(&e.node) {
                 return Err(invalid(&p(), "hard link to a node outside the tree"));
             }
@@ -176,7 +204,8 @@ pub(super) fn prepare(
     let version = format_version(tree, &w, min_version, max_version.max(min_version));
     let mut work = HashMap::with_capacity(w.order.len() + 256);
     for &id in &w.order {
-        work.insert(id, work_node(tree, id, &w.path[&id])?);
+        let work_of = work_node(tree, id).map_err(|reason| invalid(&w.path(tree, id), reason))?;
+        work.insert(id, work_of);
     }
     escape_whiteouts(&mut work, &w, version);
     add_root_stubs(tree, &mut work);
@@ -217,17 +246,14 @@ fn format_version(tree: &Tree, w: &Walk, min: u32, max: u32) -> u32 {
 /// Step 2 for one node: its xattrs checked and escaped, then what its type
 /// adds (a symlink's target; a regular file's inline content, or its
 /// `metacopy` and `redirect`).
-fn work_node(tree: &Tree, id: NodeId, path: &str) -> Result<Work, WriteError> {
+fn work_node(tree: &Tree, id: NodeId) -> Result<Work, String> {
     let n = tree.node(id);
     let Some(ft) = n.file_type() else {
-        return Err(invalid(
-            path,
-            format!("invalid file mode {:o}", n.stat.mode),
-        ));
+        return Err(format!("invalid file mode {:o}", n.stat.mode));
     };
     let mut work = Work {
         stat: n.stat,
-        xattrs: own_xattrs(path, n)?,
+        xattrs: own_xattrs(n)?,
         symlink: None,
         content: None,
         entries: n
@@ -240,18 +266,17 @@ fn work_node(tree: &Tree, id: NodeId, path: &str) -> Result<Work, WriteError> {
         FileType::Symlink => {
             let target = n.payload.clone().unwrap_or_default();
             if target.is_empty() {
-                return Err(invalid(path, "symlink with an empty target"));
+                return Err("symlink with an empty target".into());
             }
             if target.len() > MAX_SYMLINK_LEN {
-                return Err(invalid(
-                    path,
-                    format!("symlink target longer than {MAX_SYMLINK_LEN} bytes"),
+                return Err(format!(
+                    "symlink target longer than {MAX_SYMLINK_LEN} bytes"
                 ));
             }
             work.stat.size = target.len() as u64;
             work.symlink = Some(target);
         }
-        FileType::Regular => regular_file(path, n, &mut work)?,
+        FileType::Regular => regular_file(n, &mut work)?,
         _ => {}
     }
     Ok(work)
@@ -259,10 +284,10 @@ fn work_node(tree: &Tree, id: NodeId, path: &str) -> Result<Work, WriteError> {
 
 /// A node's xattrs, checked, later duplicates of a name replacing earlier
 /// ones (as C's `set_xattr` does), the user's own overlay xattrs escaped.
-fn own_xattrs(path: &str, n: &Node) -> Result<Vec<Xattr>, WriteError> {
+fn own_xattrs(n: &Node) -> Result<Vec<Xattr>, String> {
     let mut xattrs: Vec<Xattr> = Vec::with_capacity(n.xattrs.len() + 2);
     for x in &n.xattrs {
-        check_xattr(path, x)?;
+        check_xattr(x)?;
         set_xattr(&mut xattrs, &x.name, &x.value);
     }
     for x in &mut xattrs {
@@ -276,13 +301,12 @@ fn own_xattrs(path: &str, n: &Node) -> Result<Vec<Xattr>, WriteError> {
 /// A regular file: non-empty inline content stays in the image; otherwise a
 /// non-empty file gets `metacopy` (with its digest, if known) and, with a
 /// payload, the `redirect` to its object.
-fn regular_file(path: &str, n: &Node, work: &mut Work) -> Result<(), WriteError> {
+fn regular_file(n: &Node, work: &mut Work) -> Result<(), String> {
     match &n.content {
         Some(c) if !c.is_empty() => {
             if c.len() > MAX_INLINE_CONTENT_LEN {
-                return Err(invalid(
-                    path,
-                    format!("inline content over {MAX_INLINE_CONTENT_LEN} bytes"),
+                return Err(format!(
+                    "inline content over {MAX_INLINE_CONTENT_LEN} bytes"
                 ));
             }
             work.stat.size = c.len() as u64;
@@ -291,7 +315,7 @@ fn regular_file(path: &str, n: &Node, work: &mut Work) -> Result<(), WriteError>
         _ if work.stat.size > 0 => {
             let size = work.stat.size;
             if chunk_count(size) > MAX_NONINLINE_CHUNKS {
-                return Err(invalid(path, format!("file size {size} is too big")));
+                return Err(format!("file size {size} is too big"));
             }
             let metacopy: Vec<u8> = match &n.digest {
                 Some(d) => overlay::metacopy_value(d).to_vec(),
@@ -518,20 +542,17 @@ fn tree_type(tree: &Tree, id: NodeId) -> Option<FileType> {
     }
 }
 
-fn check_xattr(path: &str, x: &Xattr) -> Result<(), WriteError> {
+fn check_xattr(x: &Xattr) -> Result<(), String> {
     if x.name.is_empty() || x.name.len() > MAX_XATTR_NAME_LEN || x.name.contains(&0) {
-        return Err(invalid(
-            path,
-            format!("invalid xattr name {:?}", String::from_utf8_lossy(&x.name)),
+        return Err(format!(
+            "invalid xattr name {:?}",
+            String::from_utf8_lossy(&x.name)
         ));
     }
     if x.value.len() > MAX_XATTR_VALUE_LEN {
-        return Err(invalid(
-            path,
-            format!(
-                "xattr {} value longer than {MAX_XATTR_VALUE_LEN} bytes",
-                String::from_utf8_lossy(&x.name)
-            ),
+        return Err(format!(
+            "xattr {} value longer than {MAX_XATTR_VALUE_LEN} bytes",
+            String::from_utf8_lossy(&x.name)
         ));
     }
     Ok(())
