@@ -12,8 +12,9 @@
 
 use cfs_format::reader::{Image, Nid};
 use cfs_format::{dumpfile, Digest, FileType};
+use cfs_repo::oci::limits::Limits;
 use cfs_repo::oci::pull::{self, PullOptions, PullReport};
-use cfs_repo::oci::tar::{LayerStats, Limits};
+use cfs_repo::oci::tar::LayerStats;
 use cfs_repo::oci::{OciError, MARKER_PREFIX};
 use cfs_repo::Repository;
 use sha2::{Digest as _, Sha256};

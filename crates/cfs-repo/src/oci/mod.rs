@@ -10,6 +10,7 @@
 //! - [`pull`]: transports (`oci:`, `oci-archive:`, `docker://`, `docker-archive:`).
 //! - [`store`]: the repository records (tags, manifests, configs, layers) and
 //!   what gc keeps.
+//! - [`limits`]: the budget of an import (entries, nodes, memory, sizes).
 //!
 //! Tar entries never touch the host file system: every entry goes into an
 //! in-memory [`Tree`] and every file's bytes into the object store under a
@@ -21,6 +22,7 @@
 //! [`Tree`]: cfs_format::Tree
 
 pub mod layout;
+pub mod limits;
 pub mod merge;
 pub mod pull;
 pub mod store;

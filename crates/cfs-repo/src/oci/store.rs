@@ -19,6 +19,8 @@
 //! following symlinks (the links are read, never followed).
 
 use super::layout::{parse_json, sha256_hex, Manifest};
+use super::limits::Limits;
+use super::tar::{implicit_dir, is_bare_implicit};
 use super::OciError;
 use crate::Repository;
 use cfs_format::dumpfile::{self, ParseMode};
@@ -104,13 +106,48 @@ pub fn layer_digests(repo: &Repository) -> Result<Vec<String>, OciError> {
 }
 
 /// Stores a layer tree as its record; the caller syncs and then links it.
-pub fn store_layer(repo: &Repository, tree: &Tree) -> Result<Digest, OciError> {
-    let mut text = Vec::new();
-    dumpfile::print(tree, &mut text).map_err(|e| OciError::Invalid {
-        what: "layer tree".into(),
-        reason: e.to_string(),
+///
+/// The record is the tree as a dumpfile without the directories the tar
+/// never described ([`super::tar`]'s implicit ones, nothing but a marker):
+/// they come back from the paths below them when it is read. A dumpfile
+/// line holds its whole path, so printing every directory of a chain of
+/// implicit ones would cost the square of its depth; this way the record
+/// grows with what the tar holds. It is held to `max_record_bytes`.
+pub fn store_layer(repo: &Repository, tree: &Tree, limits: &Limits) -> Result<Digest, OciError> {
+    let mut text = Capped {
+        bytes: Vec::new(),
+        max: limits.max_record_bytes,
+    };
+    dumpfile::print_omitting(tree, &mut text, &is_bare_implicit).map_err(|e| {
+        OciError::Invalid {
+            what: "layer tree".into(),
+            reason: e.to_string(),
+        }
     })?;
-    Ok(repo.objects().insert_bytes(&text)?.digest)
+    Ok(repo.objects().insert_bytes(&text.bytes)?.digest)
+}
+
+/// A `Vec` that refuses to grow past `max` bytes.
+struct Capped {
+    bytes: Vec<u8>,
+    max: u64,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if (self.bytes.len() + buf.len()) as u64 > self.max {
+            return Err(std::io::Error::other(format!(
+                "its record is over the limit max_record_bytes = {}",
+                self.max
+            )));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Links a (durable) layer record under its blob digest.
@@ -118,12 +155,39 @@ pub fn link_layer(repo: &Repository, digest: &str, obj: &Digest) -> Result<(), O
     set_link(repo, LAYERS, sha256_hex(digest)?, &object_link(obj))
 }
 
-/// Reads a layer record back into its tree.
-pub fn load_layer(repo: &Repository, digest: &str, obj: &Digest) -> Result<Tree, OciError> {
-    let text = repo.objects().read_object(obj)?;
-    dumpfile::parse(&text, ParseMode::Strict).map_err(|e| OciError::Invalid {
-        what: format!("layer record of {digest} (object {obj})"),
-        reason: e.to_string(),
+/// Reads a layer record back into its tree (a record of any size up to
+/// `max_record_bytes`; older records, which list every directory, too).
+pub fn load_layer(
+    repo: &Repository,
+    digest: &str,
+    obj: &Digest,
+    limits: &Limits,
+) -> Result<Tree, OciError> {
+    use std::io::Read;
+    let what = || format!("layer record of {digest} (object {obj})");
+    let mut text = Vec::new();
+    repo.objects()
+        .open_object(obj)?
+        .take(limits.max_record_bytes.saturating_add(1))
+        .read_to_end(&mut text)
+        .map_err(|e| OciError::Invalid {
+            what: what(),
+            reason: e.to_string(),
+        })?;
+    if text.len() as u64 > limits.max_record_bytes {
+        return Err(OciError::Invalid {
+            what: what(),
+            reason: format!(
+                "over the limit max_record_bytes = {}",
+                limits.max_record_bytes
+            ),
+        });
+    }
+    dumpfile::parse_with_parents(&text, ParseMode::Strict, &implicit_dir()).map_err(|e| {
+        OciError::Invalid {
+            what: what(),
+            reason: e.to_string(),
+        }
     })
 }
 
@@ -251,7 +315,7 @@ pub fn gc_mark(repo: &Repository) -> Result<OciLive, OciError> {
             layers.insert(sha256_hex(&l.digest)?.to_owned());
             if let Some(o) = layer_object(repo, &l.digest)? {
                 live.objects.insert(o);
-                let tree = load_layer(repo, &l.digest, &o)?;
+                let tree = load_layer(repo, &l.digest, &o, &Limits::default())?;
                 for (_, n) in tree.nodes() {
                     if n.file_type() == Some(FileType::Regular) && n.content.is_none() {
                         if let Some(d) = n.digest {
@@ -334,7 +398,8 @@ fn check_tag_records(
         let obj = layer_object(repo, &l.digest)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("layer {}: no record, or its object is missing", l.digest))?;
-        let tree = load_layer(repo, &l.digest, &obj).map_err(|e| e.to_string())?;
+        let tree =
+            load_layer(repo, &l.digest, &obj, &Limits::default()).map_err(|e| e.to_string())?;
         for (_, n) in tree.nodes() {
             if n.file_type() == Some(FileType::Regular) && n.content.is_none() {
                 match n.digest {

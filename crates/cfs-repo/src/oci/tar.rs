@@ -14,8 +14,9 @@
 //! entries only become nodes of the in-memory tree, and contents become
 //! objects named by their digest. The rules, each failure naming the entry:
 //! - paths: leading `/`, `./` and empty components are dropped (as GNU tar
-//!   does); a `..` component, a NUL, a name over 255 bytes or a path over
-//!   [`Limits::max_path`] is rejected;
+//!   does); a `..` component, a NUL, a name over 255 bytes, a path over
+//!   [`Limits::max_path`] bytes or [`Limits::max_depth`] components is
+//!   rejected;
 //! - a path through a symlink or any non-directory *of this layer* is
 //!   rejected (nothing is ever followed); parents never described get an
 //!   implicit directory (marked [`MARKER_IMPLICIT`], so a merge keeps the lower
@@ -26,12 +27,19 @@
 //!   this layer must be a non-directory; a target not in this layer becomes
 //!   a marker ([`MARKER_HARDLINK`]) that the merge resolves against the
 //!   layers below, or rejects;
-//! - sizes, entry counts, xattr bytes and extension headers are capped
-//!   ([`Limits`]); a stream ending inside an entry is an error;
+//! - the budget ([`Limits`]): entries, nodes (implicit directories count),
+//!   the tree's memory (charged to the layer and to its image), sizes,
+//!   xattr bytes, extension headers and sparse holes; a stream ending
+//!   inside an entry is an error;
+//! - numbers (mode, uid, gid, size, mtime, device numbers; octal, base-256
+//!   or PAX) are read strictly ([`numeric`]): garbage, a negative value
+//!   where none is allowed, or one that does not fit is an error naming
+//!   the field; a PAX mtime keeps its nanoseconds;
 //! - xattrs come from PAX `SCHILY.xattr.NAME`; names under the reserved
 //!   `trusted.cfs.oci.` are rejected;
-//! - sparse files and unknown entry types are rejected; PAX global headers
-//!   are ignored.
+//! - sparse files, in every format GNU tar writes (old GNU `S`, PAX 0.0,
+//!   0.1 and 1.0), are imported as the file they describe ([`sparse`]);
+//!   unknown entry types are rejected; PAX global headers are ignored.
 //!
 //! **Whiteouts** become overlay whiteouts in the layer tree: `.wh.NAME` a
 //! char device 0/0 named `NAME`, `.wh..wh..opq` the xattr
@@ -40,46 +48,24 @@
 //! layer: a file and its whiteout in one layer leave the file, and a
 //! directory and its whiteout leave an opaque directory.
 
+mod numeric;
+pub mod sparse;
+
+use super::limits::{node_cost, Exceeded, ImageCharge, LayerCharge, Limits};
 use super::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
 use crate::scan::INLINE_CONTENT_MAX;
 use crate::store::{Inserted, ObjectStore, StoreError};
 use ::tar::EntryType;
 use cfs_format::overlay;
-use cfs_format::tree::{mode, set_xattr, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN};
+use cfs_format::tree::{mode, set_xattr, DirEntry, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN};
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
+use sparse::Expand;
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-
-/// Caps on what one layer may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Entries in the tar.
-    pub max_entries: u64,
-    /// Size of one file.
-    pub max_file_size: u64,
-    /// Bytes of one path (after PAX/GNU long names).
-    pub max_path: usize,
-    /// Bytes of one entry's xattrs (names and values).
-    pub max_xattr_bytes: usize,
-    /// Bytes of extension headers (GNU long names, PAX records) before one entry.
-    pub max_extension: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_entries: 1 << 22,
-            max_file_size: 1 << 40,
-            max_path: 4096,
-            max_xattr_bytes: 1 << 20,
-            max_extension: 1 << 20,
-        }
-    }
-}
 
 /// What reading a layer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -120,10 +106,12 @@ pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>>
 }
 
 /// Limits how many bytes the tar crate may read until the budget is renewed
-/// (at every entry), which bounds what it buffers for extension headers.
+/// (at every entry), which bounds what it buffers for extension headers
+/// (PAX records, GNU long names and sparse maps): [`Limits::max_extension`].
 struct Guard<R> {
     inner: R,
     budget: Rc<Cell<u64>>,
+    max_extension: u64,
 }
 
 impl<R: Read> Read for Guard<R> {
@@ -132,7 +120,11 @@ impl<R: Read> Read for Guard<R> {
         if left == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "extension headers (long names, PAX records) over the size limit",
+                format!(
+                    "extension headers (PAX records, GNU long names, sparse maps) over the \
+                     limit max_extension = {} bytes",
+                    self.max_extension
+                ),
             ));
         }
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -142,18 +134,35 @@ impl<R: Read> Read for Guard<R> {
     }
 }
 
+/// How an entry's path is shown in errors: lossy UTF-8, at most 256 bytes
+/// of it (a GNU long name can be much longer).
+pub fn shown_path(raw: &[u8]) -> String {
+    const SHOWN: usize = 256;
+    if raw.len() <= SHOWN {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    format!(
+        "{}… ({} bytes)",
+        String::from_utf8_lossy(&raw[..SHOWN]),
+        raw.len()
+    )
+}
+
 /// Reads one layer tar (already decompressed) into a layer tree, storing
-/// every regular file's content in `store`. `layer` names the layer in errors.
+/// every regular file's content in `store`. `layer` names the layer in
+/// errors; its tree is charged to `image` (and held to the layer limits).
 pub fn read_layer(
     input: &mut dyn Read,
     layer: &str,
     store: &ObjectStore,
-    limits: &Limits,
+    image: &ImageCharge,
 ) -> Result<(Tree, LayerStats), OciError> {
+    let limits = image.limits();
     let budget = Rc::new(Cell::new(limits.max_extension + 1024));
     let mut archive = ::tar::Archive::new(Guard {
         inner: input,
         budget: budget.clone(),
+        max_extension: limits.max_extension,
     });
     let shared = Shared {
         store,
@@ -164,9 +173,12 @@ pub fn read_layer(
         tree: Tree::new(implicit_dir()),
         layer,
         limits,
+        charge: LayerCharge::new(image),
         shared: &shared,
         stats: LayerStats::default(),
+        holes: 0,
     };
+    reader.charge(NodeId::ROOT, 0, "/")?;
     let entries = archive.entries().map_err(|source| OciError::Stream {
         layer: layer.to_owned(),
         what: "could not read the tar".into(),
@@ -186,7 +198,7 @@ pub fn read_layer(
                 size.saturating_add(1024)
                     .saturating_add(limits.max_extension),
             );
-            last = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            last = shown_path(&entry.path_bytes());
             reader.entry(&mut entry, &last, scope)?;
         }
         Ok(())
@@ -197,8 +209,9 @@ pub fn read_layer(
         reader.count_new(&ins);
         set_object(reader.tree.node_mut(id), ins.digest, None);
     }
-    let tree = super::merge::finish(&reader.tree);
-    Ok((tree, reader.stats))
+    let stats = reader.stats;
+    let tree = super::merge::finish(reader.tree);
+    Ok((tree, stats))
 }
 
 /// What the stores running on the pool share with the reading thread.
@@ -212,17 +225,39 @@ struct LayerReader<'a> {
     tree: Tree,
     layer: &'a str,
     limits: &'a Limits,
+    /// What the tree costs, charged to the layer and its image.
+    charge: LayerCharge<'a>,
     shared: &'a Shared<'a>,
     stats: LayerStats,
+    /// Zeros added by sparse files' holes so far.
+    holes: u64,
 }
 
-fn implicit_dir() -> Node {
-    let mut n = Node::new(Stat {
-        mode: mode::S_IFDIR | 0o755,
-        ..Stat::default()
-    });
-    n.set_xattr(MARKER_IMPLICIT, b"");
-    n
+/// A directory the tar never described, made as the parent of an entry.
+pub(crate) fn implicit_dir() -> Node {
+    Node {
+        // One xattr, allocated to fit: there can be many of these.
+        xattrs: vec![Xattr {
+            name: MARKER_IMPLICIT.to_vec(),
+            value: Vec::new(),
+        }],
+        ..Node::new(Stat {
+            mode: mode::S_IFDIR | 0o755,
+            ..Stat::default()
+        })
+    }
+}
+
+/// True for a directory exactly as [`implicit_dir`] makes it: nothing the
+/// tar said about it. The layer record leaves those out (they come back
+/// from their path), so a chain of them costs no line of its own.
+pub(crate) fn is_bare_implicit(node: &Node) -> bool {
+    node.xattrs.len() == 1
+        && node.xattr(MARKER_IMPLICIT) == Some(b"")
+        && node.stat == implicit_dir().stat
+        && node.payload.is_none()
+        && node.content.is_none()
+        && node.digest.is_none()
 }
 
 fn set_object(node: &mut Node, digest: cfs_format::Digest, content: Option<Vec<u8>>) {
@@ -240,10 +275,14 @@ fn makedev(major: u64, minor: u64) -> u64 {
 }
 
 /// Splits a tar path into its components: `/`, `.` and empty ones dropped,
-/// `..` and NUL rejected.
-pub fn normalize(raw: &[u8], max_path: usize) -> Result<Vec<&[u8]>, String> {
-    if raw.len() > max_path {
-        return Err(format!("path longer than {max_path} bytes"));
+/// `..` and NUL rejected, held to [`Limits::max_path`] and [`Limits::max_depth`].
+pub fn normalize<'p>(raw: &'p [u8], limits: &Limits) -> Result<Vec<&'p [u8]>, String> {
+    if raw.len() > limits.max_path {
+        return Err(format!(
+            "path of {} bytes, over the limit max_path = {}",
+            raw.len(),
+            limits.max_path
+        ));
     }
     if raw.contains(&0) {
         return Err("NUL byte in path".into());
@@ -259,11 +298,30 @@ pub fn normalize(raw: &[u8], max_path: usize) -> Result<Vec<&[u8]>, String> {
             c => out.push(c),
         }
     }
+    if out.len() > limits.max_depth {
+        return Err(format!(
+            "path of {} components, over the limit max_depth = {}",
+            out.len(),
+            limits.max_depth
+        ));
+    }
     Ok(out)
 }
 
 fn join(comps: &[&[u8]]) -> String {
-    String::from_utf8_lossy(&comps.join(&b'/')).into_owned()
+    shown_path(&comps.join(&b'/'))
+}
+
+/// What an entry's content is read as.
+enum Content {
+    /// The entry's data as it is (`size` bytes).
+    Plain,
+    /// A PAX sparse file (0.0, 0.1 or 1.0): its map, read from the records
+    /// or, for 1.0, from the start of the data.
+    Sparse(sparse::PaxSparse),
+    /// An old GNU sparse file (`S`), which the `tar` crate expands; its
+    /// header's size field is what the tar stores.
+    GnuSparse { stored: u64 },
 }
 
 impl<'a> LayerReader<'a> {
@@ -275,9 +333,46 @@ impl<'a> LayerReader<'a> {
         }
     }
 
-    /// A numeric header field (`what`) that does not parse.
-    fn bad_field(&self, path: &str, what: &str, e: io::Error) -> OciError {
-        self.err(path, format!("bad {what} field: {e}"))
+    /// A limit of the budget this entry goes over.
+    fn over(&self, path: &str, e: Exceeded) -> OciError {
+        let what = match e.limit {
+            "max_layer_nodes" => {
+                "nodes in this layer (its entries and the directories their paths imply)"
+            }
+            "max_layer_bytes" => "memory of this layer's tree",
+            "max_image_nodes" => "nodes in the image's layers",
+            "max_image_bytes" => "memory of the image's layer trees",
+            other => other,
+        };
+        self.err(path, format!("{what} {e}"))
+    }
+
+    /// Charges node `id` (named by a `name_len`-byte name) to the budget.
+    fn charge(&mut self, id: NodeId, name_len: usize, shown: &str) -> Result<(), OciError> {
+        let cost = node_cost(self.tree.node(id), name_len);
+        self.charge.node(cost).map_err(|e| self.over(shown, e))
+    }
+
+    /// Adds `node` to the tree as `name` in `dir`, charging it.
+    fn add(
+        &mut self,
+        dir: NodeId,
+        name: &[u8],
+        node: Node,
+        shown: &str,
+    ) -> Result<NodeId, OciError> {
+        let id = self.tree.add_node(node);
+        self.charge(id, name.len(), shown)?;
+        // A directory's first entry gets room for one only: most implicit
+        // directories never get a second.
+        let entries = &mut self.tree.node_mut(dir).entries;
+        if entries.capacity() == 0 {
+            entries.reserve_exact(1);
+        }
+        self.tree
+            .link(dir, name, id, false)
+            .map_err(|e| self.err(shown, e.to_string()))?;
+        Ok(id)
     }
 
     fn count_new(&mut self, ins: &Inserted) {
@@ -303,13 +398,7 @@ impl<'a> LayerReader<'a> {
                         ),
                     ))
                 }
-                None => {
-                    let n = self.tree.add_node(implicit_dir());
-                    self.tree
-                        .link(cur, c, n, false)
-                        .map_err(|e| self.err(shown, e.to_string()))?;
-                    cur = n;
-                }
+                None => cur = self.add(cur, c, implicit_dir(), shown)?,
             }
         }
         Ok(cur)
@@ -326,18 +415,28 @@ impl<'a> LayerReader<'a> {
         if self.stats.entries > self.limits.max_entries {
             return Err(self.err(
                 shown,
-                format!("more than {} entries in one layer", self.limits.max_entries),
+                format!(
+                    "more than {} entries in one layer (the limit max_entries)",
+                    self.limits.max_entries
+                ),
             ));
         }
         let et = entry.header().entry_type();
         if et.is_pax_global_extensions() {
             return Ok(());
         }
-        let pax = self.pax_records(entry, shown)?;
-        let raw_path = entry.path_bytes().into_owned();
-        let comps = normalize(&raw_path, self.limits.max_path).map_err(|r| self.err(shown, r))?;
-        let mut stat = self.header_stat(entry.header(), pax.mtime, shown)?;
+        let mut pax = self.pax_records(entry, shown)?;
         let ftype = self.file_type(et, shown)?;
+        let content = self.content_kind(entry, et, &mut pax, shown)?;
+        let raw_path = match &content {
+            Content::Sparse(s) => s
+                .name
+                .clone()
+                .unwrap_or_else(|| entry.path_bytes().into_owned()),
+            _ => entry.path_bytes().into_owned(),
+        };
+        let comps = normalize(&raw_path, self.limits).map_err(|r| self.err(shown, r))?;
+        let mut stat = self.header_stat(entry.header(), &pax, shown)?;
         stat.mode |= ftype.mode_bits();
 
         let Some((name, parent_comps)) = comps.split_last() else {
@@ -348,7 +447,8 @@ impl<'a> LayerReader<'a> {
             let root = self.tree.node_mut(NodeId::ROOT);
             root.stat = stat;
             apply_dir_xattrs(root, pax.xattrs);
-            return Ok(());
+            let cost = node_cost(self.tree.node(NodeId::ROOT), 0);
+            return self.charge.bytes(cost).map_err(|e| self.over(shown, e));
         };
         if let Some(hidden) = name.strip_prefix(b".wh.") {
             return self.whiteout(parent_comps, hidden, stat.mtime, shown);
@@ -365,12 +465,14 @@ impl<'a> LayerReader<'a> {
         if ftype == FileType::Directory {
             self.directory(at, node, shown)
         } else {
-            self.file(entry, at, node, shown, scope)
+            self.file(entry, at, node, content, shown, scope)
         }
     }
 
-    /// What the entry's PAX records add: xattrs (`SCHILY.xattr.NAME`, within
-    /// the limits, none reserved) and a precise mtime.
+    /// What the entry's PAX records say: xattrs (`SCHILY.xattr.NAME`, within
+    /// the limits, none reserved), numbers (read strictly) and sparse maps.
+    /// A record the `tar` crate also reads (path, linkpath, size, uid, gid)
+    /// may appear once, so that both read the same value.
     fn pax_records<R: Read>(
         &self,
         entry: &mut ::tar::Entry<'_, R>,
@@ -384,9 +486,28 @@ impl<'a> LayerReader<'a> {
         else {
             return Ok(pax);
         };
+        let mut seen: Vec<&'static str> = Vec::new();
         for ext in records {
             let ext = ext.map_err(|e| self.err(shown, format!("bad PAX record: {e}")))?;
             let key = ext.key_bytes();
+            let value = ext.value_bytes();
+            let number = |r: Result<u64, String>| {
+                r.map_err(|e| {
+                    self.err(
+                        shown,
+                        format!("PAX record {}: {e}", String::from_utf8_lossy(key)),
+                    )
+                })
+            };
+            if let Some(once) = ["path", "linkpath", "size", "uid", "gid", "mtime"]
+                .into_iter()
+                .find(|k| k.as_bytes() == key)
+            {
+                if seen.contains(&once) {
+                    return Err(self.err(shown, format!("PAX record {once} given twice")));
+                }
+                seen.push(once);
+            }
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                 if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN || name.contains(&0) {
                     return Err(self.err(shown, "invalid xattr name"));
@@ -397,56 +518,132 @@ impl<'a> LayerReader<'a> {
                         format!("xattr {} is reserved", String::from_utf8_lossy(name)),
                     ));
                 }
-                xattr_bytes += name.len() + ext.value_bytes().len();
+                xattr_bytes += name.len() + value.len();
                 if xattr_bytes > self.limits.max_xattr_bytes {
                     return Err(self.err(
                         shown,
-                        format!("xattrs over {} bytes", self.limits.max_xattr_bytes),
+                        format!(
+                            "xattrs over the limit max_xattr_bytes = {}",
+                            self.limits.max_xattr_bytes
+                        ),
                     ));
                 }
-                set_xattr(&mut pax.xattrs, name, ext.value_bytes());
-            } else if key == b"mtime" {
-                pax.mtime = parse_pax_time(ext.value_bytes());
+                set_xattr(&mut pax.xattrs, name, value);
+            } else if let Some(sparse_key) = key.strip_prefix(b"GNU.sparse.") {
+                pax.sparse
+                    .record(sparse_key, value)
+                    .map_err(|e| self.err(shown, e))?;
+            } else {
+                match key {
+                    b"mtime" => {
+                        pax.mtime = Some(
+                            numeric::pax_time(value)
+                                .map_err(|e| self.err(shown, format!("PAX record mtime: {e}")))?,
+                        )
+                    }
+                    b"atime" | b"ctime" => {
+                        numeric::pax_time(value).map_err(|e| {
+                            self.err(
+                                shown,
+                                format!("PAX record {}: {e}", String::from_utf8_lossy(key)),
+                            )
+                        })?;
+                    }
+                    b"size" => pax.size = Some(number(numeric::pax_unsigned(value, u64::MAX))?),
+                    b"uid" => {
+                        pax.uid =
+                            Some(number(numeric::pax_unsigned(value, u32::MAX.into()))? as u32)
+                    }
+                    b"gid" => {
+                        pax.gid =
+                            Some(number(numeric::pax_unsigned(value, u32::MAX.into()))? as u32)
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(pax)
     }
 
-    /// The permission bits, owner and mtime in the entry's header (a PAX
-    /// mtime wins); the file type bits are added by the caller.
+    /// How the entry's content is read, and the size the `tar` crate and
+    /// the strict reading of the header and PAX records agree on. A sparse
+    /// map (PAX) is checked here, before anything is read or stored.
+    fn content_kind<R: Read>(
+        &mut self,
+        entry: &mut ::tar::Entry<'_, R>,
+        et: EntryType,
+        pax: &mut PaxRecords,
+        shown: &str,
+    ) -> Result<Content, OciError> {
+        let header_size = numeric::header_unsigned(&entry.header().as_old().size, u64::MAX)
+            .map_err(|e| self.err(shown, format!("header field size: {e}")))?
+            .unwrap_or(0);
+        let stored = pax.size.unwrap_or(header_size);
+        if et == EntryType::GNUSparse {
+            // The crate reports the expanded size; the header, what is stored.
+            return Ok(Content::GnuSparse { stored });
+        }
+        if stored != entry.size() {
+            return Err(self.err(
+                shown,
+                format!("size field reads {stored}, the tar reader {}", entry.size()),
+            ));
+        }
+        let Some(mut sparse) = std::mem::take(&mut pax.sparse)
+            .finish()
+            .map_err(|e| self.err(shown, e))?
+        else {
+            return Ok(Content::Plain);
+        };
+        if !matches!(et, EntryType::Regular | EntryType::Continuous) {
+            return Err(self.err(
+                shown,
+                "sparse records on an entry that is not a regular file",
+            ));
+        }
+        let mut data = stored;
+        if sparse.map_in_data {
+            let (segments, used) = sparse::read_v1_map(entry, self.limits.max_extension)
+                .map_err(|e| self.err(shown, e))?;
+            sparse.map.segments = segments;
+            data = stored
+                .checked_sub(used)
+                .ok_or_else(|| self.err(shown, "sparse map: longer than the entry's data"))?;
+        }
+        sparse.map.check(data).map_err(|e| self.err(shown, e))?;
+        Ok(Content::Sparse(sparse))
+    }
+
+    /// The permission bits, owner and mtime of the entry, from its header
+    /// or PAX records (which win), read strictly; the file type bits are
+    /// added by the caller. A blank header field reads as 0, as Go's
+    /// archive/tar and GNU tar do.
     fn header_stat(
         &self,
         h: &::tar::Header,
-        pax_mtime: Option<Timespec>,
+        pax: &PaxRecords,
         shown: &str,
     ) -> Result<Stat, OciError> {
-        let perm = h.mode().map_err(|e| self.bad_field(shown, "mode", e))? & 0o7777;
-        // An empty numeric field reads as 0, as Go's archive/tar and GNU tar do.
-        let blank = |f: &[u8]| f.iter().all(|&b| b == 0 || b == b' ');
         let old = h.as_old();
-        let uid = if blank(&old.uid) {
-            0
-        } else {
-            h.uid().map_err(|e| self.bad_field(shown, "uid", e))?
+        let field = |name: &str, raw: &[u8], max: u64| {
+            numeric::header_unsigned(raw, max)
+                .map_err(|e| self.err(shown, format!("header field {name}: {e}")))
         };
-        let gid = if blank(&old.gid) {
-            0
-        } else {
-            h.gid().map_err(|e| self.bad_field(shown, "gid", e))?
+        let perm = field("mode", &old.mode, u32::MAX.into())?.unwrap_or(0) as u32 & 0o7777;
+        let uid = match pax.uid {
+            Some(u) => u,
+            None => field("uid", &old.uid, u32::MAX.into())?.unwrap_or(0) as u32,
         };
-        let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
-            (Ok(u), Ok(g)) => (u, g),
-            _ => return Err(self.err(shown, "uid or gid above 2^32-1")),
+        let gid = match pax.gid {
+            Some(g) => g,
+            None => field("gid", &old.gid, u32::MAX.into())?.unwrap_or(0) as u32,
         };
-        let mtime = match pax_mtime {
+        let mtime = match pax.mtime {
             Some(t) => t,
             None => Timespec {
-                sec: if blank(&old.mtime) {
-                    0
-                } else {
-                    let sec = h.mtime().map_err(|e| self.bad_field(shown, "mtime", e))?;
-                    i64::try_from(sec).unwrap_or(i64::MAX)
-                },
+                sec: numeric::header_field(&old.mtime)
+                    .map_err(|e| self.err(shown, format!("header field mtime: {e}")))?
+                    .unwrap_or(0),
                 nsec: 0,
             },
         };
@@ -462,18 +659,17 @@ impl<'a> LayerReader<'a> {
     }
 
     /// The file type an entry type makes; a hard link is a regular file
-    /// until [`Self::hard_link`] resolves it. Sparse files and other types
-    /// are refused.
+    /// until [`Self::hard_link`] resolves it, an old GNU sparse file a
+    /// regular file. Other types are refused.
     fn file_type(&self, et: EntryType, shown: &str) -> Result<FileType, OciError> {
         Ok(match et {
-            EntryType::Regular | EntryType::Continuous => FileType::Regular,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => FileType::Regular,
             EntryType::Directory => FileType::Directory,
             EntryType::Symlink => FileType::Symlink,
             EntryType::Link => FileType::Regular,
             EntryType::Char => FileType::CharDevice,
             EntryType::Block => FileType::BlockDevice,
             EntryType::Fifo => FileType::Fifo,
-            EntryType::GNUSparse => return Err(self.err(shown, "sparse files are not supported")),
             other => {
                 return Err(self.err(
                     shown,
@@ -510,15 +706,13 @@ impl<'a> LayerReader<'a> {
                 }
             }
             None => {
-                let w = self.tree.add_node(Node::new(Stat {
+                let w = Node::new(Stat {
                     mode: mode::S_IFCHR,
                     mtime,
                     nlink: 1,
                     ..Stat::default()
-                }));
-                self.tree
-                    .link(dir, hidden, w, false)
-                    .map_err(|e| self.err(shown, e.to_string()))?;
+                });
+                self.add(dir, hidden, w, shown)?;
             }
         }
         Ok(())
@@ -537,7 +731,7 @@ impl<'a> LayerReader<'a> {
             .link_name_bytes()
             .map(|c| c.into_owned())
             .unwrap_or_default();
-        let tcomps = normalize(&target_raw, self.limits.max_path)
+        let tcomps = normalize(&target_raw, self.limits)
             .map_err(|r| self.err(shown, format!("hard link target: {r}")))?;
         if tcomps.is_empty() {
             return Err(self.err(shown, "hard link to the root"));
@@ -558,12 +752,19 @@ impl<'a> LayerReader<'a> {
                 // Not in this layer: the merge resolves it below.
                 let mut n = Node::new(stat);
                 n.set_xattr(MARKER_HARDLINK, &tpath);
-                self.tree.add_node(n)
+                let id = self.tree.add_node(n);
+                self.charge(id, 0, shown)?;
+                id
             }
         };
         if self.tree.node(at.dir).entry(at.name).map(|e| e.node) == Some(target) {
             return Ok(());
         }
+        // The name costs an entry and its bytes.
+        let entry_cost = (std::mem::size_of::<DirEntry>() + at.name.len()) as u64;
+        self.charge
+            .bytes(entry_cost)
+            .map_err(|e| self.over(shown, e))?;
         self.tree.unlink(at.dir, at.name);
         self.tree
             .link(at.dir, at.name, target, true)
@@ -576,6 +777,8 @@ impl<'a> LayerReader<'a> {
         let existing = self.tree.node(at.dir).entry(at.name).map(|e| e.node);
         match existing {
             Some(n) if self.tree.node(n).file_type() == Some(FileType::Directory) => {
+                let cost = node_cost(&node, 0);
+                self.charge.bytes(cost).map_err(|e| self.over(shown, e))?;
                 let dir = self.tree.node_mut(n);
                 dir.stat = node.stat;
                 apply_dir_xattrs(dir, node.xattrs);
@@ -589,10 +792,7 @@ impl<'a> LayerReader<'a> {
                 if was_whiteout {
                     node.set_xattr(overlay::OPAQUE, b"y");
                 }
-                let n = self.tree.add_node(node);
-                self.tree
-                    .link(at.dir, at.name, n, false)
-                    .map_err(|e| self.err(shown, e.to_string()))?;
+                self.add(at.dir, at.name, node, shown)?;
             }
         }
         Ok(())
@@ -606,6 +806,7 @@ impl<'a> LayerReader<'a> {
         entry: &mut ::tar::Entry<'_, R>,
         at: Place<'_>,
         mut node: Node,
+        content: Content,
         shown: &str,
         scope: &rayon::Scope<'a>,
     ) -> Result<(), OciError> {
@@ -628,49 +829,91 @@ impl<'a> LayerReader<'a> {
             Some(FileType::CharDevice | FileType::BlockDevice) => {
                 node.stat.rdev = self.device_number(entry.header(), shown)?;
             }
-            Some(FileType::Regular) => job = self.content(entry, &mut node, shown)?,
+            Some(FileType::Regular) => job = self.regular(entry, content, &mut node, shown)?,
             _ => {}
         }
         self.tree.unlink(at.dir, at.name);
-        let id = self.tree.add_node(node);
-        self.tree
-            .link(at.dir, at.name, id, false)
-            .map_err(|e| self.err(shown, e.to_string()))?;
+        let id = self.add(at.dir, at.name, node, shown)?;
         if let Some(data) = job {
             self.store_on_pool(id, data, shown, scope);
         }
         Ok(())
     }
 
-    /// The device number in a device entry's header.
+    /// The device number in a device entry's header, read strictly.
     fn device_number(&self, h: &::tar::Header, shown: &str) -> Result<u64, OciError> {
-        let major = h
-            .device_major()
-            .map_err(|e| self.bad_field(shown, "device major", e))?
-            .unwrap_or(0);
-        let minor = h
-            .device_minor()
-            .map_err(|e| self.bad_field(shown, "device minor", e))?
-            .unwrap_or(0);
-        Ok(makedev(major.into(), minor.into()))
+        let Some(ustar) = h
+            .as_ustar()
+            .map(|u| (u.dev_major, u.dev_minor))
+            .or_else(|| h.as_gnu().map(|g| (g.dev_major, g.dev_minor)))
+        else {
+            return Ok(0);
+        };
+        let field = |name: &str, raw: &[u8]| {
+            numeric::header_unsigned(raw, u32::MAX.into())
+                .map(|v| v.unwrap_or(0))
+                .map_err(|e| self.err(shown, format!("header field {name}: {e}")))
+        };
+        let major = field("devmajor", &ustar.0)?;
+        let minor = field("devminor", &ustar.1)?;
+        Ok(makedev(major, minor))
     }
 
-    /// A regular file's content, within the size limit: a small file is
-    /// kept inline, a mid-sized one is read into memory and returned to be
-    /// stored on the pool (while the in-flight budget allows), a large one
-    /// streams into the store here.
-    fn content<R: Read>(
+    /// A regular file's content, plain or sparse (holes read as zeros,
+    /// held to [`Limits::max_sparse_holes`]).
+    fn regular<R: Read>(
         &mut self,
         entry: &mut ::tar::Entry<'_, R>,
+        content: Content,
         node: &mut Node,
         shown: &str,
     ) -> Result<Option<Vec<u8>>, OciError> {
-        let size = entry.size();
+        let (size, holes) = match &content {
+            Content::Plain => (entry.size(), 0),
+            Content::Sparse(s) => (s.map.real_size, s.map.holes()),
+            Content::GnuSparse { stored } => (entry.size(), entry.size().saturating_sub(*stored)),
+        };
         if size > self.limits.max_file_size {
             return Err(self.err(
                 shown,
                 format!(
-                    "size {size} over the limit of {}",
+                    "size {size} over the limit max_file_size = {}",
+                    self.limits.max_file_size
+                ),
+            ));
+        }
+        self.holes = self.holes.saturating_add(holes);
+        if self.holes > self.limits.max_sparse_holes {
+            return Err(self.err(
+                shown,
+                format!(
+                    "holes of sparse files over the limit max_sparse_holes = {}",
+                    self.limits.max_sparse_holes
+                ),
+            ));
+        }
+        match content {
+            Content::Sparse(s) => self.content(&mut Expand::new(entry, s.map), size, node, shown),
+            _ => self.content(entry, size, node, shown),
+        }
+    }
+
+    /// A regular file's content of `size` bytes from `input`, within the
+    /// size limit: a small file is kept inline, a mid-sized one is read
+    /// into memory and returned to be stored on the pool (while the
+    /// in-flight budget allows), a large one streams into the store here.
+    fn content(
+        &mut self,
+        input: &mut dyn Read,
+        size: u64,
+        node: &mut Node,
+        shown: &str,
+    ) -> Result<Option<Vec<u8>>, OciError> {
+        if size > self.limits.max_file_size {
+            return Err(self.err(
+                shown,
+                format!(
+                    "size {size} over the limit max_file_size = {}",
                     self.limits.max_file_size
                 ),
             ));
@@ -688,19 +931,19 @@ impl<'a> LayerReader<'a> {
         };
         if size <= INLINE_CONTENT_MAX {
             let mut data = vec![0u8; size as usize];
-            entry.read_exact(&mut data).map_err(read_err)?;
+            input.read_exact(&mut data).map_err(read_err)?;
             set_object(node, cfs_format::fsverity::digest(&data), Some(data));
         } else if size <= PARALLEL_MAX
             && self.shared.in_flight.load(Ordering::Relaxed) + size <= IN_FLIGHT_MAX
         {
             let mut data = vec![0u8; size as usize];
-            entry.read_exact(&mut data).map_err(read_err)?;
+            input.read_exact(&mut data).map_err(read_err)?;
             return Ok(Some(data));
         } else {
             let ins = self
                 .shared
                 .store
-                .insert_reader(entry, size, Path::new(shown))
+                .insert_reader(input, size, Path::new(shown))
                 .map_err(|e| match e {
                     StoreError::SourceChanged { what, .. } => self.err(shown, what),
                     e => OciError::Store(e),
@@ -735,8 +978,16 @@ impl<'a> LayerReader<'a> {
 struct PaxRecords {
     /// `SCHILY.xattr.NAME` records, a repeated name replacing the value.
     xattrs: Vec<Xattr>,
-    /// The `mtime` record, if it parses.
+    /// `mtime`, with its nanoseconds.
     mtime: Option<Timespec>,
+    /// `size`: the bytes the entry stores.
+    size: Option<u64>,
+    /// `uid`.
+    uid: Option<u32>,
+    /// `gid`.
+    gid: Option<u32>,
+    /// `GNU.sparse.*`.
+    sparse: sparse::SparseRecords,
 }
 
 /// Where an entry goes: its directory in the layer tree and its name there.
@@ -753,29 +1004,6 @@ fn apply_dir_xattrs(node: &mut Node, xattrs: Vec<Xattr>) {
     if let Some(v) = opaque {
         node.set_xattr(overlay::OPAQUE, &v);
     }
-}
-
-/// A PAX time, `SECONDS[.FRACTION]` (seconds may be negative).
-fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
-    let sec: i64 = sec.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut digits: String = frac.chars().take(9).collect();
-    while digits.len() < 9 {
-        digits.push('0');
-    }
-    let nsec: u32 = digits.parse().ok()?;
-    Some(if sec < 0 && nsec > 0 {
-        Timespec {
-            sec: sec - 1,
-            nsec: 1_000_000_000 - nsec,
-        }
-    } else {
-        Timespec { sec, nsec }
-    })
 }
 
 #[cfg(test)]
