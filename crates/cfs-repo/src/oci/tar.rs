@@ -580,6 +580,9 @@ impl<'a> LayerReader<'a> {
             .unwrap_or(0);
         let stored = pax.size.unwrap_or(header_size);
         if et == EntryType::GNUSparse {
+            if !pax.sparse.is_empty() {
+                return Err(self.err(shown, "an old GNU sparse entry with PAX sparse records"));
+            }
             // The crate reports the expanded size; the header, what is stored.
             return Ok(Content::GnuSparse { stored });
         }

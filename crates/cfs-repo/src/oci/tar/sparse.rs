@@ -106,6 +106,11 @@ pub struct PaxSparse {
 }
 
 impl SparseRecords {
+    /// True when no `GNU.sparse.*` record was seen.
+    pub fn is_empty(&self) -> bool {
+        !self.any
+    }
+
     /// Takes the record `GNU.sparse.KEY=value` (`key` without the prefix).
     pub fn record(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         use super::numeric::pax_unsigned;
