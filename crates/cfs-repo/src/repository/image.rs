@@ -62,6 +62,20 @@ pub struct ImageInfo {
 }
 
 impl Repository {
+    /// Stores the bytes of an image whose objects are in the store and
+    /// names it `name`, in the order that keeps a crash harmless: every
+    /// object durable, then the image object, `images/ID`, and the name last.
+    /// `what` names the image in errors. The caller holds the shared lock.
+    pub fn add_image(&self, image: &[u8], name: &str, what: &str) -> Result<Digest, RepoError> {
+        super::refs::check_name(name)?;
+        self.objects.sync()?;
+        let stored = self.objects.insert_bytes_as(image, what)?;
+        self.objects.sync()?;
+        self.link_image_id(&stored.digest)?;
+        self.set_ref(name, &stored.digest)?;
+        Ok(stored.digest)
+    }
+
     /// Builds an image of the directory `source` and stores it under `name`
     /// (replacing what the name pointed to). Holds the shared lock throughout.
     pub fn create_image(
@@ -78,15 +92,9 @@ impl Repository {
         let mut scanned = scan::scan(source, &scan_options)?;
         let stats = import::store_contents(&mut scanned, &self.objects, progress)?;
         let image = writer::write_image(&scanned.tree, &options.write)?;
-        // Every object name durable before anything names it.
-        self.objects.sync()?;
-        let what = format!("the image of {}", source.display());
-        let stored = self.objects.insert_bytes_as(&image, &what)?;
-        self.objects.sync()?;
-        self.link_image_id(&stored.digest)?;
-        self.set_ref(name, &stored.digest)?;
+        let id = self.add_image(&image, name, &format!("the image of {}", source.display()))?;
         Ok(CreateReport {
-            id: stored.digest,
+            id,
             image_size: image.len() as u64,
             inodes: scanned.tree.len() as u64,
             stats,

@@ -8,13 +8,14 @@
 //! REPO/images/ID             symlink ../objects/XX/REST: an image, by image id
 //! REPO/images/refs/NAME      symlink ../ID: a human name (tag) for an image
 //! REPO/streams/, streams/refs/   reserved (composefs-rs splitstreams)
-//! REPO/streams/oci/          OCI tags, manifests, configs, layer records (crate::oci::store)
+//! REPO/streams/NAME/         records of other crates (OCI: cfs-oci's `store`), see roots
 //! REPO/pins/NSID-MNTID        a live mount of an image: a gc root while the mount exists
 //! ```
 //!
 //! One file per verb: [`open`](Repository::open) and
 //! [`init`](Repository::init), [`create_image`](Repository::create_image),
-//! refs, [`fsck`](Repository::fsck), [`gc`](Repository::gc), locking.
+//! refs, [`fsck`](Repository::fsck), [`gc`](Repository::gc), locking,
+//! and [`roots`](StreamRoots): what records under `streams/` keep alive.
 
 mod beneath;
 mod fsck;
@@ -24,6 +25,7 @@ mod lock;
 mod open;
 mod pins;
 mod refs;
+mod roots;
 
 pub use fsck::{Corrupt, FsckReport, Missing, Problem};
 pub use gc::GcReport;
@@ -31,6 +33,7 @@ pub use image::{CreateOptions, CreateReport, ImageInfo};
 pub use lock::{describe_holders, Contention, LockHolder, LockMode, LockWait, RepoLock};
 pub use pins::{PendingMount, Pin, PinState};
 pub use refs::check_name;
+pub use roots::{Marked, StreamRoots};
 
 use crate::scan::ScanError;
 use crate::store::{ObjectStore, StoreError};
@@ -113,9 +116,15 @@ pub enum RepoError {
     /// The tree can't be written as an image.
     #[error("cannot write image: {0}")]
     Write(#[from] WriteError),
-    /// OCI records that can't be read (gc stops rather than guess).
-    #[error("OCI records: {0}")]
-    Oci(Box<crate::oci::OciError>),
+    /// Records under `streams/` that can't be read, or that no reader was
+    /// given for (gc stops rather than guess).
+    #[error("{name}: {message}")]
+    Streams {
+        /// The records' directory (`streams/NAME`).
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl RepoError {
