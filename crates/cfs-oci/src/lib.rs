@@ -110,10 +110,10 @@ pub enum OciError {
     UnknownImage(String),
     /// A repository error.
     #[error(transparent)]
-    Repo(#[from] crate::RepoError),
+    Repo(#[from] cfs_repo::RepoError),
     /// An object store error.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] cfs_repo::store::StoreError),
     /// The merged tree can't be written as an image.
     #[error("cannot write image: {0}")]
     Write(#[from] cfs_format::writer::WriteError),

@@ -1,7 +1,7 @@
 //! Layers applied bottom to top with OCI whiteout semantics, into the tree
 //! of the final image.
 //!
-//! Each layer tree (from [`super::tar`]) carries overlay-style whiteouts: a
+//! Each layer tree (from [`crate::tar`]) carries overlay-style whiteouts: a
 //! char device 0/0 removes that name from the layers below, a directory with
 //! `trusted.overlay.opaque=y` hides everything the layers below had in it. A
 //! directory over a directory merges (the upper one's metadata wins unless it
@@ -11,7 +11,7 @@
 //! opaque markers and no internal markers: it is the unpacked root file
 //! system, which becomes one composefs image.
 
-use super::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
+use crate::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
 use cfs_format::overlay;
 use cfs_format::tree::mode;
 use cfs_format::{FileType, Node, NodeId, Stat, Tree};

@@ -1,6 +1,6 @@
 //! Pulling an image into the repository, from any transport users know.
 //!
-//! - `oci:DIR[:TAG]` is read in place ([`super::layout`]).
+//! - `oci:DIR[:TAG]` is read in place ([`crate::layout`]).
 //! - `docker://HOST/REPO[:TAG]`, `oci-archive:FILE[:TAG]`,
 //!   `docker-archive:FILE[:REF]` go through `skopeo copy` into a temporary
 //!   OCI layout, which is then read like the first. skopeo brings registry
@@ -24,14 +24,14 @@
 //! Only once everything is checked and durable are layer records, manifest,
 //! config, image and finally the tag linked: a failed pull tags nothing.
 
-use super::layout::{parse_json, Config, Descriptor, Layout, Verify};
-use super::limits::{charge_tree, ImageCharge, LayerCharge, Limits};
-use super::merge::{LayerRef, Merge};
-use super::tar::{self, LayerStats};
-use super::{store, OciError};
-use crate::repository::LockMode;
-use crate::Repository;
+use crate::layout::{parse_json, Config, Descriptor, Layout, Verify};
+use crate::limits::{charge_tree, ImageCharge, LayerCharge, Limits};
+use crate::merge::{LayerRef, Merge};
+use crate::tar::{self, LayerStats};
+use crate::{store, OciError};
 use cfs_format::{Digest, Tree};
+use cfs_repo::repository::LockMode;
+use cfs_repo::Repository;
 use rayon::prelude::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -234,7 +234,7 @@ fn skopeo_copy(repo: &Repository, r: &str, dir: &Path, insecure: bool) -> Result
             let blobs = dir.join("blobs/sha256");
             std::fs::create_dir_all(&blobs).map_err(OciError::io("create", &blobs))?;
             for d in store::layer_digests(repo)? {
-                let p = blobs.join(super::layout::sha256_hex(&d)?);
+                let p = blobs.join(crate::layout::sha256_hex(&d)?);
                 std::fs::write(&p, b"").map_err(OciError::io("create", &p))?;
             }
         }
@@ -453,7 +453,7 @@ pub fn import_tar(
     name: &str,
     limits: &Limits,
 ) -> Result<(Digest, LayerStats), OciError> {
-    crate::repository::check_name(name)?;
+    cfs_repo::repository::check_name(name)?;
     let _lock = repo.lock(LockMode::Shared)?;
     let input: Box<dyn Read> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())

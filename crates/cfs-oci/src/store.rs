@@ -9,23 +9,26 @@
 //!
 //! A layer is keyed by the digest the manifest names it by (the compressed
 //! blob), so a pull knows before fetching that it has it. Its record is the
-//! layer tree ([`super::tar`]) printed as a composefs dumpfile: whiteouts as
+//! layer tree ([`crate::tar`]) printed as a composefs dumpfile: whiteouts as
 //! char devices 0/0, opaque directories with `trusted.overlay.opaque=y`, file
 //! contents by object, so reading it back gives exactly the tree that was
 //! merged. Links are made only after the objects they name are durable; the
 //! tag is set last. gc keeps every object a tag reaches (manifest, config,
 //! layer records and the objects they name) and drops the links nothing
-//! reaches. Every path here is opened beneath the repository's fd without
-//! following symlinks (the links are read, never followed).
+//! reaches: the repository's gc and fsck reach these records through
+//! [`OciRoots`], which whoever runs them passes in. Every path here is
+//! opened beneath the repository's fd without following symlinks (the links
+//! are read, never followed).
 
-use super::layout::{parse_json, sha256_hex, Manifest};
-use super::limits::Limits;
-use super::tar::{implicit_dir, is_bare_implicit};
-use super::OciError;
-use crate::Repository;
+use crate::layout::{parse_json, sha256_hex, Manifest};
+use crate::limits::Limits;
+use crate::tar::{implicit_dir, is_bare_implicit};
+use crate::OciError;
 use cfs_format::dumpfile::{self, ParseMode};
 use cfs_format::writer::{self, WriteOptions};
 use cfs_format::{Digest, FileType, Tree};
+use cfs_repo::repository::{Marked, StreamRoots};
+use cfs_repo::Repository;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -40,8 +43,8 @@ pub fn image_name(tag: &str) -> String {
 
 /// Checks an OCI tag name (the image name `oci:NAME` must be valid too).
 pub fn check_tag(tag: &str) -> Result<(), OciError> {
-    crate::repository::check_name(tag)?;
-    crate::repository::check_name(&image_name(tag))?;
+    cfs_repo::repository::check_name(tag)?;
+    cfs_repo::repository::check_name(&image_name(tag))?;
     Ok(())
 }
 
@@ -87,7 +90,7 @@ fn utf8_names(repo: &Repository, dir: &str) -> Result<Vec<String>, OciError> {
             .into_iter()
             .filter_map(|n| n.into_string().ok())
             .collect()),
-        Err(crate::RepoError::Io { source, .. })
+        Err(cfs_repo::RepoError::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
             Ok(Vec::new())
@@ -108,7 +111,7 @@ pub fn layer_digests(repo: &Repository) -> Result<Vec<String>, OciError> {
 /// Stores a layer tree as its record; the caller syncs and then links it.
 ///
 /// The record is the tree as a dumpfile without the directories the tar
-/// never described ([`super::tar`]'s implicit ones, nothing but a marker):
+/// never described ([`crate::tar`]'s implicit ones, nothing but a marker):
 /// they come back from the paths below them when it is read. A dumpfile
 /// line holds its whole path, so printing every directory of a chain of
 /// implicit ones would cost the square of its depth; this way the record
@@ -207,7 +210,7 @@ pub fn get_blob(repo: &Repository, digest: &str) -> Result<Vec<u8>, OciError> {
         reason: "missing or malformed blob link".into(),
     })?;
     let bytes = repo.objects().read_object(&obj)?;
-    let v = super::layout::Verify::new(&bytes[..], None);
+    let v = crate::layout::Verify::new(&bytes[..], None);
     v.finish(digest, Some(bytes.len() as u64))?;
     Ok(bytes)
 }
@@ -259,7 +262,7 @@ pub fn remove_tag(repo: &Repository, tag: &str) -> Result<(), OciError> {
     repo.remove_file(&Path::new(REFS).join(tag))?;
     repo.sync_dir(REFS)?;
     match repo.remove(&image_name(tag)) {
-        Ok(_) | Err(crate::RepoError::UnknownImage(_)) => Ok(()),
+        Ok(_) | Err(cfs_repo::RepoError::UnknownImage(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -275,30 +278,36 @@ pub fn store_image(
     let Some(name) = name else {
         return Ok((cfs_format::fsverity::digest(&image), size));
     };
-    repo.objects().sync()?;
-    let id = repo
-        .objects()
-        .insert_bytes_as(&image, &format!("the image {name}"))?
-        .digest;
-    repo.objects().sync()?;
-    repo.link_image_id(&id)?;
-    repo.set_ref(name, &id)?;
+    let id = repo.add_image(&image, name, &format!("the image {name}"))?;
     Ok((id, size))
 }
 
-/// What gc keeps for OCI tags, and the links nothing reaches.
-#[derive(Debug, Default)]
-pub struct OciLive {
-    /// Objects reached from tags (manifests, configs, layer records, their objects).
-    pub objects: HashSet<Digest>,
-    /// Blob and layer links no tag reaches, relative to the repository.
-    pub unreached: Vec<PathBuf>,
+/// The OCI records as the repository's gc and fsck see them
+/// ([`StreamRoots`] for `streams/oci/`): what the tags reach is live, blob
+/// and layer links no tag reaches go.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OciRoots;
+
+impl StreamRoots for OciRoots {
+    fn name(&self) -> &str {
+        "oci"
+    }
+
+    fn mark(&self, repo: &Repository) -> Result<Marked, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(gc_mark(repo)?)
+    }
+
+    fn check(&self, repo: &Repository, present: &HashSet<Digest>) -> Vec<(PathBuf, String)> {
+        check(repo, present)
+    }
 }
 
-/// Marks what the OCI tags reach. A tag whose manifest or layers can't be
-/// read is an error: gc must not guess what is live.
-pub fn gc_mark(repo: &Repository) -> Result<OciLive, OciError> {
-    let mut live = OciLive::default();
+/// Marks what the OCI tags reach: their manifests, configs, layer records
+/// and the objects those name; and lists the blob and layer links no tag
+/// reaches. A tag whose manifest or layers can't be read is an error: gc
+/// must not guess what is live.
+pub fn gc_mark(repo: &Repository) -> Result<Marked, OciError> {
+    let mut live = Marked::default();
     let mut blobs = HashSet::new();
     let mut layers = HashSet::new();
     for (tag, mdigest) in tags(repo)? {

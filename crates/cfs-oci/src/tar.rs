@@ -32,7 +32,7 @@
 //!   xattr bytes, extension headers and sparse holes; a stream ending
 //!   inside an entry is an error;
 //! - numbers (mode, uid, gid, size, mtime, device numbers; octal, base-256
-//!   or PAX) are read strictly ([`numeric`]): garbage, a negative value
+//!   or PAX) are read strictly (`tar/numeric.rs`): garbage, a negative value
 //!   where none is allowed, or one that does not fit is an error naming
 //!   the field; a PAX mtime keeps its nanoseconds;
 //! - xattrs come from PAX `SCHILY.xattr.NAME`; names under the reserved
@@ -51,14 +51,14 @@
 mod numeric;
 pub mod sparse;
 
-use super::limits::{node_cost, Exceeded, ImageCharge, LayerCharge, Limits};
-use super::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
-use crate::scan::INLINE_CONTENT_MAX;
-use crate::store::{Inserted, ObjectStore, StoreError};
+use crate::limits::{node_cost, Exceeded, ImageCharge, LayerCharge, Limits};
+use crate::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
 use ::tar::EntryType;
 use cfs_format::overlay;
 use cfs_format::tree::{mode, set_xattr, DirEntry, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN};
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
+use cfs_repo::scan::INLINE_CONTENT_MAX;
+use cfs_repo::store::{Inserted, ObjectStore, StoreError};
 use sparse::Expand;
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
@@ -210,7 +210,7 @@ pub fn read_layer(
         set_object(reader.tree.node_mut(id), ins.digest, None);
     }
     let stats = reader.stats;
-    let tree = super::merge::finish(reader.tree);
+    let tree = crate::merge::finish(reader.tree);
     Ok((tree, stats))
 }
 
@@ -434,6 +434,13 @@ impl<'a> LayerReader<'a> {
                 .clone()
                 .unwrap_or_else(|| entry.path_bytes().into_owned()),
             _ => entry.path_bytes().into_owned(),
+        };
+        // A PAX sparse file is named by its real name from here on.
+        let real_name = shown_path(&raw_path);
+        let shown = if matches!(content, Content::Sparse(_)) {
+            real_name.as_str()
+        } else {
+            shown
         };
         let comps = normalize(&raw_path, self.limits).map_err(|r| self.err(shown, r))?;
         let mut stat = self.header_stat(entry.header(), &pax, shown)?;

@@ -214,14 +214,14 @@ fn nodes_and_memory_are_capped() {
         ),
         (
             Limits {
-                max_layer_bytes: 11 * crate::oci::limits::NODE_COST,
+                max_layer_bytes: 11 * crate::limits::NODE_COST,
                 ..base
             },
             Some("max_layer_bytes"),
         ),
         (
             Limits {
-                max_image_bytes: 5 * crate::oci::limits::NODE_COST,
+                max_image_bytes: 5 * crate::limits::NODE_COST,
                 ..base
             },
             Some("max_image_bytes"),

@@ -1,7 +1,8 @@
-//! cfs-repo's integration tests, one binary (`cargo test -p cfs-repo --test
-//! cfs-repo`): the kept `tar_import` fuzz inputs replayed through the fuzz
+//! cfs-oci's integration tests, one binary (`cargo test -p cfs-oci --test
+//! cfs-oci`): the kept `tar_import` fuzz inputs replayed through the fuzz
 //! target's own check, which is compiled in from `fuzz/harness/`. The
-//! repository's end-to-end tests drive the `cfs` binary and live in its crate.
+//! end-to-end OCI tests drive the `cfs` binary and live in its crate
+//! (`crates/cfs/tests/cfs/oci/`).
 
 #[path = "../../../../fuzz/harness/tar_import/mod.rs"]
 mod tar_import;

@@ -186,7 +186,7 @@ impl Repository {
 
     /// Removes the file `rel` (`DIR/NAME`) inside the repository: `NAME` is
     /// unlinked in `DIR` opened without following a symlink. Missing is fine.
-    pub(crate) fn remove_file(&self, rel: &Path) -> Result<(), RepoError> {
+    pub fn remove_file(&self, rel: &Path) -> Result<(), RepoError> {
         let full = self.path.join(rel);
         let (Some(parent), Some(name)) = (rel.parent().and_then(Path::to_str), rel.file_name())
         else {
@@ -200,7 +200,7 @@ impl Repository {
     }
 
     /// Creates the directory `rel` and its missing parents inside the repository.
-    pub(crate) fn create_dirs(&self, rel: &str) -> Result<(), RepoError> {
+    pub fn create_dirs(&self, rel: &str) -> Result<(), RepoError> {
         beneath::create_dirs(&self.dir, rel, rustix::fs::Mode::from_raw_mode(0o755))
             .map(drop)
             .map_err(RepoError::io("create", &self.path.join(rel)))
@@ -208,7 +208,7 @@ impl Repository {
 
     /// The target of the symlink `rel` (`DIR/NAME`) inside the repository,
     /// read (never followed); `None` when it or its directory is missing.
-    pub(crate) fn read_link(&self, rel: &Path) -> Result<Option<Vec<u8>>, RepoError> {
+    pub fn read_link(&self, rel: &Path) -> Result<Option<Vec<u8>>, RepoError> {
         let full = self.path.join(rel);
         let (Some(parent), Some(name)) = (rel.parent().and_then(Path::to_str), rel.file_name())
         else {
@@ -228,7 +228,7 @@ impl Repository {
 
     /// Points the symlink `dir/name` at `target`, replacing it atomically
     /// (a temporary name, then rename), and syncs `dir`.
-    pub(crate) fn replace_link(
+    pub fn replace_link(
         &self,
         dir: &str,
         name: &str,
@@ -249,12 +249,12 @@ impl Repository {
     }
 
     /// Syncs the repository directory `rel`.
-    pub(crate) fn sync_dir(&self, rel: &str) -> Result<(), RepoError> {
+    pub fn sync_dir(&self, rel: &str) -> Result<(), RepoError> {
         rustix::fs::fsync(self.open_dir(rel)?).map_err(RepoError::io("sync", &self.path.join(rel)))
     }
 
     /// The names in the repository directory `rel`, sorted.
-    pub(crate) fn names_in(&self, rel: &str) -> Result<Vec<std::ffi::OsString>, RepoError> {
+    pub fn names_in(&self, rel: &str) -> Result<Vec<std::ffi::OsString>, RepoError> {
         let dir = self.open_dir(rel)?;
         beneath::names(&dir).map_err(RepoError::io("read", &self.path.join(rel)))
     }
