@@ -72,7 +72,7 @@ pub fn print(tree: &Tree, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     print::print(tree, out, &|_| false)
 }
 
-/// [`print`] without a line for each directory (other than the root) that
+/// [`print()`] without a line for each directory (other than the root) that
 /// `omit` picks; what is in it is printed as usual. Such a file reads back
 /// with [`parse_with_parents`], the omitted directories recreated from one
 /// template: so a deep chain of directories that all look alike costs no
