@@ -264,7 +264,7 @@ impl Repository {
     /// `mkcomposefs --digest-store` and `composefs-info --basedir` use).
     pub fn object_dir_of(path: &Path) -> PathBuf {
         if Self::is_repository(path) {
-            path.join("objects")
+            objects_dir(path)
         } else {
             path.to_path_buf()
         }
@@ -320,6 +320,13 @@ pub fn default_path() -> Option<PathBuf> {
         .filter(|p| p.is_absolute())
         .map(|p| p.join("cfs"))
         .or_else(|| env("HOME").map(|h| h.join(".local/share/cfs")))
+}
+
+/// The object directory of the repository at `repo` (`REPO/objects`), for
+/// callers that hand it on without opening the repository (a default
+/// `--basedir`).
+pub fn objects_dir(repo: &Path) -> PathBuf {
+    repo.join("objects")
 }
 
 #[cfg(test)]

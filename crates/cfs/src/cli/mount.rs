@@ -134,7 +134,10 @@ pub fn locate_image(
     // A path (existing, or spelled as one) is an image file; anything else a name.
     if as_file.exists() || image.starts_with('/') || image.starts_with('.') {
         // With a repository, its objects are the default basedir.
-        let objects = repo.map(|r| r.join("objects")).into_iter().collect();
+        let objects = repo
+            .map(cfs_repo::repository::objects_dir)
+            .into_iter()
+            .collect();
         return Ok((as_file.to_path_buf(), objects, None));
     }
     let repo = match repo {
