@@ -57,7 +57,9 @@ pub struct Limits {
     pub max_file_size: u64,
     /// Bytes of one entry's xattrs (names and values).
     pub max_xattr_bytes: usize,
-    /// Zeros the holes of one layer's sparse files add to what it stores.
+    /// Zeros the holes of one layer's sparse files add to what it stores
+    /// (objects are written whole: a few bytes of sparse map could
+    /// otherwise ask for terabytes of disk and hashing).
     pub max_sparse_holes: u64,
     /// Size of a stored layer record (and of one read back).
     pub max_record_bytes: u64,
@@ -76,7 +78,7 @@ impl Default for Limits {
             max_extension: 1 << 20,
             max_file_size: 1 << 40,
             max_xattr_bytes: 1 << 20,
-            max_sparse_holes: 16 << 30,
+            max_sparse_holes: 4 << 30,
             max_record_bytes: 1 << 30,
         }
     }
