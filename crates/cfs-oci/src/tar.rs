@@ -48,23 +48,25 @@
 //! layer: a file and its whiteout in one layer leave the file, and a
 //! directory and its whiteout leave an opaque directory.
 
+mod content;
 mod numeric;
+mod pax;
 pub mod sparse;
 
+use content::Content;
+use pax::PaxRecords;
+
 use crate::limits::{node_cost, Exceeded, ImageCharge, LayerCharge, Limits};
-use crate::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
+use crate::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT};
 use ::tar::EntryType;
 use cfs_format::overlay;
-use cfs_format::tree::{mode, set_xattr, DirEntry, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN};
+use cfs_format::tree::{mode, DirEntry, MAX_SYMLINK_LEN};
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
-use cfs_repo::scan::INLINE_CONTENT_MAX;
 use cfs_repo::store::{Inserted, ObjectStore, StoreError};
-use sparse::Expand;
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 /// What reading a layer did.
@@ -312,18 +314,6 @@ fn join(comps: &[&[u8]]) -> String {
     shown_path(&comps.join(&b'/'))
 }
 
-/// What an entry's content is read as.
-enum Content {
-    /// The entry's data as it is (`size` bytes).
-    Plain,
-    /// A PAX sparse file (0.0, 0.1 or 1.0): its map, read from the records
-    /// or, for 1.0, from the start of the data.
-    Sparse(sparse::PaxSparse),
-    /// An old GNU sparse file (`S`), which the `tar` crate expands; its
-    /// header's size field is what the tar stores.
-    GnuSparse { stored: u64 },
-}
-
 impl<'a> LayerReader<'a> {
     fn err(&self, path: &str, reason: impl Into<String>) -> OciError {
         OciError::Entry {
@@ -474,154 +464,6 @@ impl<'a> LayerReader<'a> {
         } else {
             self.file(entry, at, node, content, shown, scope)
         }
-    }
-
-    /// What the entry's PAX records say: xattrs (`SCHILY.xattr.NAME`, within
-    /// the limits, none reserved), numbers (read strictly) and sparse maps.
-    /// A record the `tar` crate also reads (path, linkpath, size, uid, gid)
-    /// may appear once, so that both read the same value.
-    fn pax_records<R: Read>(
-        &self,
-        entry: &mut ::tar::Entry<'_, R>,
-        shown: &str,
-    ) -> Result<PaxRecords, OciError> {
-        let mut pax = PaxRecords::default();
-        let mut xattr_bytes = 0usize;
-        let Some(records) = entry
-            .pax_extensions()
-            .map_err(|e| self.err(shown, format!("bad PAX records: {e}")))?
-        else {
-            return Ok(pax);
-        };
-        let mut seen: Vec<&'static str> = Vec::new();
-        for ext in records {
-            let ext = ext.map_err(|e| self.err(shown, format!("bad PAX record: {e}")))?;
-            let key = ext.key_bytes();
-            let value = ext.value_bytes();
-            let number = |r: Result<u64, String>| {
-                r.map_err(|e| {
-                    self.err(
-                        shown,
-                        format!("PAX record {}: {e}", String::from_utf8_lossy(key)),
-                    )
-                })
-            };
-            if let Some(once) = ["path", "linkpath", "size", "uid", "gid", "mtime"]
-                .into_iter()
-                .find(|k| k.as_bytes() == key)
-            {
-                if seen.contains(&once) {
-                    return Err(self.err(shown, format!("PAX record {once} given twice")));
-                }
-                seen.push(once);
-            }
-            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN || name.contains(&0) {
-                    return Err(self.err(shown, "invalid xattr name"));
-                }
-                if name.starts_with(MARKER_PREFIX) {
-                    return Err(self.err(
-                        shown,
-                        format!("xattr {} is reserved", String::from_utf8_lossy(name)),
-                    ));
-                }
-                xattr_bytes += name.len() + value.len();
-                if xattr_bytes > self.limits.max_xattr_bytes {
-                    return Err(self.err(
-                        shown,
-                        format!(
-                            "xattrs over the limit max_xattr_bytes = {}",
-                            self.limits.max_xattr_bytes
-                        ),
-                    ));
-                }
-                set_xattr(&mut pax.xattrs, name, value);
-            } else if let Some(sparse_key) = key.strip_prefix(b"GNU.sparse.") {
-                pax.sparse
-                    .record(sparse_key, value)
-                    .map_err(|e| self.err(shown, e))?;
-            } else {
-                match key {
-                    b"mtime" => {
-                        pax.mtime = Some(
-                            numeric::pax_time(value)
-                                .map_err(|e| self.err(shown, format!("PAX record mtime: {e}")))?,
-                        )
-                    }
-                    b"atime" | b"ctime" => {
-                        numeric::pax_time(value).map_err(|e| {
-                            self.err(
-                                shown,
-                                format!("PAX record {}: {e}", String::from_utf8_lossy(key)),
-                            )
-                        })?;
-                    }
-                    b"size" => pax.size = Some(number(numeric::pax_unsigned(value, u64::MAX))?),
-                    b"uid" => {
-                        pax.uid =
-                            Some(number(numeric::pax_unsigned(value, u32::MAX.into()))? as u32)
-                    }
-                    b"gid" => {
-                        pax.gid =
-                            Some(number(numeric::pax_unsigned(value, u32::MAX.into()))? as u32)
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(pax)
-    }
-
-    /// How the entry's content is read, and the size the `tar` crate and
-    /// the strict reading of the header and PAX records agree on. A sparse
-    /// map (PAX) is checked here, before anything is read or stored.
-    fn content_kind<R: Read>(
-        &mut self,
-        entry: &mut ::tar::Entry<'_, R>,
-        et: EntryType,
-        pax: &mut PaxRecords,
-        shown: &str,
-    ) -> Result<Content, OciError> {
-        let header_size = numeric::header_unsigned(&entry.header().as_old().size, u64::MAX)
-            .map_err(|e| self.err(shown, format!("header field size: {e}")))?
-            .unwrap_or(0);
-        let stored = pax.size.unwrap_or(header_size);
-        if et == EntryType::GNUSparse {
-            if !pax.sparse.is_empty() {
-                return Err(self.err(shown, "an old GNU sparse entry with PAX sparse records"));
-            }
-            // The crate reports the expanded size; the header, what is stored.
-            return Ok(Content::GnuSparse { stored });
-        }
-        if stored != entry.size() {
-            return Err(self.err(
-                shown,
-                format!("size field reads {stored}, the tar reader {}", entry.size()),
-            ));
-        }
-        let Some(mut sparse) = std::mem::take(&mut pax.sparse)
-            .finish()
-            .map_err(|e| self.err(shown, e))?
-        else {
-            return Ok(Content::Plain);
-        };
-        if !matches!(et, EntryType::Regular | EntryType::Continuous) {
-            return Err(self.err(
-                shown,
-                "sparse records on an entry that is not a regular file",
-            ));
-        }
-        let mut data = stored;
-        if sparse.map_in_data {
-            let (segments, used) = sparse::read_v1_map(entry, self.limits.max_extension)
-                .map_err(|e| self.err(shown, e))?;
-            sparse.map.segments = segments;
-            data = stored
-                .checked_sub(used)
-                .ok_or_else(|| self.err(shown, "sparse map: longer than the entry's data"))?;
-        }
-        sparse.map.check(data).map_err(|e| self.err(shown, e))?;
-        Ok(Content::Sparse(sparse))
     }
 
     /// The permission bits, owner and mtime of the entry, from its header
@@ -868,136 +710,6 @@ impl<'a> LayerReader<'a> {
         let minor = field("devminor", &ustar.1)?;
         Ok(makedev(major, minor))
     }
-
-    /// A regular file's content, plain or sparse (holes read as zeros,
-    /// held to [`Limits::max_sparse_holes`]).
-    fn regular<R: Read>(
-        &mut self,
-        entry: &mut ::tar::Entry<'_, R>,
-        content: Content,
-        node: &mut Node,
-        shown: &str,
-    ) -> Result<Option<Vec<u8>>, OciError> {
-        let (size, holes) = match &content {
-            Content::Plain => (entry.size(), 0),
-            Content::Sparse(s) => (s.map.real_size, s.map.holes()),
-            Content::GnuSparse { stored } => (entry.size(), entry.size().saturating_sub(*stored)),
-        };
-        if size > self.limits.max_file_size {
-            return Err(self.err(
-                shown,
-                format!(
-                    "size {size} over the limit max_file_size = {}",
-                    self.limits.max_file_size
-                ),
-            ));
-        }
-        self.holes = self.holes.saturating_add(holes);
-        if self.holes > self.limits.max_sparse_holes {
-            return Err(self.err(
-                shown,
-                format!(
-                    "holes of sparse files over the limit max_sparse_holes = {}",
-                    self.limits.max_sparse_holes
-                ),
-            ));
-        }
-        match content {
-            Content::Sparse(s) => self.content(&mut Expand::new(entry, s.map), size, node, shown),
-            _ => self.content(entry, size, node, shown),
-        }
-    }
-
-    /// A regular file's content of `size` bytes from `input`, within the
-    /// size limit: a small file is kept inline, a mid-sized one is read
-    /// into memory and returned to be stored on the pool (while the
-    /// in-flight budget allows), a large one streams into the store here.
-    fn content(
-        &mut self,
-        input: &mut dyn Read,
-        size: u64,
-        node: &mut Node,
-        shown: &str,
-    ) -> Result<Option<Vec<u8>>, OciError> {
-        if size > self.limits.max_file_size {
-            return Err(self.err(
-                shown,
-                format!(
-                    "size {size} over the limit max_file_size = {}",
-                    self.limits.max_file_size
-                ),
-            ));
-        }
-        node.stat.size = size;
-        if size == 0 {
-            return Ok(None);
-        }
-        self.stats.files += 1;
-        self.stats.bytes += size;
-        let read_err = |e: io::Error| OciError::Stream {
-            layer: self.layer.to_owned(),
-            what: format!("reading the content of {shown:?}"),
-            source: e,
-        };
-        if size <= INLINE_CONTENT_MAX {
-            let mut data = vec![0u8; size as usize];
-            input.read_exact(&mut data).map_err(read_err)?;
-            set_object(node, cfs_format::fsverity::digest(&data), Some(data));
-        } else if size <= PARALLEL_MAX
-            && self.shared.in_flight.load(Ordering::Relaxed) + size <= IN_FLIGHT_MAX
-        {
-            let mut data = vec![0u8; size as usize];
-            input.read_exact(&mut data).map_err(read_err)?;
-            return Ok(Some(data));
-        } else {
-            let ins = self
-                .shared
-                .store
-                .insert_reader(input, size, Path::new(shown))
-                .map_err(|e| match e {
-                    StoreError::SourceChanged { what, .. } => self.err(shown, what),
-                    e => OciError::Store(e),
-                })?;
-            self.count_new(&ins);
-            set_object(node, ins.digest, None);
-        }
-        Ok(None)
-    }
-
-    /// Stores `data`, the content of node `id`, on the rayon pool; the
-    /// result is applied to the node when the layer is read.
-    fn store_on_pool(&self, id: NodeId, data: Vec<u8>, shown: &str, scope: &rayon::Scope<'a>) {
-        let size = data.len() as u64;
-        let shared = self.shared;
-        let shown = shown.to_owned();
-        shared.in_flight.fetch_add(size, Ordering::Relaxed);
-        scope.spawn(move |_| {
-            let r = shared.store.insert_bytes_as(&data, &shown);
-            shared.in_flight.fetch_sub(size, Ordering::Relaxed);
-            shared
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((id, r));
-        });
-    }
-}
-
-/// What an entry's PAX records add to its header.
-#[derive(Default)]
-struct PaxRecords {
-    /// `SCHILY.xattr.NAME` records, a repeated name replacing the value.
-    xattrs: Vec<Xattr>,
-    /// `mtime`, with its nanoseconds.
-    mtime: Option<Timespec>,
-    /// `size`: the bytes the entry stores.
-    size: Option<u64>,
-    /// `uid`.
-    uid: Option<u32>,
-    /// `gid`.
-    gid: Option<u32>,
-    /// `GNU.sparse.*`.
-    sparse: sparse::SparseRecords,
 }
 
 /// Where an entry goes: its directory in the layer tree and its name there.
