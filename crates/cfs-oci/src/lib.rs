@@ -11,6 +11,7 @@
 //! - [`store`]: the repository records (tags, manifests, configs, layers) and
 //!   what gc keeps.
 //! - [`limits`]: the budget of an import (entries, nodes, memory, sizes).
+//! - [`compression`]: a layer's gzip or zstd stream, every member or frame.
 //!
 //! Tar entries never touch the host file system: every entry goes into an
 //! in-memory [`Tree`] and every file's bytes into the object store under a
@@ -21,6 +22,7 @@
 //!
 //! [`Tree`]: cfs_format::Tree
 
+pub mod compression;
 pub mod layout;
 pub mod limits;
 pub mod merge;

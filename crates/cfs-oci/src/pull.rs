@@ -24,6 +24,7 @@
 //! Only once everything is checked and durable are layer records, manifest,
 //! config, image and finally the tag linked: a failed pull tags nothing.
 
+use crate::compression;
 use crate::layout::{parse_json, Config, Descriptor, Layout, Verify};
 use crate::limits::{charge_tree, ImageCharge, LayerCharge, Limits};
 use crate::merge::{LayerRef, Merge};
@@ -421,7 +422,7 @@ fn import_layer(
         events,
     };
     let result = (|| {
-        let stream = tar::decompress(&mut counted).map_err(|source| OciError::Stream {
+        let stream = compression::decompress(&mut counted).map_err(|source| OciError::Stream {
             layer: l.digest.clone(),
             what: "could not start decompressing".into(),
             source,
@@ -461,7 +462,7 @@ pub fn import_tar(
         Box::new(std::fs::File::open(file).map_err(OciError::io("open", file))?)
     };
     let shown = file.display().to_string();
-    let mut stream = tar::decompress(input).map_err(|source| OciError::Stream {
+    let mut stream = compression::decompress(input).map_err(|source| OciError::Stream {
         layer: shown.clone(),
         what: "could not start decompressing".into(),
         source,

@@ -64,7 +64,7 @@ use cfs_format::tree::{mode, DirEntry, MAX_SYMLINK_LEN};
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
 use cfs_repo::store::{Inserted, ObjectStore, StoreError};
 use std::cell::Cell;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -89,23 +89,6 @@ pub struct LayerStats {
 const PARALLEL_MAX: u64 = 4 << 20;
 /// Bytes of such files in flight at once; past it, files are stored inline.
 const IN_FLIGHT_MAX: u64 = 64 << 20;
-
-/// The decompressed stream of a layer: gzip and zstd are recognised by their
-/// magic bytes (media types are not trusted: docker archives say nothing),
-/// anything else is read as a plain tar.
-pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>> {
-    let mut buf = BufReader::with_capacity(256 * 1024, reader);
-    let head = buf.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(buf)))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let dec = ruzstd::decoding::StreamingDecoder::new(buf)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        Ok(Box::new(dec))
-    } else {
-        Ok(Box::new(buf))
-    }
-}
 
 /// Limits how many bytes the tar crate may read until the budget is renewed
 /// (at every entry), which bounds what it buffers for extension headers
