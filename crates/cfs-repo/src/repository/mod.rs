@@ -228,12 +228,7 @@ impl Repository {
 
     /// Points the symlink `dir/name` at `target`, replacing it atomically
     /// (a temporary name, then rename), and syncs `dir`.
-    pub fn replace_link(
-        &self,
-        dir: &str,
-        name: &str,
-        target: &str,
-    ) -> Result<(), RepoError> {
+    pub fn replace_link(&self, dir: &str, name: &str, target: &str) -> Result<(), RepoError> {
         let fd = self.open_dir(dir)?;
         let dir_path = self.path.join(dir);
         let tmp = format!(".tmp-{}-{name}", std::process::id());
