@@ -22,7 +22,7 @@
 
 use crate::layout::{parse_json, sha256_hex, Manifest};
 use crate::limits::Limits;
-use crate::tar::{implicit_dir, is_bare_implicit};
+use crate::tar::{implicit_dir, implied_by_paths_below};
 use crate::OciError;
 use cfs_format::dumpfile::{self, ParseMode};
 use cfs_format::writer::{self, WriteOptions};
@@ -111,8 +111,9 @@ pub fn layer_digests(repo: &Repository) -> Result<Vec<String>, OciError> {
 /// Stores a layer tree as its record; the caller syncs and then links it.
 ///
 /// The record is the tree as a dumpfile without the directories the tar
-/// never described ([`crate::tar`]'s implicit ones, nothing but a marker):
-/// they come back from the paths below them when it is read. A dumpfile
+/// never described ([`crate::tar`]'s implicit ones, nothing but a marker)
+/// that hold something: they come back from the paths below them when it
+/// is read (an empty one keeps its line, or it would not come back). A dumpfile
 /// line holds its whole path, so printing every directory of a chain of
 /// implicit ones would cost the square of its depth; this way the record
 /// grows with what the tar holds. It is held to `max_record_bytes`.
@@ -121,7 +122,7 @@ pub fn store_layer(repo: &Repository, tree: &Tree, limits: &Limits) -> Result<Di
         bytes: Vec::new(),
         max: limits.max_record_bytes,
     };
-    dumpfile::print_omitting(tree, &mut text, &is_bare_implicit).map_err(|e| {
+    dumpfile::print_omitting(tree, &mut text, &implied_by_paths_below).map_err(|e| {
         OciError::Invalid {
             what: "layer tree".into(),
             reason: e.to_string(),

@@ -233,11 +233,15 @@ pub(crate) fn implicit_dir() -> Node {
     }
 }
 
-/// True for a directory exactly as [`implicit_dir`] makes it: nothing the
-/// tar said about it. The layer record leaves those out (they come back
-/// from their path), so a chain of them costs no line of its own.
-pub(crate) fn is_bare_implicit(node: &Node) -> bool {
-    node.xattrs.len() == 1
+/// True for a directory exactly as [`implicit_dir`] makes it (nothing the
+/// tar said about it) that holds something: the layer record leaves those
+/// out, as they come back from the paths below them, so a chain of them
+/// costs no line of its own. An empty one keeps its line: nothing below it
+/// would bring it back (an entry that adds nothing, such as the aufs
+/// `.wh..wh.plnk`, still makes its parents, as when a tar is extracted).
+pub(crate) fn implied_by_paths_below(node: &Node) -> bool {
+    !node.entries.is_empty()
+        && node.xattrs.len() == 1
         && node.xattr(MARKER_IMPLICIT) == Some(b"")
         && node.stat == implicit_dir().stat
         && node.payload.is_none()
