@@ -74,7 +74,7 @@ fn main() {
             Command::new(&cfs)
                 .arg("--repo")
                 .arg(&repo)
-                .args(["create-image", "--stats"])
+                .args(["create-image", "--stats", "--force"])
                 .arg(&tree)
                 .arg("bench"),
         )

@@ -5,14 +5,20 @@
 //! The rules (`--fuse=auto`):
 //! - **kernel** when the process has `CAP_SYS_ADMIN` in the *initial* user
 //!   namespace: erofs and overlayfs can't be mounted from any other;
+//! - **service** otherwise, when the mount service (`cfs mount-service`,
+//!   at `$CFS_MOUNT_SERVICE` or `/run/cfs/mount.sock`) answers: the same
+//!   kernel mount, made by root for this process; should the service refuse
+//!   or fail the mount, the decision carries the FUSE mode to fall back to;
 //! - **fuse+overlay** with `CAP_SYS_ADMIN` in a user namespace (`unshare
 //!   -Urm`, a rootless container), once a probe shows the kernel takes an
 //!   overlay with `userxattr` and a data-only lower layer there;
 //! - **standalone FUSE** otherwise, mounted by the setuid `fusermount3`.
 //!
-//! `--upperdir` needs an overlay: without the kernel mode it means
-//! fuse+overlay or an error. `--fuse=yes` skips the kernel mode,
-//! `--fuse=no` insists on it.
+//! `--upperdir` needs an overlay of one's own: without the kernel mode it
+//! means fuse+overlay or an error (service mounts are read-only).
+//! `--fuse=yes` skips the kernel and service modes; `--fuse=no` insists on a
+//! kernel mount: the kernel mode, or for a process without the privilege,
+//! the service, with no FUSE to fall back to.
 //!
 //! ## Which user namespace are we in
 //! Not by the text of `/proc/self/uid_map`: `0 0 4294967295` is what the
@@ -91,6 +97,9 @@ pub struct Facts {
     pub fusermount3: Option<PathBuf>,
     /// A writable mount (`--upperdir`) was asked for.
     pub upperdir: bool,
+    /// The mount service answered: `None` when not asked (the kernel mode
+    /// is possible, or not wanted), else the result, with why not.
+    pub service: Option<Result<(), String>>,
 }
 
 /// The chosen mode and why.
@@ -103,6 +112,9 @@ pub struct Decision {
     /// What the process may do, as probed for the decision: mounting
     /// depends on it too, so it is passed down rather than probed again.
     pub privilege: Privilege,
+    /// For the service mode under `--fuse=auto`: what to mount with when
+    /// the service refuses or fails the mount.
+    pub fallback: Option<Box<Decision>>,
 }
 
 /// No mode fits: what is missing and what to do about it.
@@ -121,9 +133,13 @@ pub fn decide(choice: FuseChoice, f: &Facts) -> Result<Decision, NoMode> {
             mode,
             why: why.to_string(),
             privilege,
+            fallback: None,
         })
     };
     let kernel_ok = privilege.initial_admin();
+    let service_ok = matches!(f.service, Some(Ok(()))) && !f.upperdir;
+    const SERVICE_WHY: &str = "no CAP_SYS_ADMIN in the initial user namespace, and the cfs mount \
+                               service answers: it makes the kernel mount (erofs + overlayfs) for us";
     if choice == FuseChoice::No {
         if kernel_ok {
             return ok(
@@ -131,14 +147,18 @@ pub fn decide(choice: FuseChoice, f: &Facts) -> Result<Decision, NoMode> {
                 "--fuse=no, and CAP_SYS_ADMIN in the initial user namespace allows the kernel mount",
             );
         }
+        if service_ok {
+            return ok(MountMode::Service, SERVICE_WHY);
+        }
         return Err(NoMode(format!(
-            "--fuse=no: the kernel mount needs CAP_SYS_ADMIN in the initial user namespace ({}); \
-             use --fuse=auto to mount with FUSE",
+            "--fuse=no: the kernel mount needs CAP_SYS_ADMIN in the initial user namespace ({}), \
+             or the cfs mount service ({}); use --fuse=auto to mount with FUSE",
             if f.cap_sys_admin {
                 "this process has it only in a user namespace"
             } else {
                 "this process lacks it"
-            }
+            },
+            service_state(f),
         )));
     }
     if choice == FuseChoice::Auto && kernel_ok {
@@ -147,6 +167,43 @@ pub fn decide(choice: FuseChoice, f: &Facts) -> Result<Decision, NoMode> {
             "CAP_SYS_ADMIN in the initial user namespace: erofs + overlayfs in the kernel",
         );
     }
+    let fuse = decide_fuse(choice, f, privilege);
+    if choice == FuseChoice::Auto && service_ok {
+        return Ok(Decision {
+            fallback: fuse.ok().map(Box::new),
+            ..ok(MountMode::Service, SERVICE_WHY)?
+        });
+    }
+    // Say why the service was not used, where it was asked.
+    fuse.map(|mut d| {
+        if f.service.is_some() {
+            d.why = format!("{}; {}", d.why, service_state(f));
+        }
+        d
+    })
+}
+
+/// The mount service's answer, for a reason.
+fn service_state(f: &Facts) -> String {
+    match &f.service {
+        Some(Ok(())) if f.upperdir => "the mount service makes read-only mounts only".into(),
+        Some(Ok(())) => "the mount service answers".into(),
+        Some(Err(why)) => why.clone(),
+        None => "the mount service was not asked".into(),
+    }
+}
+
+/// The FUSE part of the table: fuse+overlay or standalone, or why neither.
+fn decide_fuse(choice: FuseChoice, f: &Facts, privilege: Privilege) -> Result<Decision, NoMode> {
+    let kernel_ok = privilege.initial_admin();
+    let ok = |mode, why: &str| {
+        Ok(Decision {
+            mode,
+            why: why.to_string(),
+            privilege,
+            fallback: None,
+        })
+    };
     if !f.dev_fuse {
         return Err(NoMode(
             "/dev/fuse can't be opened for reading and writing: load the fuse module \
@@ -222,6 +279,9 @@ impl Facts {
         let want_overlay = cap_sys_admin
             && choice != FuseChoice::Standalone
             && !(choice != FuseChoice::Yes && initial_userns);
+        let want_service = !(cap_sys_admin && initial_userns)
+            && matches!(choice, FuseChoice::Auto | FuseChoice::No)
+            && !upperdir;
         Facts {
             cap_sys_admin,
             initial_userns,
@@ -233,6 +293,7 @@ impl Facts {
             .is_ok(),
             fusermount3: find_in_path("fusermount3"),
             upperdir,
+            service: want_service.then(crate::service::probe),
         }
     }
 }
@@ -241,8 +302,10 @@ impl Facts {
 /// initial user namespace's nsfs file.
 pub const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
 
-/// True when this process is in the initial user namespace (see the module doc).
-fn in_initial_userns() -> bool {
+/// True when this process is in the initial user namespace (see the module
+/// doc); also what picks the default repository (root of a user namespace is
+/// not the machine's root).
+pub fn in_initial_userns() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self/ns/user").is_ok_and(|m| m.ino() == PROC_USER_INIT_INO)
 }
@@ -306,6 +369,7 @@ mod tests {
         dev_fuse: true,
         fusermount3: None,
         upperdir: false,
+        service: None,
     };
 
     fn facts(cap: bool, init: bool, overlay: Option<bool>, fusermount: bool, upper: bool) -> Facts {
@@ -389,6 +453,92 @@ mod tests {
             let got = decide(choice, &f).map(|d| d.mode).ok();
             assert_eq!(got, want, "{choice:?} {f:?}");
         }
+    }
+
+    /// (choice, cap, initial ns, service answers, upperdir) -> mode, fallback
+    #[test]
+    fn the_service_comes_after_the_kernel_and_before_fuse() {
+        type Row = (
+            FuseChoice,
+            bool,
+            bool,
+            Option<bool>,
+            bool,
+            Option<(MountMode, Option<MountMode>)>,
+        );
+        let table: &[Row] = &[
+            // A plain user: the service, falling back to standalone FUSE.
+            (
+                Auto,
+                false,
+                true,
+                Some(true),
+                false,
+                Some((Service, Some(Fuse))),
+            ),
+            (Auto, false, true, Some(false), false, Some((Fuse, None))),
+            // Root of a user namespace: the service, else fuse+overlay.
+            (
+                Auto,
+                true,
+                false,
+                Some(true),
+                false,
+                Some((Service, Some(FuseOverlay))),
+            ),
+            (
+                Auto,
+                true,
+                false,
+                Some(false),
+                false,
+                Some((FuseOverlay, None)),
+            ),
+            // Writable mounts are never the service's.
+            (
+                Auto,
+                true,
+                false,
+                Some(true),
+                true,
+                Some((FuseOverlay, None)),
+            ),
+            // Root keeps its own kernel mount.
+            (Auto, true, true, Some(true), false, Some((Kernel, None))),
+            // --fuse=no: kernel, else the service with nothing to fall back to.
+            (No, false, true, Some(true), false, Some((Service, None))),
+            (No, false, true, Some(false), false, None),
+            (No, true, false, Some(true), false, Some((Service, None))),
+            // --fuse=yes and standalone never ask the service.
+            (Yes, false, true, Some(true), false, Some((Fuse, None))),
+            (
+                Standalone,
+                false,
+                true,
+                Some(true),
+                false,
+                Some((Fuse, None)),
+            ),
+        ];
+        for &(choice, cap, init, service, upper, want) in table {
+            let f = Facts {
+                service: service.map(|ok| if ok { Ok(()) } else { Err("no socket".into()) }),
+                ..facts(cap, init, Some(true), true, upper)
+            };
+            let got = decide(choice, &f)
+                .map(|d| (d.mode, d.fallback.map(|b| b.mode)))
+                .ok();
+            assert_eq!(got, want, "{choice:?} {f:?}");
+        }
+        // --explain says why the service was not used.
+        let f = Facts {
+            service: Some(Err("no mount service at /run/cfs/mount.sock".into())),
+            ..facts(false, true, None, true, false)
+        };
+        let d = decide(Auto, &f).unwrap();
+        assert!(d.why.contains("no mount service at"), "{}", d.why);
+        let e = decide(No, &f).unwrap_err();
+        assert!(e.0.contains("no mount service at"), "{e}");
     }
 
     #[test]

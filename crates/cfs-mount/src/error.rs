@@ -57,6 +57,23 @@ pub enum MountError {
         #[source]
         source: Option<io::Error>,
     },
+    /// Objects the image names are in none of the object directories.
+    #[error("{missing} of the {total} objects {} names are missing from {} (the first: {first}); \
+             store them (`cfs image-objects` lists what an image needs), or mount with \
+             --no-check-objects (opening their files then fails)",
+            .path.display(), display_dirs(.basedirs))]
+    MissingObjects {
+        /// The image.
+        path: PathBuf,
+        /// How many are missing.
+        missing: usize,
+        /// How many it names.
+        total: usize,
+        /// The first missing one (`ab/cdef…`).
+        first: String,
+        /// Where they were looked for.
+        basedirs: Vec<PathBuf>,
+    },
     /// `verity=require`, and the object store can't provide it.
     #[error("verity=require: the object store {} lacks fs-verity ({why}); \
              mount with verity off (--verity=off or --verity=try) to skip content checks", .store.display())]
@@ -67,7 +84,7 @@ pub enum MountError {
         why: String,
     },
     /// The erofs mount of the image failed.
-    #[error("could not mount {} as erofs (a corrupt image, or a feature this kernel lacks: dmesg has the kernel's reason)", .path.display())]
+    #[error("could not mount {} as erofs (a corrupt image, or a feature this kernel lacks)", .path.display())]
     Erofs {
         /// The image.
         path: PathBuf,
@@ -136,9 +153,18 @@ pub enum MountError {
         /// Its error.
         message: String,
     },
+    /// The mount service could not be asked, or refused, or failed.
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
     /// A mount mode that is declared but not built yet.
     #[error("the {0:?} mount mode is not implemented yet")]
     ModeNotImplemented(MountMode),
+}
+
+/// `A, B` for a list of directories.
+fn display_dirs(dirs: &[PathBuf]) -> String {
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    shown.join(", ")
 }
 
 /// Why `unmount` failed.
@@ -160,6 +186,9 @@ pub enum UnmountError {
     /// Another mount than the one meant is there now.
     #[error("the mount at {} is not this server's any more; left alone", .0.display())]
     NotOurs(PathBuf),
+    /// The mount service did not unmount it.
+    #[error(transparent)]
+    Service(crate::service::ServiceError),
     /// Any other failure.
     #[error("could not unmount {}", .path.display())]
     Io {

@@ -145,6 +145,37 @@ pub fn mount_id(fd: BorrowedFd<'_>) -> rustix::io::Result<MountId> {
     ids(fd).map(|i| i.id)
 }
 
+/// The identity of the mount `fd` is the root of: `EINVAL` when `fd` is
+/// not the root of a mount (a directory inside one, a file).
+pub fn mount_root_id(fd: BorrowedFd<'_>) -> rustix::io::Result<MountId> {
+    let ids = ids(fd)?;
+    if !ids.mount_root {
+        return Err(Errno::INVAL);
+    }
+    Ok(ids.id)
+}
+
+/// The identity of the mount on top of `name` in the directory `dir`
+/// (`name` not followed, nothing resolved beyond it): `EINVAL` when nothing
+/// is mounted there, `ELOOP` for a symlink.
+pub fn mount_id_at(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> rustix::io::Result<MountId> {
+    let fd = openat2(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let ids = ids(fd.as_fd())?;
+    if ids.symlink {
+        return Err(Errno::LOOP);
+    }
+    if !ids.mount_root {
+        return Err(Errno::INVAL);
+    }
+    Ok(ids.id)
+}
+
 /// Why a mount point could not be identified.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -246,6 +277,11 @@ impl OpenMountPoint {
     /// The resolved path (parent canonicalised, the last name as given).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The open mount root, the open parent directory and the name in it.
+    pub fn into_parts(self) -> (OwnedFd, OwnedFd, OsString) {
+        (self.root, self.parent, self.name)
     }
 
     /// The mount's row in `/proc/self/mountinfo`, found by id (the open fd

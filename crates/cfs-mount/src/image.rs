@@ -30,8 +30,9 @@ use crate::sys::{self, Measured};
 use cfs_format::fsverity::FsVerityHasher;
 use cfs_format::reader::{HeaderError, Headers, OpenOptions, HEADERS_LEN};
 use cfs_format::Digest;
-use rustix::fd::AsFd;
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, SealFlags, SeekFrom};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,81 @@ impl CheckedImage {
             has_acl,
             frozen,
         })
+    }
+}
+
+impl CheckedImage {
+    /// Checks that every object the image names ([`Image::backing_objects`])
+    /// is in one of `basedirs`: each is looked up beneath the directory's fd
+    /// (`openat2` `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, `O_PATH`), so
+    /// nothing outside it counts. Reads the image through the fd being
+    /// served, not by its path.
+    ///
+    /// [`Image::backing_objects`]: cfs_format::reader::Image::backing_objects
+    pub fn check_objects(&self, basedirs: &[PathBuf]) -> Result<(), MountError> {
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source: std::io::Error| MountError::Io { op, path, source }
+        };
+        let file = self.file.try_clone().map_err(io("reopen", &self.path))?;
+        let bytes = cfs_fuse::source::ImageBytes::open(file).map_err(io("read", &self.path))?;
+        let objects = cfs_format::reader::Image::open(bytes)
+            .and_then(|img| img.backing_objects())
+            .map_err(|e| MountError::BadImage {
+                path: self.path.clone(),
+                what: e.to_string(),
+            })?;
+        let dirs = basedirs
+            .iter()
+            .map(|d| {
+                rustix::fs::open(
+                    d,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| MountError::MissingBasedir {
+                    path: d.clone(),
+                    source: Some(e.into()),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // An object path `XX/REST` is one `statx` of REST in the `XX/`
+        // directory, opened once per directory beneath the object directory
+        // (no symlink followed on the way); any other path is opened whole.
+        let beneath = |dir: &OwnedFd, rel: &[u8], flags: OFlags| {
+            rustix::fs::openat2(
+                dir,
+                rel,
+                flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+            )
+        };
+        let mut subdirs: HashMap<(usize, [u8; 2]), Option<OwnedFd>> = HashMap::new();
+        let mut present = |rel: &[u8]| {
+            dirs.iter().enumerate().any(|(i, dir)| match rel {
+                [a, b, b'/', rest @ ..] if !rest.is_empty() && !rest.contains(&b'/') => {
+                    let sub = subdirs.entry((i, [*a, *b])).or_insert_with(|| {
+                        beneath(dir, &rel[..2], OFlags::PATH | OFlags::DIRECTORY).ok()
+                    });
+                    sub.as_ref().is_some_and(|sub| {
+                        rustix::fs::statat(sub, rest, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
+                    })
+                }
+                _ => beneath(dir, rel, OFlags::PATH).is_ok(),
+            })
+        };
+        let missing: Vec<&Vec<u8>> = objects.iter().filter(|o| !present(o)).collect();
+        match missing.first() {
+            None => Ok(()),
+            Some(first) => Err(MountError::MissingObjects {
+                path: self.path.clone(),
+                missing: missing.len(),
+                total: objects.len(),
+                first: String::from_utf8_lossy(first).into_owned(),
+                basedirs: basedirs.to_vec(),
+            }),
+        }
     }
 }
 

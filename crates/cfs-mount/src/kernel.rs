@@ -33,6 +33,7 @@ pub(crate) fn mount(
     target: &Path,
 ) -> Result<OwnedFd, MountError> {
     check_basedirs(cfg)?;
+    let userns = cfg.idmap.as_deref().map(open_userns).transpose()?;
     let (store_verity, why) = probe_store_verity(&cfg.basedirs[0], &image.file)?;
     let verity =
         options::overlay_verity(cfg.verity, store_verity).map_err(|_| MountError::NoVerity {
@@ -45,6 +46,13 @@ pub(crate) fn mount(
         _ => cfg.backing,
     };
     let erofs_mnt = mount_erofs(&image.file, &image.path, backing, image.has_acl)?;
+    if let Some(userns) = &userns {
+        // C idmaps the erofs layer (lcfs-mount.c): owners come from it.
+        sys::set_idmap(erofs_mnt.as_fd(), userns.as_fd()).map_err(|source| MountError::Erofs {
+            path: image.path.clone(),
+            source,
+        })?;
+    }
     let lower = sys::fd_path(erofs_mnt.as_fd());
     let overlay_err = |source| MountError::Overlay {
         path: image.path.clone(),
@@ -66,6 +74,20 @@ pub(crate) fn mount(
         source,
     })?;
     Ok(overlay)
+}
+
+/// Opens the user namespace an idmapped mount goes through.
+fn open_userns(path: &Path) -> Result<OwnedFd, MountError> {
+    rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| MountError::Io {
+        op: "open the user namespace for idmap",
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
 }
 
 /// Each object directory must exist and be a directory.
@@ -92,17 +114,16 @@ pub(crate) fn check_basedirs(cfg: &MountConfig) -> Result<(), MountError> {
 
 /// Whether the object store can back `verity=require`, and if not, why.
 /// One object stands for all (stores enable fs-verity on every object or on
-/// none); a store with no objects is judged by the image file's filesystem.
-fn probe_store_verity(store: &Path, image: &File) -> Result<(bool, String), MountError> {
+/// none); a store with no objects is judged by the image file's filesystem,
+/// and one whose object can't be opened is taken to have none.
+pub(crate) fn probe_store_verity(store: &Path, image: &File) -> Result<(bool, String), MountError> {
     let (what, measured) = match first_object(store) {
-        Some(obj) => {
-            let f = File::open(&obj).map_err(|source| MountError::Io {
-                op: "open object",
-                path: obj.clone(),
-                source,
-            })?;
-            (obj, sys::measure_verity(f.as_fd()))
-        }
+        Some(obj) => match File::open(&obj) {
+            Ok(f) => (obj, sys::measure_verity(f.as_fd())),
+            // Not this process's to read (a service client's store may
+            // not be): it can't vouch for fs-verity.
+            Err(e) => return Ok((false, format!("could not open {}: {e}", obj.display()))),
+        },
         None => (store.to_path_buf(), sys::measure_verity(image.as_fd())),
     };
     Ok(match measured {
@@ -145,7 +166,7 @@ fn first_object(store: &Path) -> Option<PathBuf> {
 }
 
 /// A detached, read-only erofs mount of the image.
-fn mount_erofs(
+pub(crate) fn mount_erofs(
     image: &File,
     path: &Path,
     backing: ErofsBacking,

@@ -1,7 +1,11 @@
-//! Mounting composefs images, in three modes ([`MountMode`]):
+//! Mounting composefs images, in four modes ([`MountMode`]):
 //! - **kernel**: erofs from the image file under overlayfs with the object
 //!   directories as data-only layers (`kernel`), for CAP_SYS_ADMIN in the
 //!   initial user namespace;
+//! - **service**: the same kernel mount, made for an unprivileged client by
+//!   the root daemon `cfs mount-service` from its own validated copy of the
+//!   image, in the client's mount namespace and with its credentials
+//!   ([`service`]);
 //! - **fuse+overlay**: the cfs FUSE server for metadata under an overlayfs
 //!   with `userxattr` that reads contents from the object directories itself,
 //!   for root in a user namespace (`fuse`);
@@ -18,7 +22,9 @@
 //! [`sys`] is the thin layer that tells it (and holds every `unsafe`),
 //! [`server`] runs the FUSE server (detached or in the foreground) and
 //! decides when it ends, `fusermount` is the one place `fusermount3` runs,
-//! [`identity`] finds a mount by its id rather than by a path,
+//! [`identity`] finds a mount by its id rather than by a path, [`service`]
+//! is both ends of the mount service (client, protocol, the daemon's
+//! mounting),
 //! [`unmount()`] undoes any mode, and [`mounts`] lists what cfs has mounted.
 
 pub mod detect;
@@ -31,6 +37,7 @@ mod kernel;
 pub mod mounts;
 pub mod options;
 pub mod server;
+pub mod service;
 pub mod sys;
 pub mod unmount;
 
@@ -57,15 +64,19 @@ pub enum MountMode {
     /// A standalone FUSE server for metadata and contents (rootless, no
     /// overlayfs), mounted by `fusermount3` without privilege.
     Fuse,
+    /// erofs + overlayfs in the kernel, made by the mount service (`cfs
+    /// mount-service`) for an unprivileged client.
+    Service,
 }
 
 impl MountMode {
-    /// The name users see (`kernel`, `fuse+overlay`, `fuse`).
+    /// The name users see (`kernel`, `fuse+overlay`, `fuse`, `service`).
     pub fn as_str(self) -> &'static str {
         match self {
             MountMode::Kernel => "kernel",
             MountMode::FuseOverlay => "fuse+overlay",
             MountMode::Fuse => "fuse",
+            MountMode::Service => "service",
         }
     }
 }
@@ -100,6 +111,7 @@ pub fn mount(cfg: &MountConfig, target: &Path, mode: MountMode) -> Result<Mounte
         mode,
         why: String::new(),
         privilege: Privilege::probe(),
+        fallback: None,
     };
     mount_with(cfg, target, &decision, Server::Detached(server))
 }
@@ -127,6 +139,15 @@ pub fn mount_with(
     })?;
     let cfg = prepare(cfg, mode)?;
     kernel::check_basedirs(&cfg)?;
+    if mode == MountMode::Service {
+        // The service reads, checks and mounts its own copy of the image.
+        let id = service::client::mount(&cfg, &target)?;
+        return Ok(Mounted {
+            mode,
+            mountpoint: target,
+            id: Some(id),
+        });
+    }
     let image = match &cfg.opened_image {
         Some(opened) => {
             let file = opened.file().try_clone().map_err(|source| MountError::Io {
@@ -138,6 +159,9 @@ pub fn mount_with(
         }
         None => CheckedImage::open(&cfg.image, cfg.expected_digest)?,
     };
+    if cfg.check_objects && !cfg.basedirs.is_empty() {
+        image.check_objects(&cfg.basedirs)?;
+    }
     let id = match mode {
         MountMode::Kernel => {
             let overlay = kernel::mount(&cfg, &image, &target)?;
@@ -165,6 +189,11 @@ fn prepare(cfg: &MountConfig, mode: MountMode) -> Result<MountConfig, MountError
     // files then answer EIO); the overlays need an object directory.
     if !(mode == MountMode::Fuse && cfg.basedirs.is_empty()) {
         cfg.validate().map_err(MountError::Config)?;
+    }
+    if cfg.idmap.is_some() && mode != MountMode::Kernel {
+        return Err(MountError::Config(format!(
+            "idmap needs the kernel mount (an idmapped erofs layer); the {mode} mode can't"
+        )));
     }
     let abs = |p: &Path| {
         std::path::absolute(p).map_err(|source| MountError::Io {

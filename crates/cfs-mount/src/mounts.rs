@@ -4,6 +4,8 @@
 //! - an overlay with source `composefs` is a composefs mount: **fuse+overlay**
 //!   when its superblock options hold `userxattr` (its FUSE lower is a
 //!   detached mount, in no table), else **kernel**;
+//! - an overlay with source `composefs-service` is a **service** mount, made
+//!   by `cfs mount-service` for a client;
 //! - a FUSE mount of type `fuse.cfs` is a **standalone FUSE** mount; so is
 //!   one of type `fuse` with source `cfs` (what older `cfs fuse-serve`
 //!   mounted as root, with fuser's own `mount(2)`, which drops the subtype).
@@ -13,7 +15,7 @@
 //! way for printing, so a mount point with a newline in its name can't
 //! forge a line of `cfs mounts`.
 
-use crate::options::OVERLAY_SOURCE;
+use crate::options::{OVERLAY_SOURCE, SERVICE_SOURCE};
 use crate::MountMode;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -46,6 +48,7 @@ impl MountInfo {
                     MountMode::Kernel
                 })
             }
+            "overlay" if source == SERVICE_SOURCE.as_bytes() => Some(MountMode::Service),
             "fuse.cfs" => Some(MountMode::Fuse),
             "fuse" if source == b"cfs" => Some(MountMode::Fuse),
             _ => None,
@@ -177,6 +180,10 @@ mod tests {
             (
                 "125 30 0:82 / /tmp/fuse-serve ro,noatime - fuse cfs ro,user_id=0,group_id=0,default_permissions,allow_other",
                 Some((MountMode::Fuse, "/tmp/fuse-serve")),
+            ),
+            (
+                "127 30 0:84 / /home/u/img ro,nosuid,nodev - overlay composefs-service ro,lowerdir+=/,datadir+=/home/u/r/objects,redirect_dir=on,metacopy=on,verity=off",
+                Some((MountMode::Service, "/home/u/img")),
             ),
             ("126 30 0:83 / /mnt/sshfs rw - fuse sshfs rw,user_id=0,group_id=0", None),
             ("123 30 0:80 / /var/lib/containers rw - overlay overlay rw,lowerdir=/a,upperdir=/b,workdir=/c", None),

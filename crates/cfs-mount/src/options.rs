@@ -134,6 +134,15 @@ pub struct MountConfig {
     /// The image, already open (beneath a repository's directory fd, say,
     /// so that no path is resolved again); `image` then only names it.
     pub opened_image: Option<OpenedImage>,
+    /// An idmapped mount (kernel mode): the user namespace (a
+    /// `/proc/PID/ns/user` path) whose mapping the image's owners go
+    /// through, as C's `mount.composefs -o idmap=PATH` (the erofs layer is
+    /// idmapped; contents come from the objects, whose owners don't show).
+    pub idmap: Option<PathBuf>,
+    /// Refuse to mount when objects the image names are in none of the
+    /// object directories (`cfs mount` does by default, `--no-check-objects`
+    /// skips it; `mount.composefs` doesn't, as C doesn't).
+    pub check_objects: bool,
     /// Standalone FUSE: what the server shows. `OverlayLower` mounts the
     /// metadata view an overlay with `userxattr` expects on its own (`cfs
     /// fuse-serve --mode overlay-lower`); fuse+overlay always uses it.
@@ -152,6 +161,8 @@ impl MountConfig {
             expected_digest: None,
             backing: ErofsBacking::Auto,
             tuning: Tuning::default(),
+            idmap: None,
+            check_objects: true,
             serve_mode: ServeMode::Standalone,
             opened_image: None,
         }
@@ -171,6 +182,11 @@ impl MountConfig {
 
 /// The `source` composefs overlays show in `/proc/self/mountinfo`, as C does.
 pub const OVERLAY_SOURCE: &str = "composefs";
+
+/// The `source` of an overlay the mount service made for a client, so that
+/// `cfs mounts` tells it from root's own kernel mounts and `cfs unmount`
+/// knows to ask the service.
+pub const SERVICE_SOURCE: &str = "composefs-service";
 
 /// The erofs context: `source` is the image (a path, `/proc/self/fd/N`, or a
 /// loop device), always read-only; `noacl` unless the image says it holds
@@ -202,6 +218,18 @@ pub fn overlay_params(lower: &OsStr, cfg: &MountConfig, verity: OverlayVerity) -
     p
 }
 
+/// The overlay context of a service mount, before its layers (which are
+/// given by fd): always read-only (no upper layer), data-only layers
+/// reached by `metacopy` and `redirect_dir`, `verity=` as the client asked.
+pub fn service_overlay_params(verity: OverlayVerity) -> Vec<Param> {
+    vec![
+        Param::s("source", SERVICE_SOURCE),
+        Param::s("metacopy", "on"),
+        Param::s("redirect_dir", "on"),
+        Param::s("verity", verity.as_str()),
+    ]
+}
+
 /// The options of `mount -t composefs … -o OPTS` (C `mount.composefs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ComposefsOptions {
@@ -217,6 +245,8 @@ pub struct ComposefsOptions {
     pub workdir: Option<PathBuf>,
     /// `ro` / `rw`; the last one wins.
     pub read_only: Option<bool>,
+    /// `idmap=PATH`: a user namespace for an idmapped mount.
+    pub idmap: Option<PathBuf>,
 }
 
 impl ComposefsOptions {
@@ -236,6 +266,8 @@ impl ComposefsOptions {
             read_only,
             verity: self.verity.unwrap_or(Verity::Off),
             expected_digest: self.digest,
+            idmap: self.idmap,
+            check_objects: false,
             ..MountConfig::new(PathBuf::new(), PathBuf::new())
         };
         cfg.validate()?;
@@ -321,9 +353,8 @@ pub fn parse_composefs_options(s: &str) -> Result<ComposefsOptions, String> {
             "workdir" => o.workdir = Some(need("workdir")?.into()),
             "ro" => o.read_only = Some(true),
             "rw" => o.read_only = Some(false),
-            "signed" | "idmap" => {
-                return Err(format!("Unsupported option {key} (not implemented)"))
-            }
+            "idmap" => o.idmap = Some(need("idmap")?.into()),
+            "signed" => return Err(format!("Unsupported option {key} (not implemented)")),
             k if is_ignored(k) => {}
             k => return Err(format!("Unsupported option {k}")),
         }
@@ -481,10 +512,16 @@ mod tests {
             .unwrap();
         assert!(ro.read_only);
         assert!(parse_composefs_options("basedir=/o,defaults,x-systemd.automount,rw").is_ok());
+        let idmapped = parse_composefs_options("basedir=/o,idmap=/proc/42/ns/user")
+            .unwrap()
+            .into_config("/i".into())
+            .unwrap();
+        assert_eq!(idmapped.idmap, Some(PathBuf::from("/proc/42/ns/user")));
 
         for (bad, why) in [
             ("verity,noverity", "Incompatible"),
             ("basedir", "No value specified for basedir"),
+            ("idmap", "No value specified for idmap"),
             ("digest=12", "Invalid digest"),
             ("frob=1", "Unsupported option frob"),
             ("signed", "Unsupported option signed"),

@@ -1,14 +1,21 @@
 //! The thin syscall layer, and every `unsafe` of the crate: filesystem
 //! contexts (`fsopen`/`fsconfig`/`fsmount`, see fsopen(2)), `move_mount(2)`,
-//! loop devices (loop(4)), `FS_IOC_MEASURE_VERITY` (fsverity(7)), and handing
-//! fds to a server across `exec` (sd_listen_fds(3)). Nothing here decides
-//! anything; the callers do, from what `options.rs` builds.
+//! loop devices (loop(4)), `FS_IOC_MEASURE_VERITY` (fsverity(7)), handing
+//! fds to a server across `exec` (sd_listen_fds(3)), and for the mount
+//! service: the peer of a socket (`SO_PEERPIDFD`, `SO_PEERGROUPS`, socket(7)),
+//! its namespaces (`PIDFD_GET_MNT_NAMESPACE`, `NS_GET_USERNS`,
+//! `NS_GET_MNTNS_ID`, ioctl_nsfs(2)), idmapped mounts (mount_setattr(2)),
+//! and a thread entering a mount namespace as another user (setns(2),
+//! capabilities(7)). Nothing here decides anything; the callers do, from
+//! what `options.rs` builds.
 //!
 //! **Invariant** of every `unsafe` block here: a raw fd number is used only
 //! while an [`OwnedFd`] of this process owns it (or, across `exec`, while the
-//! `LISTEN_FDS` contract says the parent opened it for us), and every ioctl
-//! argument is a `repr(C)` value laid out as the uapi struct, living across
-//! the call.
+//! `LISTEN_FDS` contract says the parent opened it for us; or once the kernel
+//! returned it as new from an ioctl or `getsockopt`, when it becomes owned at
+//! once), and every ioctl, `getsockopt` or `mount_setattr` argument is a
+//! `repr(C)` value or buffer laid out as the uapi expects, living across the
+//! call.
 
 use crate::options::Param;
 use cfs_format::Digest;
@@ -26,7 +33,9 @@ pub struct KernelError {
     pub errno: Errno,
     /// The step (`fsconfig erofs source=…`, `fsmount overlay`, …).
     pub step: String,
-    /// Messages the filesystem context logged (`e erofs: …`), oldest first.
+    /// Messages the filesystem context logged (`e overlay: …`), then those
+    /// the filesystem wrote to the kernel log (`overlayfs: …`) during the
+    /// attempt, oldest first.
     pub log: Vec<String>,
 }
 
@@ -43,9 +52,26 @@ impl std::fmt::Display for KernelError {
 impl std::error::Error for KernelError {}
 
 /// A filesystem context being configured (`fsopen`), closed on drop.
+///
+/// Why a step failed is told two ways: messages the filesystem logs on the
+/// context (`invalfc()`, mostly about parameters), read from the context's
+/// fd; and what it writes to the kernel log while creating the superblock
+/// (`pr_err()` in overlayfs' and erofs' `fill_super`: "workdir and upperdir
+/// must reside under the same mount"), read from `/dev/kmsg` where this
+/// process may (root): positioned at its end when the context is opened,
+/// only this filesystem's records written since are kept.
 pub struct FsContext {
     fd: OwnedFd,
     fstype: &'static str,
+    kmsg: Option<OwnedFd>,
+}
+
+/// The kernel log's prefix for a filesystem's `pr_*` messages.
+fn kmsg_prefix(fstype: &str) -> &str {
+    match fstype {
+        "overlay" => "overlayfs",
+        other => other,
+    }
 }
 
 impl FsContext {
@@ -56,10 +82,18 @@ impl FsContext {
             step: format!("fsopen {fstype}"),
             log: Vec::new(),
         })?;
-        Ok(FsContext { fd, fstype })
+        let kmsg = rustix::fs::open(
+            "/dev/kmsg",
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .filter(|k| rustix::fs::seek(k, rustix::fs::SeekFrom::End(0)).is_ok());
+        Ok(FsContext { fd, fstype, kmsg })
     }
 
-    /// Reads (and so clears) the messages the kernel logged on this context.
+    /// Reads (and so clears) the messages the kernel logged on this context,
+    /// then this filesystem's kernel log records since the context was opened.
     fn drain_log(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut buf = [0u8; 1024];
@@ -68,6 +102,26 @@ impl FsContext {
                 break;
             }
             out.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+        }
+        if let Some(kmsg) = &self.kmsg {
+            let mut record = [0u8; 2048];
+            let prefix = kmsg_prefix(self.fstype);
+            // One record per read; EAGAIN at the end, EPIPE for records
+            // overwritten meanwhile (skipped). Bounded for a busy log.
+            for _ in 0..256 {
+                match rustix::io::read(kmsg, &mut record) {
+                    Ok(0) | Err(Errno::AGAIN) => break,
+                    Ok(n) => {
+                        if let Some(text) = kmsg_text(&record[..n]) {
+                            if text.starts_with(prefix) {
+                                out.push(text);
+                            }
+                        }
+                    }
+                    Err(Errno::PIPE | Errno::INTR) => {}
+                    Err(_) => break,
+                }
+            }
         }
         out
     }
@@ -90,12 +144,27 @@ impl FsContext {
         }
     }
 
+    /// `FSCONFIG_SET_FD key=fd` (overlayfs layers, Linux 6.13+): the layer
+    /// is the open directory itself, no path is resolved.
+    pub fn set_fd(&self, key: &'static str, fd: BorrowedFd<'_>) -> Result<(), KernelError> {
+        m::fsconfig_set_fd(&self.fd, key, fd)
+            .map_err(|e| self.fail(e, format!("fsconfig {key}=<fd> on")))
+    }
+
     /// `FSCONFIG_CMD_CREATE` then `fsmount`: a detached mount, held by the fd.
     pub fn create_and_mount(&self, attrs: MountAttrFlags) -> Result<OwnedFd, KernelError> {
         m::fsconfig_create(&self.fd).map_err(|e| self.fail(e, "create".into()))?;
         m::fsmount(&self.fd, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
             .map_err(|e| self.fail(e, "fsmount".into()))
     }
+}
+
+/// The message of one `/dev/kmsg` record (`PRI,SEQ,USEC,FLAGS;MESSAGE\n`
+/// plus continuation lines), see Documentation/ABI/testing/dev-kmsg.
+fn kmsg_text(record: &[u8]) -> Option<String> {
+    let start = record.iter().position(|&b| b == b';')? + 1;
+    let line = record[start..].split(|&b| b == b'\n').next()?;
+    Some(String::from_utf8_lossy(line).trim_end().to_string())
 }
 
 /// The path through which a process reaches what `fd` refers to, also for a
@@ -117,6 +186,23 @@ pub fn attach(mnt: BorrowedFd<'_>, target: &Path) -> Result<(), KernelError> {
     .map_err(|errno| KernelError {
         errno,
         step: format!("move_mount to {}", target.display()),
+        log: Vec::new(),
+    })
+}
+
+/// Attaches the detached mount `mnt` on the directory `target` is open on
+/// (`move_mount(2)` with both paths empty): no path is looked up.
+pub fn attach_to_fd(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<(), KernelError> {
+    m::move_mount(
+        mnt,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|errno| KernelError {
+        errno,
+        step: "move_mount onto the mount point".into(),
         log: Vec::new(),
     })
 }
@@ -318,6 +404,46 @@ pub fn hand_over_at_exec(
     Ok(high)
 }
 
+/// The fds systemd passed by socket activation (sd_listen_fds(3)), with
+/// their names (`LISTEN_FDNAMES`, or `unknown`): `None` when there are none
+/// for this process (`LISTEN_PID` must be this process, as systemd sets
+/// it). The variables are removed, so this succeeds once per process.
+#[allow(unsafe_code)]
+pub fn take_socket_activation() -> Result<Option<Vec<(String, OwnedFd)>>, String> {
+    use std::os::fd::FromRawFd;
+    let (Ok(pid), Ok(count)) = (std::env::var("LISTEN_PID"), std::env::var("LISTEN_FDS")) else {
+        return Ok(None);
+    };
+    if pid != std::process::id().to_string() {
+        return Ok(None);
+    }
+    let count: i32 = count
+        .parse()
+        .ok()
+        .filter(|n| (1..=64).contains(n))
+        .ok_or_else(|| format!("LISTEN_FDS={count} is not a number of fds"))?;
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    for k in ["LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"] {
+        std::env::remove_var(k);
+    }
+    let mut names = names.split(':');
+    let mut out = Vec::new();
+    for fd in LISTEN_FDS_START..LISTEN_FDS_START + count {
+        // SAFETY: only borrowed for this one fcntl, which fails harmlessly
+        // (EBADF) on a closed fd.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)
+            .map_err(|e| format!("socket-activation fd {fd}: {e}"))?;
+        // SAFETY: LISTEN_PID names this process and LISTEN_FDS these fds,
+        // which systemd opened for it (and fcntl just proved open); the
+        // variables are gone, so nothing else takes ownership of them.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = names.next().filter(|n| !n.is_empty()).unwrap_or("unknown");
+        out.push((name.to_string(), owned));
+    }
+    Ok(Some(out))
+}
+
 /// Takes the fds a parent handed over with [`hand_over_at_exec`], checking
 /// that `LISTEN_FDNAMES` is exactly `names`: one [`OwnedFd`] per name, in
 /// order. The variables are removed, so this succeeds once per process.
@@ -354,4 +480,249 @@ pub fn take_handed_over(names: &[&str]) -> Result<Vec<OwnedFd>, String> {
     // and fcntl just proved each open; nothing else in this process refers
     // to them, so owning them closes each exactly once.
     Ok(fds.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect())
+}
+
+// ---- The mount service: who the peer is, its namespaces, acting there. ----
+
+/// An ioctl that takes no argument and returns a new fd (`PIDFD_GET_*`,
+/// `NS_GET_USERNS`).
+struct ReturnsFd<const OPCODE: rustix::ioctl::Opcode>;
+
+// SAFETY: these ioctls take no argument (as_ptr's null is never read) and
+// return a new file descriptor as the syscall's result, which
+// `output_from_ptr` hands back as that int.
+#[allow(unsafe_code)]
+unsafe impl<const OPCODE: rustix::ioctl::Opcode> rustix::ioctl::Ioctl for ReturnsFd<OPCODE> {
+    type Output = rustix::ioctl::IoctlOutput;
+    const IS_MUTATING: bool = false;
+    fn opcode(&self) -> rustix::ioctl::Opcode {
+        OPCODE
+    }
+    fn as_ptr(&mut self) -> *mut core::ffi::c_void {
+        core::ptr::null_mut()
+    }
+    unsafe fn output_from_ptr(
+        out: rustix::ioctl::IoctlOutput,
+        _: *mut core::ffi::c_void,
+    ) -> rustix::io::Result<Self::Output> {
+        Ok(out)
+    }
+}
+
+/// `PIDFD_GET_MNT_NAMESPACE` (`_IO(0xFF, 3)`, Linux 6.11, `linux/pidfd.h`).
+const PIDFD_GET_MNT_NAMESPACE: rustix::ioctl::Opcode = 0xFF03;
+/// `NS_GET_USERNS` (`_IO(0xb7, 0x1)`, `linux/nsfs.h`): the owning user namespace.
+const NS_GET_USERNS: rustix::ioctl::Opcode = 0xb701;
+/// `NS_GET_MNTNS_ID` (`_IOR(0xb7, 0x5, __u64)`, Linux 6.8).
+const NS_GET_MNTNS_ID: rustix::ioctl::Opcode = 0x8008_b705;
+
+#[allow(unsafe_code)]
+fn ioctl_fd<const OPCODE: rustix::ioctl::Opcode>(
+    fd: BorrowedFd<'_>,
+) -> rustix::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: ReturnsFd matches these ioctls' contract (see its impl).
+    let raw = unsafe { rustix::ioctl::ioctl(fd, ReturnsFd::<OPCODE>) }?;
+    // SAFETY: on success the kernel returned a new fd, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The mount namespace of the process `pidfd` refers to, as an nsfs fd.
+pub fn pidfd_mount_namespace(pidfd: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
+    ioctl_fd::<PIDFD_GET_MNT_NAMESPACE>(pidfd)
+}
+
+/// The user namespace owning the namespace `ns` (an nsfs fd).
+pub fn namespace_owner(ns: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
+    ioctl_fd::<NS_GET_USERNS>(ns)
+}
+
+/// The 64-bit id of the mount namespace `ns` (what `statmount` and
+/// `/proc/PID/mountinfo`-less tools name it by).
+#[allow(unsafe_code)]
+pub fn mount_namespace_id(ns: BorrowedFd<'_>) -> rustix::io::Result<u64> {
+    // SAFETY: NS_GET_MNTNS_ID writes one u64 through the pointer Getter
+    // passes, to a value Getter owns for the call.
+    unsafe { rustix::ioctl::ioctl(ns, rustix::ioctl::Getter::<NS_GET_MNTNS_ID, u64>::new()) }
+}
+
+/// Reads an `int`-sized or array socket option into `buf`; the length written.
+#[allow(unsafe_code)]
+fn getsockopt_raw(sock: BorrowedFd<'_>, opt: i32, buf: &mut [u8]) -> rustix::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` is writable for `len` bytes and outlives the call; the
+    // kernel writes at most `len` bytes and stores the length it wrote.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO));
+    }
+    Ok(len as usize)
+}
+
+/// `SO_PEERPIDFD` (Linux 6.5): a pidfd of the process that connected.
+#[allow(unsafe_code)]
+pub fn peer_pidfd(sock: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut buf = [0u8; 4];
+    let n = getsockopt_raw(sock, linux_raw_sys::net::SO_PEERPIDFD as i32, &mut buf)?;
+    let fd = i32::from_ne_bytes(buf);
+    if n != 4 || fd < 0 {
+        return Err(Errno::INVAL);
+    }
+    // SAFETY: SO_PEERPIDFD installs a new fd in this process and returns
+    // its number: nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `SO_PEERGROUPS`: the supplementary groups the peer had when it connected.
+pub fn peer_groups(sock: BorrowedFd<'_>) -> rustix::io::Result<Vec<u32>> {
+    // NGROUPS_MAX is 65536; most processes have a handful.
+    let mut buf = vec![0u8; 4 * 64];
+    loop {
+        match getsockopt_raw(sock, linux_raw_sys::net::SO_PEERGROUPS as i32, &mut buf) {
+            Ok(n) => {
+                return Ok(buf[..n]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect())
+            }
+            Err(Errno::RANGE) if buf.len() < 4 * 65536 => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `struct mount_attr` (`linux/mount.h`).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Makes the detached mount `mnt` idmapped through the user namespace
+/// `userns` (`mount_setattr(2)`, `MOUNT_ATTR_IDMAP`): a file whose owner is
+/// `N` on disk appears owned by whoever `N` is in that namespace.
+#[allow(unsafe_code)]
+pub fn set_idmap(mnt: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), KernelError> {
+    use std::os::fd::AsRawFd;
+    let attr = MountAttr {
+        attr_set: u64::from(linux_raw_sys::general::MOUNT_ATTR_IDMAP),
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr reads `size` bytes of `attr`, a repr(C) copy of
+    // `struct mount_attr` living across the call; the path is a valid empty
+    // C string and `mnt` an open fd (AT_EMPTY_PATH acts on it).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        let errno = Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO);
+        return Err(KernelError {
+            errno,
+            step: "mount_setattr MOUNT_ATTR_IDMAP".into(),
+            log: Vec::new(),
+        });
+    }
+    Ok(())
+}
+
+/// Gives the calling thread its own filesystem context (root, cwd) and
+/// moves it into the mount namespace `ns`: `setns(CLONE_NEWNS)` refuses a
+/// thread whose `fs_struct` is shared with its siblings, which
+/// `unshare(CLONE_FS)` ends. Only this thread changes; call it on a thread
+/// that ends once done there.
+#[allow(unsafe_code)]
+pub fn enter_mount_namespace(ns: BorrowedFd<'_>) -> rustix::io::Result<()> {
+    use rustix::thread::{LinkNameSpaceType, UnshareFlags};
+    // SAFETY: unshare_unsafe's hazard is CLONE_FILES (fds of one table seen
+    // from another); CLONE_FS unshares only root, cwd and umask.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS) }?;
+    rustix::thread::move_into_link_name_space(ns, Some(LinkNameSpaceType::Mount))
+}
+
+/// Makes the calling thread (only it: raw per-thread syscalls, not libc's
+/// process-wide wrappers) the user `uid`:`gid` with `groups`, keeping
+/// `CAP_SYS_ADMIN` alone, effective and permitted: enough to create and
+/// attach a mount, nothing to bypass file permissions (no `CAP_DAC_*`,
+/// `CAP_FOWNER`, `CAP_SETUID`). Irreversible for the thread.
+pub fn become_user_with_sys_admin(uid: u32, gid: u32, groups: &[u32]) -> rustix::io::Result<()> {
+    use rustix::process::{Gid, Uid};
+    use rustix::thread::{self as t, CapabilitySet, CapabilitySets};
+    t::set_keep_capabilities(true)?;
+    let groups: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    t::set_thread_groups(&groups)?;
+    let (g, u) = (Gid::from_raw(gid), Uid::from_raw(uid));
+    t::set_thread_res_gid(g, g, g)?;
+    t::set_thread_res_uid(u, u, u)?;
+    let keep = CapabilitySet::SYS_ADMIN;
+    t::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: keep,
+            permitted: keep,
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
+    t::set_keep_capabilities(false)?;
+    let now = t::capabilities(None)?;
+    if now.effective != keep || now.permitted != keep {
+        return Err(Errno::PERM);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmsg_records_and_prefixes() {
+        assert_eq!(
+            kmsg_text(
+                b"3,1234,5678,-;overlayfs: workdir and upperdir must reside under the same mount\n"
+            )
+            .as_deref(),
+            Some("overlayfs: workdir and upperdir must reside under the same mount")
+        );
+        assert_eq!(
+            kmsg_text(
+                b"6,1,2,-;erofs (device loop0): cannot find valid superblock\n SUBSYSTEM=block\n"
+            )
+            .as_deref(),
+            Some("erofs (device loop0): cannot find valid superblock")
+        );
+        assert_eq!(kmsg_text(b"garbage"), None);
+        assert_eq!(kmsg_prefix("overlay"), "overlayfs");
+        assert_eq!(kmsg_prefix("erofs"), "erofs");
+    }
+
+    /// The filesystem context's own log reaches the error (root: fsopen).
+    #[test]
+    fn a_refused_parameter_carries_the_kernels_reason() {
+        let Ok(ctx) = FsContext::open("overlay") else {
+            return; // no fsopen here (not root): nothing to check
+        };
+        let e = ctx.set(&Param::Str("frob", "1".into())).unwrap_err();
+        assert!(e.to_string().contains("Unknown parameter 'frob'"), "{e}");
+    }
 }

@@ -8,6 +8,9 @@
 //!   with the erofs mount); the FUSE server then sees its session end.
 //! - **standalone FUSE**: `umount2(2)`, or where that is refused for lack of
 //!   privilege (EPERM), the setuid `fusermount3 -u`, as libfuse does.
+//! - **service**: `umount2(2)` for whoever may (root; root of the user
+//!   namespace owning the mount's namespace); a plain user asks the mount
+//!   service, which unmounts only a mount it made for that user.
 //!
 //! None of this talks to the server, so a dead one doesn't get in the way.
 
@@ -32,6 +35,9 @@ pub fn unmount(target: &Path, lazy: bool) -> Result<(), UnmountError> {
     let Some(mode) = info.cfs_mode() else {
         return Err(UnmountError::NotCfs(mp.path().to_path_buf()));
     };
+    if mode == MountMode::Service && !crate::Privilege::probe().cap_sys_admin {
+        return crate::service::client::unmount(mp, lazy);
+    }
     unmount_open(mp, mode, lazy)
 }
 

@@ -263,7 +263,7 @@ pub fn remove_tag(repo: &Repository, tag: &str) -> Result<(), OciError> {
     repo.remove_file(&Path::new(REFS).join(tag))?;
     repo.sync_dir(REFS)?;
     match repo.remove(&image_name(tag)) {
-        Ok(_) | Err(cfs_repo::RepoError::UnknownImage(_)) => Ok(()),
+        Ok(_) | Err(cfs_repo::RepoError::UnknownImage { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -49,6 +49,7 @@
 //! directory and its whiteout leave an opaque directory.
 
 mod content;
+mod first_block;
 mod numeric;
 mod pax;
 pub mod sparse;
@@ -143,6 +144,9 @@ pub fn read_layer(
     image: &ImageCharge,
 ) -> Result<(Tree, LayerStats), OciError> {
     let limits = image.limits();
+    let first = first_block::read(input, layer)?;
+    let mut input = io::Cursor::new(first).chain(input);
+    let input: &mut dyn Read = &mut input;
     let budget = Rc::new(Cell::new(limits.max_extension + 1024));
     let mut archive = ::tar::Archive::new(Guard {
         inner: input,

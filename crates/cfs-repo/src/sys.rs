@@ -1,6 +1,7 @@
 //! The one system call rustix does not wrap, and the crate's only `unsafe`:
 //! `statmount(2)` (Linux 6.8; the mount namespace field of its request
-//! since 6.11), used to tell whether a mount recorded by a pin still exists.
+//! since 6.11), used to tell whether a mount recorded by a pin still exists,
+//! and which mount namespace and file system an open file is on.
 //! <https://man7.org/linux/man-pages/man2/statmount.2.html>
 //!
 //! Mounts are named by their unique 64-bit id (`statx` `STATX_MNT_ID_UNIQUE`,
@@ -20,8 +21,10 @@ const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 const MNT_ID_REQ_SIZE_VER1: u32 = 32;
 /// `STATMOUNT_MNT_NS_ID`: the mount namespace's id.
 const STATMOUNT_MNT_NS_ID: u64 = 0x40;
-/// `STATMOUNT_MNT_BASIC | STATMOUNT_MNT_NS_ID`: the mount's ids, no strings.
-const STATMOUNT_MASK: u64 = 0x2 | STATMOUNT_MNT_NS_ID;
+/// `STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_MNT_NS_ID`: the
+/// superblock's magic and the mount's ids, no strings. Nothing here asks
+/// the file system itself: a stalled FUSE server can't block it.
+const STATMOUNT_MASK: u64 = 0x1 | 0x2 | STATMOUNT_MNT_NS_ID;
 
 /// `struct mnt_id_req` (`include/uapi/linux/mount.h`), version 1.
 #[repr(C)]
@@ -113,6 +116,40 @@ pub fn mount_at(path: &std::path::Path) -> rustix::io::Result<MountId> {
     mount_of(&fd)
 }
 
+/// A mount seen from a given mount namespace ([`mount_in`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountFacts {
+    /// The mount's ids.
+    pub id: MountId,
+    /// Its file system's magic number (`statfs(2)`'s `f_type`), as the
+    /// superblock records it.
+    pub sb_magic: u64,
+}
+
+/// The mount the open file `fd` is on, looked up in the mount namespace
+/// `mnt_ns_id`: `ENOENT` when it is not in that namespace (another
+/// namespace, a detached mount, a kernel-internal one such as a memfd's).
+/// Asks the file system nothing (`AT_STATX_DONT_SYNC`, `statmount`).
+pub fn mount_in(fd: impl AsFd, mnt_ns_id: u64) -> rustix::io::Result<MountFacts> {
+    let st = rustix::fs::statx(
+        fd,
+        c"",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
+    )?;
+    if st.stx_mask & STATX_MNT_ID_UNIQUE == 0 {
+        return Err(Errno::NOSYS);
+    }
+    let sm = statmount(st.stx_mnt_id, mnt_ns_id)?;
+    Ok(MountFacts {
+        id: MountId {
+            mnt_id: st.stx_mnt_id,
+            mnt_ns_id: sm.mnt_ns_id,
+        },
+        sb_magic: sm.sb_magic,
+    })
+}
+
 /// Whether the mount `id` still exists: `Ok(false)` when the kernel says
 /// there is no such mount or namespace (`ENOENT`); an error when it can't
 /// tell (`EPERM` for a namespace this process may not look into, `ENOSYS`
@@ -125,7 +162,8 @@ pub fn mount_exists(id: MountId) -> rustix::io::Result<bool> {
     }
 }
 
-/// `statmount(mnt_id, mnt_ns_id)` for the mount's basic ids and namespace;
+/// `statmount(mnt_id, mnt_ns_id)` for the mount's basic ids, namespace and
+/// superblock magic;
 /// `mnt_ns_id` 0 means this process's namespace.
 fn statmount(mnt_id: u64, mnt_ns_id: u64) -> rustix::io::Result<Statmount> {
     let req = MntIdReq {
@@ -199,5 +237,14 @@ mod tests {
             ..id
         };
         assert_eq!(mount_exists(no_ns), Ok(false));
+        // The same mount through `mount_in`, with its file system's magic.
+        let facts = mount_in(&root, id.mnt_ns_id).unwrap();
+        assert_eq!(facts.id, id);
+        let statfs = rustix::fs::fstatfs(&root).unwrap();
+        assert_eq!(facts.sb_magic, statfs.f_type as u64);
+        assert_eq!(mount_in(&root, no_ns.mnt_ns_id), Err(Errno::NOENT));
+        // A memfd lives on a kernel-internal mount, in no namespace.
+        let memfd = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        assert_eq!(mount_in(&memfd, id.mnt_ns_id), Err(Errno::NOENT));
     }
 }

@@ -16,7 +16,8 @@
 //! - [`dir`](DirEntryRef): directory iteration, resumable `readdir`, binary-search `lookup`;
 //! - [`xattr`](XattrRef): shared and inline xattrs, the name filter, `get_xattr`;
 //! - `data`: file content, symlink targets, the overlay redirect and digest;
-//! - `tree`: [`Image::to_tree`], the whole image as C composefs reads it back.
+//! - `tree`: [`Image::to_tree`], the whole image as C composefs reads it back;
+//! - `objects`: [`Image::backing_objects`], the objects an image names.
 //!
 //! Layout rules follow the kernel's `fs/erofs` (`erofs_fs.h`, `inode.c`,
 //! `data.c`, `dir.c`, `namei.c`, `xattr.c`); where the kernel refuses an image
@@ -27,6 +28,7 @@ mod dir;
 mod header;
 mod image;
 mod inode;
+mod objects;
 mod source;
 mod tree;
 mod xattr;

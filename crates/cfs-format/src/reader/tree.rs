@@ -95,6 +95,10 @@ impl Budget {
     }
 }
 
+/// For each node with more than one name, the directory and the name the
+/// writer placed it at.
+type FirstNames = HashMap<NodeId, (NodeId, Vec<u8>)>;
+
 /// A directory being filled: its node, its raw entries, and the next one to visit.
 struct Frame<'a> {
     node: NodeId,
@@ -205,6 +209,107 @@ impl<T: ImageSource> Image<T> {
             }
         }
         Ok(tree)
+    }
+
+    /// [`Image::to_tree_with`], with each hard-linked inode's first name
+    /// (the entry not marked `hardlink`) the one the writer placed it at,
+    /// so that writing the tree again gives these very bytes when a writer
+    /// made them. `to_tree` takes the first name met depth-first, as C's
+    /// `composefs-info dump` does; the writer places an inode breadth-first
+    /// at its first name, and that name is whatever its source said (a
+    /// directory scan's breadth-first one, a dumpfile's first line). Inodes
+    /// are written in breadth-first order at increasing nids, so the name at
+    /// which the breadth-first walk reaches the inode's place in nid order is
+    /// the one. Where no name fits (not a writer's image), the tree is left
+    /// as `to_tree_with` read it.
+    pub fn to_tree_as_written(&self, limits: TreeLimits) -> Result<Tree, ReadError> {
+        let mut tree = self.to_tree_with(limits)?;
+        if let Some(primaries) = self.placed_names(&tree)? {
+            for dir in 0..tree.len() {
+                let dir = NodeId(dir as u32);
+                for i in 0..tree.node(dir).entries.len() {
+                    let e = &tree.node(dir).entries[i];
+                    if let Some(&(pdir, ref pname)) = primaries.get(&e.node) {
+                        let hardlink = !(pdir == dir && *pname == e.name);
+                        tree.node_mut(dir).entries[i].hardlink = hardlink;
+                    }
+                }
+            }
+        }
+        Ok(tree)
+    }
+
+    /// For each node with more than one name: the directory and name at
+    /// which the writer placed it (see [`Image::to_tree_as_written`]);
+    /// `None` when the image's inode order fits no breadth-first placement.
+    fn placed_names(&self, tree: &Tree) -> Result<Option<FirstNames>, ReadError> {
+        // Every inode some entry reaches, in nid order: its breadth-first index.
+        let mut nids: Vec<Nid> = vec![self.root_nid()];
+        let mut seen: HashSet<Nid> = HashSet::from([self.root_nid()]);
+        let mut dirs = vec![self.root_nid()];
+        let mut multi = false;
+        while let Some(dir) = dirs.pop() {
+            for entry in self.readdir(dir, 0)? {
+                let entry = entry?;
+                if entry.is_dot_or_dotdot() {
+                    continue;
+                }
+                if !seen.insert(entry.nid) {
+                    multi = true;
+                    continue;
+                }
+                nids.push(entry.nid);
+                if self.inode(entry.nid)?.is_dir() {
+                    dirs.push(entry.nid);
+                }
+            }
+        }
+        if !multi {
+            return Ok(Some(HashMap::new()));
+        }
+        nids.sort();
+        let index: HashMap<Nid, usize> = nids.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let mut placed: HashSet<Nid> = HashSet::from([self.root_nid()]);
+        let mut next = 1;
+        let mut out = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([(self.root_nid(), Some(tree.root()))]);
+        while let Some((dir, node)) = queue.pop_front() {
+            for entry in self.readdir(dir, 0)? {
+                let entry = entry?;
+                if entry.is_dot_or_dotdot() || placed.contains(&entry.nid) {
+                    continue;
+                }
+                match index[&entry.nid].cmp(&next) {
+                    // Placed further on, under another name.
+                    std::cmp::Ordering::Greater => continue,
+                    std::cmp::Ordering::Less => return Ok(None),
+                    std::cmp::Ordering::Equal => {}
+                }
+                placed.insert(entry.nid);
+                next += 1;
+                let child = node
+                    .and_then(|n| tree.node(n).entry(entry.name))
+                    .map(|e| e.node);
+                if let (Some(dir_node), Some(child)) = (node, child) {
+                    out.insert(child, (dir_node, entry.name.to_vec()));
+                }
+                if self.inode(entry.nid)?.is_dir() {
+                    queue.push_back((entry.nid, child));
+                }
+            }
+        }
+        if next != nids.len() {
+            return Ok(None);
+        }
+        // Only nodes with more than one name need a say.
+        let mut names: HashMap<NodeId, usize> = HashMap::new();
+        for (_, n) in tree.nodes() {
+            for e in &n.entries {
+                *names.entry(e.node).or_default() += 1;
+            }
+        }
+        out.retain(|node, _| names.get(node).copied().unwrap_or(0) > 1);
+        Ok(Some(out))
     }
 
     /// The raw entries of a directory about to be visited.
@@ -345,4 +450,49 @@ fn sorted_entries(dir: Nid, mut entries: Vec<DirEntry>) -> Result<Vec<DirEntry>,
         }
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dumpfile::{parse, ParseMode};
+    use crate::writer::{write_image, WriteOptions};
+
+    /// Regression: a directory scan names a hard-linked file first by its
+    /// breadth-first name (`/ext1`), the reader by its depth-first one
+    /// (`/dir/hardlink`), and the writer places the inode at its first
+    /// name: the image read back wrote different bytes (the mount service
+    /// refused `cfs create-image`'s images).
+    #[test]
+    fn hard_links_read_back_as_written_whichever_name_came_first() {
+        let obj = "9e/b4c35f4f0fe707ad5bf4f5f3615fe47f48f9f9528c831beb5ce84525f588e4";
+        let dir_first = format!(
+            "/ 4096 40755 3 0 0 0 0.0 - - -\n/dir 0 40755 2 0 0 0 0.0 - - -\n\
+             /dir/hardlink 300007 100644 2 0 0 0 0.0 {obj} - -\n\
+             /dir/zz 0 100644 1 0 0 0 0.0 - - -\n\
+             /ext1 300007 @100644 2 0 0 0 0.0 /dir/hardlink - -\n/z 0 100644 1 0 0 0 0.0 - - -\n"
+        );
+        let top_first = format!(
+            "/ 4096 40755 3 0 0 0 0.0 - - -\n/ext1 300007 100644 2 0 0 0 0.0 {obj} - -\n\
+             /dir 0 40755 2 0 0 0 0.0 - - -\n/dir/hardlink 300007 @100644 2 0 0 0 0.0 /ext1 - -\n\
+             /dir/zz 0 100644 1 0 0 0 0.0 - - -\n/z 0 100644 1 0 0 0 0.0 - - -\n"
+        );
+        let mut images = Vec::new();
+        for dump in [dir_first, top_first] {
+            let tree = parse(dump.as_bytes(), ParseMode::Lenient).unwrap();
+            let image = write_image(&tree, &WriteOptions::default()).unwrap();
+            let back = Image::open(&image[..])
+                .unwrap()
+                .to_tree_as_written(TreeLimits::default())
+                .unwrap();
+            let again = write_image(&back, &WriteOptions::default()).unwrap();
+            assert_eq!(again, image);
+            images.push(image);
+        }
+        assert_ne!(images[0], images[1], "the first name changes the image");
+        // Plain `to_tree` keeps C's depth-first first name.
+        let back = Image::open(&images[1][..]).unwrap().to_tree().unwrap();
+        let dir = back.lookup_path(b"/dir").unwrap();
+        assert!(!back.node(dir).entry(b"hardlink").unwrap().hardlink);
+    }
 }

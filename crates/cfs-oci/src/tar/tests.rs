@@ -182,6 +182,36 @@ fn entry_count_is_capped() {
 
 /// Implicit directories count as nodes; a layer's and an image's nodes and
 /// bytes are capped, each error naming its limit and the entry.
+/// GNU tar's first check: an empty or short stream, or a first block that is
+/// no header, is not a tar archive; an archive of zero blocks is an empty one.
+#[test]
+fn only_tar_archives_are_read() {
+    let read = |data: &[u8]| read(data, &Limits::default());
+    for (data, why) in [
+        (&b""[..], "not a tar archive: it is empty"),
+        (
+            &[0u8; 100][..],
+            "100 bytes, less than one 512-byte tar block",
+        ),
+        (
+            &[0x41u8; 2048][..],
+            "no tar header (the checksum does not match)",
+        ),
+    ] {
+        let e = read(data).unwrap_err().to_string();
+        assert!(e.starts_with("t: ") && e.contains(why), "{e}");
+    }
+    let (tree, stats) = read(&[0u8; 1024]).unwrap();
+    assert_eq!((tree.len(), stats.entries), (1, 0));
+    let (_, stats) = read(&RawTar::default().file("f", b"hi").done()).unwrap();
+    assert_eq!(stats.entries, 1);
+    assert!(first_block::header_checksum_holds(&{
+        let mut v = ::tar::Header::new_ustar();
+        v.set_cksum();
+        v.as_bytes().to_vec()
+    }));
+}
+
 #[test]
 fn nodes_and_memory_are_capped() {
     // One entry whose path implies 9 directories: 11 nodes with the root.

@@ -12,7 +12,7 @@ use crate::import::{self, ImportStats, Progress};
 use crate::scan::{self, ScanOptions};
 use cfs_format::reader::Image;
 use cfs_format::writer::{self, WriteOptions};
-use cfs_format::{Digest, FileType};
+use cfs_format::Digest;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -135,20 +135,64 @@ impl Repository {
     }
 }
 
-/// The backing objects of an image: for each regular file without inline
-/// content, the object its overlay redirect names (or, lacking one, its
-/// fs-verity digest).
+/// The backing objects of an image ([`Image::backing_objects`]), as
+/// digests: an object path that is not a digest's names nothing a
+/// repository can hold. The whole image is read first ([`Image::to_tree`]):
+/// gc and fsck stop at an image that does not read back completely.
 pub fn objects_of_image(bytes: Vec<u8>) -> Result<BTreeSet<Digest>, cfs_format::reader::ReadError> {
-    let tree = Image::open(bytes)?.to_tree()?;
-    let mut out = BTreeSet::new();
-    for (_, node) in tree.nodes() {
-        if node.file_type() != Some(FileType::Regular) || node.content.is_some() {
-            continue;
-        }
-        let by_path = node.payload.as_deref().and_then(Digest::from_object_path);
-        if let Some(d) = by_path.or(node.digest) {
-            out.insert(d);
-        }
+    let image = Image::open(bytes)?;
+    image.to_tree()?;
+    Ok(image
+        .backing_objects()?
+        .iter()
+        .filter_map(|p| Digest::from_object_path(p))
+        .collect())
+}
+
+/// The image id [`Repository::create_image`] would store for `source` with
+/// `options`, computed without a repository: the same scan (content read
+/// and hashed, nothing stored) and the same writer, so the two can't differ.
+pub fn compute_id(source: &Path, options: &CreateOptions) -> Result<Digest, RepoError> {
+    let tree = tree_of_directory(source, options)?;
+    let image = writer::write_image(&tree, &options.write)?;
+    Ok(cfs_format::fsverity::digest(&image))
+}
+
+/// The tree [`Repository::create_image`] would build from `source`, each
+/// file's content read and hashed (inline or by digest), nothing stored.
+pub fn tree_of_directory(
+    source: &Path,
+    options: &CreateOptions,
+) -> Result<cfs_format::Tree, RepoError> {
+    let mut scan_options = options.scan;
+    scan_options.skip_content = false;
+    Ok(scan::scan(source, &scan_options)?.tree)
+}
+
+impl Repository {
+    /// Stores the composefs image `bytes` (made elsewhere) under `name`,
+    /// after reading it all back with the reader: a file that is not a
+    /// valid composefs image is refused and nothing is stored. Its objects
+    /// are not checked (see [`missing_objects`](Self::missing_objects)).
+    /// `what` names the image in errors. Returns the image id.
+    pub fn import_image(&self, bytes: &[u8], name: &str, what: &str) -> Result<Digest, RepoError> {
+        super::refs::check_name(name)?;
+        Image::open(bytes)
+            .and_then(|img| img.to_tree())
+            .map_err(|source| RepoError::NotAnImage {
+                what: what.to_owned(),
+                source,
+            })?;
+        let _lock = self.lock(LockMode::Shared)?;
+        self.add_image(bytes, name, what)
     }
-    Ok(out)
+
+    /// The objects the image `id` names that the store does not have.
+    pub fn missing_objects(&self, id: &Digest) -> Result<Vec<Digest>, RepoError> {
+        Ok(self
+            .image_objects(id)?
+            .into_iter()
+            .filter(|o| !self.objects.contains(o))
+            .collect())
+    }
 }

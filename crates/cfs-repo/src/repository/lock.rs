@@ -93,10 +93,11 @@ pub fn describe_holders(holders: &[LockHolder]) -> String {
     format!("held by {}", list.join(", "))
 }
 
-/// A held repository lock; released on drop.
+/// A held repository lock; released on drop. Holds nothing for a reader of
+/// a read-only repository that has no lock file (see [`Repository::lock`]).
 #[derive(Debug)]
 pub struct RepoLock {
-    _fd: OwnedFd,
+    _fd: Option<OwnedFd>,
 }
 
 impl Repository {
@@ -105,16 +106,33 @@ impl Repository {
         self.lock_wait = wait;
     }
 
-    /// Takes the repository lock, waiting for it as [`LockWait`] says.
+    /// Takes the repository lock, waiting for it as [`LockWait`] says. A
+    /// repository this process can't write that has no lock file is
+    /// "locked" without one: it can only be read here.
     pub fn lock(&self, mode: LockMode) -> Result<RepoLock, RepoError> {
         let path = self.path.join("lock");
-        let fd = beneath::open(
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK;
+        let created = beneath::open(
             &self.dir,
             "lock",
-            OFlags::RDONLY | OFlags::CREATE | OFlags::NONBLOCK,
+            flags | OFlags::CREATE,
             Mode::from_raw_mode(0o600),
-        )
-        .map_err(RepoError::io("open", &path))?;
+        );
+        let fd = match created {
+            Ok(fd) => fd,
+            // A repository this process can't write (a read-only file
+            // system, a directory it may not write) and that has no lock
+            // file yet: nobody can have locked it through this path, and
+            // nothing here can change it (a gc fails at its first unlink).
+            Err(Errno::ROFS | Errno::ACCESS) => {
+                match beneath::open(&self.dir, "lock", flags, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT) => return Ok(RepoLock { _fd: None }),
+                    Err(e) => return Err(RepoError::io("open", &path)(e)),
+                }
+            }
+            Err(e) => return Err(RepoError::io("open", &path)(e)),
+        };
         let st = rustix::fs::fstat(&fd).map_err(RepoError::io("stat", &path))?;
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return Err(RepoError::NotARepository {
@@ -131,7 +149,7 @@ impl Repository {
         let mut pause = Duration::from_millis(5);
         loop {
             match rustix::fs::flock(&fd, op) {
-                Ok(()) => return Ok(RepoLock { _fd: fd }),
+                Ok(()) => return Ok(RepoLock { _fd: Some(fd) }),
                 Err(Errno::INTR) => continue,
                 Err(Errno::WOULDBLOCK) => {}
                 Err(e) => return Err(RepoError::io("lock", &path)(e)),

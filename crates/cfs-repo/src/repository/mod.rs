@@ -21,6 +21,7 @@ mod beneath;
 mod fsck;
 mod gc;
 mod image;
+mod location;
 mod lock;
 mod open;
 mod pins;
@@ -29,7 +30,8 @@ mod roots;
 
 pub use fsck::{Corrupt, FsckReport, Missing, Problem};
 pub use gc::GcReport;
-pub use image::{CreateOptions, CreateReport, ImageInfo};
+pub use image::{compute_id, tree_of_directory, CreateOptions, CreateReport, ImageInfo};
+pub use location::{default_path, UserNamespace, SYSTEM_REPOSITORY};
 pub use lock::{describe_holders, Contention, LockHolder, LockMode, LockWait, RepoLock};
 pub use pins::{PendingMount, Pin, PinState};
 pub use refs::check_name;
@@ -93,13 +95,27 @@ pub enum RepoError {
     #[error("invalid image name {0:?}: use letters, digits and . _ - + @ : (not first . or -, not 64 hex digits)")]
     InvalidName(String),
     /// No image of that name or id.
-    #[error("no image named {0:?}")]
-    UnknownImage(String),
+    #[error("no image named {name:?} in the repository {}", .repo.display())]
+    UnknownImage {
+        /// The name or id asked for.
+        name: String,
+        /// The repository searched.
+        repo: PathBuf,
+    },
     /// A stored image that does not parse.
     #[error("image {id}: {source}")]
     CorruptImage {
         /// The image id.
         id: String,
+        /// Why.
+        #[source]
+        source: ReadError,
+    },
+    /// Bytes offered as an image that are not a valid composefs image.
+    #[error("{what} is not a valid composefs image: {source}")]
+    NotAnImage {
+        /// What was offered (a file name, stdin).
+        what: String,
         /// Why.
         #[source]
         source: ReadError,
@@ -275,46 +291,32 @@ pub struct RepoStats {
     pub bytes: u64,
     /// Images (`images/ID`).
     pub images: u64,
-    /// Whether fs-verity can be enabled on objects here.
+    /// Whether objects here have fs-verity, as one of them shows
+    /// (`Unknown` when there is none).
     pub verity: crate::store::VeritySupport,
 }
 
 impl Repository {
-    /// Counts objects and images and probes fs-verity support.
+    /// Counts objects and images, and tells fs-verity support from an
+    /// object (writing nothing, so it works on a read-only repository).
     pub fn stats(&self) -> Result<RepoStats, RepoError> {
         let mut objects = 0;
         let mut bytes = 0;
+        let mut sample = None;
         for e in self.objects.list()? {
-            if let crate::store::EntryKind::Object(_) = e.kind {
+            if let crate::store::EntryKind::Object(d) = e.kind {
                 objects += 1;
                 bytes += e.size;
+                sample.get_or_insert(d);
             }
         }
         Ok(RepoStats {
             objects,
             bytes,
             images: self.image_ids()?.len() as u64,
-            verity: self.objects.probe_verity()?,
+            verity: self.objects.observed_verity(sample.as_ref()),
         })
     }
-}
-
-/// The default repository location: `/var/lib/cfs` for root, else
-/// `$XDG_DATA_HOME/cfs` or `~/.local/share/cfs`. `None` when neither
-/// `XDG_DATA_HOME` nor `HOME` is set for a non-root user.
-pub fn default_path() -> Option<PathBuf> {
-    if rustix::process::geteuid().is_root() {
-        return Some(PathBuf::from("/var/lib/cfs"));
-    }
-    let env = |k| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("XDG_DATA_HOME")
-        .filter(|p| p.is_absolute())
-        .map(|p| p.join("cfs"))
-        .or_else(|| env("HOME").map(|h| h.join(".local/share/cfs")))
 }
 
 /// The object directory of the repository at `repo` (`REPO/objects`), for

@@ -40,6 +40,9 @@ pub struct Pin {
     pub mount: MountId,
     /// Where it was mounted (informational; mounts move).
     pub mountpoint: String,
+    /// The user the mount was made for, when a service mounted it for
+    /// someone (`owner UID` in the file): who may ask to unmount it.
+    pub owner: Option<u32>,
     /// Whether that mount still exists.
     pub state: PinState,
 }
@@ -79,6 +82,25 @@ impl Repository {
         Ok(PendingMount {
             repo: self,
             image,
+            file,
+            opened,
+            _lock: lock,
+        })
+    }
+
+    /// Starts mounting an image given as bytes (a mount service's cache of
+    /// validated images): takes the shared lock, stores the bytes as an
+    /// object unless present, links `images/ID`, and returns the pending
+    /// mount of that image, unnamed: once its pin is gone, gc removes it.
+    pub fn begin_mount_image(self, bytes: &[u8]) -> Result<PendingMount, RepoError> {
+        let lock = self.lock(LockMode::Shared)?;
+        let stored = self.objects.insert_bytes_as(bytes, "an image")?;
+        self.link_image_id(&stored.digest)?;
+        let opened = self.image_object(&stored.digest)?;
+        let file = self.objects.object_path(&stored.digest);
+        Ok(PendingMount {
+            repo: self,
+            image: stored.digest,
             file,
             opened,
             _lock: lock,
@@ -155,6 +177,7 @@ impl Repository {
             image: record.image,
             mount: record.mount,
             mountpoint: record.mountpoint,
+            owner: record.owner,
             state,
         }))
     }
@@ -214,16 +237,30 @@ impl PendingMount {
     /// Records that the mount now at `mountpoint` uses the image, and
     /// releases the lock. Call once the mount is attached.
     pub fn pin(self, mountpoint: &Path) -> Result<Pin, RepoError> {
-        let repo = &self.repo;
         let mount =
             sys::mount_at(mountpoint).map_err(RepoError::io("find the mount at", mountpoint))?;
+        self.pin_mount(mount, &mountpoint.display().to_string(), None)
+    }
+
+    /// Records that the mount `mount` uses the image (`mountpoint` is
+    /// informational, `owner` the user it was made for, if made on someone's
+    /// behalf), and releases the lock: for a mount known by its id, in a
+    /// mount namespace where this process can't look it up by path.
+    pub fn pin_mount(
+        self,
+        mount: MountId,
+        mountpoint: &str,
+        owner: Option<u32>,
+    ) -> Result<Pin, RepoError> {
+        let repo = &self.repo;
         let pins = beneath::create_dirs(&repo.dir, PINS, Mode::from_raw_mode(0o700))
             .map_err(RepoError::io("create", &repo.path.join(PINS)))?;
         let record = PinRecord {
             image: self.image,
             mount,
             boot: boot_id(),
-            mountpoint: mountpoint.display().to_string().replace('\n', "?"),
+            mountpoint: mountpoint.replace('\n', "?"),
+            owner,
         };
         let name = pin_name(mount);
         write_pin(&pins, &repo.path.join(PINS), &name, &record.to_text())?;
@@ -232,6 +269,7 @@ impl PendingMount {
             image: self.image,
             mount,
             mountpoint: record.mountpoint,
+            owner,
             state: PinState::Live,
         })
     }
@@ -281,6 +319,7 @@ struct PinRecord {
     mount: MountId,
     boot: Option<String>,
     mountpoint: String,
+    owner: Option<u32>,
 }
 
 impl PinRecord {
@@ -292,6 +331,9 @@ impl PinRecord {
         if let Some(b) = &self.boot {
             t.push_str(&format!("boot {b}\n"));
         }
+        if let Some(uid) = self.owner {
+            t.push_str(&format!("owner {uid}\n"));
+        }
         t.push_str(&format!("mountpoint {}\n", self.mountpoint));
         t
     }
@@ -301,6 +343,7 @@ impl PinRecord {
 /// are required, unknown keys ignored.
 fn parse_pin(text: &str) -> Option<PinRecord> {
     let (mut image, mut ns, mut id, mut boot, mut mountpoint) = (None, None, None, None, None);
+    let mut owner = None;
     for line in text.lines() {
         let (key, value) = line.split_once(' ')?;
         match key {
@@ -309,6 +352,7 @@ fn parse_pin(text: &str) -> Option<PinRecord> {
             "mnt_id" => id = Some(value.parse::<u64>().ok()?),
             "boot" => boot = Some(value.to_owned()),
             "mountpoint" => mountpoint = Some(value.to_owned()),
+            "owner" => owner = Some(value.parse::<u32>().ok()?),
             _ => {}
         }
     }
@@ -320,6 +364,7 @@ fn parse_pin(text: &str) -> Option<PinRecord> {
         },
         boot,
         mountpoint: mountpoint.unwrap_or_default(),
+        owner,
     })
 }
 
@@ -337,11 +382,18 @@ mod tests {
             },
             boot: Some("0b8a…".into()),
             mountpoint: "/mnt/a b".into(),
+            owner: None,
         };
-        assert_eq!(parse_pin(&r.to_text()), Some(r));
+        assert_eq!(parse_pin(&r.to_text()), Some(r.clone()));
+        let owned = PinRecord {
+            owner: Some(1001),
+            ..r
+        };
+        assert_eq!(parse_pin(&owned.to_text()), Some(owned));
         for bad in [
             "",
             "image xyz\nmnt_ns_id 1\nmnt_id 2\n",
+            "image 0707070707070707070707070707070707070707070707070707070707070707\nmnt_ns_id 1\nmnt_id 2\nowner x\n",
             "mnt_ns_id 1\nmnt_id 2\n",
             "junk",
         ] {

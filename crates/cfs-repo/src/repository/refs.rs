@@ -82,17 +82,23 @@ impl Repository {
         }
     }
 
+    /// The error for a name or id this repository does not have.
+    pub(crate) fn unknown(&self, name: &str) -> RepoError {
+        RepoError::UnknownImage {
+            name: name.to_owned(),
+            repo: self.path.clone(),
+        }
+    }
+
     /// Resolves a name or an image id (64 hex digits) to an image id that is
     /// present in `images/`.
     pub fn resolve(&self, name: &str) -> Result<Digest, RepoError> {
         let id = match Digest::from_hex(name.as_bytes()) {
             Ok(d) => d,
-            Err(_) => self
-                .read_ref(name)?
-                .ok_or_else(|| RepoError::UnknownImage(name.to_owned()))?,
+            Err(_) => self.read_ref(name)?.ok_or_else(|| self.unknown(name))?,
         };
         if !self.has_image_id(&id) {
-            return Err(RepoError::UnknownImage(name.to_owned()));
+            return Err(self.unknown(name));
         }
         Ok(id)
     }
@@ -183,10 +189,8 @@ impl Repository {
     pub fn remove(&self, name: &str) -> Result<Digest, RepoError> {
         let id = match Digest::from_hex(name.as_bytes()) {
             Ok(id) if self.has_image_id(&id) => id,
-            Ok(_) => return Err(RepoError::UnknownImage(name.to_owned())),
-            Err(_) => self
-                .read_ref(name)?
-                .ok_or_else(|| RepoError::UnknownImage(name.to_owned()))?,
+            Ok(_) => return Err(self.unknown(name)),
+            Err(_) => self.read_ref(name)?.ok_or_else(|| self.unknown(name))?,
         };
         let by_id = Digest::from_hex(name.as_bytes()).is_ok();
         let refs = self.open_dir(REFS)?;

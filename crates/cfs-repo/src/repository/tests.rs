@@ -36,7 +36,7 @@ fn create_image_matches_mkcomposefs_and_gc_keeps_named() {
     );
     assert!(matches!(
         repo.image_file("nope"),
-        Err(RepoError::UnknownImage(_))
+        Err(RepoError::UnknownImage { .. })
     ));
 
     // Same image as a one-pass scan with content, written directly.
@@ -60,7 +60,7 @@ fn create_image_matches_mkcomposefs_and_gc_keeps_named() {
     repo.remove("one").unwrap();
     assert!(matches!(
         repo.resolve("one"),
-        Err(RepoError::UnknownImage(_))
+        Err(RepoError::UnknownImage { .. })
     ));
     let gc = repo.gc(&[], false).unwrap();
     assert_eq!((gc.objects_removed, gc.objects_kept), (3, 0));
@@ -426,4 +426,51 @@ fn stream_roots_keep_objects_and_unread_records_stop_gc() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("outside its records"), "{e}");
+}
+
+#[test]
+fn an_image_given_as_bytes_is_stored_unnamed_pinned_with_its_owner_and_collected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("cache");
+    let repo = Repository::init(&path).unwrap();
+    let src = tmp.path().join("src");
+    tree(&src);
+    let scanned = crate::scan::scan(&src, &Default::default()).unwrap();
+    let image = cfs_format::writer::write_image(&scanned.tree, &Default::default()).unwrap();
+    let id = cfs_format::fsverity::digest(&image);
+    let pending = repo.begin_mount_image(&image).unwrap();
+    assert_eq!(pending.image(), id);
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut pending.opened_image(), &mut bytes).unwrap();
+    assert_eq!(bytes, image);
+    // The mount holding the test's directory stands for the image's mount.
+    let Ok(mount) = crate::sys::mount_at(tmp.path()) else {
+        println!("skipped: this kernel can't name mounts");
+        return;
+    };
+    let pin = pending
+        .pin_mount(mount, "/somewhere/else", Some(1001))
+        .unwrap();
+    let repo = Repository::open(&path).unwrap();
+    let pins = repo.pins().unwrap();
+    assert_eq!(pins, [pin]);
+    assert_eq!(
+        (pins[0].owner, pins[0].state.clone()),
+        (Some(1001), PinState::Live)
+    );
+    // Kept while mounted, though nothing names it; the same bytes again
+    // are the same image.
+    assert_eq!(repo.gc(&[], false).unwrap().mounted_only, [id]);
+    let again = repo.begin_mount_image(&image).unwrap();
+    assert_eq!(again.image(), id);
+    drop(again);
+    let repo = Repository::open(&path).unwrap();
+    // The mount gone, gc removes the pin, the link and the object.
+    std::fs::remove_file(path.join(&pins[0].path)).unwrap();
+    let gc = repo.gc(&[], false).unwrap();
+    assert_eq!(
+        (gc.images_removed.as_slice(), gc.objects_removed),
+        ([id].as_slice(), 1)
+    );
+    assert!(repo.image_ids().unwrap().is_empty());
 }

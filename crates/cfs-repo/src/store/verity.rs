@@ -134,4 +134,31 @@ impl ObjectStore {
         result?;
         Ok(self.verity_support())
     }
+
+    /// Whether the object `sample` has fs-verity enabled (`statx`
+    /// `STATX_ATTR_VERITY`): what a store that writes nothing can tell
+    /// about its fs-verity, since every insert enables it where it can
+    /// ([`Unknown`](VeritySupport::Unknown) without a sample, or when the
+    /// object can't be looked at).
+    pub fn observed_verity(&self, sample: Option<&cfs_format::Digest>) -> VeritySupport {
+        let Some(file) = sample.and_then(|d| self.open_object(d).ok()) else {
+            return VeritySupport::Unknown;
+        };
+        match rustix::fs::statx(
+            &file,
+            "",
+            rustix::fs::AtFlags::EMPTY_PATH,
+            rustix::fs::StatxFlags::BASIC_STATS,
+        ) {
+            Ok(st)
+                if st
+                    .stx_attributes
+                    .contains(rustix::fs::StatxAttributes::VERITY) =>
+            {
+                VeritySupport::Enabled
+            }
+            Ok(_) => VeritySupport::Unavailable,
+            Err(_) => VeritySupport::Unknown,
+        }
+    }
 }

@@ -26,12 +26,17 @@ pub struct FuseServeArgs {
     #[arg(long, value_enum, default_value_t)]
     pub mode: ServeMode,
     /// When to check file contents against the image's fs-verity digests
-    /// (`auto` and `none` are accepted for `try` and `off`).
+    /// (the values of `cfs mount --verity`; the old spellings `auto` and
+    /// `none` still work, hidden).
     #[arg(long, value_enum, default_value_t)]
     pub verity: Verity,
     /// The image's expected fs-verity digest (64 hex).
     #[arg(long, value_name = "HEX")]
     pub digest: Option<cfs_format::Digest>,
+    /// Mount even when objects the image names are missing (opening their
+    /// files then fails with EIO).
+    #[arg(long)]
+    pub no_check_objects: bool,
     #[command(flatten)]
     pub server: ServerFlags,
 }
@@ -46,6 +51,7 @@ pub fn run(args: &FuseServeArgs, repo: Option<&Path>) -> anyhow::Result<()> {
         verity: args.verity,
         expected_digest: args.digest,
         serve_mode: args.mode,
+        check_objects: !args.no_check_objects,
         ..MountConfig::new(image, PathBuf::new())
     };
     args.server.apply(&mut cfg);

@@ -1,6 +1,7 @@
 //! Inspecting images: `dump`, `ls`, `objects`, `missing-objects`, and measuring
 //! files (`measure-file` / `cfs digest`), as C `composefs-info` does them.
 
+use super::input::load_tree;
 use anyhow::{bail, Context};
 use cfs_format::dumpfile;
 use cfs_format::fsverity::digest_reader;
@@ -115,14 +116,14 @@ fn for_each_image(
     out.flush().context("could not write to stdout")
 }
 
-/// `cfs dump`: each image as a canonical dumpfile.
-pub fn dump(images: &[PathBuf]) -> anyhow::Result<()> {
-    for_each_image(images, load, print_dump)
+/// `cfs dump`: each image (a file, `-`, or a name in `repo`) as a canonical dumpfile.
+pub fn dump(images: &[PathBuf], repo: Option<&Path>) -> anyhow::Result<()> {
+    for_each_image(images, |p| load_tree(p, repo), print_dump)
 }
 
 /// `cfs ls`: each image's paths.
-pub fn ls(images: &[PathBuf]) -> anyhow::Result<()> {
-    for_each_image(images, load, print_ls)
+pub fn ls(images: &[PathBuf], repo: Option<&Path>) -> anyhow::Result<()> {
+    for_each_image(images, |p| load_tree(p, repo), print_ls)
 }
 
 fn print_dump(tree: &Tree, out: &mut dyn Write) -> io::Result<()> {
@@ -187,9 +188,13 @@ fn write_escaped(out: &mut dyn Write, bytes: &[u8], mode: Escape) -> io::Result<
     Ok(())
 }
 
-/// `cfs objects` / `cfs missing-objects`.
-pub fn objects(images: &[PathBuf], missing_in: Option<&Path>) -> anyhow::Result<()> {
-    objects_with(images, load, missing_in)
+/// `cfs objects` / `cfs missing-objects`, images by file, `-` or name in `repo`.
+pub fn objects(
+    images: &[PathBuf],
+    missing_in: Option<&Path>,
+    repo: Option<&Path>,
+) -> anyhow::Result<()> {
+    objects_with(images, |p| load_tree(p, repo), missing_in)
 }
 
 /// Backing objects of all images, sorted, each once; with `missing_in`, only
@@ -252,8 +257,11 @@ pub fn measure(files: &[PathBuf], with_path: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Streams one file through the fs-verity hasher.
+/// Streams one file (`-`: standard input) through the fs-verity hasher.
 fn measure_file(path: &Path) -> io::Result<cfs_format::Digest> {
+    if path == Path::new("-") {
+        return digest_reader(io::stdin().lock());
+    }
     digest_reader(std::fs::File::open(path)?)
 }
 

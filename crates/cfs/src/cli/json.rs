@@ -185,7 +185,7 @@ impl From<&cfs_repo::repository::FsckReport> for Fsck {
 /// `cfs mounts --json`: one per cfs mount this process sees.
 #[derive(Serialize, Debug)]
 pub struct Mount {
-    /// `kernel`, `fuse+overlay` or `fuse`.
+    /// `kernel`, `service`, `fuse+overlay` or `fuse`.
     pub mode: &'static str,
     /// The mount point; null when it is not UTF-8 (see `mountpoint_escaped`).
     pub mountpoint: Option<String>,

@@ -240,6 +240,15 @@ const MODES: &[Section] = &[Section {
              layers, checking contents with fs-verity where the objects have it.",
         ),
         Block::Item(
+            "service",
+            "Without that privilege, where the cfs mount service runs (cfs mount-service, \
+             socket $CFS_MOUNT_SERVICE or /run/cfs/mount.sock): the same kernel mount, made \
+             by the service from its validated copy of the image, reading the objects with \
+             the caller's permissions; read-only, nosuid, nodev. If the service is absent or \
+             refuses, the modes below (--explain says which and why); --fuse=no takes the \
+             service without them.",
+        ),
+        Block::Item(
             "fuse+overlay",
             "As root of a user namespace (unshare -Urm, rootless containers): the cfs \
              FUSE server serves the metadata, and overlayfs (userxattr) reads contents \
@@ -281,6 +290,10 @@ const CFS: &[Section] = &[
             Block::Item(
                 "CFS_SERVER_LOG",
                 "A file collecting the messages of detached FUSE servers.",
+            ),
+            Block::Item(
+                "CFS_MOUNT_SERVICE",
+                "The mount service's socket (default /run/cfs/mount.sock).",
             ),
             Block::Item(
                 "CFS_PARSE_STRICT",
@@ -416,9 +429,15 @@ const MOUNT_COMPOSEFS: &[Section] = &[
                 "Read-only (the default without upperdir) or writable (needs upperdir).",
             ),
             Block::Item(
-                "idmap=PATH, signed",
-                "C mount.composefs's idmapped mounts and signatures: not implemented \
-                 yet, refused.",
+                "idmap=PATH",
+                "An idmapped mount, as C mount.composefs makes it: the erofs layer, \
+                 whose owners the files show, goes through the mapping of the user \
+                 namespace at PATH (/proc/PID/ns/user), with mount_setattr(2) \
+                 MOUNT_ATTR_IDMAP (the kernel's erofs must allow idmapped mounts).",
+            ),
+            Block::Item(
+                "signed",
+                "C mount.composefs's signature check: not implemented yet, refused.",
             ),
         ],
     },

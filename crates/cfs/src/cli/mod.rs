@@ -6,6 +6,7 @@
 mod completions;
 mod fuse;
 mod info;
+mod input;
 mod json;
 mod man;
 mod mkfs;
@@ -14,6 +15,7 @@ mod oci;
 mod output;
 mod pin;
 mod repo;
+mod service;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -34,7 +36,8 @@ pub const VERSION: &str = concat!(
 #[derive(Parser, Debug)]
 #[command(name = "cfs", version = VERSION, about)]
 struct Cfs {
-    /// The repository (default: /var/lib/cfs for root, else $XDG_DATA_HOME/cfs or ~/.local/share/cfs).
+    /// The repository (default: /var/lib/cfs for root, else $XDG_DATA_HOME/cfs
+    /// or ~/.local/share/cfs; root of a user namespace is the user who made it).
     #[arg(long, global = true, env = "CFS_REPO", value_name = "PATH")]
     repo: Option<PathBuf>,
     /// Give up when the repository lock is still busy after SECONDS
@@ -51,28 +54,30 @@ enum Command {
     Mkfs(mkfs::MkfsArgs),
     /// Print an image as a canonical dumpfile (as `composefs-info dump`).
     Dump {
-        /// Images to dump, one after the other.
+        /// Images to dump, one after the other: files, `-` for stdin, or
+        /// names in the repository.
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
     /// List the paths in an image, with symlink targets and backing objects.
     Ls {
-        /// Images to list.
+        /// Images to list (files, `-`, or names in the repository).
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
     /// List the backing objects images refer to, sorted, each once.
     Objects {
-        /// Images to read.
+        /// Images to read (files, `-`, or names in the repository).
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
     /// List the backing objects not present in an object directory.
     MissingObjects {
-        /// The object directory (`ab/cdef…` layout).
+        /// The object directory (`ab/cdef…` layout), or a repository
+        /// (default: the repository's objects).
         #[arg(long)]
-        basedir: PathBuf,
-        /// Images to read.
+        basedir: Option<PathBuf>,
+        /// Images to read (files, `-`, or names in the repository).
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -82,7 +87,7 @@ enum Command {
     FuseServe(fuse::FuseServeArgs),
     /// Print the fs-verity digest (sha256, 4 KiB blocks) of files: `DIGEST  PATH`.
     Digest {
-        /// Files to measure.
+        /// Files to measure (`-` for stdin).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -91,8 +96,11 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount a composefs mount (any mode).
     Unmount(mount::UnmountArgs),
-    /// List cfs mounts and their modes (kernel, fuse+overlay, fuse).
+    /// List cfs mounts and their modes (kernel, fuse+overlay, fuse, service).
     Mounts(mount::MountsArgs),
+    /// Run the mount service (as root): kernel mounts of validated images
+    /// for unprivileged users, on a unix socket (see docs/mount-service.md).
+    MountService(cfs_service::ServiceArgs),
     /// The FUSE server `cfs mount` starts (fds handed over by LISTEN_FDS).
     #[command(name = "__serve", hide = true)]
     Serve(cfs_mount::server::ServerArgs),
@@ -135,7 +143,7 @@ pub fn main() -> ExitCode {
                 "mkcomposefs" | "composefs-info" | "mount.composefs" => prog.as_str(),
                 _ => "cfs",
             };
-            eprintln!("{name}: {}", error_message(&e));
+            eprintln!("{name}: {}", for_terminal(&error_message(&e)));
             ExitCode::FAILURE
         }
     }
@@ -147,29 +155,66 @@ fn cfs_command() -> clap::Command {
 }
 
 fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
-    let cli = Cfs::parse_from(args);
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cfs::command().get_matches_from(args);
+    let cli = Cfs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `--repo` given on the command line must mean something; `CFS_REPO`
+    // from the environment is only a default, and commands without a
+    // repository ignore it.
+    if matches.value_source("repo") == Some(clap::parser::ValueSource::CommandLine) {
+        if let Some(why) = cli.command.without_repository() {
+            anyhow::bail!("--repo: {why}");
+        }
+    }
     repo::set_lock_timeout(cli.lock_timeout);
+    let repo = cli.repo.as_deref();
     match cli.command {
         Command::Mkfs(a) => mkfs::run(&a),
-        Command::Dump { images } => info::dump(&images),
-        Command::Ls { images } => info::ls(&images),
-        Command::Objects { images } => info::objects(&images, None),
-        Command::MissingObjects { basedir, images } => info::objects(&images, Some(&basedir)),
+        Command::Dump { images } => info::dump(&images, repo),
+        Command::Ls { images } => info::ls(&images, repo),
+        Command::Objects { images } => info::objects(&images, None, repo),
+        Command::MissingObjects { basedir, images } => {
+            let basedir = match basedir {
+                Some(b) => b,
+                None => cfs_repo::Repository::object_dir_of(&repo::repo_path(repo)?),
+            };
+            info::objects(&images, Some(&basedir), repo)
+        }
         Command::Digest { files } => info::measure(&files, true),
-        Command::Mount(a) => mount::mount(a, cli.repo.as_deref()),
+        Command::Mount(a) => mount::mount(a, repo),
         Command::Unmount(a) => mount::unmount(&a),
         Command::Mounts(a) => mount::mounts(&a),
+        Command::MountService(a) => service::run(&a),
         Command::Serve(a) => mount::serve(&a),
-        Command::Repo(c) => repo::run(cli.repo.as_deref(), c),
-        Command::FuseServe(a) => fuse::run(&a, cli.repo.as_deref()),
-        Command::ImportTar(a) => {
-            repo::with_pool(|| oci::import_tar(&repo::repo_path(cli.repo.as_deref())?, &a))
-        }
-        Command::Oci { command } => {
-            repo::with_pool(|| oci::run(&repo::repo_path(cli.repo.as_deref())?, command))
-        }
+        Command::Repo(c) => repo::run(repo, c),
+        Command::FuseServe(a) => fuse::run(&a, repo),
+        Command::ImportTar(a) => repo::with_pool(|| oci::import_tar(&repo::repo_path(repo)?, &a)),
+        Command::Oci { command } => repo::with_pool(|| oci::run(&repo::repo_path(repo)?, command)),
         Command::Completions(a) => completions::run(&a),
         Command::Man(a) => man::run(&a),
+    }
+}
+
+impl Command {
+    /// For a command that has no use for a repository, why `--repo` is
+    /// refused there.
+    fn without_repository(&self) -> Option<&'static str> {
+        match self {
+            Command::Mkfs(_) => Some(
+                "mkfs writes an image file and stores nothing in a repository: \
+                 use `cfs create-image DIR NAME` to store an image, or \
+                 `mkfs --digest-store REPO` to store only the objects",
+            ),
+            Command::Digest { .. } => Some("digest measures files, not repository images"),
+            Command::Unmount(_) => Some("unmount takes a mount point, whatever it mounts"),
+            Command::Mounts(_) => Some("mounts lists every cfs mount, whatever it mounts"),
+            Command::Completions(_) => Some("completions prints a shell's completion script"),
+            Command::Man(_) => Some("man writes manual pages"),
+            Command::Repo(repo::RepoCommand::ComputeId { .. }) => {
+                Some("compute-id reads a directory and stores nothing")
+            }
+            _ => None,
+        }
     }
 }
 
@@ -177,7 +222,7 @@ fn run_cfs(args: Vec<OsString>) -> anyhow::Result<()> {
 /// that a cause the message so far already ends with is not repeated (the
 /// library errors that say "could not {op} {path}: {source}" also return
 /// that source as their cause).
-fn error_message(e: &anyhow::Error) -> String {
+pub(crate) fn error_message(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
@@ -187,6 +232,33 @@ fn error_message(e: &anyhow::Error) -> String {
             out.push_str(": ");
             out.push_str(&text);
         }
+    }
+    out
+}
+
+/// Longest error message printed, in characters: errors may quote input
+/// (a tar header, a name), and a terminal is no place for kilobytes of it.
+const MAX_MESSAGE: usize = 2000;
+
+/// An error message made safe to print: control characters (which input
+/// quoted in an error may hold: escape sequences, backspaces, NULs) shown as
+/// `\xHH` / `\u{…}` escapes, and the whole cut at [`MAX_MESSAGE`]
+/// characters. Invalid UTF-8 was already replaced when the message was made.
+fn for_terminal(message: &str) -> String {
+    let mut out = String::new();
+    let mut chars = message.chars();
+    for c in chars.by_ref().take(MAX_MESSAGE) {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    let rest = chars.count();
+    if rest > 0 {
+        out.push_str(&format!("… ({rest} more characters)"));
     }
     out
 }
@@ -215,6 +287,18 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    #[test]
+    fn messages_quote_input_harmlessly() {
+        use super::for_terminal;
+        assert_eq!(for_terminal("plain: text ü"), "plain: text ü");
+        assert_eq!(
+            for_terminal("a\x1b[2Jb\nc\td\x00e\x7f\u{9b}f"),
+            "a\\x1b[2Jb\\nc\\td\\x00e\\x7f\\u{9b}f"
+        );
+        let long = "x".repeat(super::MAX_MESSAGE + 5);
+        assert!(for_terminal(&long).ends_with("… (5 more characters)"));
     }
 
     #[test]

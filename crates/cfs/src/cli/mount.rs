@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 /// Options of `cfs mount`.
 #[derive(Args, Debug)]
 pub struct MountArgs {
-    /// An image file, or an image name (a ref or a 64-hex image id) in the
-    /// repository (`--repo`, `CFS_REPO`, or the default repository).
+    /// An image file (`-`: standard input, a file), or an image name (a
+    /// ref or a 64-hex image id) in the repository (`--repo`, `CFS_REPO`, or
+    /// the default repository).
     image: String,
     /// Where to mount it.
     mountpoint: PathBuf,
@@ -28,21 +29,36 @@ pub struct MountArgs {
     /// the file, a sealed private copy is checked and mounted.
     #[arg(long, value_name = "HEX")]
     digest: Option<cfs_format::Digest>,
-    /// Directory receiving changes (with --workdir and --read-write).
+    /// Directory receiving changes, with --workdir: the mount is writable
+    /// (--upperdir implies --read-write).
     #[arg(long, value_name = "DIR", requires = "workdir")]
     upperdir: Option<PathBuf>,
     /// overlayfs work directory, on the upper dir's filesystem.
     #[arg(long, value_name = "DIR", requires = "upperdir")]
     workdir: Option<PathBuf>,
-    /// Mount writable (needs --upperdir and --workdir).
+    /// Mount writable: what --upperdir does anyway; without --upperdir
+    /// there is nowhere to write, and it is refused.
     #[arg(long, requires = "upperdir")]
     read_write: bool,
+    /// Mount even when objects the image names are missing from the object
+    /// directories (opening their files then fails: ENOENT through the
+    /// kernel overlay, EIO through FUSE). By default each is looked up
+    /// first, and a missing one refuses the mount.
+    #[arg(long)]
+    no_check_objects: bool,
+    /// An idmapped mount (kernel mode): owners in the image show through
+    /// the mapping of the user namespace at PATH (`/proc/PID/ns/user`), as
+    /// `mount.composefs -o idmap=PATH`.
+    #[arg(long, value_name = "PATH")]
+    idmap: Option<PathBuf>,
     /// Attach the image through a loop device even where erofs can mount files.
     #[arg(long, hide = true)]
     loop_device: bool,
     /// Whether to mount with FUSE: auto picks the kernel mount with
-    /// CAP_SYS_ADMIN in the initial user namespace, fuse+overlay in a user
-    /// namespace, standalone FUSE otherwise.
+    /// CAP_SYS_ADMIN in the initial user namespace, else the mount service's
+    /// kernel mount where it answers, else fuse+overlay in a user namespace
+    /// and standalone FUSE otherwise; no insists on a kernel mount (the
+    /// service's, without the privilege).
     #[arg(long, value_enum, default_value_t, value_name = "WHEN")]
     fuse: FuseChoice,
     /// Print the chosen mode and why (on stdout) before mounting.
@@ -130,22 +146,22 @@ pub fn locate_image(
     image: &str,
     repo: Option<&Path>,
 ) -> anyhow::Result<(PathBuf, Vec<PathBuf>, Option<PendingMount>)> {
-    let as_file = Path::new(image);
-    // A path (existing, or spelled as one) is an image file; anything else a name.
-    if as_file.exists() || image.starts_with('/') || image.starts_with('.') {
+    use super::input::ImageArg;
+    // A file (`-`: standard input, when it is a file), or a name (see `input`).
+    let file = match ImageArg::parse(Path::new(image)) {
+        ImageArg::Stdin => Some(PathBuf::from("/dev/stdin")),
+        ImageArg::File(f) => Some(f),
+        ImageArg::Name(_) => None,
+    };
+    if let Some(file) = file {
         // With a repository, its objects are the default basedir.
         let objects = repo
             .map(cfs_repo::repository::objects_dir)
             .into_iter()
             .collect();
-        return Ok((as_file.to_path_buf(), objects, None));
+        return Ok((file, objects, None));
     }
-    let repo = match repo {
-        Some(r) => r.to_path_buf(),
-        None => cfs_repo::repository::default_path()
-            .context("no repository: give --repo or set CFS_REPO")?,
-    };
-    let repo = super::repo::open_repo(&repo)?;
+    let repo = super::repo::open_repo(&super::repo::repo_path(repo)?)?;
     let objects = repo.objects().path().to_path_buf();
     let pending = repo.begin_mount(image)?;
     Ok((
@@ -164,13 +180,17 @@ pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
     if basedirs.is_empty() {
         bail!("no object directory: give --basedir DIR, or --repo REPO to mount an image by name");
     }
+    let upper = a
+        .upperdir
+        .zip(a.workdir)
+        .map(|(upperdir, workdir)| Upper { upperdir, workdir });
     let mut cfg = MountConfig {
         basedirs,
-        upper: a
-            .upperdir
-            .zip(a.workdir)
-            .map(|(upperdir, workdir)| Upper { upperdir, workdir }),
-        read_only: !a.read_write,
+        // --upperdir makes the mount writable (--read-write requires it).
+        read_only: upper.is_none(),
+        upper,
+        check_objects: !a.no_check_objects,
+        idmap: a.idmap,
         verity: a.verity,
         expected_digest: a.digest,
         backing: if a.loop_device {
@@ -182,6 +202,7 @@ pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
     };
     a.server.apply(&mut cfg);
     mount_config(&cfg, &a.mountpoint, a.fuse, &a.server, a.explain, pending)
+        .with_context(|| format!("cannot mount {}", a.image))
 }
 
 /// Mounts `cfg` at `target` in the mode `choice` leads to, the server run
@@ -209,19 +230,48 @@ pub fn mount_config(
     let cfg = &cfg;
     let decision = cfs_mount::decide(cfg, choice)?;
     if explain {
-        println!("mode: {}", decision.mode);
-        println!("why: {}", decision.why);
-        use std::io::Write;
-        std::io::stdout().flush()?;
+        explain_decision(&decision, None)?;
     }
     let pinning = pending.map(|p| super::pin::when_mounted(p, target));
-    let mounted = flags
-        .server()
-        .and_then(|server| Ok(cfs_mount::mount_with(cfg, target, &decision, server).map(drop)?));
+    let mount = |d: &cfs_mount::Decision| {
+        flags
+            .server()
+            .and_then(|server| Ok(cfs_mount::mount_with(cfg, target, d, server).map(drop)?))
+    };
+    let mut mounted = mount(&decision);
+    // The service refused or failed: the FUSE mode the decision names.
+    if let (Err(e), Some(fallback)) = (&mounted, &decision.fallback) {
+        let why = super::error_message(e);
+        if explain {
+            explain_decision(fallback, Some(&why))?;
+        } else {
+            eprintln!("cfs: {why}; mounting with {} instead", fallback.mode);
+        }
+        mounted = mount(fallback);
+    }
     if let Some(p) = pinning {
         p.finish(mounted.is_ok());
     }
     mounted
+}
+
+/// `--explain`: the mode and why (on stdout, flushed before mounting);
+/// `failed` is why the mode tried first did not mount.
+fn explain_decision(d: &cfs_mount::Decision, failed: Option<&str>) -> anyhow::Result<()> {
+    use std::io::Write;
+    println!("mode: {}", d.mode);
+    match failed {
+        Some(f) => println!("why: {f}; so {}", d.why),
+        None => println!("why: {}", d.why),
+    }
+    if let Some(fallback) = &d.fallback {
+        println!(
+            "fallback: {} (if the service does not mount it)",
+            fallback.mode
+        );
+    }
+    std::io::stdout().flush()?;
+    Ok(())
 }
 
 /// `cfs unmount`.

@@ -1,4 +1,4 @@
-//! `cfs oci …` (pull, images, inspect, rm, mount, compute-id) and
+//! `cfs oci …` (pull, images, inspect, rm/untag, tag, mount, compute-id) and
 //! `cfs import-tar`. The work is in `cfs_oci`; this prints.
 
 use super::json::{OciImage, OciInspect, OciLayer};
@@ -33,10 +33,23 @@ pub enum OciCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove an image's NAME (objects go at the next `cfs gc`).
+    /// Remove an image's NAME: its tag and its image `oci:NAME` (objects go
+    /// at the next `cfs gc`).
+    #[command(visible_alias = "untag")]
     Rm {
         /// The image's NAME.
         name: String,
+    },
+    /// Give an image another NAME: SRC is a NAME or a manifest digest
+    /// (`sha256:…`) some tag points to; NEW gets its tag and its image.
+    Tag {
+        /// The existing NAME, or a manifest digest.
+        src: String,
+        /// The new NAME.
+        new: String,
+        /// Replace what NEW names now.
+        #[arg(long)]
+        force: bool,
     },
     /// Mount an image by NAME (as `cfs mount oci:NAME`; same options).
     Mount(MountArgs),
@@ -148,15 +161,21 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
         }
         OciCommand::Rm { name } => {
             let r = super::repo::open_repo(repo)?;
-            store::remove_tag(&r, &name)?;
+            store::remove_tag(&r, &name).map_err(|e| match e {
+                OciError::UnknownImage(n) => no_such_image(&r, &n),
+                e => e.into(),
+            })?;
             eprintln!("removed {name}; run `cfs gc` to free its objects");
             Ok(())
+        }
+        OciCommand::Tag { src, new, force } => {
+            tag(&super::repo::open_repo(repo)?, &src, &new, force)
         }
         OciCommand::Mount(mut a) => {
             let name = a.image().to_owned();
             let r = super::repo::open_repo(repo)?;
             if store::read_tag(&r, &name)?.is_none() {
-                return Err(OciError::UnknownImage(name).into());
+                return Err(no_such_image(&r, &name));
             }
             a.set_image(store::image_name(&name));
             mount::mount(a, Some(repo))
@@ -176,7 +195,7 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
                 println!("{}", report.image_id);
             } else {
                 if store::read_tag(&r, &reference)?.is_none() {
-                    return Err(OciError::UnknownImage(reference).into());
+                    return Err(no_such_image(&r, &reference));
                 }
                 println!("{}", r.resolve(&store::image_name(&reference))?);
             }
@@ -185,10 +204,79 @@ pub fn run(repo: &Path, cmd: OciCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `cfs oci tag SRC NEW`: NEW's image name first, then its tag (the order
+/// a pull records them in), under the shared lock so gc can't run between.
+fn tag(r: &Repository, src: &str, new: &str, force: bool) -> anyhow::Result<()> {
+    store::check_tag(new)?;
+    let tags = store::tags(r)?;
+    let (manifest, id) = if src.starts_with("sha256:") {
+        let tagged = tags.iter().find(|(_, m)| m == src).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no tag points to manifest {src} in {}, so its image is not stored: pull it",
+                r.path().display()
+            )
+        })?;
+        (src.to_owned(), r.resolve(&store::image_name(&tagged.0))?)
+    } else {
+        let manifest = store::read_tag(r, src)?.ok_or_else(|| no_such_image(r, src))?;
+        (manifest, r.resolve(&store::image_name(src))?)
+    };
+    if !force && store::read_tag(r, new)?.is_some() {
+        anyhow::bail!(
+            "{new:?} already names an OCI image in {}: --force replaces it",
+            r.path().display()
+        );
+    }
+    let _lock = r.lock(cfs_repo::repository::LockMode::Shared)?;
+    r.set_ref(&store::image_name(new), &id)?;
+    store::set_tag(r, new, &manifest)?;
+    eprintln!("tagged {new} ({manifest}, image {id})");
+    Ok(())
+}
+
+/// The OCI tags whose image removing the image name or id `name` removes
+/// (`cfs rm oci:NAME`, or `cfs rm ID` of an OCI image): so that `cfs rm`
+/// leaves no tag without its image.
+pub fn tags_removed_with(r: &Repository, name: &str) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = match cfs_format::Digest::from_hex(name.as_bytes()) {
+        Ok(id) => r
+            .refs()?
+            .into_iter()
+            .filter(|(_, target)| *target == id)
+            .map(|(n, _)| n)
+            .collect(),
+        Err(_) => vec![name.to_owned()],
+    };
+    let mut tags = Vec::new();
+    for n in names {
+        if let Some(tag) = n.strip_prefix("oci:") {
+            if store::check_tag(tag).is_ok() && store::read_tag(r, tag)?.is_some() {
+                tags.push(tag.to_owned());
+            }
+        }
+    }
+    Ok(tags)
+}
+
+/// Removes OCI tags whose image name is already gone (see [`tags_removed_with`]).
+pub fn remove_tags(r: &Repository, tags: &[String]) -> anyhow::Result<()> {
+    for tag in tags {
+        store::remove_tag(r, tag)?;
+    }
+    Ok(())
+}
+
+/// No OCI image `name` in `r`: the error names the repository searched.
+fn no_such_image(r: &Repository, name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no OCI image named {name:?} in the repository {} (see `cfs oci images`)",
+        r.path().display()
+    )
+}
+
 /// What `cfs oci inspect` shows of the image tagged `name`.
 fn inspect(r: &Repository, name: &str) -> anyhow::Result<OciInspect> {
-    let manifest_digest =
-        store::read_tag(r, name)?.ok_or_else(|| OciError::UnknownImage(name.to_owned()))?;
+    let manifest_digest = store::read_tag(r, name)?.ok_or_else(|| no_such_image(r, name))?;
     let mbytes = store::get_blob(r, &manifest_digest)?;
     let m: Manifest = parse_json(&mbytes, &manifest_digest)?;
     let cbytes = store::get_blob(r, &m.config.digest)?;

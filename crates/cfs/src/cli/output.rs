@@ -17,6 +17,11 @@ pub fn write_output(path: &Path, data: &[u8]) -> anyhow::Result<()> {
         out.write_all(data).context("could not write to stdout")?;
         return out.flush().context("could not write to stdout");
     }
+    write_file(path, data)
+}
+
+/// Writes `data` to the file `path`, replacing it only once complete.
+pub fn write_file(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -1,7 +1,8 @@
 //! Repository commands: `init`, `create-image`, `images`, `image-objects`,
 //! `rm`, `fsck`, `gc`, `info`. The repository is `--repo`, else `$CFS_REPO`,
-//! else the default location (`/var/lib/cfs` for root,
-//! `$XDG_DATA_HOME/cfs` or `~/.local/share/cfs` for others).
+//! else the default location (`/var/lib/cfs` for the machine's root,
+//! `$XDG_DATA_HOME/cfs` or `~/.local/share/cfs` for others, root of a user
+//! namespace included).
 
 use anyhow::{bail, Context};
 use cfs_repo::import::{ImportStats, Progress};
@@ -26,6 +27,28 @@ pub enum RepoCommand {
     Init,
     /// Store a directory's files and an image of it under NAME.
     CreateImage(CreateArgs),
+    /// Print the image id `create-image` would store for a directory
+    /// (nothing is stored).
+    ComputeId {
+        #[command(flatten)]
+        tree: TreeFlags,
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Write a directory's or an image's composefs dumpfile (`mkfs
+    /// --from-file` builds the image back).
+    CreateDumpfile(DumpfileArgs),
+    /// Store a composefs image file (`-` for stdin) under NAME, after
+    /// checking that it is one; its objects may be missing (it says how many).
+    ImportImage {
+        /// The image file, or `-`.
+        file: PathBuf,
+        /// The image's name.
+        name: String,
+        /// Replace the image NAME names now.
+        #[arg(long)]
+        force: bool,
+    },
     /// List the images: NAME and image id (unnamed images as `-`).
     Images {
         /// Print a JSON array instead (docs/json.md).
@@ -37,7 +60,8 @@ pub enum RepoCommand {
         /// Image name or id.
         name: String,
     },
-    /// Remove an image name (objects go at the next `gc`).
+    /// Remove an image name (objects go at the next `gc`); `oci:NAME` also
+    /// removes the OCI tag NAME, as `cfs oci rm NAME` does.
     Rm {
         /// Image name or id.
         name: String,
@@ -62,14 +86,46 @@ pub enum RepoCommand {
     },
 }
 
-/// Options of `cfs create-image`.
+/// How a directory becomes an image: `create-image`, `compute-id` and
+/// `create-dumpfile` share these, so they agree on the id.
 #[derive(Args, Debug)]
-pub struct CreateArgs {
+pub struct TreeFlags {
     #[command(flatten)]
     scan: super::mkfs::ScanFlags,
     /// Split hard links into separate inodes (as C mkcomposefs 1.0.x does).
     #[arg(long)]
     no_hardlinks: bool,
+}
+
+impl TreeFlags {
+    /// The repository's build options these flags select.
+    fn options(&self) -> CreateOptions {
+        let mut options = CreateOptions::default();
+        self.scan.apply(&mut options.scan);
+        options.scan.hardlinks = !self.no_hardlinks;
+        options
+    }
+}
+
+/// Options of `cfs create-dumpfile`.
+#[derive(Args, Debug)]
+pub struct DumpfileArgs {
+    #[command(flatten)]
+    tree: TreeFlags,
+    /// A directory, or an image (a file, `-` for stdin, or a name in the repository).
+    source: PathBuf,
+    /// Where to write the dumpfile (default `-`, stdout).
+    out: Option<PathBuf>,
+}
+
+/// Options of `cfs create-image`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    tree: TreeFlags,
+    /// Replace the image NAME names now (without it, an existing NAME is refused).
+    #[arg(long)]
+    force: bool,
     /// Print the summary line even when stderr is not a terminal.
     #[arg(long)]
     stats: bool,
@@ -83,12 +139,21 @@ pub struct CreateArgs {
     name: String,
 }
 
-/// The repository path from `--repo`/`CFS_REPO` or the default.
+/// The repository path from `--repo`/`CFS_REPO` or the default: the real
+/// user's (root of a user namespace is the user who made it, see
+/// `cfs_repo::repository::default_path`).
 pub fn repo_path(repo: Option<&Path>) -> anyhow::Result<PathBuf> {
     match repo {
         Some(p) => Ok(p.to_path_buf()),
-        None => repository::default_path()
-            .context("no repository location: set --repo, CFS_REPO, XDG_DATA_HOME or HOME"),
+        None => {
+            let ns = if cfs_mount::detect::in_initial_userns() {
+                repository::UserNamespace::Initial
+            } else {
+                repository::UserNamespace::Child
+            };
+            repository::default_path(ns)
+                .context("no repository location: set --repo, CFS_REPO, XDG_DATA_HOME or HOME")
+        }
     }
 }
 
@@ -198,6 +263,14 @@ fn dispatch(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
             Ok(())
         }
         RepoCommand::CreateImage(a) => create_image(repo, &a),
+        RepoCommand::ComputeId { tree, dir } => {
+            let id = repository::compute_id(&dir, &tree.options())
+                .with_context(|| format!("cannot read {}", dir.display()))?;
+            println!("{id}");
+            Ok(())
+        }
+        RepoCommand::CreateDumpfile(a) => create_dumpfile(repo, &a),
+        RepoCommand::ImportImage { file, name, force } => import_image(repo, &file, &name, force),
         RepoCommand::Images { json } => {
             let r = open(repo)?;
             if json {
@@ -225,7 +298,13 @@ fn dispatch(repo: Option<&Path>, cmd: RepoCommand) -> anyhow::Result<()> {
         }
         RepoCommand::Rm { name } => {
             let r = open(repo)?;
+            // One name space: `oci:NAME` goes with its OCI tag, as `cfs oci rm NAME`.
+            let tags = super::oci::tags_removed_with(&r, &name)?;
             let id = r.remove(&name)?;
+            super::oci::remove_tags(&r, &tags)?;
+            for tag in &tags {
+                eprintln!("removed the OCI tag {tag} with its image oci:{tag}");
+            }
             let mounts = r.mounts_of(&id)?;
             if mounts.is_empty() {
                 eprintln!("removed {name} ({id}); run `cfs gc` to free its objects");
@@ -249,9 +328,8 @@ fn create_image(repo: Option<&Path>, a: &CreateArgs) -> anyhow::Result<()> {
     let path = repo_path(repo)?;
     // The first import creates the repository; init opens an existing one.
     let r = init_repo(&path)?;
-    let mut options = CreateOptions::default();
-    a.scan.apply(&mut options.scan);
-    options.scan.hardlinks = !a.no_hardlinks;
+    refuse_replacing(&r, &a.name, a.force)?;
+    let options = a.tree.options();
     let progress = Progress::default();
     let terminal = std::io::stderr().is_terminal();
     let start = Instant::now();
@@ -270,6 +348,74 @@ fn create_image(repo: Option<&Path>, a: &CreateArgs) -> anyhow::Result<()> {
     }
     println!("{}", report.id);
     Ok(())
+}
+
+/// Without `force`, refuses a name that already names an image (checked
+/// before importing, so nothing is stored for nothing).
+fn refuse_replacing(r: &Repository, name: &str, force: bool) -> anyhow::Result<()> {
+    if force {
+        return Ok(());
+    }
+    if let Some(id) = r.read_ref(name)? {
+        bail!(
+            "{name:?} already names image {id} in {}: --force replaces it (the old image \
+             then goes with the next `cfs gc`, unless another name or a mount keeps it)",
+            r.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// `cfs import-image FILE NAME`: a composefs image made elsewhere, checked
+/// with the reader and stored like any image; says which objects are missing.
+fn import_image(repo: Option<&Path>, file: &Path, name: &str, force: bool) -> anyhow::Result<()> {
+    let r = init_repo(&repo_path(repo)?)?;
+    refuse_replacing(&r, name, force)?;
+    let (shown, bytes) = super::input::read_file(file)?;
+    let id = r.import_image(&bytes, name, &shown)?;
+    let missing = r.missing_objects(&id)?;
+    if !missing.is_empty() {
+        let needed = r.image_objects(&id)?.len();
+        eprintln!(
+            "cfs: {} of the {needed} objects image {id} needs are missing from {} \
+             (`cfs image-objects {name}` lists them; mounting it checks them)",
+            missing.len(),
+            r.objects().path().display()
+        );
+    }
+    println!("{id}");
+    Ok(())
+}
+
+/// `cfs create-dumpfile DIR|IMAGE [OUT|-]`.
+fn create_dumpfile(repo: Option<&Path>, a: &DumpfileArgs) -> anyhow::Result<()> {
+    let tree = if a.source.is_dir() {
+        // Through the image and back: the dump of a directory is the dump
+        // of the image `create-image` makes of it, as `cfs dump` prints it.
+        let options = a.tree.options();
+        let tree = repository::tree_of_directory(&a.source, &options)
+            .with_context(|| format!("cannot read {}", a.source.display()))?;
+        let image =
+            cfs_format::writer::write_image(&tree, &options.write).context("cannot write image")?;
+        cfs_format::reader::Image::open(image)
+            .and_then(|img| img.to_tree())
+            .context("could not read the image back")?
+    } else {
+        super::input::load_tree(&a.source, repo)?
+    };
+    let mut text = Vec::new();
+    cfs_format::dumpfile::print(&tree, &mut text)?;
+    match a.out.as_deref() {
+        None => write_stdout(&text),
+        Some(p) if p == Path::new("-") => write_stdout(&text),
+        Some(p) => super::output::write_file(p, &text),
+    }
+}
+
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).context("could not write to stdout")?;
+    out.flush().context("could not write to stdout")
 }
 
 /// Redraws a progress bar from the counters until `done`.
@@ -459,9 +605,11 @@ fn info(repo: Option<&Path>, json: bool) -> anyhow::Result<()> {
     println!("images: {}", s.images);
     let verity = match s.verity {
         VeritySupport::Enabled => "enabled on objects (kernel-verified)",
-        VeritySupport::Unavailable | VeritySupport::Unknown => {
-            "not available on this kernel or file system: digests are computed and checked in userspace only"
+        VeritySupport::Unavailable => {
+            "objects have none (not available on this kernel or file system when they were \
+             stored): digests are computed and checked in userspace only"
         }
+        VeritySupport::Unknown => "not known until an object is stored",
     };
     println!("fs-verity: {verity}");
     Ok(())

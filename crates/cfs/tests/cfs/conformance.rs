@@ -5,6 +5,7 @@
 //! Each test walks every row and reports all failures at once.
 
 mod kernel;
+mod storage;
 
 use crate::cfs;
 use cfs_testkit::conformance::{self, asset_path, first_diff, rows, sha256_hex};

@@ -12,12 +12,15 @@
 //!   unmount races, changed images, lifetimes, upstream's FUSE round trip;
 //! - `trust`: a plain user against root's imports, repositories and mounts;
 //! - `conventions`: JSON output, completions, manual pages, `--version`, the
-//!   install step.
+//!   install step;
+//! - `service`: the mount service: kernel mounts for unprivileged users,
+//!   and everything a hostile one could try.
 //!
 //! Shared helpers: `cfs-testkit` (running the binary, walks, guards, users,
 //! skips) and [`support`] (what only these tests need). A test that can't
 //! run here prints `SKIPPED: <test>: <why>` on stdout.
 
+mod commands;
 mod conformance;
 mod conventions;
 mod differential;
@@ -28,6 +31,7 @@ mod oci;
 mod repo;
 mod rootless;
 mod serve;
+mod service;
 mod support;
 mod trust;
 

@@ -184,10 +184,14 @@ fn writable_mount_writes_only_the_upper_dir() {
         work.as_os_str(),
     ];
 
-    // Without --read-write, an upper dir still gives a read-only mount.
+    // An upper dir makes a writable mount (--read-write is implied); without
+    // one, --read-write is refused.
     let g = mount(&[&base[..], &upper_args[..]].concat(), &mnt).unwrap();
-    assert!(std::fs::write(mnt.join("new"), b"x").is_err());
+    std::fs::write(mnt.join("probe"), b"x").unwrap();
+    std::fs::remove_file(mnt.join("probe")).unwrap();
     drop(g);
+    let e = mount(&[&base[..], &[os("--read-write")][..]].concat(), &mnt).unwrap_err();
+    assert!(e.contains("--upperdir"), "{e}");
 
     let g = mount(
         &[&base[..], &upper_args[..], &[os("--read-write")][..]].concat(),
@@ -333,7 +337,12 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
             "truncated",
         ),
         (
-            vec![garbage.as_os_str(), os("--basedir"), objects.as_os_str()],
+            vec![
+                garbage.as_os_str(),
+                os("--basedir"),
+                objects.as_os_str(),
+                os("--no-check-objects"),
+            ],
             "could not mount",
         ),
         (
@@ -361,12 +370,19 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
             ],
             "not the expected",
         ),
+        // The object check reads it first, and refuses it.
+        (
+            vec![garbage.as_os_str(), os("--basedir"), objects.as_os_str()],
+            "is not a usable composefs image",
+        ),
+        // Unchecked, the kernel refuses it (through a loop device).
         (
             vec![
                 garbage.as_os_str(),
                 os("--basedir"),
                 objects.as_os_str(),
                 os("--loop-device"),
+                os("--no-check-objects"),
             ],
             "could not mount",
         ),

@@ -80,7 +80,7 @@ fn bash_completes_subcommands_and_flags() {
             .map(str::to_owned)
             .collect()
     };
-    assert_eq!(line("cfs mou: "), ["mount", "mounts"]);
+    assert_eq!(line("cfs mou: "), ["mount", "mounts", "mount-service"]);
     let oci = line("cfs oci : ");
     for sub in ["pull", "images", "inspect", "rm", "mount", "compute-id"] {
         assert!(oci.contains(&sub.to_owned()), "{oci:?}");

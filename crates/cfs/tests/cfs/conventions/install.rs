@@ -111,6 +111,7 @@ fn readme_install_command_installs_everything_under_the_prefix() {
         "fish/vendor_completions.d/cfs.fish",
         "doc/cfs/json.md",
         "doc/cfs/README.md",
+        "doc/cfs/mount-service.md",
     ] {
         assert!(
             std::fs::metadata(share.join(f)).unwrap().len() > 0,
@@ -125,6 +126,23 @@ fn readme_install_command_installs_everything_under_the_prefix() {
             .unwrap();
         assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
     }
+
+    // The mount service's units, the service started from this binary.
+    let units = prefix.join("lib/systemd/system");
+    assert!(
+        std::fs::metadata(units.join("cfs-mount.socket"))
+            .unwrap()
+            .len()
+            > 0
+    );
+    let service = std::fs::read_to_string(units.join("cfs-mount.service")).unwrap();
+    assert!(
+        service.contains(&format!(
+            "ExecStart={} mount-service ",
+            bin.join("cfs").display()
+        )),
+        "{service}"
+    );
 
     // Manual pages, read with man -M as a user of the prefix would.
     let man = share.join("man");

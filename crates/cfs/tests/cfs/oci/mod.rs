@@ -13,6 +13,7 @@
 
 mod bombs;
 mod compare;
+mod names;
 mod registry;
 mod sparse;
 mod tars;

@@ -1,0 +1,123 @@
+//! What an IMAGE argument names, the one rule every command that reads an
+//! image shares (`dump`, `ls`, `objects`, `missing-objects`, `mount`,
+//! `fuse-serve`, `create-dumpfile`): `-` is standard input; an existing
+//! path, or anything spelled as a path (a `/` in it, or a leading `.`), is
+//! an image file; an image name or id is looked up in the repository
+//! (`--repo`, `CFS_REPO` or the default one); anything else is a file (that
+//! then can't be read, and the error says so).
+
+use anyhow::Context;
+use cfs_format::reader::Image;
+use cfs_format::Tree;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// An IMAGE argument, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageArg {
+    /// `-`: the image's bytes on standard input.
+    Stdin,
+    /// An image file.
+    File(PathBuf),
+    /// A name or an image id in the repository.
+    Name(String),
+}
+
+impl ImageArg {
+    /// Classifies `arg` (see the module doc).
+    pub fn parse(arg: &Path) -> ImageArg {
+        if arg == Path::new("-") {
+            return ImageArg::Stdin;
+        }
+        let text = arg.to_str();
+        let spelled_as_path = text.is_none_or(|t| t.contains('/') || t.starts_with('.'));
+        if spelled_as_path || arg.exists() {
+            return ImageArg::File(arg.to_path_buf());
+        }
+        match text {
+            Some(name) if is_name_or_id(name) => ImageArg::Name(name.to_owned()),
+            _ => ImageArg::File(arg.to_path_buf()),
+        }
+    }
+}
+
+/// True for a valid image name or a 64-hex image id.
+fn is_name_or_id(s: &str) -> bool {
+    cfs_repo::repository::check_name(s).is_ok()
+        || cfs_format::Digest::from_hex(s.as_bytes()).is_ok()
+}
+
+/// Reads an image argument's bytes: the file, standard input, or the
+/// image `NAME` in the repository `repo` (the default one when `None`).
+pub fn read_image(arg: &Path, repo: Option<&Path>) -> anyhow::Result<(String, Vec<u8>)> {
+    match ImageArg::parse(arg) {
+        ImageArg::Stdin | ImageArg::File(_) => read_file(arg),
+        ImageArg::Name(name) => {
+            let path = super::repo::repo_path(repo)?;
+            let r = super::repo::open_repo(&path).with_context(|| {
+                format!(
+                    "{name:?} is not a file, and the repository to look it up in can't be opened"
+                )
+            })?;
+            let (id, mut file) = r.open_image(&name)?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .with_context(|| format!("could not read image {id} ({name})"))?;
+            Ok((name, bytes))
+        }
+    }
+}
+
+/// Reads a file, or standard input for `-`: what it is called in messages
+/// (`stdin` or the path), and its bytes.
+pub fn read_file(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut bytes)
+            .context("could not read stdin")?;
+        return Ok(("stdin".into(), bytes));
+    }
+    let bytes =
+        std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
+    Ok((path.display().to_string(), bytes))
+}
+
+/// [`read_image`], read into a tree.
+pub fn load_tree(arg: &Path, repo: Option<&Path>) -> anyhow::Result<Tree> {
+    let (shown, bytes) = read_image(arg, repo)?;
+    Image::open(bytes)
+        .and_then(|img| img.to_tree())
+        .with_context(|| format!("failed to load {shown}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_arguments_by_spelling() {
+        let id = "a".repeat(64);
+        let table: &[(&str, ImageArg)] = &[
+            ("-", ImageArg::Stdin),
+            ("doc", ImageArg::Name("doc".into())),
+            (
+                "oci:busybox:latest",
+                ImageArg::Name("oci:busybox:latest".into()),
+            ),
+            (&id, ImageArg::Name(id.clone())),
+            ("./doc", ImageArg::File("./doc".into())),
+            ("/no/such/image", ImageArg::File("/no/such/image".into())),
+            ("dir/image.cfs", ImageArg::File("dir/image.cfs".into())),
+            (".hidden", ImageArg::File(".hidden".into())),
+            ("-dash", ImageArg::File("-dash".into())),
+            ("a b", ImageArg::File("a b".into())),
+            // An existing file wins over a name.
+            ("/", ImageArg::File("/".into())),
+        ];
+        for (arg, want) in table {
+            assert_eq!(&ImageArg::parse(Path::new(arg)), want, "{arg}");
+        }
+    }
+}
