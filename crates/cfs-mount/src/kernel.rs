@@ -143,15 +143,21 @@ pub(crate) fn probe_store_verity(store: &Path, image: &File) -> Result<(bool, St
     })
 }
 
-/// Some object `XX/REST` in a store, if it has any.
+/// Some object of a store, if it has any: a regular file whose path in the
+/// store is an object path (`Digest::from_object_path_with_suffix`, the one
+/// home of that rule, with the suffixes stores may use).
 fn first_object(store: &Path) -> Option<PathBuf> {
     for sub in std::fs::read_dir(store).ok()?.flatten() {
-        let name = sub.file_name();
-        if name.len() != 2 || !sub.file_type().is_ok_and(|t| t.is_dir()) {
+        if !sub.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         for obj in std::fs::read_dir(sub.path()).ok()?.flatten() {
-            if obj.file_type().is_ok_and(|t| t.is_file()) {
+            let rel = Path::new(&sub.file_name()).join(obj.file_name());
+            let named = rel
+                .to_str()
+                .and_then(|r| cfs_format::Digest::from_object_path_with_suffix(r.as_bytes()))
+                .is_some();
+            if named && obj.file_type().is_ok_and(|t| t.is_file()) {
                 return Some(obj.path());
             }
         }

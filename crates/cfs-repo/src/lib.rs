@@ -6,14 +6,13 @@
 //! - [`store`]: a content-addressed object directory (`XX/REST`, named by fs-verity
 //!   digest): crash-safe, deduplicating inserts; listing and re-hashing.
 //! - [`import`]: completes a content-less scan by storing each file once, hashing while copying.
-//! - [`oci`]: tar layers, OCI layouts and pulls into images of the repository.
 //! - [`repository`]: the repository (objects, images, names), with fsck, gc, locking and the
-//!   pins that keep mounted images alive.
+//!   pins that keep mounted images alive; records other crates keep under
+//!   `streams/` (OCI: `cfs-oci`) reach it through [`repository::StreamRoots`].
 //! - [`sys`]: the one system call rustix lacks (`statmount`), the crate's only `unsafe`.
 #![deny(unsafe_code)]
 
 pub mod import;
-pub mod oci;
 pub mod repository;
 pub mod scan;
 pub mod source;

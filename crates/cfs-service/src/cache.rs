@@ -74,8 +74,9 @@ impl Cache {
             .count())
     }
 
-    /// Removes the images no mount uses, and the pins of mounts gone.
+    /// Removes the images no mount uses, and the pins of mounts gone. (The
+    /// cache holds images only: no records under `streams/` to read.)
     pub fn collect(&self) -> Result<GcReport, RepoError> {
-        self.repo()?.gc(false)
+        self.repo()?.gc(&[], false)
     }
 }

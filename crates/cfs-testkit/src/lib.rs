@@ -12,12 +12,14 @@
 //! - [`command`]: running the `cfs` binary under test, and judging outputs.
 //! - [`walk`]: what a directory tree (a source or a mount) holds, compared.
 //! - [`mounts`]: guards that unmount what a test mounted, bounded waits.
+//! - [`memory`]: a command run under a memory cap, its peak memory measured.
 //! - [`users`]: scripts run as the test user, in user namespaces, and the
 //!   processes a test started (never anyone else's).
 //! - [`rng`]: a small seeded PRNG.
 
 pub mod command;
 pub mod conformance;
+pub mod memory;
 pub mod mounts;
 pub mod need;
 pub mod rng;
@@ -40,6 +42,17 @@ pub fn report_skip(reason: &str) {
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("a test");
     let line = format!("{SKIP_MARK} {test}: {reason}\n");
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.flush();
+}
+
+/// Prints `<test>: <what>` on the real standard output, past the harness's
+/// capture (as [`report_skip`] does): what a test measured, for the log.
+pub fn report(what: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let line = format!("{test}: {what}\n");
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.flush();

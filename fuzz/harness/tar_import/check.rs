@@ -12,9 +12,11 @@
 
 use cfs_format::reader::{Image, Nid};
 use cfs_format::{dumpfile, Digest, FileType};
-use cfs_repo::oci::pull::{self, PullOptions, PullReport};
-use cfs_repo::oci::tar::{LayerStats, Limits};
-use cfs_repo::oci::{OciError, MARKER_PREFIX};
+use cfs_oci::limits::Limits;
+use cfs_oci::pull::{self, PullOptions, PullReport};
+use cfs_oci::store::OciRoots;
+use cfs_oci::tar::LayerStats;
+use cfs_oci::{OciError, MARKER_PREFIX};
 use cfs_repo::Repository;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
@@ -311,7 +313,7 @@ pub fn check_layers_then(layers: &[Vec<u8>], meddle: &dyn Fn(&Path)) {
         }
         check_image(&repo, &report.image_id);
     }
-    let fsck = repo.fsck().expect("fsck runs");
+    let fsck = repo.fsck(&[&OciRoots]).expect("fsck runs");
     assert!(fsck.is_clean(), "fsck after the imports: {fsck:?}");
 }
 

@@ -36,6 +36,15 @@ fn dir(p: &[u8]) -> Op {
     Op::Entry(entry(b'5', p))
 }
 
+/// A PAX record naming one of [`super::input::NAMED_KEYS`] by its index.
+fn named(index: u8, value: &[u8]) -> Pax {
+    Pax {
+        kind: 7,
+        key: vec![index],
+        value: value.to_vec(),
+    }
+}
+
 /// More than 64 bytes: stored as an object, not inline.
 const STORED: &[u8] = &[b'x'; 100];
 
@@ -168,6 +177,37 @@ pub fn all() -> Vec<(&'static str, Input)> {
                 }),
                 file(b"g", STORED),
             ]),
+        ),
+        (
+            "sparse-name-with-dotdot",
+            ops(vec![Op::Entry(Entry {
+                pax: vec![
+                    named(2, b"12"),
+                    named(7, b"0,12"),
+                    named(8, b"../outside/sentinel"),
+                ],
+                content: b"overwritten\n".to_vec(),
+                ..entry(b'0', b"GNUSparseFile.0/sentinel")
+            })]),
+        ),
+        (
+            "sparse-1.0-with-holes",
+            ops(vec![Op::Entry(Entry {
+                pax: vec![
+                    named(0, b"1"),
+                    named(1, b"0"),
+                    named(3, b"70000"),
+                    named(8, b"dir/sparse"),
+                ],
+                content: {
+                    let mut data = b"2\n0\n100\n69900\n100\n".to_vec();
+                    data.resize(512, 0);
+                    data.extend_from_slice(STORED);
+                    data.extend_from_slice(STORED);
+                    data
+                },
+                ..entry(b'0', b"dir/GNUSparseFile.0/sparse")
+            })]),
         ),
         (
             "large-file-streamed",

@@ -29,7 +29,8 @@
 //! records := count:u8, then count % 8 times
 //! record  := kind:u8 key:u8-length bytes value:u16-length bytes
 //!            kind % 8: 0 SCHILY.xattr.KEY, 1 path, 2 linkpath, 3 size, 4 mtime, 5 uid,
-//!            6 gid, 7 KEY itself
+//!            6 gid, 7 KEY itself, except that a one-byte KEY below 11 names one of
+//!            [`NAMED_KEYS`] (the GNU sparse records, atime, ctime)
 //! PATH    := flags:u8 (bit 0: leading '/', bit 1: leading './') count:u8 (% 64) components
 //! comp    := tag:u8, tag % 8: 0 `..`, 1 `.`, 2 empty, 3 `.wh..wh..opq`, 4 `.wh.`+u8-length
 //!            bytes, 5 u8-length bytes, 6 a long name (byte:u8, length:u16), 7 WORDS[u8]
@@ -59,6 +60,22 @@ pub const WORDS: [&[u8]; 16] = [
     b"images",
     b"src",
     b"proc",
+];
+
+/// PAX keys a record of kind 7 names with a one-byte key (its index): the
+/// sparse-file records of every GNU format, and the times only checked.
+pub const NAMED_KEYS: [&[u8]; 11] = [
+    b"GNU.sparse.major",
+    b"GNU.sparse.minor",
+    b"GNU.sparse.size",
+    b"GNU.sparse.realsize",
+    b"GNU.sparse.numblocks",
+    b"GNU.sparse.offset",
+    b"GNU.sparse.numbytes",
+    b"GNU.sparse.map",
+    b"GNU.sparse.name",
+    b"atime",
+    b"ctime",
 ];
 
 /// POSIX (`ustar\0` `00`) magic, else GNU (`ustar  \0`).
@@ -383,7 +400,10 @@ impl Pax {
             4 => b"mtime",
             5 => b"uid",
             6 => b"gid",
-            _ => return self.key.clone(),
+            _ => match self.key[..] {
+                [i] if usize::from(i) < NAMED_KEYS.len() => NAMED_KEYS[usize::from(i)],
+                _ => return self.key.clone(),
+            },
         };
         fixed.to_vec()
     }

@@ -1,6 +1,6 @@
 //! What the `tar_import` fuzz target runs, shared with its seed generator
 //! (`fuzz/seeds/tar_import.rs`) and its regression replay
-//! (`crates/cfs-repo/tests/fuzz_regressions.rs`), which include this
+//! (`crates/cfs-oci/tests/cfs-oci/fuzz_regressions.rs`), which include this
 //! directory with `#[path]`: [`input`] is the byte format and its tar
 //! serialisation, [`check`] the import and its invariants, [`examples`]
 //! hand-written escape attempts.

@@ -16,7 +16,7 @@ mod print;
 
 pub use parse::{MAX_EXTERNAL_FILE_SIZE, MAX_XATTR_FIELDS_LEN, MAX_XATTR_SPACE};
 
-use crate::Tree;
+use crate::{Node, Tree};
 
 /// How strictly to parse (see the conformance README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,7 +48,18 @@ pub struct DumpfileError {
 /// their entries are marked `hardlink` and name the target's node. Inputs C
 /// rejects, whether in its parser or later in its image writer, are errors.
 pub fn parse(input: &[u8], mode: ParseMode) -> Result<Tree, DumpfileError> {
-    parse::parse(input, mode)
+    parse::parse(input, mode, None)
+}
+
+/// [`parse`] of a dumpfile printed by [`print_omitting`]: a parent directory
+/// that has no line of its own is created as a copy of `implicit_parent`
+/// (C refuses such a file). Everything else is as in [`parse`].
+pub fn parse_with_parents(
+    input: &[u8],
+    mode: ParseMode,
+    implicit_parent: &Node,
+) -> Result<Tree, DumpfileError> {
+    parse::parse(input, mode, Some(implicit_parent))
 }
 
 /// Prints a tree as a canonical dumpfile (what `composefs-info dump` prints
@@ -58,7 +69,21 @@ pub fn parse(input: &[u8], mode: ParseMode) -> Result<Tree, DumpfileError> {
 /// an image does (directory nlink, symlink and device sizes) is the image
 /// writer's and reader's job.
 pub fn print(tree: &Tree, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    print::print(tree, out)
+    print::print(tree, out, &|_| false)
+}
+
+/// [`print()`] without a line for each directory (other than the root) that
+/// `omit` picks; what is in it is printed as usual. Such a file reads back
+/// with [`parse_with_parents`], the omitted directories recreated from one
+/// template: so a deep chain of directories that all look alike costs no
+/// line, and no path, of its own. (A dumpfile line repeats its whole path,
+/// so printing every directory of a chain `d` deep costs `d²` bytes.)
+pub fn print_omitting(
+    tree: &Tree,
+    out: &mut dyn std::io::Write,
+    omit: &dyn Fn(&Node) -> bool,
+) -> std::io::Result<()> {
+    print::print(tree, out, omit)
 }
 
 #[cfg(test)]
@@ -337,6 +362,67 @@ mod tests {
         for want in cases {
             let tree = parse_ok(want, ParseMode::Strict);
             assert_eq!(&printed(&tree), want);
+        }
+    }
+
+    /// Directories left out by `print_omitting` come back from their
+    /// template, and the tree reads back equal; a plain `parse` refuses the
+    /// same file. The dump of a chain `n` deep grows linearly, not as `n²`.
+    #[test]
+    fn omitted_directories_come_back() {
+        let marked = |n: &Node| n.xattrs.len() == 1 && n.xattr(b"user.implicit").is_some();
+        let input = "/ 4096 40755 2 0 0 0 0.0 - - -\n\
+             /a 0 40755 2 0 0 0 0.0 - - - user.implicit=\n\
+             /a/b 0 40755 2 0 0 0 0.0 - - - user.implicit=\n\
+             /a/b/c 0 40755 2 0 0 0 0.0 - - - user.implicit=\n\
+             /a/b/c/f 3 100644 2 0 0 0 0.0 - abc -\n\
+             /a/b/d 0 40700 2 0 0 0 0.0 - - -\n\
+             /a/b/d/l 3 @100644 2 0 0 0 0.0 /a/b/c/f - -\n\
+             /a/x 0 40755 2 0 0 0 0.0 - - - user.implicit= user.more=1\n";
+        let tree = parse_ok(input, ParseMode::Strict);
+        let mut out = Vec::new();
+        print_omitting(&tree, &mut out, &marked).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            "/ 4096 40755 2 0 0 0 0.0 - - -\n\
+             /a/b/c/f 3 100644 2 0 0 0 0.0 - abc -\n\
+             /a/b/d 0 40700 2 0 0 0 0.0 - - -\n\
+             /a/b/d/l 3 @100644 2 0 0 0 0.0 /a/b/c/f abc -\n\
+             /a/x 0 40755 2 0 0 0 0.0 - - - user.implicit= user.more=1\n"
+        );
+        assert!(parse(out.as_bytes(), ParseMode::Strict).is_err());
+        let template = tree.node(tree.lookup_path(b"/a").unwrap()).clone();
+        let back = parse_with_parents(out.as_bytes(), ParseMode::Strict, &template).unwrap();
+        assert_eq!(printed(&back), printed(&tree));
+
+        // A chain 1000 deep: its dump without the chain is one line long.
+        let mut deep = String::from(ROOT);
+        let mut path = String::new();
+        for _ in 0..1000 {
+            path.push_str("/d");
+            deep.push_str(&format!(
+                "{path} 0 40755 2 0 0 0 0.0 - - - user.implicit=\n"
+            ));
+        }
+        deep.push_str(&format!("{path}/f 0 100644 1 0 0 0 0.0 - - -\n"));
+        let tree = parse_ok(&deep, ParseMode::Strict);
+        let mut out = Vec::new();
+        print_omitting(&tree, &mut out, &marked).unwrap();
+        assert_eq!(
+            out.len(),
+            ROOT.len() + path.len() + "/f 0 100644 1 0 0 0 0.0 - - -\n".len()
+        );
+        let template = tree.node(tree.lookup_path(b"/d").unwrap()).clone();
+        let back = parse_with_parents(&out, ParseMode::Strict, &template).unwrap();
+        assert_eq!(printed(&back), printed(&tree));
+        // What parse refuses for other reasons it still refuses.
+        for bad in [
+            "/f/x 0 100644 1 0 0 0 0.0 - - -\n",
+            "/a/../x 0 100644 1 0 0 0 0.0 - - -\n",
+        ] {
+            let input = format!("{ROOT}/f 0 100644 1 0 0 0 0.0 - - -\n{bad}");
+            assert!(parse_with_parents(input.as_bytes(), ParseMode::Strict, &template).is_err());
         }
     }
 }

@@ -68,8 +68,15 @@ const CONTENT: usize = 9;
 const DIGEST: usize = 10;
 
 /// Parses a whole dumpfile. See [`super::parse`].
-pub(super) fn parse(input: &[u8], mode: ParseMode) -> Result<Tree, DumpfileError> {
-    let mut parser = Parser::default();
+pub(super) fn parse(
+    input: &[u8],
+    mode: ParseMode,
+    implicit_parent: Option<&Node>,
+) -> Result<Tree, DumpfileError> {
+    let mut parser = Parser {
+        implicit_parent,
+        ..Parser::default()
+    };
     let mut rest = input;
     let mut line_no = 0;
     while !rest.is_empty() {
@@ -122,8 +129,10 @@ enum Place {
 }
 
 #[derive(Default)]
-struct Parser {
+struct Parser<'p> {
     tree: Option<Tree>,
+    /// What a missing parent directory is created as; `None`: it is an error.
+    implicit_parent: Option<&'p Node>,
     links: Vec<PendingLink>,
     /// Pending links by (directory, name). Their directory entries point at
     /// the root until resolved; `Found::Link` keeps lookups from following them.
@@ -131,7 +140,7 @@ struct Parser {
     line_no: usize,
 }
 
-impl Parser {
+impl Parser<'_> {
     /// One line: a hard link (resolved in [`Parser::finish`]) or a node put
     /// in the tree.
     fn line(&mut self, line: &[u8], mode: ParseMode) -> Result<(), String> {
@@ -154,6 +163,9 @@ impl Parser {
         let st_mode = int_field(MODE, mode_field, 8)? as u32;
         let file_type = FileType::from_mode(st_mode)
             .ok_or_else(|| format!("mode: {st_mode:o} has no valid file type"))?;
+        if self.implicit_parent.is_some() {
+            self.make_parents(&path);
+        }
         let place = self.place(&path, file_type)?;
         if is_link {
             return self.hard_link(place, file_type, fields[PAYLOAD]);
@@ -214,6 +226,41 @@ impl Parser {
             }
         }
         Ok(())
+    }
+
+    /// Creates the missing parent directories of `path` as copies of
+    /// [`Parser::implicit_parent`] (without its entries). Stops at the first component that can't
+    /// be one (a hard link, a non-directory, an invalid name), leaving the
+    /// error to [`Parser::place`].
+    fn make_parents(&mut self, path: &[u8]) {
+        let (Some(tree), Some(parent)) = (self.tree.as_mut(), self.implicit_parent) else {
+            return;
+        };
+        let mut comps = path.split(|&b| b == b'/').filter(|c| !c.is_empty());
+        let Some(mut comp) = comps.next() else {
+            return;
+        };
+        let mut cur = NodeId::ROOT;
+        // Every component but the last is a parent.
+        for next in comps {
+            if tree.node(cur).file_type() != Some(FileType::Directory) {
+                return;
+            }
+            cur = match tree.node(cur).entry(comp) {
+                Some(e) if !e.hardlink => e.node,
+                Some(_) => return,
+                None => {
+                    let mut dir = parent.clone();
+                    dir.entries.clear();
+                    let id = tree.add_node(dir);
+                    if tree.link(cur, comp, id, false).is_err() {
+                        return;
+                    }
+                    id
+                }
+            };
+            comp = next;
+        }
     }
 
     /// Finds where `path` goes, as C's `tree_add_node` and `lookup_parent_path` do.

@@ -9,17 +9,32 @@
 //! marked `hardlink` (or, in a tree where every entry of a node is marked,
 //! the first one).
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 
 use super::escape::{escape_into, Style};
-use crate::tree::{DirEntry, NodeId, Tree};
+use crate::tree::{DirEntry, FileType, Node, NodeId, Tree};
 
 /// Prints the whole tree. See [`super::print`].
-pub(super) fn print(tree: &Tree, out: &mut dyn Write) -> io::Result<()> {
-    let mut primary: Vec<Vec<u8>> = vec![Vec::new(); tree.len()];
+pub(super) fn print(
+    tree: &Tree,
+    out: &mut dyn Write,
+    omit: &dyn Fn(&Node) -> bool,
+) -> io::Result<()> {
+    // The primary path of each node printed as a hard link somewhere: kept
+    // for those only, as all paths together cost the square of the depth.
+    let mut names = vec![0u32; tree.len()];
+    for (_, node) in tree.nodes() {
+        for e in &node.entries {
+            if let Some(n) = names.get_mut(e.node.index()) {
+                *n = n.saturating_add(1);
+            }
+        }
+    }
+    let mut primary: HashMap<NodeId, Vec<u8>> = HashMap::new();
     walk(tree, |id, path, is_link| {
-        if !is_link {
-            primary[id.index()] = path.to_vec();
+        if !is_link && names[id.index()] > 1 {
+            primary.insert(id, path.to_vec());
         }
     });
     let mut line = Vec::with_capacity(256);
@@ -28,8 +43,16 @@ pub(super) fn print(tree: &Tree, out: &mut dyn Write) -> io::Result<()> {
         if result.is_err() {
             return;
         }
+        let node = tree.node(id);
+        if !is_link
+            && id != NodeId::ROOT
+            && node.file_type() == Some(FileType::Directory)
+            && omit(node)
+        {
+            return;
+        }
         line.clear();
-        let link_target = is_link.then(|| primary[id.index()].as_slice());
+        let link_target = is_link.then(|| primary.get(&id).map_or(&b""[..], Vec::as_slice));
         format_line(&mut line, tree, id, path, link_target);
         result = out.write_all(&line);
     });

@@ -21,7 +21,7 @@ use crate::tree::{
     MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
 };
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Largest number of chunk index entries an external file may need: they must
 /// fit in one block (`LCFS_MAX_NONINLINE_CHUNKS`).
@@ -55,10 +55,62 @@ pub(super) struct Prepared {
 }
 
 struct Walk {
-    /// Reachable nodes in depth-first pre-order, with their parent and path.
+    /// Reachable nodes in depth-first pre-order, with their parent. Paths
+    /// are not kept (they would cost the square of the depth): errors
+    /// rebuild the one they name with [`Walk::path`].
     order: Vec<NodeId>,
-    parent: HashMap<NodeId, NodeId>,
-    path: HashMap<NodeId, String>,
+    /// Parent of each node by index ([`UNSET`] if unreachable); the root is its own.
+    parent: Vec<u32>,
+}
+
+/// No node: an unset slot of a table indexed by node.
+const UNSET: u32 = u32::MAX;
+
+impl Walk {
+    /// The parent of a reachable node (the root's is the root).
+    fn parent_of(&self, id: NodeId) -> Option<NodeId> {
+        self.parent
+            .get(id.index())
+            .filter(|&&p| p != UNSET)
+            .map(|&p| NodeId(p))
+    }
+
+    /// The path of a reachable node, climbing its parents (for errors only).
+    fn path(&self, tree: &Tree, mut id: NodeId) -> String {
+        let mut names: Vec<&[u8]> = Vec::new();
+        while let Some(parent) = self.parent_of(id).filter(|&p| p != id) {
+            let entries = &tree.node(parent).entries;
+            match entries.iter().find(|e| e.node == id && !e.hardlink) {
+                Some(e) => names.push(&e.name),
+                None => break,
+            }
+            id = parent;
+        }
+        join_path(names.iter().rev().copied())
+    }
+
+    /// The path of the entry `name` of the reachable directory `dir`.
+    fn child_path(&self, tree: &Tree, dir: NodeId, name: &[u8]) -> String {
+        let base = self.path(tree, dir);
+        format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            String::from_utf8_lossy(name)
+        )
+    }
+}
+
+/// `/a/b` from the names `a`, `b`; `/` from none.
+fn join_path<'a>(names: impl Iterator<Item = &'a [u8]>) -> String {
+    let mut out = String::new();
+    for n in names {
+        out.push('/');
+        out.push_str(&String::from_utf8_lossy(n));
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 fn invalid(path: &str, reason: impl Into<String>) -> WriteError {
@@ -72,47 +124,41 @@ fn invalid(path: &str, reason: impl Into<String>) -> WriteError {
 fn walk(tree: &Tree) -> Result<Walk, WriteError> {
     let mut w = Walk {
         order: Vec::new(),
-        parent: HashMap::new(),
-        path: HashMap::new(),
+        parent: vec![UNSET; tree.len()],
     };
     let root = tree.root();
     if tree.node(root).file_type() != Some(FileType::Directory) {
         return Err(invalid("/", "the root must be a directory"));
     }
-    w.parent.insert(root, root);
-    w.path.insert(root, "/".to_string());
+    w.parent[root.index()] = root.0;
     let mut stack = vec![root];
     while let Some(id) = stack.pop() {
         w.order.push(id);
         let node = tree.node(id);
-        let base = w.path[&id].clone();
         if node.file_type() != Some(FileType::Directory) && !node.entries.is_empty() {
-            return Err(invalid(&base, "only directories can have entries"));
+            return Err(invalid(
+                &w.path(tree, id),
+                "only directories can have entries",
+            ));
         }
         // Push in reverse so children are visited in name order.
         for e in node.entries.iter().rev() {
-            let child_path = if base == "/" {
-                format!("/{}", String::from_utf8_lossy(&e.name))
-            } else {
-                format!("{base}/{}", String::from_utf8_lossy(&e.name))
-            };
             if e.node.index() >= tree.len() {
                 return Err(invalid(
-                    &child_path,
+                    &w.child_path(tree, id, &e.name),
                     "entry names a node that does not exist",
                 ));
             }
             if e.hardlink {
                 continue;
             }
-            if w.parent.contains_key(&e.node) {
+            if w.parent_of(e.node).is_some() {
                 return Err(invalid(
-                    &child_path,
+                    &w.child_path(tree, id, &e.name),
                     "node has two primary names (a directory loop or an unmarked hard link)",
                 ));
             }
-            w.parent.insert(e.node, id);
-            w.path.insert(e.node, child_path);
+            w.parent[e.node.index()] = id.0;
             stack.push(e.node);
         }
     }
@@ -127,14 +173,8 @@ fn check_hard_links(tree: &Tree, w: &Walk) -> Result<(), WriteError> {
             if !e.hardlink {
                 continue;
             }
-            let p = || {
-                format!(
-                    "{}/{}",
-                    w.path[&id].trim_end_matches('/'),
-                    String::from_utf8_lossy(&e.name)
-                )
-            };
-            if !w.parent.contains_key(&e.node) {
+            let p = || w.child_path(tree, id, &e.name);
+            if w.parent_of(e.node).is_none() {
                 return Err(invalid(&p(), "hard link to a node outside the tree"));
             }
             if tree.node(e.node).file_type() == Some(FileType::Directory) {
@@ -174,9 +214,11 @@ pub(super) fn prepare(
     }
     let w = walk(tree)?;
     let version = format_version(tree, &w, min_version, max_version.max(min_version));
-    let mut work = HashMap::with_capacity(w.order.len() + 256);
+    let mut work = Works(Vec::with_capacity(tree.len() + 256));
+    work.0.resize_with(tree.len(), || None);
     for &id in &w.order {
-        work.insert(id, work_node(tree, id, &w.path[&id])?);
+        let work_of = work_node(tree, id).map_err(|reason| invalid(&w.path(tree, id), reason))?;
+        work.0[id.index()] = Some(work_of);
     }
     escape_whiteouts(&mut work, &w, version);
     add_root_stubs(tree, &mut work);
@@ -191,14 +233,44 @@ pub(super) fn prepare(
 }
 
 /// A reachable node (or a root whiteout stub) on its way to becoming an [`Inode`].
-struct Work {
+struct Work<'t> {
     stat: Stat,
     xattrs: Vec<Xattr>,
     symlink: Option<Vec<u8>>,
     content: Option<Vec<u8>>,
-    /// (name, node, hardlink)
-    entries: Vec<(Vec<u8>, NodeId, bool)>,
+    /// (name, node, hardlink); names borrowed from the tree.
+    entries: Vec<(&'t [u8], NodeId, bool)>,
 }
+
+/// The [`Work`] of each node, by node index; root whiteout stubs after the
+/// tree's own nodes. (A table, not a map: it is built for every node.)
+struct Works<'t>(Vec<Option<Work<'t>>>);
+
+impl<'t> Works<'t> {
+    fn get(&self, id: NodeId) -> &Work<'t> {
+        self.0[id.index()].as_ref().expect("a reachable node")
+    }
+
+    fn get_mut(&mut self, id: NodeId) -> &mut Work<'t> {
+        self.0[id.index()].as_mut().expect("a reachable node")
+    }
+
+    fn take(&mut self, id: NodeId) -> Work<'t> {
+        self.0[id.index()].take().expect("each node once")
+    }
+}
+
+/// The names `00` to `ff` of the root's whiteout stubs.
+const STUB_NAMES: [[u8; 2]; 256] = {
+    let hex = b"0123456789abcdef";
+    let mut names = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        names[i] = [hex[i >> 4], hex[i & 15]];
+        i += 1;
+    }
+    names
+};
 
 /// Step 1: the format version is `min`, raised to 1 when a whiteout is
 /// present and `max` allows it.
@@ -217,41 +289,37 @@ fn format_version(tree: &Tree, w: &Walk, min: u32, max: u32) -> u32 {
 /// Step 2 for one node: its xattrs checked and escaped, then what its type
 /// adds (a symlink's target; a regular file's inline content, or its
 /// `metacopy` and `redirect`).
-fn work_node(tree: &Tree, id: NodeId, path: &str) -> Result<Work, WriteError> {
+fn work_node(tree: &Tree, id: NodeId) -> Result<Work<'_>, String> {
     let n = tree.node(id);
     let Some(ft) = n.file_type() else {
-        return Err(invalid(
-            path,
-            format!("invalid file mode {:o}", n.stat.mode),
-        ));
+        return Err(format!("invalid file mode {:o}", n.stat.mode));
     };
     let mut work = Work {
         stat: n.stat,
-        xattrs: own_xattrs(path, n)?,
+        xattrs: own_xattrs(n)?,
         symlink: None,
         content: None,
         entries: n
             .entries
             .iter()
-            .map(|e| (e.name.clone(), e.node, e.hardlink))
+            .map(|e| (e.name.as_slice(), e.node, e.hardlink))
             .collect(),
     };
     match ft {
         FileType::Symlink => {
             let target = n.payload.clone().unwrap_or_default();
             if target.is_empty() {
-                return Err(invalid(path, "symlink with an empty target"));
+                return Err("symlink with an empty target".into());
             }
             if target.len() > MAX_SYMLINK_LEN {
-                return Err(invalid(
-                    path,
-                    format!("symlink target longer than {MAX_SYMLINK_LEN} bytes"),
+                return Err(format!(
+                    "symlink target longer than {MAX_SYMLINK_LEN} bytes"
                 ));
             }
             work.stat.size = target.len() as u64;
             work.symlink = Some(target);
         }
-        FileType::Regular => regular_file(path, n, &mut work)?,
+        FileType::Regular => regular_file(n, &mut work)?,
         _ => {}
     }
     Ok(work)
@@ -259,10 +327,10 @@ fn work_node(tree: &Tree, id: NodeId, path: &str) -> Result<Work, WriteError> {
 
 /// A node's xattrs, checked, later duplicates of a name replacing earlier
 /// ones (as C's `set_xattr` does), the user's own overlay xattrs escaped.
-fn own_xattrs(path: &str, n: &Node) -> Result<Vec<Xattr>, WriteError> {
+fn own_xattrs(n: &Node) -> Result<Vec<Xattr>, String> {
     let mut xattrs: Vec<Xattr> = Vec::with_capacity(n.xattrs.len() + 2);
     for x in &n.xattrs {
-        check_xattr(path, x)?;
+        check_xattr(x)?;
         set_xattr(&mut xattrs, &x.name, &x.value);
     }
     for x in &mut xattrs {
@@ -276,13 +344,12 @@ fn own_xattrs(path: &str, n: &Node) -> Result<Vec<Xattr>, WriteError> {
 /// A regular file: non-empty inline content stays in the image; otherwise a
 /// non-empty file gets `metacopy` (with its digest, if known) and, with a
 /// payload, the `redirect` to its object.
-fn regular_file(path: &str, n: &Node, work: &mut Work) -> Result<(), WriteError> {
+fn regular_file(n: &Node, work: &mut Work) -> Result<(), String> {
     match &n.content {
         Some(c) if !c.is_empty() => {
             if c.len() > MAX_INLINE_CONTENT_LEN {
-                return Err(invalid(
-                    path,
-                    format!("inline content over {MAX_INLINE_CONTENT_LEN} bytes"),
+                return Err(format!(
+                    "inline content over {MAX_INLINE_CONTENT_LEN} bytes"
                 ));
             }
             work.stat.size = c.len() as u64;
@@ -291,7 +358,7 @@ fn regular_file(path: &str, n: &Node, work: &mut Work) -> Result<(), WriteError>
         _ if work.stat.size > 0 => {
             let size = work.stat.size;
             if chunk_count(size) > MAX_NONINLINE_CHUNKS {
-                return Err(invalid(path, format!("file size {size} is too big")));
+                return Err(format!("file size {size} is too big"));
             }
             let metacopy: Vec<u8> = match &n.digest {
                 Some(d) => overlay::metacopy_value(d).to_vec(),
@@ -312,18 +379,18 @@ fn regular_file(path: &str, n: &Node, work: &mut Work) -> Result<(), WriteError>
 /// Step 2 for whiteouts: each becomes an escaped whiteout, an empty regular
 /// file, and its directory is marked as holding whiteouts (and, in format 1,
 /// as opaque).
-fn escape_whiteouts(work: &mut HashMap<NodeId, Work>, w: &Walk, version: u32) {
+fn escape_whiteouts(work: &mut Works<'_>, w: &Walk, version: u32) {
     for &id in &w.order {
-        let stat = &work[&id].stat;
+        let stat = &work.get(id).stat;
         if !overlay::is_whiteout(stat.mode, stat.rdev) {
             continue;
         }
-        let node = work.get_mut(&id).expect("reachable");
+        let node = work.get_mut(id);
         node.stat.size = 0;
         node.stat.mode = mode::S_IFREG | (node.stat.mode & !mode::S_IFMT);
         set_xattr(&mut node.xattrs, overlay::ESCAPED_WHITEOUT, b"");
         set_xattr(&mut node.xattrs, overlay::USERXATTR_WHITEOUT, b"");
-        let parent = work.get_mut(&w.parent[&id]).expect("reachable");
+        let parent = work.get_mut(w.parent_of(id).expect("reachable"));
         set_xattr(&mut parent.xattrs, overlay::ESCAPED_WHITEOUTS, b"");
         set_xattr(&mut parent.xattrs, overlay::USERXATTR_WHITEOUTS, b"");
         if version >= 1 {
@@ -336,9 +403,9 @@ fn escape_whiteouts(work: &mut HashMap<NodeId, Work>, w: &Walk, version: u32) {
 /// Step 3: the root is marked opaque and gets a whiteout stub (a char device
 /// 0/0 with the root's owner, mtime and SELinux label) for each name `00` to
 /// `ff` it does not have. Stubs get the ids after the tree's own.
-fn add_root_stubs(tree: &Tree, work: &mut HashMap<NodeId, Work>) {
+fn add_root_stubs(tree: &Tree, work: &mut Works<'_>) {
     let root = tree.root();
-    let r = work.get_mut(&root).expect("root");
+    let r = work.get_mut(root);
     set_xattr(&mut r.xattrs, overlay::OPAQUE, b"y");
     let root_stat = r.stat;
     let selinux = r
@@ -346,26 +413,24 @@ fn add_root_stubs(tree: &Tree, work: &mut HashMap<NodeId, Work>) {
         .iter()
         .find(|x| x.name == b"security.selinux")
         .map(|x| x.value.clone());
-    let mut next_id = tree.len() as u32;
     let mut stubs = Vec::new();
-    for i in 0..=255u8 {
-        let name = format!("{i:02x}").into_bytes();
-        if work[&root].entries.iter().any(|(n, _, _)| *n == name) {
+    for name in &STUB_NAMES {
+        if work.get(root).entries.iter().any(|(n, _, _)| *n == name) {
             continue;
         }
-        let id = NodeId(next_id);
-        next_id += 1;
-        work.insert(id, whiteout_stub(&root_stat, selinux.as_deref()));
-        stubs.push((name, id, false));
+        let id = NodeId(work.0.len() as u32);
+        work.0
+            .push(Some(whiteout_stub(&root_stat, selinux.as_deref())));
+        stubs.push((&name[..], id, false));
     }
-    let r = work.get_mut(&root).expect("root");
+    let r = work.get_mut(root);
     r.entries.extend(stubs);
-    r.entries.sort_by(|a, b| a.0.cmp(&b.0));
+    r.entries.sort_by(|a, b| a.0.cmp(b.0));
 }
 
 /// A root whiteout stub: a char device 0/0 with the root's owner and mtime,
 /// and its SELinux label if it has one.
-fn whiteout_stub(root: &Stat, selinux: Option<&[u8]>) -> Work {
+fn whiteout_stub(root: &Stat, selinux: Option<&[u8]>) -> Work<'static> {
     Work {
         stat: Stat {
             mode: mode::S_IFCHR | 0o644,
@@ -391,14 +456,14 @@ fn whiteout_stub(root: &Stat, selinux: Option<&[u8]>) -> Work {
 
 /// Step 4: the nodes breadth-first from the root, children in name order,
 /// hard links skipped; with each node's index in that order.
-fn breadth_first(work: &HashMap<NodeId, Work>, root: NodeId) -> BreadthFirst {
-    let mut index: HashMap<NodeId, usize> = HashMap::with_capacity(work.len());
-    let mut order = Vec::with_capacity(work.len());
+fn breadth_first(work: &Works<'_>, root: NodeId) -> BreadthFirst {
+    let mut index = vec![UNSET; work.0.len()];
+    let mut order = Vec::with_capacity(work.0.len());
     let mut queue = VecDeque::from([root]);
     while let Some(id) = queue.pop_front() {
-        index.insert(id, order.len());
+        index[id.index()] = order.len() as u32;
         order.push(id);
-        for (_, child, hardlink) in &work[&id].entries {
+        for (_, child, hardlink) in &work.get(id).entries {
             if !hardlink {
                 queue.push_back(*child);
             }
@@ -410,7 +475,14 @@ fn breadth_first(work: &HashMap<NodeId, Work>, root: NodeId) -> BreadthFirst {
 /// The breadth-first numbering of the nodes to write.
 struct BreadthFirst {
     order: Vec<NodeId>,
-    index: HashMap<NodeId, usize>,
+    /// Each node's place in `order`, by node index.
+    index: Vec<u32>,
+}
+
+impl BreadthFirst {
+    fn index_of(&self, id: NodeId) -> usize {
+        self.index[id.index()] as usize
+    }
 }
 
 /// Step 4, last: the inodes in breadth-first order, xattrs sorted by name,
@@ -419,14 +491,14 @@ struct BreadthFirst {
 fn inodes(
     tree: &Tree,
     w: &Walk,
-    mut work: HashMap<NodeId, Work>,
+    mut work: Works<'_>,
     bfs: &BreadthFirst,
 ) -> (Vec<Inode>, Timespec, bool) {
-    let mut build_time = work[&tree.root()].stat.mtime;
+    let mut build_time = work.get(tree.root()).stat.mtime;
     let mut has_acl = false;
     let mut inodes = Vec::with_capacity(bfs.order.len());
     for &id in &bfs.order {
-        let wk = work.remove(&id).expect("each node once");
+        let wk = work.take(id);
         let file_type = wk.stat.file_type().expect("checked above");
         let mut stat = wk.stat;
         let mut xattrs = wk.xattrs;
@@ -436,7 +508,8 @@ fn inodes(
             .iter()
             .any(|x| x.name == b"system.posix_acl_access" || x.name == b"system.posix_acl_default");
         let entries = if file_type == FileType::Directory {
-            let (entries, subdirs) = dir_entries(tree, &wk.entries, bfs, id, w.parent[&id]);
+            let parent = w.parent_of(id).expect("reachable");
+            let (entries, subdirs) = dir_entries(tree, &wk.entries, bfs, id, parent);
             stat.nlink = 2 + subdirs;
             entries
         } else {
@@ -458,7 +531,7 @@ fn inodes(
 /// and how many of them are subdirectories (not counting `.` and `..`).
 fn dir_entries(
     tree: &Tree,
-    named: &[(Vec<u8>, NodeId, bool)],
+    named: &[(&[u8], NodeId, bool)],
     bfs: &BreadthFirst,
     dir: NodeId,
     parent: NodeId,
@@ -470,11 +543,11 @@ fn dir_entries(
         if !hardlink && tree_type(tree, *child) == Some(FileType::Directory) {
             subdirs += 1;
         }
-        entries.push((name.clone(), bfs.index[child]));
+        entries.push((name.to_vec(), bfs.index_of(*child)));
     }
     for (name, target) in [
-        (&b"."[..], bfs.index[&dir]),
-        (&b".."[..], bfs.index[&parent]),
+        (&b"."[..], bfs.index_of(dir)),
+        (&b".."[..], bfs.index_of(parent)),
     ] {
         let pos = entries
             .binary_search_by(|(n, _)| n.as_slice().cmp(name))
@@ -518,20 +591,17 @@ fn tree_type(tree: &Tree, id: NodeId) -> Option<FileType> {
     }
 }
 
-fn check_xattr(path: &str, x: &Xattr) -> Result<(), WriteError> {
+fn check_xattr(x: &Xattr) -> Result<(), String> {
     if x.name.is_empty() || x.name.len() > MAX_XATTR_NAME_LEN || x.name.contains(&0) {
-        return Err(invalid(
-            path,
-            format!("invalid xattr name {:?}", String::from_utf8_lossy(&x.name)),
+        return Err(format!(
+            "invalid xattr name {:?}",
+            String::from_utf8_lossy(&x.name)
         ));
     }
     if x.value.len() > MAX_XATTR_VALUE_LEN {
-        return Err(invalid(
-            path,
-            format!(
-                "xattr {} value longer than {MAX_XATTR_VALUE_LEN} bytes",
-                String::from_utf8_lossy(&x.name)
-            ),
+        return Err(format!(
+            "xattr {} value longer than {MAX_XATTR_VALUE_LEN} bytes",
+            String::from_utf8_lossy(&x.name)
         ));
     }
     Ok(())

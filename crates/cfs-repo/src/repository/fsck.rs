@@ -6,7 +6,7 @@
 
 use super::image::objects_of_image;
 use super::open::TOP_LEVEL;
-use super::{LockMode, RepoError, Repository};
+use super::{LockMode, RepoError, Repository, StreamRoots};
 use crate::store::EntryKind;
 use cfs_format::Digest;
 use rayon::prelude::*;
@@ -79,7 +79,9 @@ impl Repository {
     /// Checks the whole repository; see the module doc. An `Err` means fsck
     /// itself could not run (e.g. a directory is unreadable); what it finds
     /// wrong is in the report.
-    pub fn fsck(&self) -> Result<FsckReport, RepoError> {
+    /// `streams` reads the records other crates keep under `streams/`; what
+    /// none of them claims is reported, unchecked.
+    pub fn fsck(&self, streams: &[&dyn StreamRoots]) -> Result<FsckReport, RepoError> {
         let _lock = self.lock(LockMode::Shared)?;
         let mut report = FsckReport::default();
         let objects = self.fsck_objects(&mut report)?;
@@ -88,9 +90,17 @@ impl Repository {
         report.images = ids.len() as u64;
         self.fsck_refs(&ids, &mut report)?;
         let images = self.fsck_images(&ids, &objects);
-        // OCI records (streams/oci): tags down to the objects their layers name.
-        for (path, what) in crate::oci::store::check(self, &objects.present) {
-            report.broken.push(Problem { path, what });
+        // Records under streams/ (OCI: tags down to the objects their layers name).
+        for root in streams {
+            for (path, what) in root.check(self, &objects.present) {
+                report.broken.push(Problem { path, what });
+            }
+        }
+        for path in self.unclaimed_streams(streams)? {
+            report.stray.push(Problem {
+                path,
+                what: "records no reader was given for (not checked)".into(),
+            });
         }
         for (id, r) in images {
             match r {

@@ -1,15 +1,17 @@
 //! Garbage collection: mark from the names, sweep the rest.
 //!
-//! Roots are the refs (`images/refs/NAME`) and the images of live mounts
-//! (pins, see `pins.rs`: stale pins are deleted here). An image no name
-//! or mount holds loses its `images/ID` link; every object not reachable from a named image (the
+//! Roots are the refs (`images/refs/NAME`), the images of live mounts
+//! (pins, see `pins.rs`: stale pins are deleted here) and what the records
+//! under `streams/` reach ([`StreamRoots`], given by the caller; gc refuses
+//! to run while `streams/` holds records none of them claims). An image no
+//! name or mount holds loses its `images/ID` link; every object not reachable from a named image (the
 //! image object itself and the objects it names) is removed, as are
 //! temporary files of interrupted imports. Stray files are left for a human
 //! (fsck reports them). Runs under the exclusive lock, so no import is
 //! between storing objects and naming its image. If any named image can't
 //! be read, gc stops before removing anything.
 
-use super::{LockMode, PinState, RepoError, Repository};
+use super::{LockMode, PinState, RepoError, Repository, StreamRoots};
 use crate::store::EntryKind;
 use cfs_format::Digest;
 use rayon::prelude::*;
@@ -43,7 +45,9 @@ pub struct GcReport {
 
 impl Repository {
     /// Collects garbage; with `dry_run`, only reports what it would remove.
-    pub fn gc(&self, dry_run: bool) -> Result<GcReport, RepoError> {
+    /// `streams` reads the records other crates keep under `streams/` (see
+    /// [`StreamRoots`]).
+    pub fn gc(&self, streams: &[&dyn StreamRoots], dry_run: bool) -> Result<GcReport, RepoError> {
         let _lock = self.lock(LockMode::Exclusive)?;
         let mut report = GcReport::default();
         let named: HashSet<Digest> = self.refs()?.into_iter().map(|(_, id)| id).collect();
@@ -78,9 +82,9 @@ impl Repository {
             })
             .collect::<Result<_, RepoError>>()?;
         let mut live: HashSet<Digest> = marked.into_iter().flatten().collect();
-        // OCI tags keep their manifests, configs and layer records too.
-        let oci = crate::oci::store::gc_mark(self).map_err(|e| RepoError::Oci(Box::new(e)))?;
-        live.extend(oci.objects);
+        // Records under streams/ (OCI tags: manifests, configs, layer records).
+        let streamed = self.mark_streams(streams)?;
+        live.extend(streamed.objects);
         report.images_kept = roots.len() as u64;
 
         // Sweep image links first, so no image ever names a removed object.
@@ -95,8 +99,8 @@ impl Repository {
             report.images_removed.push(id);
             report.removed.push(rel);
         }
-        // OCI blob and layer links no tag reaches.
-        for rel in oci.unreached {
+        // Record links nothing reaches (OCI blobs and layers no tag uses).
+        for rel in streamed.unreached {
             if !dry_run {
                 self.remove_file(&rel)?;
             }

@@ -8,13 +8,14 @@
 //! REPO/images/ID             symlink ../objects/XX/REST: an image, by image id
 //! REPO/images/refs/NAME      symlink ../ID: a human name (tag) for an image
 //! REPO/streams/, streams/refs/   reserved (composefs-rs splitstreams)
-//! REPO/streams/oci/          OCI tags, manifests, configs, layer records (crate::oci::store)
+//! REPO/streams/NAME/         records of other crates (OCI: cfs-oci's `store`), see roots
 //! REPO/pins/NSID-MNTID        a live mount of an image: a gc root while the mount exists
 //! ```
 //!
 //! One file per verb: [`open`](Repository::open) and
 //! [`init`](Repository::init), [`create_image`](Repository::create_image),
-//! refs, [`fsck`](Repository::fsck), [`gc`](Repository::gc), locking.
+//! refs, [`fsck`](Repository::fsck), [`gc`](Repository::gc), locking,
+//! and [`roots`](StreamRoots): what records under `streams/` keep alive.
 
 mod beneath;
 mod fsck;
@@ -25,6 +26,7 @@ mod lock;
 mod open;
 mod pins;
 mod refs;
+mod roots;
 
 pub use fsck::{Corrupt, FsckReport, Missing, Problem};
 pub use gc::GcReport;
@@ -33,6 +35,7 @@ pub use location::{default_path, UserNamespace, SYSTEM_REPOSITORY};
 pub use lock::{describe_holders, Contention, LockHolder, LockMode, LockWait, RepoLock};
 pub use pins::{PendingMount, Pin, PinState};
 pub use refs::check_name;
+pub use roots::{Marked, StreamRoots};
 
 use crate::scan::ScanError;
 use crate::store::{ObjectStore, StoreError};
@@ -129,9 +132,15 @@ pub enum RepoError {
     /// The tree can't be written as an image.
     #[error("cannot write image: {0}")]
     Write(#[from] WriteError),
-    /// OCI records that can't be read (gc stops rather than guess).
-    #[error("OCI records: {0}")]
-    Oci(Box<crate::oci::OciError>),
+    /// Records under `streams/` that can't be read, or that no reader was
+    /// given for (gc stops rather than guess).
+    #[error("{name}: {message}")]
+    Streams {
+        /// The records' directory (`streams/NAME`).
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl RepoError {
@@ -193,7 +202,7 @@ impl Repository {
 
     /// Removes the file `rel` (`DIR/NAME`) inside the repository: `NAME` is
     /// unlinked in `DIR` opened without following a symlink. Missing is fine.
-    pub(crate) fn remove_file(&self, rel: &Path) -> Result<(), RepoError> {
+    pub fn remove_file(&self, rel: &Path) -> Result<(), RepoError> {
         let full = self.path.join(rel);
         let (Some(parent), Some(name)) = (rel.parent().and_then(Path::to_str), rel.file_name())
         else {
@@ -207,7 +216,7 @@ impl Repository {
     }
 
     /// Creates the directory `rel` and its missing parents inside the repository.
-    pub(crate) fn create_dirs(&self, rel: &str) -> Result<(), RepoError> {
+    pub fn create_dirs(&self, rel: &str) -> Result<(), RepoError> {
         beneath::create_dirs(&self.dir, rel, rustix::fs::Mode::from_raw_mode(0o755))
             .map(drop)
             .map_err(RepoError::io("create", &self.path.join(rel)))
@@ -215,7 +224,7 @@ impl Repository {
 
     /// The target of the symlink `rel` (`DIR/NAME`) inside the repository,
     /// read (never followed); `None` when it or its directory is missing.
-    pub(crate) fn read_link(&self, rel: &Path) -> Result<Option<Vec<u8>>, RepoError> {
+    pub fn read_link(&self, rel: &Path) -> Result<Option<Vec<u8>>, RepoError> {
         let full = self.path.join(rel);
         let (Some(parent), Some(name)) = (rel.parent().and_then(Path::to_str), rel.file_name())
         else {
@@ -235,12 +244,7 @@ impl Repository {
 
     /// Points the symlink `dir/name` at `target`, replacing it atomically
     /// (a temporary name, then rename), and syncs `dir`.
-    pub(crate) fn replace_link(
-        &self,
-        dir: &str,
-        name: &str,
-        target: &str,
-    ) -> Result<(), RepoError> {
+    pub fn replace_link(&self, dir: &str, name: &str, target: &str) -> Result<(), RepoError> {
         let fd = self.open_dir(dir)?;
         let dir_path = self.path.join(dir);
         let tmp = format!(".tmp-{}-{name}", std::process::id());
@@ -256,12 +260,12 @@ impl Repository {
     }
 
     /// Syncs the repository directory `rel`.
-    pub(crate) fn sync_dir(&self, rel: &str) -> Result<(), RepoError> {
+    pub fn sync_dir(&self, rel: &str) -> Result<(), RepoError> {
         rustix::fs::fsync(self.open_dir(rel)?).map_err(RepoError::io("sync", &self.path.join(rel)))
     }
 
     /// The names in the repository directory `rel`, sorted.
-    pub(crate) fn names_in(&self, rel: &str) -> Result<Vec<std::ffi::OsString>, RepoError> {
+    pub fn names_in(&self, rel: &str) -> Result<Vec<std::ffi::OsString>, RepoError> {
         let dir = self.open_dir(rel)?;
         beneath::names(&dir).map_err(RepoError::io("read", &self.path.join(rel)))
     }
@@ -271,7 +275,7 @@ impl Repository {
     /// `mkcomposefs --digest-store` and `composefs-info --basedir` use).
     pub fn object_dir_of(path: &Path) -> PathBuf {
         if Self::is_repository(path) {
-            path.join("objects")
+            objects_dir(path)
         } else {
             path.to_path_buf()
         }
@@ -313,6 +317,13 @@ impl Repository {
             verity: self.objects.observed_verity(sample.as_ref()),
         })
     }
+}
+
+/// The object directory of the repository at `repo` (`REPO/objects`), for
+/// callers that hand it on without opening the repository (a default
+/// `--basedir`).
+pub fn objects_dir(repo: &Path) -> PathBuf {
+    repo.join("objects")
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use super::*;
 use crate::import::Progress;
 use cfs_format::Digest;
+use std::collections::HashSet;
 
 fn tree(root: &Path) {
     std::fs::create_dir_all(root.join("a/b")).unwrap();
@@ -45,23 +46,23 @@ fn create_image_matches_mkcomposefs_and_gc_keeps_named() {
 
     let objs = repo.image_objects(&report.id).unwrap();
     assert_eq!(objs.len(), 2);
-    assert!(repo.fsck().unwrap().is_clean());
+    assert!(repo.fsck(&[]).unwrap().is_clean());
 
     // An unnamed object is garbage; named ones stay.
     repo.objects()
         .insert_bytes(b"garbage that nobody names")
         .unwrap();
-    let gc = repo.gc(false).unwrap();
+    let gc = repo.gc(&[], false).unwrap();
     assert_eq!(gc.objects_removed, 1);
     assert_eq!(gc.objects_kept, 3);
-    assert!(repo.fsck().unwrap().is_clean());
+    assert!(repo.fsck(&[]).unwrap().is_clean());
 
     repo.remove("one").unwrap();
     assert!(matches!(
         repo.resolve("one"),
         Err(RepoError::UnknownImage { .. })
     ));
-    let gc = repo.gc(false).unwrap();
+    let gc = repo.gc(&[], false).unwrap();
     assert_eq!((gc.objects_removed, gc.objects_kept), (3, 0));
 }
 
@@ -203,7 +204,7 @@ fn planted_directory_symlinks_are_not_followed() {
     std::fs::rename(t.join("repo/images"), t.join("images-was")).unwrap();
     std::os::unix::fs::symlink(t.join("images-was"), t.join("repo/images")).unwrap();
     assert!(repo.resolve("one").is_err());
-    assert!(repo.gc(false).is_err());
+    assert!(repo.gc(&[], false).is_err());
     assert!(repo.set_ref("two", &id).is_err());
     assert!(!t.join("images-was/refs/two").exists());
     std::fs::remove_file(t.join("repo/images")).unwrap();
@@ -217,7 +218,7 @@ fn planted_directory_symlinks_are_not_followed() {
     std::fs::rename(&xx, t.join("outside/xx")).unwrap();
     std::os::unix::fs::symlink(t.join("outside/xx"), &xx).unwrap();
     let fresh = Repository::open(&t.join("repo")).unwrap();
-    let _ = fresh.gc(false);
+    let _ = fresh.gc(&[], false);
     assert!(
         t.join("outside/xx").join(&rel[3..]).exists(),
         "gc followed objects/XX"
@@ -292,10 +293,10 @@ fn a_live_pin_keeps_an_unnamed_image_and_a_stale_one_goes() {
     let repo = Repository::open(&path).unwrap();
     repo.remove("one").unwrap();
     assert_eq!(repo.mounts_of(&id).unwrap().len(), 1);
-    let gc = repo.gc(false).unwrap();
+    let gc = repo.gc(&[], false).unwrap();
     assert_eq!(gc.mounted_only, [id]);
     assert_eq!((gc.objects_removed, gc.stale_pins_removed), (0, 0));
-    assert!(repo.fsck().unwrap().is_clean());
+    assert!(repo.fsck(&[]).unwrap().is_clean());
 
     // The same pin, for a mount that does not exist (any more).
     let text = std::fs::read_to_string(path.join(&pin.path)).unwrap();
@@ -311,10 +312,120 @@ fn a_live_pin_keeps_an_unnamed_image_and_a_stale_one_goes() {
     .unwrap();
     assert_eq!(repo.pins().unwrap()[0].state, PinState::Stale);
     assert!(repo.mounts_of(&id).unwrap().is_empty());
-    let gc = repo.gc(false).unwrap();
+    let gc = repo.gc(&[], false).unwrap();
     assert_eq!(gc.stale_pins_removed, 1);
     assert_eq!(gc.objects_removed, 3);
     assert!(repo.pins().unwrap().is_empty());
+}
+
+/// Records under `streams/NAME/` as a test writes them: a link per object
+/// kept, `streams/test/keep/HEX`; `streams/test/drop/*` given up.
+struct TestRoots;
+
+impl StreamRoots for TestRoots {
+    fn name(&self) -> &str {
+        "test"
+    }
+
+    fn mark(&self, repo: &Repository) -> Result<Marked, Box<dyn std::error::Error + Send + Sync>> {
+        let mut marked = Marked::default();
+        for e in std::fs::read_dir(repo.path().join("streams/test/keep"))? {
+            let name = e?.file_name().into_string().map_err(|_| "bad name")?;
+            marked.objects.insert(Digest::from_hex(name.as_bytes())?);
+        }
+        for e in std::fs::read_dir(repo.path().join("streams/test/drop"))? {
+            marked
+                .unreached
+                .push(Path::new("streams/test/drop").join(e?.file_name()));
+        }
+        Ok(marked)
+    }
+
+    fn check(&self, _: &Repository, _: &HashSet<Digest>) -> Vec<(PathBuf, String)> {
+        vec![(PathBuf::from("streams/test"), "checked".into())]
+    }
+}
+
+/// A root asking gc to remove something outside its records.
+struct GreedyRoots;
+
+impl StreamRoots for GreedyRoots {
+    fn name(&self) -> &str {
+        "greedy"
+    }
+
+    fn mark(&self, _: &Repository) -> Result<Marked, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Marked {
+            objects: HashSet::new(),
+            unreached: vec![PathBuf::from("streams/greedy/../../images/refs/keep")],
+        })
+    }
+
+    fn check(&self, _: &Repository, _: &HashSet<Digest>) -> Vec<(PathBuf, String)> {
+        Vec::new()
+    }
+}
+
+/// gc keeps what records under `streams/` reach when given their reader,
+/// refuses to run while records nobody reads are there, and removes only
+/// inside a reader's own directory; fsck reports what no reader checked.
+#[test]
+fn stream_roots_keep_objects_and_unread_records_stop_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repository::init(&tmp.path().join("repo")).unwrap();
+    let kept = repo
+        .objects()
+        .insert_bytes(b"kept by a record")
+        .unwrap()
+        .digest;
+    let loose = repo
+        .objects()
+        .insert_bytes(b"kept by nothing")
+        .unwrap()
+        .digest;
+    let dir = repo.path().join("streams/test");
+    for sub in ["keep", "drop"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("keep").join(kept.to_hex()), b"").unwrap();
+    std::fs::write(dir.join("drop/old"), b"").unwrap();
+
+    // No reader for streams/test: gc removes nothing, fsck says so.
+    let e = repo.gc(&[], false).unwrap_err().to_string();
+    assert!(
+        e.contains("streams/test") && e.contains("nothing removed"),
+        "{e}"
+    );
+    assert!(repo.objects().contains(&loose));
+    let report = repo.fsck(&[]).unwrap();
+    assert!(
+        report
+            .stray
+            .iter()
+            .any(|p| p.path == Path::new("streams/test") && p.what.contains("not checked")),
+        "{report:?}"
+    );
+
+    // With it: the record's object stays, the loose one and the given-up link go.
+    let gc = repo.gc(&[&TestRoots], false).unwrap();
+    assert_eq!((gc.objects_kept, gc.objects_removed), (1, 1));
+    assert!(repo.objects().contains(&kept) && !repo.objects().contains(&loose));
+    assert!(!dir.join("drop/old").exists());
+    assert!(gc.removed.contains(&PathBuf::from("streams/test/drop/old")));
+    let report = repo.fsck(&[&TestRoots]).unwrap();
+    assert!(
+        report.broken.iter().any(|p| p.what == "checked"),
+        "{report:?}"
+    );
+    assert!(report.stray.is_empty(), "{report:?}");
+
+    // A reader can't have gc remove anything outside its records.
+    std::fs::create_dir_all(repo.path().join("streams/greedy")).unwrap();
+    let e = repo
+        .gc(&[&TestRoots, &GreedyRoots], false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside its records"), "{e}");
 }
 
 #[test]
@@ -349,14 +460,14 @@ fn an_image_given_as_bytes_is_stored_unnamed_pinned_with_its_owner_and_collected
     );
     // Kept while mounted, though nothing names it; the same bytes again
     // are the same image.
-    assert_eq!(repo.gc(false).unwrap().mounted_only, [id]);
+    assert_eq!(repo.gc(&[], false).unwrap().mounted_only, [id]);
     let again = repo.begin_mount_image(&image).unwrap();
     assert_eq!(again.image(), id);
     drop(again);
     let repo = Repository::open(&path).unwrap();
     // The mount gone, gc removes the pin, the link and the object.
     std::fs::remove_file(path.join(&pins[0].path)).unwrap();
-    let gc = repo.gc(false).unwrap();
+    let gc = repo.gc(&[], false).unwrap();
     assert_eq!(
         (gc.images_removed.as_slice(), gc.objects_removed),
         ([id].as_slice(), 1)

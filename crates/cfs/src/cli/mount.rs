@@ -155,7 +155,10 @@ pub fn locate_image(
     };
     if let Some(file) = file {
         // With a repository, its objects are the default basedir.
-        let objects = repo.map(|r| r.join("objects")).into_iter().collect();
+        let objects = repo
+            .map(cfs_repo::repository::objects_dir)
+            .into_iter()
+            .collect();
         return Ok((file, objects, None));
     }
     let repo = super::repo::open_repo(&super::repo::repo_path(repo)?)?;

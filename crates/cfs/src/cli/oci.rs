@@ -1,12 +1,12 @@
 //! `cfs oci …` (pull, images, inspect, rm/untag, tag, mount, compute-id) and
-//! `cfs import-tar`. The work is in `cfs_repo::oci`; this prints.
+//! `cfs import-tar`. The work is in `cfs_oci`; this prints.
 
 use super::json::{OciImage, OciInspect, OciLayer};
 use super::mount::{self, MountArgs};
 use anyhow::Context;
-use cfs_repo::oci::layout::{parse_json, Config, Manifest};
-use cfs_repo::oci::pull::{self, Event, PullOptions};
-use cfs_repo::oci::{store, OciError};
+use cfs_oci::layout::{parse_json, Config, Manifest};
+use cfs_oci::pull::{self, Event, PullOptions};
+use cfs_oci::{store, OciError};
 use cfs_repo::Repository;
 use clap::{Args, Subcommand};
 use std::io::{BufWriter, IsTerminal, Write};

@@ -16,6 +16,10 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The records other crates keep under `streams/` that gc and fsck must
+/// read: OCI tags, manifests and layer records (`streams/oci/`).
+const STREAMS: &[&dyn repository::StreamRoots] = &[&cfs_oci::store::OciRoots];
+
 /// The repository subcommands.
 #[derive(Subcommand, Debug)]
 pub enum RepoCommand {
@@ -476,7 +480,7 @@ fn human(n: u64) -> String {
 
 fn fsck(repo: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let r = open(repo)?;
-    let report = r.fsck()?;
+    let report = r.fsck(STREAMS)?;
     if json {
         super::json::print(&super::json::Fsck::from(&report))?;
     } else {
@@ -540,7 +544,7 @@ fn print_fsck(report: &FsckReport) -> anyhow::Result<()> {
 
 fn gc(repo: Option<&Path>, dry_run: bool) -> anyhow::Result<()> {
     let r = open(repo)?;
-    let report = r.gc(dry_run)?;
+    let report = r.gc(STREAMS, dry_run)?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     if dry_run {
         for p in &report.removed {

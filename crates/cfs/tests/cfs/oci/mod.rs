@@ -3,16 +3,19 @@
 //! directories, hard links across layers, xattrs, devices), imported from an
 //! OCI layout and through a real registry on loopback (Debian's
 //! `docker-registry`, pushed with `skopeo`), mounted and compared with
-//! `umoci unpack` of the same image; a hostile-tar corpus; a registry blob
-//! with a wrong digest; gc keeping what tags use.
+//! `umoci unpack` of the same image; a hostile-tar corpus; tar bombs under a
+//! memory cap (`bombs`); sparse files from GNU tar (`sparse`); a registry
+//! blob with a wrong digest; gc keeping what tags use.
 //!
 //! Mounting needs root, erofs and overlayfs; the registry needs
 //! `docker-registry` and `skopeo`; the reference unpack needs `umoci`. Each
 //! test that lacks one says SKIPPED and why.
 
+mod bombs;
 mod compare;
 mod names;
 mod registry;
+mod sparse;
 mod tars;
 
 use crate::support::in_repo;
@@ -241,12 +244,56 @@ fn hostile_tars() {
                 t.file("x", b"x");
                 t.done()
             },
-            "over the size limit",
+            "over the limit max_extension",
         ),
         (
-            "sparse",
+            "sparse-not-gnu",
             Tar::default().link(b'S', "s", "").done(),
             "sparse",
+        ),
+        (
+            "pax-size-garbage",
+            Tar::default()
+                .pax(&[("size", b"12abc")])
+                .file("f", b"")
+                .done(),
+            "entry \"f\": PAX record size: \"12abc\" is not a decimal number",
+        ),
+        (
+            "pax-uid-negative",
+            Tar::default().pax(&[("uid", b"-1")]).file("f", b"").done(),
+            "entry \"f\": PAX record uid: \"-1\" is not a decimal number",
+        ),
+        (
+            "pax-mtime-float",
+            Tar::default()
+                .pax(&[("mtime", b"1e300")])
+                .file("f", b"")
+                .done(),
+            "entry \"f\": PAX record mtime: \"1e300\" is not a time",
+        ),
+        (
+            "base256-negative-uid",
+            {
+                let mut t = Tar::default();
+                t.file("f", b"");
+                // uid field (offset 108) as base-256 -1, checksum redone.
+                t.0[108..116].copy_from_slice(&[0xff; 8]);
+                tars::fix_checksum(&mut t.0[..512]);
+                t.done()
+            },
+            "entry \"f\": header field uid: negative value -1",
+        ),
+        (
+            "octal-garbage-devmajor",
+            {
+                let mut t = Tar::default();
+                t.dev(b'3', "d", 1, 3);
+                t.0[329..337].copy_from_slice(b"12x4567\0");
+                tars::fix_checksum(&mut t.0[..512]);
+                t.done()
+            },
+            "entry \"d\": header field devmajor: \"12x4567\" is not an octal number",
         ),
         (
             "root-file",

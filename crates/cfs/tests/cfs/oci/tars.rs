@@ -17,6 +17,13 @@ pub fn octal(field: &mut [u8], v: u64) {
     field.copy_from_slice(s.as_bytes());
 }
 
+/// Sets a header's checksum field for its other bytes.
+pub fn fix_checksum(h: &mut [u8]) {
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
 impl Tar {
     /// A raw entry; `size` is written to the header even if `data` differs.
     #[allow(clippy::too_many_arguments)]
@@ -43,9 +50,7 @@ impl Tar {
         h[263..265].copy_from_slice(b"00");
         octal(&mut h[329..337], dev.0);
         octal(&mut h[337..345], dev.1);
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        fix_checksum(&mut h);
         self.0.extend_from_slice(&h);
         self.0.extend_from_slice(data);
         let pad = (512 - data.len() % 512) % 512;

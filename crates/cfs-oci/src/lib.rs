@@ -10,6 +10,8 @@
 //! - [`pull`]: transports (`oci:`, `oci-archive:`, `docker://`, `docker-archive:`).
 //! - [`store`]: the repository records (tags, manifests, configs, layers) and
 //!   what gc keeps.
+//! - [`limits`]: the budget of an import (entries, nodes, memory, sizes).
+//! - [`compression`]: a layer's gzip or zstd stream, every member or frame.
 //!
 //! Tar entries never touch the host file system: every entry goes into an
 //! in-memory [`Tree`] and every file's bytes into the object store under a
@@ -20,7 +22,9 @@
 //!
 //! [`Tree`]: cfs_format::Tree
 
+pub mod compression;
 pub mod layout;
+pub mod limits;
 pub mod merge;
 pub mod pull;
 pub mod store;
@@ -108,10 +112,10 @@ pub enum OciError {
     UnknownImage(String),
     /// A repository error.
     #[error(transparent)]
-    Repo(#[from] crate::RepoError),
+    Repo(#[from] cfs_repo::RepoError),
     /// An object store error.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] cfs_repo::store::StoreError),
     /// The merged tree can't be written as an image.
     #[error("cannot write image: {0}")]
     Write(#[from] cfs_format::writer::WriteError),

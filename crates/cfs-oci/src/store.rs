@@ -9,21 +9,26 @@
 //!
 //! A layer is keyed by the digest the manifest names it by (the compressed
 //! blob), so a pull knows before fetching that it has it. Its record is the
-//! layer tree ([`super::tar`]) printed as a composefs dumpfile: whiteouts as
+//! layer tree ([`crate::tar`]) printed as a composefs dumpfile: whiteouts as
 //! char devices 0/0, opaque directories with `trusted.overlay.opaque=y`, file
 //! contents by object, so reading it back gives exactly the tree that was
 //! merged. Links are made only after the objects they name are durable; the
 //! tag is set last. gc keeps every object a tag reaches (manifest, config,
 //! layer records and the objects they name) and drops the links nothing
-//! reaches. Every path here is opened beneath the repository's fd without
-//! following symlinks (the links are read, never followed).
+//! reaches: the repository's gc and fsck reach these records through
+//! [`OciRoots`], which whoever runs them passes in. Every path here is
+//! opened beneath the repository's fd without following symlinks (the links
+//! are read, never followed).
 
-use super::layout::{parse_json, sha256_hex, Manifest};
-use super::OciError;
-use crate::Repository;
+use crate::layout::{parse_json, sha256_hex, Manifest};
+use crate::limits::Limits;
+use crate::tar::{implicit_dir, implied_by_paths_below};
+use crate::OciError;
 use cfs_format::dumpfile::{self, ParseMode};
 use cfs_format::writer::{self, WriteOptions};
 use cfs_format::{Digest, FileType, Tree};
+use cfs_repo::repository::{Marked, StreamRoots};
+use cfs_repo::Repository;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -38,8 +43,8 @@ pub fn image_name(tag: &str) -> String {
 
 /// Checks an OCI tag name (the image name `oci:NAME` must be valid too).
 pub fn check_tag(tag: &str) -> Result<(), OciError> {
-    crate::repository::check_name(tag)?;
-    crate::repository::check_name(&image_name(tag))?;
+    cfs_repo::repository::check_name(tag)?;
+    cfs_repo::repository::check_name(&image_name(tag))?;
     Ok(())
 }
 
@@ -85,7 +90,7 @@ fn utf8_names(repo: &Repository, dir: &str) -> Result<Vec<String>, OciError> {
             .into_iter()
             .filter_map(|n| n.into_string().ok())
             .collect()),
-        Err(crate::RepoError::Io { source, .. })
+        Err(cfs_repo::RepoError::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
             Ok(Vec::new())
@@ -104,13 +109,49 @@ pub fn layer_digests(repo: &Repository) -> Result<Vec<String>, OciError> {
 }
 
 /// Stores a layer tree as its record; the caller syncs and then links it.
-pub fn store_layer(repo: &Repository, tree: &Tree) -> Result<Digest, OciError> {
-    let mut text = Vec::new();
-    dumpfile::print(tree, &mut text).map_err(|e| OciError::Invalid {
-        what: "layer tree".into(),
-        reason: e.to_string(),
+///
+/// The record is the tree as a dumpfile without the directories the tar
+/// never described ([`crate::tar`]'s implicit ones, nothing but a marker)
+/// that hold something: they come back from the paths below them when it
+/// is read (an empty one keeps its line, or it would not come back). A dumpfile
+/// line holds its whole path, so printing every directory of a chain of
+/// implicit ones would cost the square of its depth; this way the record
+/// grows with what the tar holds. It is held to `max_record_bytes`.
+pub fn store_layer(repo: &Repository, tree: &Tree, limits: &Limits) -> Result<Digest, OciError> {
+    let mut text = Capped {
+        bytes: Vec::new(),
+        max: limits.max_record_bytes,
+    };
+    dumpfile::print_omitting(tree, &mut text, &implied_by_paths_below).map_err(|e| {
+        OciError::Invalid {
+            what: "layer tree".into(),
+            reason: e.to_string(),
+        }
     })?;
-    Ok(repo.objects().insert_bytes(&text)?.digest)
+    Ok(repo.objects().insert_bytes(&text.bytes)?.digest)
+}
+
+/// A `Vec` that refuses to grow past `max` bytes.
+struct Capped {
+    bytes: Vec<u8>,
+    max: u64,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if (self.bytes.len() + buf.len()) as u64 > self.max {
+            return Err(std::io::Error::other(format!(
+                "its record is over the limit max_record_bytes = {}",
+                self.max
+            )));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Links a (durable) layer record under its blob digest.
@@ -118,12 +159,39 @@ pub fn link_layer(repo: &Repository, digest: &str, obj: &Digest) -> Result<(), O
     set_link(repo, LAYERS, sha256_hex(digest)?, &object_link(obj))
 }
 
-/// Reads a layer record back into its tree.
-pub fn load_layer(repo: &Repository, digest: &str, obj: &Digest) -> Result<Tree, OciError> {
-    let text = repo.objects().read_object(obj)?;
-    dumpfile::parse(&text, ParseMode::Strict).map_err(|e| OciError::Invalid {
-        what: format!("layer record of {digest} (object {obj})"),
-        reason: e.to_string(),
+/// Reads a layer record back into its tree (a record of any size up to
+/// `max_record_bytes`; older records, which list every directory, too).
+pub fn load_layer(
+    repo: &Repository,
+    digest: &str,
+    obj: &Digest,
+    limits: &Limits,
+) -> Result<Tree, OciError> {
+    use std::io::Read;
+    let what = || format!("layer record of {digest} (object {obj})");
+    let mut text = Vec::new();
+    repo.objects()
+        .open_object(obj)?
+        .take(limits.max_record_bytes.saturating_add(1))
+        .read_to_end(&mut text)
+        .map_err(|e| OciError::Invalid {
+            what: what(),
+            reason: e.to_string(),
+        })?;
+    if text.len() as u64 > limits.max_record_bytes {
+        return Err(OciError::Invalid {
+            what: what(),
+            reason: format!(
+                "over the limit max_record_bytes = {}",
+                limits.max_record_bytes
+            ),
+        });
+    }
+    dumpfile::parse_with_parents(&text, ParseMode::Strict, &implicit_dir()).map_err(|e| {
+        OciError::Invalid {
+            what: what(),
+            reason: e.to_string(),
+        }
     })
 }
 
@@ -143,7 +211,7 @@ pub fn get_blob(repo: &Repository, digest: &str) -> Result<Vec<u8>, OciError> {
         reason: "missing or malformed blob link".into(),
     })?;
     let bytes = repo.objects().read_object(&obj)?;
-    let v = super::layout::Verify::new(&bytes[..], None);
+    let v = crate::layout::Verify::new(&bytes[..], None);
     v.finish(digest, Some(bytes.len() as u64))?;
     Ok(bytes)
 }
@@ -195,7 +263,7 @@ pub fn remove_tag(repo: &Repository, tag: &str) -> Result<(), OciError> {
     repo.remove_file(&Path::new(REFS).join(tag))?;
     repo.sync_dir(REFS)?;
     match repo.remove(&image_name(tag)) {
-        Ok(_) | Err(crate::RepoError::UnknownImage { .. }) => Ok(()),
+        Ok(_) | Err(cfs_repo::RepoError::UnknownImage { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -211,30 +279,36 @@ pub fn store_image(
     let Some(name) = name else {
         return Ok((cfs_format::fsverity::digest(&image), size));
     };
-    repo.objects().sync()?;
-    let id = repo
-        .objects()
-        .insert_bytes_as(&image, &format!("the image {name}"))?
-        .digest;
-    repo.objects().sync()?;
-    repo.link_image_id(&id)?;
-    repo.set_ref(name, &id)?;
+    let id = repo.add_image(&image, name, &format!("the image {name}"))?;
     Ok((id, size))
 }
 
-/// What gc keeps for OCI tags, and the links nothing reaches.
-#[derive(Debug, Default)]
-pub struct OciLive {
-    /// Objects reached from tags (manifests, configs, layer records, their objects).
-    pub objects: HashSet<Digest>,
-    /// Blob and layer links no tag reaches, relative to the repository.
-    pub unreached: Vec<PathBuf>,
+/// The OCI records as the repository's gc and fsck see them
+/// ([`StreamRoots`] for `streams/oci/`): what the tags reach is live, blob
+/// and layer links no tag reaches go.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OciRoots;
+
+impl StreamRoots for OciRoots {
+    fn name(&self) -> &str {
+        "oci"
+    }
+
+    fn mark(&self, repo: &Repository) -> Result<Marked, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(gc_mark(repo)?)
+    }
+
+    fn check(&self, repo: &Repository, present: &HashSet<Digest>) -> Vec<(PathBuf, String)> {
+        check(repo, present)
+    }
 }
 
-/// Marks what the OCI tags reach. A tag whose manifest or layers can't be
-/// read is an error: gc must not guess what is live.
-pub fn gc_mark(repo: &Repository) -> Result<OciLive, OciError> {
-    let mut live = OciLive::default();
+/// Marks what the OCI tags reach: their manifests, configs, layer records
+/// and the objects those name; and lists the blob and layer links no tag
+/// reaches. A tag whose manifest or layers can't be read is an error: gc
+/// must not guess what is live.
+pub fn gc_mark(repo: &Repository) -> Result<Marked, OciError> {
+    let mut live = Marked::default();
     let mut blobs = HashSet::new();
     let mut layers = HashSet::new();
     for (tag, mdigest) in tags(repo)? {
@@ -251,7 +325,7 @@ pub fn gc_mark(repo: &Repository) -> Result<OciLive, OciError> {
             layers.insert(sha256_hex(&l.digest)?.to_owned());
             if let Some(o) = layer_object(repo, &l.digest)? {
                 live.objects.insert(o);
-                let tree = load_layer(repo, &l.digest, &o)?;
+                let tree = load_layer(repo, &l.digest, &o, &Limits::default())?;
                 for (_, n) in tree.nodes() {
                     if n.file_type() == Some(FileType::Regular) && n.content.is_none() {
                         if let Some(d) = n.digest {
@@ -334,7 +408,8 @@ fn check_tag_records(
         let obj = layer_object(repo, &l.digest)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("layer {}: no record, or its object is missing", l.digest))?;
-        let tree = load_layer(repo, &l.digest, &obj).map_err(|e| e.to_string())?;
+        let tree =
+            load_layer(repo, &l.digest, &obj, &Limits::default()).map_err(|e| e.to_string())?;
         for (_, n) in tree.nodes() {
             if n.file_type() == Some(FileType::Regular) && n.content.is_none() {
                 match n.digest {

@@ -1,7 +1,7 @@
 //! Layers applied bottom to top with OCI whiteout semantics, into the tree
 //! of the final image.
 //!
-//! Each layer tree (from [`super::tar`]) carries overlay-style whiteouts: a
+//! Each layer tree (from [`crate::tar`]) carries overlay-style whiteouts: a
 //! char device 0/0 removes that name from the layers below, a directory with
 //! `trusted.overlay.opaque=y` hides everything the layers below had in it. A
 //! directory over a directory merges (the upper one's metadata wins unless it
@@ -11,7 +11,7 @@
 //! opaque markers and no internal markers: it is the unpacked root file
 //! system, which becomes one composefs image.
 
-use super::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
+use crate::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
 use cfs_format::overlay;
 use cfs_format::tree::mode;
 use cfs_format::{FileType, Node, NodeId, Stat, Tree};
@@ -28,16 +28,46 @@ pub struct LayerRef<'a> {
 
 /// Applies `layers` (bottom first) onto an empty root.
 pub fn merge(layers: &[LayerRef<'_>]) -> Result<Tree, OciError> {
-    let mut out = Tree::new(Node::new(Stat {
-        mode: mode::S_IFDIR | 0o755,
-        nlink: 2,
-        ..Stat::default()
-    }));
-    for (i, layer) in layers.iter().enumerate() {
+    let mut m = Merge::new();
+    for layer in layers {
+        m.apply(*layer)?;
+    }
+    Ok(m.finish())
+}
+
+/// A merge in progress, layer by layer (bottom first), so that a caller
+/// can drop each layer tree once it is applied.
+#[derive(Debug)]
+pub struct Merge {
+    out: Tree,
+    applied: usize,
+}
+
+impl Default for Merge {
+    fn default() -> Self {
+        Merge::new()
+    }
+}
+
+impl Merge {
+    /// An empty root.
+    pub fn new() -> Merge {
+        Merge {
+            out: Tree::new(Node::new(Stat {
+                mode: mode::S_IFDIR | 0o755,
+                nlink: 2,
+                ..Stat::default()
+            })),
+            applied: 0,
+        }
+    }
+
+    /// Applies the next layer up.
+    pub fn apply(&mut self, layer: LayerRef<'_>) -> Result<(), OciError> {
         let mut m = Merger {
-            out: &mut out,
+            out: &mut self.out,
             layer: layer.tree,
-            index: i,
+            index: self.applied,
             digest: layer.digest,
             map: HashMap::new(),
         };
@@ -46,8 +76,14 @@ pub fn merge(layers: &[LayerRef<'_>]) -> Result<Tree, OciError> {
             copy_meta(m.out.node_mut(NodeId::ROOT), root);
         }
         m.apply(NodeId::ROOT, NodeId::ROOT, &mut Vec::new())?;
+        self.applied += 1;
+        Ok(())
     }
-    Ok(finish(&out))
+
+    /// The merged tree.
+    pub fn finish(self) -> Tree {
+        finish(self.out)
+    }
 }
 
 struct Merger<'a> {
@@ -61,8 +97,14 @@ struct Merger<'a> {
 
 /// A node's stat and xattrs without markers, opaque flags or entries.
 fn clean(src: &Node) -> Node {
-    let mut n = src.clone();
-    n.entries.clear();
+    let mut n = Node {
+        stat: src.stat,
+        xattrs: src.xattrs.clone(),
+        payload: src.payload.clone(),
+        content: src.content.clone(),
+        digest: src.digest,
+        entries: Vec::new(),
+    };
     strip(&mut n);
     n
 }
@@ -161,44 +203,60 @@ impl Merger<'_> {
     }
 }
 
-/// A compact copy of the part of `src` reachable from the root, in the
-/// order the dumpfile prints it: each node's first entry in a depth-first,
-/// name-ordered walk is its primary one, the others are hard links, and
-/// every non-directory's `nlink` is its number of entries.
-pub(crate) fn finish(src: &Tree) -> Tree {
-    let mut root = src.node(NodeId::ROOT).clone();
-    root.entries.clear();
+/// The part of `src` reachable from the root, its nodes moved into a
+/// compact tree in the order the dumpfile prints it: each node's first
+/// entry in a depth-first, name-ordered walk is its primary one, the others
+/// are hard links, and every non-directory's `nlink` is its number of
+/// entries. (Nodes are moved, not copied: this runs on whole layer trees.)
+pub(crate) fn finish(mut src: Tree) -> Tree {
+    const NONE: u32 = u32::MAX;
+    let mut root = std::mem::take(src.node_mut(NodeId::ROOT));
+    let root_entries = std::mem::take(&mut root.entries);
     let mut out = Tree::new(root);
-    let mut map: HashMap<NodeId, NodeId> = HashMap::new();
-    let mut links: HashMap<NodeId, u32> = HashMap::new();
-    let mut stack = vec![(NodeId::ROOT, NodeId::ROOT, 0usize)];
-    while let Some((sdir, odir, next)) = stack.pop() {
-        let Some(e) = src.node(sdir).entries.get(next) else {
+    // Source node → its node in `out`.
+    let mut map: Vec<u32> = vec![NONE; src.len()];
+    map[NodeId::ROOT.index()] = NodeId::ROOT.0;
+    let mut stack = vec![(root_entries.into_iter(), NodeId::ROOT)];
+    while let Some((entries, odir)) = stack.last_mut() {
+        let odir = *odir;
+        let Some(e) = entries.next() else {
+            stack.pop();
             continue;
         };
-        stack.push((sdir, odir, next + 1));
-        if let Some(&o) = map.get(&e.node) {
-            // Names were valid and unique in `src`: linking can't fail.
-            let _ = out.link(odir, &e.name, o, true);
-            *links.entry(o).or_insert(1) += 1;
+        let Some(&seen) = map.get(e.node.index()) else {
+            continue;
+        };
+        if seen != NONE {
+            let o = NodeId(seen);
+            // A second name for a directory can't be kept (and can't
+            // happen in the trees built here); others are hard links.
+            if out.node(o).file_type() != Some(FileType::Directory) {
+                // Names were valid and unique in `src`: linking can't fail.
+                let _ = out.link(odir, &e.name, o, true);
+            }
             continue;
         }
-        let mut n = src.node(e.node).clone();
-        n.entries.clear();
+        let mut n = std::mem::take(src.node_mut(e.node));
+        let sub = std::mem::take(&mut n.entries);
         let is_dir = n.file_type() == Some(FileType::Directory);
         let o = out.add_node(n);
+        map[e.node.index()] = o.0;
         let _ = out.link(odir, &e.name, o, false);
         if is_dir {
-            stack.push((e.node, o, 0));
-        } else {
-            map.insert(e.node, o);
+            stack.push((sub.into_iter(), o));
         }
     }
-    let ids: Vec<NodeId> = out.nodes().map(|(id, _)| id).collect();
-    for id in ids {
-        let n = out.node_mut(id);
+    drop(src);
+    let mut names = vec![0u32; out.len()];
+    for (_, n) in out.nodes() {
+        for e in &n.entries {
+            names[e.node.index()] += 1;
+        }
+    }
+    for (i, count) in names.into_iter().enumerate() {
+        let n = out.node_mut(NodeId(i as u32));
         if n.file_type() != Some(FileType::Directory) {
-            n.stat.nlink = links.get(&id).copied().unwrap_or(1);
+            n.stat.nlink = count.max(1);
         }
     }
     out

@@ -1,6 +1,6 @@
 //! Pulling an image into the repository, from any transport users know.
 //!
-//! - `oci:DIR[:TAG]` is read in place ([`super::layout`]).
+//! - `oci:DIR[:TAG]` is read in place ([`crate::layout`]).
 //! - `docker://HOST/REPO[:TAG]`, `oci-archive:FILE[:TAG]`,
 //!   `docker-archive:FILE[:REF]` go through `skopeo copy` into a temporary
 //!   OCI layout, which is then read like the first. skopeo brings registry
@@ -24,13 +24,15 @@
 //! Only once everything is checked and durable are layer records, manifest,
 //! config, image and finally the tag linked: a failed pull tags nothing.
 
-use super::layout::{parse_json, Config, Descriptor, Layout, Verify};
-use super::merge::{merge, LayerRef};
-use super::tar::{self, LayerStats, Limits};
-use super::{store, OciError};
-use crate::repository::LockMode;
-use crate::Repository;
+use crate::compression;
+use crate::layout::{parse_json, Config, Descriptor, Layout, Verify};
+use crate::limits::{charge_tree, ImageCharge, LayerCharge, Limits};
+use crate::merge::{LayerRef, Merge};
+use crate::tar::{self, LayerStats};
+use crate::{store, OciError};
 use cfs_format::{Digest, Tree};
+use cfs_repo::repository::LockMode;
+use cfs_repo::Repository;
 use rayon::prelude::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -155,7 +157,7 @@ pub struct PullOptions {
     pub dry: bool,
     /// Skip TLS verification (for a loopback registry): `--src-tls-verify=false`.
     pub insecure: bool,
-    /// Limits on each layer.
+    /// The budget of each layer and of the image.
     pub limits: Limits,
 }
 
@@ -233,7 +235,7 @@ fn skopeo_copy(repo: &Repository, r: &str, dir: &Path, insecure: bool) -> Result
             let blobs = dir.join("blobs/sha256");
             std::fs::create_dir_all(&blobs).map_err(OciError::io("create", &blobs))?;
             for d in store::layer_digests(repo)? {
-                let p = blobs.join(super::layout::sha256_hex(&d)?);
+                let p = blobs.join(crate::layout::sha256_hex(&d)?);
                 std::fs::write(&p, b"").map_err(OciError::io("create", &p))?;
             }
         }
@@ -298,14 +300,14 @@ pub fn import(
         .iter()
         .map(|l| store::layer_object(repo, &l.digest))
         .collect::<Result<_, _>>()?;
+    let image = ImageCharge::new(&options.limits);
     let imported: Vec<(usize, Digest, LayerStats, Tree)> = (0..manifest.layers.len())
         .into_par_iter()
         .filter(|&i| present[i].is_none())
         .map(|i| {
             let l = &manifest.layers[i];
-            let (tree, stats) =
-                import_layer(repo, layout, l, &diff_ids[i], i, &options.limits, events)?;
-            let obj = store::store_layer(repo, &tree)?;
+            let (tree, stats) = import_layer(repo, layout, l, &diff_ids[i], i, &image, events)?;
+            let obj = store::store_layer(repo, &tree, &options.limits)?;
             events(Event::LayerDone {
                 index: i,
                 reused: false,
@@ -333,7 +335,13 @@ pub fn import(
     }
     for (i, p) in present.iter().enumerate() {
         if let Some(obj) = p {
-            trees[i] = Some(store::load_layer(repo, &manifest.layers[i].digest, obj)?);
+            let digest = &manifest.layers[i].digest;
+            let tree = store::load_layer(repo, digest, obj, &options.limits)?;
+            charge_tree(&mut LayerCharge::new(&image), &tree).map_err(|e| OciError::Invalid {
+                what: format!("layer {digest}"),
+                reason: format!("its tree is {e}"),
+            })?;
+            trees[i] = Some(tree);
             events(Event::LayerDone {
                 index: i,
                 reused: true,
@@ -341,17 +349,17 @@ pub fn import(
         }
     }
     events(Event::Step("merging layers".into()));
-    let refs: Vec<LayerRef<'_>> = trees
-        .iter()
-        .zip(&manifest.layers)
-        .filter_map(|(t, l)| {
-            t.as_ref().map(|tree| LayerRef {
+    // Each layer tree goes as soon as it is applied.
+    let mut merge = Merge::new();
+    for (tree, l) in trees.iter_mut().zip(&manifest.layers) {
+        if let Some(tree) = tree.take() {
+            merge.apply(LayerRef {
                 digest: &l.digest,
-                tree,
-            })
-        })
-        .collect();
-    let merged = merge(&refs)?;
+                tree: &tree,
+            })?;
+        }
+    }
+    let merged = merge.finish();
     let image_name = store::image_name(tag);
     let (image_id, image_size) = if options.dry {
         store::store_image(repo, &merged, None)?
@@ -402,7 +410,7 @@ fn import_layer(
     l: &Descriptor,
     diff_id: &str,
     index: usize,
-    limits: &Limits,
+    image: &ImageCharge,
     events: Sink<'_>,
 ) -> Result<(Tree, LayerStats), OciError> {
     let blob = layout.open_blob(l)?;
@@ -414,13 +422,13 @@ fn import_layer(
         events,
     };
     let result = (|| {
-        let stream = tar::decompress(&mut counted).map_err(|source| OciError::Stream {
+        let stream = compression::decompress(&mut counted).map_err(|source| OciError::Stream {
             layer: l.digest.clone(),
             what: "could not start decompressing".into(),
             source,
         })?;
         let mut diff = Verify::new(stream, None);
-        let r = tar::read_layer(&mut diff, &l.digest, repo.objects(), limits)?;
+        let r = tar::read_layer(&mut diff, &l.digest, repo.objects(), image)?;
         diff.finish(diff_id, None).map_err(|e| match e {
             OciError::Digest { what, .. } => OciError::Digest {
                 digest: l.digest.clone(),
@@ -446,7 +454,7 @@ pub fn import_tar(
     name: &str,
     limits: &Limits,
 ) -> Result<(Digest, LayerStats), OciError> {
-    crate::repository::check_name(name)?;
+    cfs_repo::repository::check_name(name)?;
     let _lock = repo.lock(LockMode::Shared)?;
     let input: Box<dyn Read> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
@@ -454,16 +462,20 @@ pub fn import_tar(
         Box::new(std::fs::File::open(file).map_err(OciError::io("open", file))?)
     };
     let shown = file.display().to_string();
-    let mut stream = tar::decompress(input).map_err(|source| OciError::Stream {
+    let mut stream = compression::decompress(input).map_err(|source| OciError::Stream {
         layer: shown.clone(),
         what: "could not start decompressing".into(),
         source,
     })?;
-    let (tree, stats) = tar::read_layer(&mut stream, &shown, repo.objects(), limits)?;
-    let merged = merge(&[LayerRef {
+    let image = ImageCharge::new(limits);
+    let (tree, stats) = tar::read_layer(&mut stream, &shown, repo.objects(), &image)?;
+    let mut merge = Merge::new();
+    merge.apply(LayerRef {
         digest: &shown,
         tree: &tree,
-    }])?;
+    })?;
+    drop(tree);
+    let merged = merge.finish();
     let (id, _) = store::store_image(repo, &merged, Some(name))?;
     Ok((id, stats))
 }

@@ -14,8 +14,9 @@
 //! entries only become nodes of the in-memory tree, and contents become
 //! objects named by their digest. The rules, each failure naming the entry:
 //! - paths: leading `/`, `./` and empty components are dropped (as GNU tar
-//!   does); a `..` component, a NUL, a name over 255 bytes or a path over
-//!   [`Limits::max_path`] is rejected;
+//!   does); a `..` component, a NUL, a name over 255 bytes, a path over
+//!   [`Limits::max_path`] bytes or [`Limits::max_depth`] components is
+//!   rejected;
 //! - a path through a symlink or any non-directory *of this layer* is
 //!   rejected (nothing is ever followed); parents never described get an
 //!   implicit directory (marked [`MARKER_IMPLICIT`], so a merge keeps the lower
@@ -26,12 +27,19 @@
 //!   this layer must be a non-directory; a target not in this layer becomes
 //!   a marker ([`MARKER_HARDLINK`]) that the merge resolves against the
 //!   layers below, or rejects;
-//! - sizes, entry counts, xattr bytes and extension headers are capped
-//!   ([`Limits`]); a stream ending inside an entry is an error;
+//! - the budget ([`Limits`]): entries, nodes (implicit directories count),
+//!   the tree's memory (charged to the layer and to its image), sizes,
+//!   xattr bytes, extension headers and sparse holes; a stream ending
+//!   inside an entry is an error;
+//! - numbers (mode, uid, gid, size, mtime, device numbers; octal, base-256
+//!   or PAX) are read strictly (`tar/numeric.rs`): garbage, a negative value
+//!   where none is allowed, or one that does not fit is an error naming
+//!   the field; a PAX mtime keeps its nanoseconds;
 //! - xattrs come from PAX `SCHILY.xattr.NAME`; names under the reserved
 //!   `trusted.cfs.oci.` are rejected;
-//! - sparse files and unknown entry types are rejected; PAX global headers
-//!   are ignored.
+//! - sparse files, in every format GNU tar writes (old GNU `S`, PAX 0.0,
+//!   0.1 and 1.0), are imported as the file they describe ([`sparse`]);
+//!   unknown entry types are rejected; PAX global headers are ignored.
 //!
 //! **Whiteouts** become overlay whiteouts in the layer tree: `.wh.NAME` a
 //! char device 0/0 named `NAME`, `.wh..wh..opq` the xattr
@@ -40,46 +48,27 @@
 //! layer: a file and its whiteout in one layer leave the file, and a
 //! directory and its whiteout leave an opaque directory.
 
-use super::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT, MARKER_PREFIX};
-use crate::scan::INLINE_CONTENT_MAX;
-use crate::store::{Inserted, ObjectStore, StoreError};
+mod content;
+mod first_block;
+mod numeric;
+mod pax;
+pub mod sparse;
+
+use content::Content;
+use pax::PaxRecords;
+
+use crate::limits::{node_cost, Exceeded, ImageCharge, LayerCharge, Limits};
+use crate::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT};
 use ::tar::EntryType;
 use cfs_format::overlay;
-use cfs_format::tree::{mode, set_xattr, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN};
+use cfs_format::tree::{mode, DirEntry, MAX_SYMLINK_LEN};
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
+use cfs_repo::store::{Inserted, ObjectStore, StoreError};
 use std::cell::Cell;
-use std::io::{self, BufRead, BufReader, Read};
-use std::path::Path;
+use std::io::{self, Read};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
-
-/// Caps on what one layer may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Entries in the tar.
-    pub max_entries: u64,
-    /// Size of one file.
-    pub max_file_size: u64,
-    /// Bytes of one path (after PAX/GNU long names).
-    pub max_path: usize,
-    /// Bytes of one entry's xattrs (names and values).
-    pub max_xattr_bytes: usize,
-    /// Bytes of extension headers (GNU long names, PAX records) before one entry.
-    pub max_extension: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_entries: 1 << 22,
-            max_file_size: 1 << 40,
-            max_path: 4096,
-            max_xattr_bytes: 1 << 20,
-            max_extension: 1 << 20,
-        }
-    }
-}
 
 /// What reading a layer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -102,28 +91,13 @@ const PARALLEL_MAX: u64 = 4 << 20;
 /// Bytes of such files in flight at once; past it, files are stored inline.
 const IN_FLIGHT_MAX: u64 = 64 << 20;
 
-/// The decompressed stream of a layer: gzip and zstd are recognised by their
-/// magic bytes (media types are not trusted: docker archives say nothing),
-/// anything else is read as a plain tar.
-pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>> {
-    let mut buf = BufReader::with_capacity(256 * 1024, reader);
-    let head = buf.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(buf)))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let dec = ruzstd::decoding::StreamingDecoder::new(buf)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        Ok(Box::new(dec))
-    } else {
-        Ok(Box::new(buf))
-    }
-}
-
 /// Limits how many bytes the tar crate may read until the budget is renewed
-/// (at every entry), which bounds what it buffers for extension headers.
+/// (at every entry), which bounds what it buffers for extension headers
+/// (PAX records, GNU long names and sparse maps): [`Limits::max_extension`].
 struct Guard<R> {
     inner: R,
     budget: Rc<Cell<u64>>,
+    max_extension: u64,
 }
 
 impl<R: Read> Read for Guard<R> {
@@ -132,7 +106,11 @@ impl<R: Read> Read for Guard<R> {
         if left == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "extension headers (long names, PAX records) over the size limit",
+                format!(
+                    "extension headers (PAX records, GNU long names, sparse maps) over the \
+                     limit max_extension = {} bytes",
+                    self.max_extension
+                ),
             ));
         }
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -142,21 +120,38 @@ impl<R: Read> Read for Guard<R> {
     }
 }
 
+/// How an entry's path is shown in errors: lossy UTF-8, at most 256 bytes
+/// of it (a GNU long name can be much longer).
+pub fn shown_path(raw: &[u8]) -> String {
+    const SHOWN: usize = 256;
+    if raw.len() <= SHOWN {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    format!(
+        "{}… ({} bytes)",
+        String::from_utf8_lossy(&raw[..SHOWN]),
+        raw.len()
+    )
+}
+
 /// Reads one layer tar (already decompressed) into a layer tree, storing
-/// every regular file's content in `store`. `layer` names the layer in errors.
+/// every regular file's content in `store`. `layer` names the layer in
+/// errors; its tree is charged to `image` (and held to the layer limits).
 pub fn read_layer(
     input: &mut dyn Read,
     layer: &str,
     store: &ObjectStore,
-    limits: &Limits,
+    image: &ImageCharge,
 ) -> Result<(Tree, LayerStats), OciError> {
-    let first = first_block(input, layer)?;
+    let limits = image.limits();
+    let first = first_block::read(input, layer)?;
     let mut input = io::Cursor::new(first).chain(input);
     let input: &mut dyn Read = &mut input;
     let budget = Rc::new(Cell::new(limits.max_extension + 1024));
     let mut archive = ::tar::Archive::new(Guard {
         inner: input,
         budget: budget.clone(),
+        max_extension: limits.max_extension,
     });
     let shared = Shared {
         store,
@@ -167,9 +162,12 @@ pub fn read_layer(
         tree: Tree::new(implicit_dir()),
         layer,
         limits,
+        charge: LayerCharge::new(image),
         shared: &shared,
         stats: LayerStats::default(),
+        holes: 0,
     };
+    reader.charge(NodeId::ROOT, 0, "/")?;
     let entries = archive.entries().map_err(|source| OciError::Stream {
         layer: layer.to_owned(),
         what: "could not read the tar".into(),
@@ -189,7 +187,7 @@ pub fn read_layer(
                 size.saturating_add(1024)
                     .saturating_add(limits.max_extension),
             );
-            last = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            last = shown_path(&entry.path_bytes());
             reader.entry(&mut entry, &last, scope)?;
         }
         Ok(())
@@ -200,8 +198,9 @@ pub fn read_layer(
         reader.count_new(&ins);
         set_object(reader.tree.node_mut(id), ins.digest, None);
     }
-    let tree = super::merge::finish(&reader.tree);
-    Ok((tree, reader.stats))
+    let stats = reader.stats;
+    let tree = crate::merge::finish(reader.tree);
+    Ok((tree, stats))
 }
 
 /// What the stores running on the pool share with the reading thread.
@@ -215,17 +214,43 @@ struct LayerReader<'a> {
     tree: Tree,
     layer: &'a str,
     limits: &'a Limits,
+    /// What the tree costs, charged to the layer and its image.
+    charge: LayerCharge<'a>,
     shared: &'a Shared<'a>,
     stats: LayerStats,
+    /// Zeros added by sparse files' holes so far.
+    holes: u64,
 }
 
-fn implicit_dir() -> Node {
-    let mut n = Node::new(Stat {
-        mode: mode::S_IFDIR | 0o755,
-        ..Stat::default()
-    });
-    n.set_xattr(MARKER_IMPLICIT, b"");
-    n
+/// A directory the tar never described, made as the parent of an entry.
+pub(crate) fn implicit_dir() -> Node {
+    Node {
+        // One xattr, allocated to fit: there can be many of these.
+        xattrs: vec![Xattr {
+            name: MARKER_IMPLICIT.to_vec(),
+            value: Vec::new(),
+        }],
+        ..Node::new(Stat {
+            mode: mode::S_IFDIR | 0o755,
+            ..Stat::default()
+        })
+    }
+}
+
+/// True for a directory exactly as [`implicit_dir`] makes it (nothing the
+/// tar said about it) that holds something: the layer record leaves those
+/// out, as they come back from the paths below them, so a chain of them
+/// costs no line of its own. An empty one keeps its line: nothing below it
+/// would bring it back (an entry that adds nothing, such as the aufs
+/// `.wh..wh.plnk`, still makes its parents, as when a tar is extracted).
+pub(crate) fn implied_by_paths_below(node: &Node) -> bool {
+    !node.entries.is_empty()
+        && node.xattrs.len() == 1
+        && node.xattr(MARKER_IMPLICIT) == Some(b"")
+        && node.stat == implicit_dir().stat
+        && node.payload.is_none()
+        && node.content.is_none()
+        && node.digest.is_none()
 }
 
 fn set_object(node: &mut Node, digest: cfs_format::Digest, content: Option<Vec<u8>>) {
@@ -243,10 +268,14 @@ fn makedev(major: u64, minor: u64) -> u64 {
 }
 
 /// Splits a tar path into its components: `/`, `.` and empty ones dropped,
-/// `..` and NUL rejected.
-pub fn normalize(raw: &[u8], max_path: usize) -> Result<Vec<&[u8]>, String> {
-    if raw.len() > max_path {
-        return Err(format!("path longer than {max_path} bytes"));
+/// `..` and NUL rejected, held to [`Limits::max_path`] and [`Limits::max_depth`].
+pub fn normalize<'p>(raw: &'p [u8], limits: &Limits) -> Result<Vec<&'p [u8]>, String> {
+    if raw.len() > limits.max_path {
+        return Err(format!(
+            "path of {} bytes, over the limit max_path = {}",
+            raw.len(),
+            limits.max_path
+        ));
     }
     if raw.contains(&0) {
         return Err("NUL byte in path".into());
@@ -262,11 +291,18 @@ pub fn normalize(raw: &[u8], max_path: usize) -> Result<Vec<&[u8]>, String> {
             c => out.push(c),
         }
     }
+    if out.len() > limits.max_depth {
+        return Err(format!(
+            "path of {} components, over the limit max_depth = {}",
+            out.len(),
+            limits.max_depth
+        ));
+    }
     Ok(out)
 }
 
 fn join(comps: &[&[u8]]) -> String {
-    String::from_utf8_lossy(&comps.join(&b'/')).into_owned()
+    shown_path(&comps.join(&b'/'))
 }
 
 impl<'a> LayerReader<'a> {
@@ -278,9 +314,46 @@ impl<'a> LayerReader<'a> {
         }
     }
 
-    /// A numeric header field (`what`) that does not parse.
-    fn bad_field(&self, path: &str, what: &str, e: io::Error) -> OciError {
-        self.err(path, format!("bad {what} field: {e}"))
+    /// A limit of the budget this entry goes over.
+    fn over(&self, path: &str, e: Exceeded) -> OciError {
+        let what = match e.limit {
+            "max_layer_nodes" => {
+                "nodes in this layer (its entries and the directories their paths imply)"
+            }
+            "max_layer_bytes" => "memory of this layer's tree",
+            "max_image_nodes" => "nodes in the image's layers",
+            "max_image_bytes" => "memory of the image's layer trees",
+            other => other,
+        };
+        self.err(path, format!("{what} {e}"))
+    }
+
+    /// Charges node `id` (named by a `name_len`-byte name) to the budget.
+    fn charge(&mut self, id: NodeId, name_len: usize, shown: &str) -> Result<(), OciError> {
+        let cost = node_cost(self.tree.node(id), name_len);
+        self.charge.node(cost).map_err(|e| self.over(shown, e))
+    }
+
+    /// Adds `node` to the tree as `name` in `dir`, charging it.
+    fn add(
+        &mut self,
+        dir: NodeId,
+        name: &[u8],
+        node: Node,
+        shown: &str,
+    ) -> Result<NodeId, OciError> {
+        let id = self.tree.add_node(node);
+        self.charge(id, name.len(), shown)?;
+        // A directory's first entry gets room for one only: most implicit
+        // directories never get a second.
+        let entries = &mut self.tree.node_mut(dir).entries;
+        if entries.capacity() == 0 {
+            entries.reserve_exact(1);
+        }
+        self.tree
+            .link(dir, name, id, false)
+            .map_err(|e| self.err(shown, e.to_string()))?;
+        Ok(id)
     }
 
     fn count_new(&mut self, ins: &Inserted) {
@@ -306,13 +379,7 @@ impl<'a> LayerReader<'a> {
                         ),
                     ))
                 }
-                None => {
-                    let n = self.tree.add_node(implicit_dir());
-                    self.tree
-                        .link(cur, c, n, false)
-                        .map_err(|e| self.err(shown, e.to_string()))?;
-                    cur = n;
-                }
+                None => cur = self.add(cur, c, implicit_dir(), shown)?,
             }
         }
         Ok(cur)
@@ -329,18 +396,35 @@ impl<'a> LayerReader<'a> {
         if self.stats.entries > self.limits.max_entries {
             return Err(self.err(
                 shown,
-                format!("more than {} entries in one layer", self.limits.max_entries),
+                format!(
+                    "more than {} entries in one layer (the limit max_entries)",
+                    self.limits.max_entries
+                ),
             ));
         }
         let et = entry.header().entry_type();
         if et.is_pax_global_extensions() {
             return Ok(());
         }
-        let pax = self.pax_records(entry, shown)?;
-        let raw_path = entry.path_bytes().into_owned();
-        let comps = normalize(&raw_path, self.limits.max_path).map_err(|r| self.err(shown, r))?;
-        let mut stat = self.header_stat(entry.header(), pax.mtime, shown)?;
+        let mut pax = self.pax_records(entry, shown)?;
         let ftype = self.file_type(et, shown)?;
+        let content = self.content_kind(entry, et, &mut pax, shown)?;
+        let raw_path = match &content {
+            Content::Sparse(s) => s
+                .name
+                .clone()
+                .unwrap_or_else(|| entry.path_bytes().into_owned()),
+            _ => entry.path_bytes().into_owned(),
+        };
+        // A PAX sparse file is named by its real name from here on.
+        let real_name = shown_path(&raw_path);
+        let shown = if matches!(content, Content::Sparse(_)) {
+            real_name.as_str()
+        } else {
+            shown
+        };
+        let comps = normalize(&raw_path, self.limits).map_err(|r| self.err(shown, r))?;
+        let mut stat = self.header_stat(entry.header(), &pax, shown)?;
         stat.mode |= ftype.mode_bits();
 
         let Some((name, parent_comps)) = comps.split_last() else {
@@ -351,7 +435,8 @@ impl<'a> LayerReader<'a> {
             let root = self.tree.node_mut(NodeId::ROOT);
             root.stat = stat;
             apply_dir_xattrs(root, pax.xattrs);
-            return Ok(());
+            let cost = node_cost(self.tree.node(NodeId::ROOT), 0);
+            return self.charge.bytes(cost).map_err(|e| self.over(shown, e));
         };
         if let Some(hidden) = name.strip_prefix(b".wh.") {
             return self.whiteout(parent_comps, hidden, stat.mtime, shown);
@@ -368,88 +453,40 @@ impl<'a> LayerReader<'a> {
         if ftype == FileType::Directory {
             self.directory(at, node, shown)
         } else {
-            self.file(entry, at, node, shown, scope)
+            self.file(entry, at, node, content, shown, scope)
         }
     }
 
-    /// What the entry's PAX records add: xattrs (`SCHILY.xattr.NAME`, within
-    /// the limits, none reserved) and a precise mtime.
-    fn pax_records<R: Read>(
-        &self,
-        entry: &mut ::tar::Entry<'_, R>,
-        shown: &str,
-    ) -> Result<PaxRecords, OciError> {
-        let mut pax = PaxRecords::default();
-        let mut xattr_bytes = 0usize;
-        let Some(records) = entry
-            .pax_extensions()
-            .map_err(|e| self.err(shown, format!("bad PAX records: {e}")))?
-        else {
-            return Ok(pax);
-        };
-        for ext in records {
-            let ext = ext.map_err(|e| self.err(shown, format!("bad PAX record: {e}")))?;
-            let key = ext.key_bytes();
-            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN || name.contains(&0) {
-                    return Err(self.err(shown, "invalid xattr name"));
-                }
-                if name.starts_with(MARKER_PREFIX) {
-                    return Err(self.err(
-                        shown,
-                        format!("xattr {} is reserved", String::from_utf8_lossy(name)),
-                    ));
-                }
-                xattr_bytes += name.len() + ext.value_bytes().len();
-                if xattr_bytes > self.limits.max_xattr_bytes {
-                    return Err(self.err(
-                        shown,
-                        format!("xattrs over {} bytes", self.limits.max_xattr_bytes),
-                    ));
-                }
-                set_xattr(&mut pax.xattrs, name, ext.value_bytes());
-            } else if key == b"mtime" {
-                pax.mtime = parse_pax_time(ext.value_bytes());
-            }
-        }
-        Ok(pax)
-    }
-
-    /// The permission bits, owner and mtime in the entry's header (a PAX
-    /// mtime wins); the file type bits are added by the caller.
+    /// The permission bits, owner and mtime of the entry, from its header
+    /// or PAX records (which win), read strictly; the file type bits are
+    /// added by the caller. A blank header field reads as 0, as Go's
+    /// archive/tar and GNU tar do.
     fn header_stat(
         &self,
         h: &::tar::Header,
-        pax_mtime: Option<Timespec>,
+        pax: &PaxRecords,
         shown: &str,
     ) -> Result<Stat, OciError> {
-        let perm = h.mode().map_err(|e| self.bad_field(shown, "mode", e))? & 0o7777;
-        // An empty numeric field reads as 0, as Go's archive/tar and GNU tar do.
-        let blank = |f: &[u8]| f.iter().all(|&b| b == 0 || b == b' ');
         let old = h.as_old();
-        let uid = if blank(&old.uid) {
-            0
-        } else {
-            h.uid().map_err(|e| self.bad_field(shown, "uid", e))?
+        let field = |name: &str, raw: &[u8], max: u64| {
+            numeric::header_unsigned(raw, max)
+                .map_err(|e| self.err(shown, format!("header field {name}: {e}")))
         };
-        let gid = if blank(&old.gid) {
-            0
-        } else {
-            h.gid().map_err(|e| self.bad_field(shown, "gid", e))?
+        let perm = field("mode", &old.mode, u32::MAX.into())?.unwrap_or(0) as u32 & 0o7777;
+        let uid = match pax.uid {
+            Some(u) => u,
+            None => field("uid", &old.uid, u32::MAX.into())?.unwrap_or(0) as u32,
         };
-        let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
-            (Ok(u), Ok(g)) => (u, g),
-            _ => return Err(self.err(shown, "uid or gid above 2^32-1")),
+        let gid = match pax.gid {
+            Some(g) => g,
+            None => field("gid", &old.gid, u32::MAX.into())?.unwrap_or(0) as u32,
         };
-        let mtime = match pax_mtime {
+        let mtime = match pax.mtime {
             Some(t) => t,
             None => Timespec {
-                sec: if blank(&old.mtime) {
-                    0
-                } else {
-                    let sec = h.mtime().map_err(|e| self.bad_field(shown, "mtime", e))?;
-                    i64::try_from(sec).unwrap_or(i64::MAX)
-                },
+                sec: numeric::header_field(&old.mtime)
+                    .map_err(|e| self.err(shown, format!("header field mtime: {e}")))?
+                    .unwrap_or(0),
                 nsec: 0,
             },
         };
@@ -465,18 +502,17 @@ impl<'a> LayerReader<'a> {
     }
 
     /// The file type an entry type makes; a hard link is a regular file
-    /// until [`Self::hard_link`] resolves it. Sparse files and other types
-    /// are refused.
+    /// until [`Self::hard_link`] resolves it, an old GNU sparse file a
+    /// regular file. Other types are refused.
     fn file_type(&self, et: EntryType, shown: &str) -> Result<FileType, OciError> {
         Ok(match et {
-            EntryType::Regular | EntryType::Continuous => FileType::Regular,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => FileType::Regular,
             EntryType::Directory => FileType::Directory,
             EntryType::Symlink => FileType::Symlink,
             EntryType::Link => FileType::Regular,
             EntryType::Char => FileType::CharDevice,
             EntryType::Block => FileType::BlockDevice,
             EntryType::Fifo => FileType::Fifo,
-            EntryType::GNUSparse => return Err(self.err(shown, "sparse files are not supported")),
             other => {
                 return Err(self.err(
                     shown,
@@ -513,15 +549,13 @@ impl<'a> LayerReader<'a> {
                 }
             }
             None => {
-                let w = self.tree.add_node(Node::new(Stat {
+                let w = Node::new(Stat {
                     mode: mode::S_IFCHR,
                     mtime,
                     nlink: 1,
                     ..Stat::default()
-                }));
-                self.tree
-                    .link(dir, hidden, w, false)
-                    .map_err(|e| self.err(shown, e.to_string()))?;
+                });
+                self.add(dir, hidden, w, shown)?;
             }
         }
         Ok(())
@@ -540,7 +574,7 @@ impl<'a> LayerReader<'a> {
             .link_name_bytes()
             .map(|c| c.into_owned())
             .unwrap_or_default();
-        let tcomps = normalize(&target_raw, self.limits.max_path)
+        let tcomps = normalize(&target_raw, self.limits)
             .map_err(|r| self.err(shown, format!("hard link target: {r}")))?;
         if tcomps.is_empty() {
             return Err(self.err(shown, "hard link to the root"));
@@ -561,12 +595,19 @@ impl<'a> LayerReader<'a> {
                 // Not in this layer: the merge resolves it below.
                 let mut n = Node::new(stat);
                 n.set_xattr(MARKER_HARDLINK, &tpath);
-                self.tree.add_node(n)
+                let id = self.tree.add_node(n);
+                self.charge(id, 0, shown)?;
+                id
             }
         };
         if self.tree.node(at.dir).entry(at.name).map(|e| e.node) == Some(target) {
             return Ok(());
         }
+        // The name costs an entry and its bytes.
+        let entry_cost = (std::mem::size_of::<DirEntry>() + at.name.len()) as u64;
+        self.charge
+            .bytes(entry_cost)
+            .map_err(|e| self.over(shown, e))?;
         self.tree.unlink(at.dir, at.name);
         self.tree
             .link(at.dir, at.name, target, true)
@@ -579,6 +620,8 @@ impl<'a> LayerReader<'a> {
         let existing = self.tree.node(at.dir).entry(at.name).map(|e| e.node);
         match existing {
             Some(n) if self.tree.node(n).file_type() == Some(FileType::Directory) => {
+                let cost = node_cost(&node, 0);
+                self.charge.bytes(cost).map_err(|e| self.over(shown, e))?;
                 let dir = self.tree.node_mut(n);
                 dir.stat = node.stat;
                 apply_dir_xattrs(dir, node.xattrs);
@@ -592,10 +635,7 @@ impl<'a> LayerReader<'a> {
                 if was_whiteout {
                     node.set_xattr(overlay::OPAQUE, b"y");
                 }
-                let n = self.tree.add_node(node);
-                self.tree
-                    .link(at.dir, at.name, n, false)
-                    .map_err(|e| self.err(shown, e.to_string()))?;
+                self.add(at.dir, at.name, node, shown)?;
             }
         }
         Ok(())
@@ -609,6 +649,7 @@ impl<'a> LayerReader<'a> {
         entry: &mut ::tar::Entry<'_, R>,
         at: Place<'_>,
         mut node: Node,
+        content: Content,
         shown: &str,
         scope: &rayon::Scope<'a>,
     ) -> Result<(), OciError> {
@@ -631,115 +672,35 @@ impl<'a> LayerReader<'a> {
             Some(FileType::CharDevice | FileType::BlockDevice) => {
                 node.stat.rdev = self.device_number(entry.header(), shown)?;
             }
-            Some(FileType::Regular) => job = self.content(entry, &mut node, shown)?,
+            Some(FileType::Regular) => job = self.regular(entry, content, &mut node, shown)?,
             _ => {}
         }
         self.tree.unlink(at.dir, at.name);
-        let id = self.tree.add_node(node);
-        self.tree
-            .link(at.dir, at.name, id, false)
-            .map_err(|e| self.err(shown, e.to_string()))?;
+        let id = self.add(at.dir, at.name, node, shown)?;
         if let Some(data) = job {
             self.store_on_pool(id, data, shown, scope);
         }
         Ok(())
     }
 
-    /// The device number in a device entry's header.
+    /// The device number in a device entry's header, read strictly.
     fn device_number(&self, h: &::tar::Header, shown: &str) -> Result<u64, OciError> {
-        let major = h
-            .device_major()
-            .map_err(|e| self.bad_field(shown, "device major", e))?
-            .unwrap_or(0);
-        let minor = h
-            .device_minor()
-            .map_err(|e| self.bad_field(shown, "device minor", e))?
-            .unwrap_or(0);
-        Ok(makedev(major.into(), minor.into()))
-    }
-
-    /// A regular file's content, within the size limit: a small file is
-    /// kept inline, a mid-sized one is read into memory and returned to be
-    /// stored on the pool (while the in-flight budget allows), a large one
-    /// streams into the store here.
-    fn content<R: Read>(
-        &mut self,
-        entry: &mut ::tar::Entry<'_, R>,
-        node: &mut Node,
-        shown: &str,
-    ) -> Result<Option<Vec<u8>>, OciError> {
-        let size = entry.size();
-        if size > self.limits.max_file_size {
-            return Err(self.err(
-                shown,
-                format!(
-                    "size {size} over the limit of {}",
-                    self.limits.max_file_size
-                ),
-            ));
-        }
-        node.stat.size = size;
-        if size == 0 {
-            return Ok(None);
-        }
-        self.stats.files += 1;
-        self.stats.bytes += size;
-        let read_err = |e: io::Error| OciError::Stream {
-            layer: self.layer.to_owned(),
-            what: format!("reading the content of {shown:?}"),
-            source: e,
+        let Some(ustar) = h
+            .as_ustar()
+            .map(|u| (u.dev_major, u.dev_minor))
+            .or_else(|| h.as_gnu().map(|g| (g.dev_major, g.dev_minor)))
+        else {
+            return Ok(0);
         };
-        if size <= INLINE_CONTENT_MAX {
-            let mut data = vec![0u8; size as usize];
-            entry.read_exact(&mut data).map_err(read_err)?;
-            set_object(node, cfs_format::fsverity::digest(&data), Some(data));
-        } else if size <= PARALLEL_MAX
-            && self.shared.in_flight.load(Ordering::Relaxed) + size <= IN_FLIGHT_MAX
-        {
-            let mut data = vec![0u8; size as usize];
-            entry.read_exact(&mut data).map_err(read_err)?;
-            return Ok(Some(data));
-        } else {
-            let ins = self
-                .shared
-                .store
-                .insert_reader(entry, size, Path::new(shown))
-                .map_err(|e| match e {
-                    StoreError::SourceChanged { what, .. } => self.err(shown, what),
-                    e => OciError::Store(e),
-                })?;
-            self.count_new(&ins);
-            set_object(node, ins.digest, None);
-        }
-        Ok(None)
+        let field = |name: &str, raw: &[u8]| {
+            numeric::header_unsigned(raw, u32::MAX.into())
+                .map(|v| v.unwrap_or(0))
+                .map_err(|e| self.err(shown, format!("header field {name}: {e}")))
+        };
+        let major = field("devmajor", &ustar.0)?;
+        let minor = field("devminor", &ustar.1)?;
+        Ok(makedev(major, minor))
     }
-
-    /// Stores `data`, the content of node `id`, on the rayon pool; the
-    /// result is applied to the node when the layer is read.
-    fn store_on_pool(&self, id: NodeId, data: Vec<u8>, shown: &str, scope: &rayon::Scope<'a>) {
-        let size = data.len() as u64;
-        let shared = self.shared;
-        let shown = shown.to_owned();
-        shared.in_flight.fetch_add(size, Ordering::Relaxed);
-        scope.spawn(move |_| {
-            let r = shared.store.insert_bytes_as(&data, &shown);
-            shared.in_flight.fetch_sub(size, Ordering::Relaxed);
-            shared
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((id, r));
-        });
-    }
-}
-
-/// What an entry's PAX records add to its header.
-#[derive(Default)]
-struct PaxRecords {
-    /// `SCHILY.xattr.NAME` records, a repeated name replacing the value.
-    xattrs: Vec<Xattr>,
-    /// The `mtime` record, if it parses.
-    mtime: Option<Timespec>,
 }
 
 /// Where an entry goes: its directory in the layer tree and its name there.
@@ -756,94 +717,6 @@ fn apply_dir_xattrs(node: &mut Node, xattrs: Vec<Xattr>) {
     if let Some(v) = opaque {
         node.set_xattr(overlay::OPAQUE, &v);
     }
-}
-
-/// A PAX time, `SECONDS[.FRACTION]` (seconds may be negative).
-fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
-    let sec: i64 = sec.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut digits: String = frac.chars().take(9).collect();
-    while digits.len() < 9 {
-        digits.push('0');
-    }
-    let nsec: u32 = digits.parse().ok()?;
-    Some(if sec < 0 && nsec > 0 {
-        Timespec {
-            sec: sec - 1,
-            nsec: 1_000_000_000 - nsec,
-        }
-    } else {
-        Timespec { sec, nsec }
-    })
-}
-
-/// Reads the first 512-byte block and checks that the stream is a tar
-/// archive, as GNU tar does before reading on: an empty stream or one
-/// shorter than a block is refused, and so is a first block that is
-/// neither all zeros (an empty archive) nor a header whose checksum holds.
-/// Without this, an empty file would import as an empty image and a random
-/// one fail deep in the tar reader, quoting its bytes.
-fn first_block(input: &mut dyn Read, layer: &str) -> Result<Vec<u8>, OciError> {
-    let mut block = Vec::with_capacity(512);
-    input
-        .take(512)
-        .read_to_end(&mut block)
-        .map_err(|source| OciError::Stream {
-            layer: layer.to_owned(),
-            what: "could not read the tar".into(),
-            source,
-        })?;
-    let not_tar = |reason: String| OciError::Invalid {
-        what: layer.to_owned(),
-        reason: format!("not a tar archive: {reason}"),
-    };
-    match block.len() {
-        0 => return Err(not_tar("it is empty".into())),
-        n if n < 512 => {
-            return Err(not_tar(format!(
-                "{n} bytes, less than one 512-byte tar block"
-            )))
-        }
-        _ => {}
-    }
-    if block.iter().all(|&b| b == 0) || header_checksum_holds(&block) {
-        Ok(block)
-    } else {
-        Err(not_tar(
-            "its first 512 bytes are no tar header (the checksum does not match)".into(),
-        ))
-    }
-}
-
-/// The ustar/GNU header checksum: the sum of the header's bytes with the
-/// checksum field (bytes 148..156) counted as spaces equals the octal
-/// number in that field (unsigned sums; some old tars used signed ones).
-fn header_checksum_holds(header: &[u8]) -> bool {
-    let field = &header[148..156];
-    let text: String = field
-        .iter()
-        .map(|&b| b as char)
-        .take_while(|c| *c != '\0')
-        .collect();
-    let Ok(stored) = u32::from_str_radix(text.trim(), 8) else {
-        return false;
-    };
-    let sum = |signed: bool| -> i64 {
-        header
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| match (i, signed) {
-                (148..=155, _) => i64::from(b' '),
-                (_, true) => i64::from(b as i8),
-                (_, false) => i64::from(b),
-            })
-            .sum()
-    };
-    i64::from(stored) == sum(false) || i64::from(stored) == sum(true)
 }
 
 #[cfg(test)]

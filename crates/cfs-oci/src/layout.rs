@@ -8,7 +8,7 @@
 //! parsed, layers are checked as they stream into the tar reader
 //! ([`Verify`]): a layer whose digest turns out wrong is never recorded.
 
-use super::OciError;
+use crate::OciError;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
