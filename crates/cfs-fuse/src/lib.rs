@@ -63,6 +63,9 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The longest spin [`Tuning::fuse_spin_us`] accepts: 10 ms.
+pub const MAX_SPIN_US: u32 = 10_000;
+
 /// The default of [`Tuning::fuse_spin_us`]: no spin. Measured on the
 /// project's 2-CPU machine (bench/README.md, "Rootless FUSE speed"), a 50 µs
 /// spin doubled the cold fuse+overlay walk of `/usr` (8.5 s against 4.7 s)
@@ -98,10 +101,16 @@ pub struct Tuning {
     /// How long, at most, a `/dev/fuse` worker that has just answered keeps
     /// polling for the next request before it sleeps, in microseconds
     /// (default 0: never). Adaptive: it spins only while spinning finds
-    /// requests, one worker at a time.
+    /// requests, one worker at a time. At most 10000 (10 ms): a spin is for
+    /// the gap between two requests of one burst, not for an idle server.
     #[cfg_attr(
         feature = "clap",
-        arg(long, value_name = "MICROSECONDS", env = "CFS_FUSE_SPIN_US")
+        arg(
+            long,
+            value_name = "MICROSECONDS",
+            env = "CFS_FUSE_SPIN_US",
+            value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_SPIN_US))
+        )
     )]
     pub fuse_spin_us: Option<u32>,
 }
@@ -150,9 +159,14 @@ impl Tuning {
         a
     }
 
-    /// The longest a `/dev/fuse` worker spins for the next request.
+    /// The longest a `/dev/fuse` worker spins for the next request (at most
+    /// [`MAX_SPIN_US`], however the value was made).
     pub fn spin(&self) -> std::time::Duration {
-        std::time::Duration::from_micros(self.fuse_spin_us.unwrap_or(DEFAULT_SPIN_US).into())
+        let us = self
+            .fuse_spin_us
+            .unwrap_or(DEFAULT_SPIN_US)
+            .min(MAX_SPIN_US);
+        std::time::Duration::from_micros(us.into())
     }
 
     /// The worker threads to run: as asked, else one per CPU, at most 8
@@ -321,4 +335,26 @@ pub fn serve_fd(
     let dev = Arc::new(fds.dev);
     let fs = filesystem(opts, fds.image, fds.objects, dev.clone(), mount)?;
     session::serve(fs, dev, &opts.tuning, mount, ready)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spin_is_bounded_however_it_was_asked_for() {
+        let spin = |us| {
+            Tuning {
+                fuse_spin_us: us,
+                ..Tuning::default()
+            }
+            .spin()
+        };
+        assert_eq!(
+            spin(None),
+            std::time::Duration::from_micros(DEFAULT_SPIN_US.into())
+        );
+        assert_eq!(spin(Some(50)), std::time::Duration::from_micros(50));
+        assert_eq!(spin(Some(u32::MAX)), std::time::Duration::from_millis(10));
+    }
 }
