@@ -448,6 +448,7 @@ fn import_layer(
 
 /// `cfs import-tar`: one tar (plain, gzip or zstd; `-` for stdin) as an
 /// image named `name`. Whiteouts in it are applied (to nothing) and dropped.
+/// The stream is read to its end, as a pull does.
 pub fn import_tar(
     repo: &Repository,
     file: &Path,
@@ -469,6 +470,13 @@ pub fn import_tar(
     })?;
     let image = ImageCharge::new(limits);
     let (tree, stats) = tar::read_layer(&mut stream, &shown, repo.objects(), &image)?;
+    // What follows the tar's end is read too, as a pull reads it for the
+    // diff_id: a broken or trailing compressed frame there fails both.
+    std::io::copy(&mut stream, &mut std::io::sink()).map_err(|source| OciError::Stream {
+        layer: shown.clone(),
+        what: "reading to the end, after the tar".into(),
+        source,
+    })?;
     let mut merge = Merge::new();
     merge.apply(LayerRef {
         digest: &shown,
