@@ -145,6 +145,18 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The stdout of a script that must have succeeded: fails the test with who
+/// ran it, the script, its stdout and its stderr otherwise.
+pub fn script_ok(who: impl std::fmt::Debug, script: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{who:?} script failed:\n{script}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs a command that must succeed.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));

@@ -120,14 +120,7 @@ fn run(who: As, s: &Setup, script: &str) -> Output {
 }
 
 fn run_ok(who: As, s: &Setup, script: &str) -> String {
-    let out = run(who, s, script);
-    assert!(
-        out.status.success(),
-        "{who:?} script failed:\n{script}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    cfs_testkit::command::script_ok(who, script, run(who, s, script))
 }
 
 /// `list DIR`: a listing of a tree, the same for every mode that shows it

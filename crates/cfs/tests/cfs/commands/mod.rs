@@ -81,14 +81,7 @@ impl Scratch {
 
     /// [`Scratch::run`], which must succeed; its stdout.
     pub fn run_ok(&self, who: As, env: &[(&str, &OsStr)], script: &str) -> String {
-        let o = self.run(who, env, script);
-        assert!(
-            o.status.success(),
-            "{who:?} script failed:\n{script}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        cfs_testkit::command::script_ok(who, script, self.run(who, env, script))
     }
 }
 

@@ -23,8 +23,8 @@ mod stale;
 
 use crate::cfs;
 use crate::support::build;
+use cfs_testkit::os;
 use cfs_testkit::users::{As, Script, Tag, TEST_USER};
-use cfs_testkit::{os, stderr};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -118,14 +118,7 @@ fn run(who: As, s: &Setup, script: &str) -> Output {
 
 /// [`run`], failing the test unless the script succeeds; its stdout.
 fn run_ok(who: As, s: &Setup, script: &str) -> String {
-    let out = run(who, s, script);
-    assert!(
-        out.status.success(),
-        "{who:?} script failed:\n{script}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    cfs_testkit::command::script_ok(who, script, run(who, s, script))
 }
 
 /// `list DIR`: what a mount shows, the same for every mode.

@@ -55,14 +55,7 @@ fn run(who: As, h: &Home, script: &str) -> Output {
 }
 
 fn run_ok(who: As, h: &Home, script: &str) -> String {
-    let o = run(who, h, script);
-    assert!(
-        o.status.success(),
-        "{who:?} script failed:\n{script}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    cfs_testkit::command::script_ok(who, script, run(who, h, script))
 }
 
 /// Shell functions: `setup` makes `src/` (external and inline files) and
