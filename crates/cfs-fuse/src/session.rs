@@ -197,6 +197,19 @@ pub(crate) fn serve(
 ) -> Result<(), ServeFailed> {
     let negotiated = handshake(&fs, &dev, tuning, mount)?;
     let fs = Arc::new(fs);
+    // /dev/fuse read by worker threads.
+    let serve_dev = |ready: Box<dyn FnOnce() + '_>| {
+        ready();
+        let r = dev::serve(
+            &fs,
+            &dev,
+            tuning.worker_threads().get(),
+            tuning.spin(),
+            None,
+        );
+        report(&fs, "transport=dev");
+        r
+    };
     let result = if negotiated.uring {
         match uring::Queues::start(&fs, &dev) {
             Ok(queues) => {
@@ -225,29 +238,11 @@ pub(crate) fn serve(
                 // INIT said io_uring, but the kernel keeps using /dev/fuse
                 // until every queue is registered: serve it there.
                 eprintln!("cfs-fuse: FUSE over io_uring failed ({e}); serving /dev/fuse");
-                ready();
-                let r = dev::serve(
-                    &fs,
-                    &dev,
-                    tuning.worker_threads().get(),
-                    tuning.spin(),
-                    None,
-                );
-                report(&fs, "transport=dev");
-                r
+                serve_dev(Box::new(ready))
             }
         }
     } else {
-        ready();
-        let r = dev::serve(
-            &fs,
-            &dev,
-            tuning.worker_threads().get(),
-            tuning.spin(),
-            None,
-        );
-        report(&fs, "transport=dev");
-        r
+        serve_dev(Box::new(ready))
     };
     result.map_err(|source| ServeFailed::Session {
         op: "serve",

@@ -81,10 +81,10 @@ pub struct MountId {
     pub mnt_ns_id: u64,
 }
 
-/// The mount `fd` (or the file it refers to) is on: its unique id and its
-/// namespace. `ENOSYS`/`EINVAL` on kernels before 6.11.
-pub fn mount_of(fd: impl AsFd) -> rustix::io::Result<MountId> {
-    // DONT_SYNC: no GETATTR to a FUSE server that may not be serving yet.
+/// The unique id (`STATX_MNT_ID_UNIQUE`) of the mount `fd` is on, asking
+/// the file system nothing (`AT_STATX_DONT_SYNC`: no GETATTR to a FUSE
+/// server that may not be serving yet). `ENOSYS` before Linux 6.8.
+fn unique_mount_id(fd: impl AsFd) -> rustix::io::Result<u64> {
     let st = rustix::fs::statx(
         fd,
         c"",
@@ -94,13 +94,20 @@ pub fn mount_of(fd: impl AsFd) -> rustix::io::Result<MountId> {
     if st.stx_mask & STATX_MNT_ID_UNIQUE == 0 {
         return Err(Errno::NOSYS);
     }
-    let sm = statmount(st.stx_mnt_id, 0)?;
+    Ok(st.stx_mnt_id)
+}
+
+/// The mount `fd` (or the file it refers to) is on: its unique id and its
+/// namespace. `ENOSYS`/`EINVAL` on kernels before 6.11.
+pub fn mount_of(fd: impl AsFd) -> rustix::io::Result<MountId> {
+    let mnt_id = unique_mount_id(fd)?;
+    let sm = statmount(mnt_id, 0)?;
 
     if sm.mask & STATMOUNT_MNT_NS_ID == 0 || sm.mnt_ns_id == 0 {
         return Err(Errno::NOSYS);
     }
     Ok(MountId {
-        mnt_id: st.stx_mnt_id,
+        mnt_id,
         mnt_ns_id: sm.mnt_ns_id,
     })
 }
@@ -131,19 +138,11 @@ pub struct MountFacts {
 /// namespace, a detached mount, a kernel-internal one such as a memfd's).
 /// Asks the file system nothing (`AT_STATX_DONT_SYNC`, `statmount`).
 pub fn mount_in(fd: impl AsFd, mnt_ns_id: u64) -> rustix::io::Result<MountFacts> {
-    let st = rustix::fs::statx(
-        fd,
-        c"",
-        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
-        StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
-    )?;
-    if st.stx_mask & STATX_MNT_ID_UNIQUE == 0 {
-        return Err(Errno::NOSYS);
-    }
-    let sm = statmount(st.stx_mnt_id, mnt_ns_id)?;
+    let mnt_id = unique_mount_id(fd)?;
+    let sm = statmount(mnt_id, mnt_ns_id)?;
     Ok(MountFacts {
         id: MountId {
-            mnt_id: st.stx_mnt_id,
+            mnt_id,
             mnt_ns_id: sm.mnt_ns_id,
         },
         sb_magic: sm.sb_magic,
