@@ -246,6 +246,32 @@ pub const MAX_XATTR_VALUE_LEN: usize = u16::MAX as usize;
 /// C does; the writer, the image reader and the tar import hold targets to it.
 pub const MAX_SYMLINK_LEN: usize = 4095;
 
+/// The largest device major an image can hold: EROFS keeps a device number
+/// in 32 bits, the kernel's `new_encode_dev` (12 bits of major, 20 of
+/// minor).
+pub const MAX_DEVICE_MAJOR: u64 = 0xfff;
+
+/// The largest device minor an image can hold (see [`MAX_DEVICE_MAJOR`]).
+pub const MAX_DEVICE_MINOR: u64 = 0xf_ffff;
+
+/// Linux `makedev(major, minor)` (glibc's 64-bit `dev_t`), or `None` when
+/// the number does not fit an image ([`MAX_DEVICE_MAJOR`],
+/// [`MAX_DEVICE_MINOR`]): cut to 32 bits it would name another device, or
+/// read as an overlay whiteout (0/0).
+pub const fn makedev(major: u64, minor: u64) -> Option<u64> {
+    if major > MAX_DEVICE_MAJOR || minor > MAX_DEVICE_MINOR {
+        return None;
+    }
+    Some(((major & 0xfff) << 8) | ((minor & 0xf_ff00) << 12) | (minor & 0xff))
+}
+
+/// Whether a device number `rdev` (a 64-bit `dev_t`) fits an image: its
+/// major and minor are within [`MAX_DEVICE_MAJOR`] and [`MAX_DEVICE_MINOR`],
+/// which is exactly when it fits in 32 bits.
+pub const fn device_fits_image(rdev: u64) -> bool {
+    rdev >> 32 == 0
+}
+
 /// A whole filesystem tree: an arena of nodes, node 0 the root directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tree {
@@ -369,6 +395,21 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_numbers_fit_an_image_or_are_refused() {
+        assert_eq!(makedev(1, 3), Some(0x103));
+        assert_eq!(makedev(8, 0x12345), Some(0x1230_0845));
+        assert_eq!(
+            makedev(MAX_DEVICE_MAJOR, MAX_DEVICE_MINOR),
+            Some(0xffff_ffff)
+        );
+        assert_eq!(makedev(MAX_DEVICE_MAJOR + 1, 0), None);
+        assert_eq!(makedev(0, MAX_DEVICE_MINOR + 1), None);
+        assert!(device_fits_image(0xffff_ffff));
+        // glibc's makedev(0x54000000, 0): cut to 32 bits it is 0/0.
+        assert!(!device_fits_image(0x5400_0000_u64 << 32));
+    }
 
     fn dir() -> Node {
         Node::new(Stat {

@@ -61,7 +61,7 @@ use crate::limits::{node_cost, Exceeded, ImageCharge, LayerCharge, Limits};
 use crate::{OciError, MARKER_HARDLINK, MARKER_IMPLICIT};
 use ::tar::EntryType;
 use cfs_format::overlay;
-use cfs_format::tree::{mode, DirEntry, MAX_SYMLINK_LEN};
+use cfs_format::tree::{self, mode, DirEntry, MAX_SYMLINK_LEN};
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
 use cfs_repo::store::{Inserted, ObjectStore, StoreError};
 use std::cell::Cell;
@@ -257,14 +257,6 @@ fn set_object(node: &mut Node, digest: cfs_format::Digest, content: Option<Vec<u
     node.payload = Some(digest.object_path().into_bytes());
     node.digest = Some(digest);
     node.content = content;
-}
-
-/// Linux `makedev`.
-fn makedev(major: u64, minor: u64) -> u64 {
-    ((major & 0xffff_f000) << 32)
-        | ((major & 0xfff) << 8)
-        | ((minor & 0xffff_ff00) << 12)
-        | (minor & 0xff)
 }
 
 /// Splits a tar path into its components: `/`, `.` and empty ones dropped,
@@ -692,14 +684,16 @@ impl<'a> LayerReader<'a> {
         else {
             return Ok(0);
         };
-        let field = |name: &str, raw: &[u8]| {
-            numeric::header_unsigned(raw, u32::MAX.into())
+        // An image holds 12 bits of major and 20 of minor (cfs-format's
+        // rule): a larger number would name another device there.
+        let field = |name: &str, raw: &[u8], max: u64| {
+            numeric::header_unsigned(raw, max)
                 .map(|v| v.unwrap_or(0))
                 .map_err(|e| self.err(shown, format!("header field {name}: {e}")))
         };
-        let major = field("devmajor", &ustar.0)?;
-        let minor = field("devminor", &ustar.1)?;
-        Ok(makedev(major, minor))
+        let major = field("devmajor", &ustar.0, tree::MAX_DEVICE_MAJOR)?;
+        let minor = field("devminor", &ustar.1, tree::MAX_DEVICE_MINOR)?;
+        Ok(tree::makedev(major, minor).unwrap_or_default())
     }
 }
 

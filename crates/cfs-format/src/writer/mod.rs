@@ -58,6 +58,24 @@ mod tests {
     use super::*;
     use crate::tree::{mode, Node, Stat, Xattr};
 
+    /// A device number the image can't hold is refused, naming the path
+    /// (cut to 32 bits it would be another device, or a whiteout).
+    #[test]
+    fn a_device_number_over_32_bits_is_refused() {
+        let mut tree = Tree::new(Node::new(Stat {
+            mode: mode::S_IFDIR | 0o755,
+            ..Stat::default()
+        }));
+        let dev = tree.add_node(Node::new(Stat {
+            mode: mode::S_IFCHR | 0o644,
+            rdev: 0x5400_0000_u64 << 32,
+            ..Stat::default()
+        }));
+        tree.link(crate::NodeId::ROOT, b"dev", dev, false).unwrap();
+        let e = write_image(&tree, &WriteOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("/dev: device number"), "{e}");
+    }
+
     /// A root holding `dir/f`, whose xattrs are `n` values of `len` bytes.
     fn tree_with_xattrs(n: usize, len: usize) -> Tree {
         let dir = |m| {

@@ -17,8 +17,9 @@
 use super::WriteError;
 use crate::overlay::{self, Namespace};
 use crate::tree::{
-    mode, set_xattr, FileType, Node, NodeId, Stat, Timespec, Tree, Xattr, MAX_INLINE_CONTENT_LEN,
-    MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
+    device_fits_image, mode, set_xattr, FileType, Node, NodeId, Stat, Timespec, Tree, Xattr,
+    MAX_DEVICE_MAJOR, MAX_DEVICE_MINOR, MAX_INLINE_CONTENT_LEN, MAX_SYMLINK_LEN,
+    MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
 };
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -320,6 +321,12 @@ fn work_node(tree: &Tree, id: NodeId) -> Result<Work<'_>, String> {
             work.symlink = Some(target);
         }
         FileType::Regular => regular_file(n, &mut work)?,
+        FileType::CharDevice | FileType::BlockDevice if !device_fits_image(n.stat.rdev) => {
+            return Err(format!(
+                "device number {:#x} does not fit an image (major at most {MAX_DEVICE_MAJOR}, minor at most {MAX_DEVICE_MINOR})",
+                n.stat.rdev
+            ));
+        }
         _ => {}
     }
     Ok(work)

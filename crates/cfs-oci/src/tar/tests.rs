@@ -357,6 +357,26 @@ fn bad_numbers_are_refused_naming_the_field() {
             &[],
             "header field devminor: negative",
         ),
+        // An image holds 12 bits of major, 20 of minor: a larger number,
+        // cut, would name another device there (or a whiteout: 0/0).
+        (
+            H {
+                kind: b'3',
+                dev: (b"10000\0", b"0\0"),
+                ..H::default()
+            },
+            &[],
+            "header field devmajor: 4096 is over 4095",
+        ),
+        (
+            H {
+                kind: b'3',
+                dev: (b"1\0", b"4000000\0"),
+                ..H::default()
+            },
+            &[],
+            "header field devminor: 1048576 is over 1048575",
+        ),
         (
             H::default(),
             &[("size", b"12abc")],
@@ -445,7 +465,7 @@ fn good_numbers_in_every_form() {
     assert_eq!(stat(b"b256").uid, 12345);
     assert_eq!(stat(b"b256").mtime.sec, -1);
     assert_eq!((stat(b"blank").uid, stat(b"blank").mtime.sec), (0, 0));
-    assert_eq!(stat(b"dev").rdev, makedev(1, 3));
+    assert_eq!(Some(stat(b"dev").rdev), cfs_format::tree::makedev(1, 3));
 }
 
 /// The content of regular file `path` in a layer tree read from `store`.
