@@ -207,26 +207,19 @@ pub fn attach_to_fd(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<(), K
     })
 }
 
-/// A loop device bound to an image, read-only with autoclear: it goes away
-/// when its last user (this fd, then the erofs superblock) lets go.
-pub struct LoopDevice {
-    /// The open device; dropping it before a mount uses it frees the device.
-    pub fd: OwnedFd,
-    /// `/dev/loopN`.
-    pub path: PathBuf,
-}
+/// An ioctl that takes no argument and returns an int as the syscall's
+/// result: a new fd (`PIDFD_GET_*`, `NS_GET_USERNS`) or a number
+/// (`LOOP_CTL_GET_FREE`, which rustix's `NoArg` would drop).
+struct ReturnsInt<const OPCODE: rustix::ioctl::Opcode>;
 
-/// `ioctl(LOOP_CTL_GET_FREE)`: returns the number, which rustix's `NoArg` drops.
-struct GetFreeLoop;
-
-// SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number as
-// the ioctl's result; as_ptr's null is never read, and the output is that int.
+// SAFETY: these ioctls take no argument (as_ptr's null is never read) and
+// return an int as the syscall's result, which `output_from_ptr` hands back.
 #[allow(unsafe_code)]
-unsafe impl rustix::ioctl::Ioctl for GetFreeLoop {
+unsafe impl<const OPCODE: rustix::ioctl::Opcode> rustix::ioctl::Ioctl for ReturnsInt<OPCODE> {
     type Output = rustix::ioctl::IoctlOutput;
     const IS_MUTATING: bool = false;
     fn opcode(&self) -> rustix::ioctl::Opcode {
-        linux_raw_sys::loop_device::LOOP_CTL_GET_FREE as _
+        OPCODE
     }
     fn as_ptr(&mut self) -> *mut core::ffi::c_void {
         core::ptr::null_mut()
@@ -237,6 +230,15 @@ unsafe impl rustix::ioctl::Ioctl for GetFreeLoop {
     ) -> rustix::io::Result<Self::Output> {
         Ok(out)
     }
+}
+
+/// A loop device bound to an image, read-only with autoclear: it goes away
+/// when its last user (this fd, then the erofs superblock) lets go.
+pub struct LoopDevice {
+    /// The open device; dropping it before a mount uses it frees the device.
+    pub fd: OwnedFd,
+    /// `/dev/loopN`.
+    pub path: PathBuf,
 }
 
 /// Binds `image` (an open file) to a free loop device, read-only, direct I/O
@@ -256,10 +258,15 @@ pub fn loop_attach(image: BorrowedFd<'_>, name: &Path) -> Result<LoopDevice, Ker
         Mode::empty(),
     )
     .map_err(|e| err(e, "open /dev/loop-control"))?;
-    // SAFETY: GetFreeLoop matches LOOP_CTL_GET_FREE's contract (see its impl),
+    // SAFETY: ReturnsInt matches LOOP_CTL_GET_FREE's contract (see its impl),
     // and ctl is an open loop-control device.
-    let n = unsafe { rustix::ioctl::ioctl(&ctl, GetFreeLoop) }
-        .map_err(|e| err(e, "ioctl LOOP_CTL_GET_FREE"))?;
+    let n = unsafe {
+        rustix::ioctl::ioctl(
+            &ctl,
+            ReturnsInt::<{ linux_raw_sys::loop_device::LOOP_CTL_GET_FREE as _ }>,
+        )
+    }
+    .map_err(|e| err(e, "ioctl LOOP_CTL_GET_FREE"))?;
     let path = PathBuf::from(format!("/dev/loop{n}"));
     let fd = rustix::fs::open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| err(e, &format!("open {}", path.display())))?;
@@ -484,31 +491,6 @@ pub fn take_handed_over(names: &[&str]) -> Result<Vec<OwnedFd>, String> {
 
 // ---- The mount service: who the peer is, its namespaces, acting there. ----
 
-/// An ioctl that takes no argument and returns a new fd (`PIDFD_GET_*`,
-/// `NS_GET_USERNS`).
-struct ReturnsFd<const OPCODE: rustix::ioctl::Opcode>;
-
-// SAFETY: these ioctls take no argument (as_ptr's null is never read) and
-// return a new file descriptor as the syscall's result, which
-// `output_from_ptr` hands back as that int.
-#[allow(unsafe_code)]
-unsafe impl<const OPCODE: rustix::ioctl::Opcode> rustix::ioctl::Ioctl for ReturnsFd<OPCODE> {
-    type Output = rustix::ioctl::IoctlOutput;
-    const IS_MUTATING: bool = false;
-    fn opcode(&self) -> rustix::ioctl::Opcode {
-        OPCODE
-    }
-    fn as_ptr(&mut self) -> *mut core::ffi::c_void {
-        core::ptr::null_mut()
-    }
-    unsafe fn output_from_ptr(
-        out: rustix::ioctl::IoctlOutput,
-        _: *mut core::ffi::c_void,
-    ) -> rustix::io::Result<Self::Output> {
-        Ok(out)
-    }
-}
-
 /// `PIDFD_GET_MNT_NAMESPACE` (`_IO(0xFF, 3)`, Linux 6.11, `linux/pidfd.h`).
 const PIDFD_GET_MNT_NAMESPACE: rustix::ioctl::Opcode = 0xFF03;
 /// `NS_GET_USERNS` (`_IO(0xb7, 0x1)`, `linux/nsfs.h`): the owning user namespace.
@@ -521,8 +503,8 @@ fn ioctl_fd<const OPCODE: rustix::ioctl::Opcode>(
     fd: BorrowedFd<'_>,
 ) -> rustix::io::Result<OwnedFd> {
     use std::os::fd::FromRawFd;
-    // SAFETY: ReturnsFd matches these ioctls' contract (see its impl).
-    let raw = unsafe { rustix::ioctl::ioctl(fd, ReturnsFd::<OPCODE>) }?;
+    // SAFETY: ReturnsInt matches these ioctls' contract (see its impl).
+    let raw = unsafe { rustix::ioctl::ioctl(fd, ReturnsInt::<OPCODE>) }?;
     // SAFETY: on success the kernel returned a new fd, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
