@@ -85,17 +85,17 @@ pub fn all(b: &Bench) -> Vec<Row> {
     let mut rows = vec![
         row(
             "kernel",
-            "cfs kernel (erofs file-backed + overlay)",
+            "cfs kernel (erofs + overlay)",
             Who::Root,
             cfs_mount("--fuse=no"),
             &cfs_unmount,
             None,
         ),
         row(
-            "kernel-loop",
-            "cfs kernel, erofs on a loop device",
+            "kernel-file",
+            "cfs kernel, erofs file-backed (--erofs-backing file)",
             Who::Root,
-            cfs_mount("--fuse=no --loop-device"),
+            cfs_mount("--fuse=no --erofs-backing file"),
             &cfs_unmount,
             None,
         ),
@@ -258,6 +258,23 @@ pub fn all(b: &Bench) -> Vec<Row> {
             }),
         ),
     ]);
+    if let Some(c_mount) = b.c_mount() {
+        // C's mount of cfs's image (the same bytes mkcomposefs writes) over
+        // the same objects.
+        rows.push(row(
+            "c-kernel",
+            "C mount.composefs (kernel)",
+            Who::Root,
+            format!(
+                "LD_LIBRARY_PATH={c}/lib/x86_64-linux-gnu:{c}/lib {} -o basedir={repo}/objects {} {mnt}",
+                c_mount.display(),
+                b.cfs_image().display(),
+                c = b.c_prefix().display(),
+            ),
+            &format!("umount {mnt}"),
+            None,
+        ));
+    }
     if let Some(erofsfuse) = b.erofsfuse() {
         // erofsfuse shows the image alone: its metadata, external files
         // without contents (there is no overlay to find them), so only the

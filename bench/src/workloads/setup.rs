@@ -64,6 +64,16 @@ impl Bench {
         let sys = PathBuf::from("/usr/bin/erofsfuse");
         sys.exists().then_some(sys)
     }
+    /// C composefs's `mount.composefs`, if built into `DIR/peers/c` (meson
+    /// `--prefix=DIR/peers/c` from containers/composefs; bench/README.md).
+    pub fn c_mount(&self) -> Option<PathBuf> {
+        let own = self.c_prefix().join("sbin/mount.composefs");
+        own.exists().then_some(own)
+    }
+    /// Where C composefs is installed for the bench.
+    pub fn c_prefix(&self) -> PathBuf {
+        self.dir.join("peers/c")
+    }
     /// The erofs image (no overlay xattrs needed) for erofsfuse: cfs's image
     /// of the tree, by its file in the repository.
     pub fn cfs_image(&self) -> PathBuf {

@@ -4,9 +4,12 @@
 //!    fs-verity digest measured ([`crate::image`]); the same open file (or
 //!    its sealed copy) is what erofs mounts, through `/proc/self/fd/N`, so
 //!    the bytes measured are the bytes mounted.
-//! 2. erofs mounts it straight from the file (Linux 6.12+); a kernel without
-//!    file-backed erofs answers ENOTBLK, and only then is a loop device used.
-//!    The erofs mount stays detached: an fd, never in any mount table.
+//! 2. erofs mounts it through a loop device (read-only, autoclear, buffered:
+//!    its reads of the image go through the image file's page cache, with
+//!    readahead, which file-backed erofs doesn't do for metadata), or
+//!    straight from the file (Linux 6.12+) where no loop device can be had
+//!    or [`ErofsBacking::File`] asks for it. The erofs mount stays detached:
+//!    an fd, never in any mount table.
 //! 3. overlayfs stacks it (`lowerdir+=/proc/self/fd/M`) over the object
 //!    directories (`datadir+`), and the overlay alone is attached at the mount
 //!    point. When the erofs fd closes, the overlay holds the only reference,
@@ -165,7 +168,8 @@ fn first_object(store: &Path) -> Option<PathBuf> {
     None
 }
 
-/// A detached, read-only erofs mount of the image.
+/// A detached, read-only erofs mount of the image, attached as `backing`
+/// says.
 pub(crate) fn mount_erofs(
     image: &File,
     path: &Path,
@@ -176,16 +180,30 @@ pub(crate) fn mount_erofs(
         path: path.to_path_buf(),
         source,
     };
-    if backing == ErofsBacking::Auto {
-        match erofs_from(&sys::fd_path(image.as_fd()), has_acl) {
-            Err(e) if e.errno == Errno::NOTBLK => {} // no file-backed erofs: use a loop device
-            r => return r.map_err(err),
-        }
+    // On success the superblock holds the loop device; on failure dropping
+    // it closes its last fd and autoclear frees it.
+    let from_loop = |dev: sys::LoopDevice| erofs_from(dev.path.as_os_str(), has_acl).map_err(err);
+    let from_file = || erofs_from(&sys::fd_path(image.as_fd()), has_acl);
+    match backing {
+        ErofsBacking::Loop => from_loop(sys::loop_attach(image.as_fd(), path).map_err(err)?),
+        ErofsBacking::File => match from_file() {
+            // No file-backed erofs here: a loop device after all.
+            Err(e) if e.errno == Errno::NOTBLK => {
+                from_loop(sys::loop_attach(image.as_fd(), path).map_err(err)?)
+            }
+            r => r.map_err(err),
+        },
+        // Without a loop device (none free, no /dev/loop-control in a
+        // container), the file; a kernel that can't mount files either says
+        // why a loop device was wanted.
+        ErofsBacking::Auto => match sys::loop_attach(image.as_fd(), path) {
+            Ok(dev) => from_loop(dev),
+            Err(loop_err) => match from_file() {
+                Err(e) if e.errno == Errno::NOTBLK => Err(err(loop_err)),
+                r => r.map_err(err),
+            },
+        },
     }
-    let dev = sys::loop_attach(image.as_fd(), path).map_err(err)?;
-    // On success the superblock holds the device; on failure dropping `dev`
-    // closes its last fd and autoclear frees it.
-    erofs_from(dev.path.as_os_str(), has_acl).map_err(err)
 }
 
 fn erofs_from(source: &std::ffi::OsStr, has_acl: bool) -> Result<OwnedFd, sys::KernelError> {

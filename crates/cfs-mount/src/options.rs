@@ -68,12 +68,19 @@ pub fn overlay_verity(
 }
 
 /// How the erofs image is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ErofsBacking {
-    /// Straight from the file (Linux 6.12+), falling back to a loop device
-    /// where the kernel can't mount a file.
+    /// A loop device where one can be had, else straight from the file. A
+    /// loop device reads the image through the image file's page cache, with
+    /// its readahead, where file-backed erofs reads each metadata block it
+    /// misses on its own: a cold walk of a `/usr` image takes 0.66x the time
+    /// (bench/README.md, "erofs on a loop device").
     #[default]
     Auto,
+    /// Straight from the file (Linux 6.12+; what C `mount.composefs` does),
+    /// a loop device only where the kernel can't mount a file: no loop
+    /// device taken from the machine's pool.
+    File,
     /// Always through a loop device.
     Loop,
 }

@@ -242,9 +242,23 @@ pub struct LoopDevice {
 }
 
 /// Binds `image` (an open file) to a free loop device, read-only, direct I/O
-/// off, 4 KiB blocks (the composefs block size), autoclear.
-#[allow(unsafe_code)]
+/// off (its reads go through the image file's page cache, with readahead),
+/// 4 KiB blocks (the composefs block size), autoclear. Another process may
+/// take the free device between `LOOP_CTL_GET_FREE` and `LOOP_CONFIGURE`
+/// (EBUSY): then it asks for another, a few times.
 pub fn loop_attach(image: BorrowedFd<'_>, name: &Path) -> Result<LoopDevice, KernelError> {
+    const TRIES: usize = 8;
+    let mut tries = 1;
+    loop {
+        match loop_attach_once(image, name) {
+            Err(e) if e.errno == Errno::BUSY && tries < TRIES => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn loop_attach_once(image: BorrowedFd<'_>, name: &Path) -> Result<LoopDevice, KernelError> {
     use linux_raw_sys::loop_device as ld;
     use std::os::fd::AsRawFd;
     let err = |errno, step: &str| KernelError {

@@ -68,16 +68,27 @@ pub fn mounted_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The lines of `losetup -a` whose backing file's name contains `path`:
+/// the loop devices bound to it, or to anything under it (empty without
+/// `losetup`).
+pub fn loop_devices_naming(path: &Path) -> Vec<String> {
+    let Ok(o) = Command::new("losetup").arg("-a").output() else {
+        return Vec::new();
+    };
+    let path = path.to_string_lossy();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains(&*path))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Fails if a mount or a loop device still refers to anything under `dir`.
 pub fn assert_nothing_left(dir: &Path) {
     let left = mounted_under(dir);
     assert!(left.is_empty(), "mounts left behind: {left:#?}");
-    if let Ok(o) = Command::new("losetup").arg("-a").output() {
-        let dir = dir.to_string_lossy();
-        let loops = String::from_utf8_lossy(&o.stdout);
-        let left: Vec<&str> = loops.lines().filter(|l| l.contains(&*dir)).collect();
-        assert!(left.is_empty(), "loop devices left behind: {left:#?}");
-    }
+    let left = loop_devices_naming(dir);
+    assert!(left.is_empty(), "loop devices left behind: {left:#?}");
 }
 
 /// True once `mnt` is no longer a mount point in this process's table.

@@ -51,9 +51,11 @@ pub struct MountArgs {
     /// `mount.composefs -o idmap=PATH`.
     #[arg(long, value_name = "PATH")]
     idmap: Option<PathBuf>,
-    /// Attach the image through a loop device even where erofs can mount files.
-    #[arg(long, hide = true)]
-    loop_device: bool,
+    /// How the kernel mode attaches the image to erofs: `auto` (a loop
+    /// device where one can be had, else the file), `file` (straight from
+    /// the file, as C `mount.composefs` does: no loop device), or `loop`.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t)]
+    erofs_backing: cfs_mount::ErofsBacking,
     /// Whether to mount with FUSE: auto picks the kernel mount with
     /// CAP_SYS_ADMIN in the initial user namespace, else the mount service's
     /// kernel mount where it answers, else fuse+overlay in a user namespace
@@ -193,11 +195,7 @@ pub fn mount(a: MountArgs, repo: Option<&Path>) -> anyhow::Result<()> {
         idmap: a.idmap,
         verity: a.verity,
         expected_digest: a.digest,
-        backing: if a.loop_device {
-            cfs_mount::ErofsBacking::Loop
-        } else {
-            cfs_mount::ErofsBacking::Auto
-        },
+        backing: a.erofs_backing,
         ..MountConfig::new(image, PathBuf::new())
     };
     a.server.apply(&mut cfg);

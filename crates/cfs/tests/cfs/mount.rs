@@ -15,7 +15,7 @@
 
 use crate::cfs;
 use crate::support::*;
-use cfs_testkit::mounts::{assert_nothing_left, Mounted};
+use cfs_testkit::mounts::{assert_nothing_left, loop_devices_naming, Mounted};
 use cfs_testkit::walk::{diff, sha256_file, walk};
 use cfs_testkit::{need, ok, os, require, stderr};
 use std::ffi::OsStr;
@@ -34,7 +34,13 @@ fn mounted_tree_equals_source() {
     std::fs::create_dir(&mnt).unwrap();
     let want = expected_from_source(walk(&src));
     let from_dump = expected_from_dump(&image, &objects);
-    for extra in [&[][..], &[os("--loop-device")][..]] {
+    // As root the default takes a loop device (readahead through the image
+    // file's page cache); `file` mounts the file itself.
+    for (extra, on_loop) in [
+        (&[][..], true),
+        (&[os("--erofs-backing=loop")][..], true),
+        (&[os("--erofs-backing=file")][..], false),
+    ] {
         let mut args = vec![
             image.as_os_str(),
             mnt.as_os_str(),
@@ -44,6 +50,11 @@ fn mounted_tree_equals_source() {
         args.extend_from_slice(extra);
         let guard = mount(&args, &mnt).unwrap();
         let got = walk(&mnt);
+        assert_eq!(
+            !loop_devices_naming(&image).is_empty(),
+            on_loop,
+            "mount {extra:?}: is the image on a loop device?"
+        );
         drop(guard);
         let d = diff(&want, &got);
         assert!(
@@ -364,7 +375,7 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
                 image.as_os_str(),
                 os("--basedir"),
                 objects.as_os_str(),
-                os("--loop-device"),
+                os("--erofs-backing=loop"),
                 os("--digest"),
                 os(&wrong),
             ],
@@ -381,7 +392,7 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
                 garbage.as_os_str(),
                 os("--basedir"),
                 objects.as_os_str(),
-                os("--loop-device"),
+                os("--erofs-backing=loop"),
                 os("--no-check-objects"),
             ],
             "could not mount",
