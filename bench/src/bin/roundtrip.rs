@@ -265,6 +265,48 @@ fn getxattr_loop(file: &std::fs::File) -> (f64, f64) {
     (batches[0], batches[batches.len() / 2])
 }
 
+/// The machine's floor for any round trip to a server thread: two threads
+/// passing one byte back and forth through two pipes (each side sleeps in
+/// `read` until the other writes, as a FUSE client and server do), both on
+/// `cpus.0`'s and `cpus.1`'s CPU. Fastest batch and median, µs per round trip.
+fn ping_pong(cpus: (usize, usize)) -> (f64, f64) {
+    use std::io::{Read, Write};
+    let pin = |cpu: usize| {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    };
+    let (mut to_peer_r, mut to_peer_w) = std::io::pipe().expect("pipe");
+    let (mut back_r, mut back_w) = std::io::pipe().expect("pipe");
+    let peer = std::thread::spawn(move || {
+        pin(cpus.1);
+        let mut b = [0u8];
+        while to_peer_r.read_exact(&mut b).is_ok() {
+            if back_w.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let main = std::thread::spawn(move || {
+        pin(cpus.0);
+        let mut b = [0u8];
+        let mut batches = Vec::with_capacity((CALLS / BATCH) as usize);
+        for _ in 0..CALLS / BATCH {
+            let t = Instant::now();
+            for _ in 0..BATCH {
+                to_peer_w.write_all(&b).expect("pipe write");
+                back_r.read_exact(&mut b).expect("pipe read");
+            }
+            batches.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(BATCH));
+        }
+        batches.sort_by(f64::total_cmp);
+        (batches[0], batches[batches.len() / 2])
+    });
+    let r = main.join().expect("ping-pong thread");
+    peer.join().expect("ping-pong peer");
+    r
+}
+
 struct Row {
     name: String,
     getxattr_us: f64,
@@ -425,6 +467,18 @@ fn main() {
         false,
     ));
 
+    // The floor every row stands on: how long a thread takes to wake
+    // another and be woken back, on one CPU and across two.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        wait_quiet(wait);
+        let same = ping_pong((0, 0));
+        let across = ping_pong((0, 1));
+        println!(
+            "Pipe ping-pong between two threads (the floor of a round trip): \
+             one CPU {:.2} µs fastest batch / {:.2} median; across two CPUs {:.2} / {:.2}\n",
+            same.0, same.1, across.0, across.1
+        );
+    }
     println!(
         "| server | getxattr µs/call, fastest batch | median batch | server CPU µs/call | idle CPU (10 s) | cold walk of {} entries, ms | load before/after (busy before) |",
         DIRS * FILES + DIRS + 1

@@ -347,7 +347,10 @@ fn start_service() -> KillOnDrop {
     let service = KillOnDrop(child);
     let start = std::time::Instant::now();
     while !socket.exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "no service socket");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no service socket"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     service
