@@ -180,9 +180,11 @@ pub(crate) fn mount_erofs(
         path: path.to_path_buf(),
         source,
     };
-    // On success the superblock holds the loop device; on failure dropping
-    // it closes its last fd and autoclear frees it.
-    let from_loop = |dev: sys::LoopDevice| erofs_from(dev.path.as_os_str(), has_acl).map_err(err);
+    // The device by its fd, not its name in /dev. On success the superblock
+    // holds it; on failure dropping it closes its last fd and autoclear
+    // frees it.
+    let from_loop =
+        |dev: sys::LoopDevice| erofs_from(&sys::fd_path(dev.fd.as_fd()), has_acl).map_err(err);
     let from_file = || erofs_from(&sys::fd_path(image.as_fd()), has_acl);
     match backing {
         ErofsBacking::Loop => from_loop(sys::loop_attach(image.as_fd(), path).map_err(err)?),

@@ -237,8 +237,6 @@ unsafe impl<const OPCODE: rustix::ioctl::Opcode> rustix::ioctl::Ioctl for Return
 pub struct LoopDevice {
     /// The open device; dropping it before a mount uses it frees the device.
     pub fd: OwnedFd,
-    /// `/dev/loopN`.
-    pub path: PathBuf,
 }
 
 /// Binds `image` (an open file) to a free loop device, read-only, direct I/O
@@ -319,7 +317,7 @@ fn loop_attach_once(image: BorrowedFd<'_>, name: &Path) -> Result<LoopDevice, Ke
         rustix::ioctl::ioctl(&fd, op)
     }
     .map_err(|e| err(e, &format!("ioctl LOOP_CONFIGURE {}", path.display())))?;
-    Ok(LoopDevice { fd, path })
+    Ok(LoopDevice { fd })
 }
 
 /// `struct fsverity_digest` with room for a sha512 digest.
