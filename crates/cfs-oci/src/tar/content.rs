@@ -117,8 +117,8 @@ impl<'a> LayerReader<'a> {
         }
     }
 
-    /// A regular file's content of `size` bytes from `input`, within the
-    /// size limit: a small file is kept inline, a mid-sized one is read
+    /// A regular file's content of `size` bytes from `input` (held to the
+    /// size limit by [`Self::regular`], its only caller): a small file is kept inline, a mid-sized one is read
     /// into memory and returned to be stored on the pool (while the
     /// in-flight budget allows), a large one streams into the store here.
     fn content(
@@ -128,15 +128,6 @@ impl<'a> LayerReader<'a> {
         node: &mut Node,
         shown: &str,
     ) -> Result<Option<Vec<u8>>, OciError> {
-        if size > self.limits.max_file_size {
-            return Err(self.err(
-                shown,
-                format!(
-                    "size {size} over the limit max_file_size = {}",
-                    self.limits.max_file_size
-                ),
-            ));
-        }
         node.stat.size = size;
         if size == 0 {
             return Ok(None);
