@@ -16,6 +16,7 @@
 //! - [`users`]: scripts run as the test user, in user namespaces, and the
 //!   processes a test started (never anyone else's).
 //! - [`rng`]: a small seeded PRNG.
+//! - [`tar`]: pieces of tar archives written by hand.
 
 pub mod command;
 pub mod conformance;
@@ -23,6 +24,7 @@ pub mod memory;
 pub mod mounts;
 pub mod need;
 pub mod rng;
+pub mod tar;
 pub mod users;
 pub mod walk;
 

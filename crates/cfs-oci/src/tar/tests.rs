@@ -74,17 +74,7 @@ impl RawTar {
     }
 
     fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
-        let mut body = Vec::new();
-        for (k, v) in records {
-            let rest = k.len() + v.len() + 3;
-            let mut len = rest + 1;
-            while format!("{len}").len() + rest != len {
-                len += 1;
-            }
-            body.extend_from_slice(format!("{len} {k}=").as_bytes());
-            body.extend_from_slice(v);
-            body.push(b'\n');
-        }
+        let body = cfs_testkit::tar::pax_records(records);
         self.header(
             &H {
                 name: b"PaxHeaders/x",

@@ -258,16 +258,7 @@ fn huge_gnu_long_names() {
     let t = tempfile::tempdir().unwrap();
     let long_name = |tar: &mut Tar, len: usize| {
         let name = vec![b'n'; len];
-        tar.raw(
-            b"././@LongLink",
-            b'L',
-            name.len() as u64,
-            &name,
-            b"",
-            0o644,
-            (0, 0),
-        );
-        tar.file("short", b"");
+        tar.long_name(&name).file("short", b"");
     };
     let f = t.path().join("gnu-long-2m.tar.gz");
     gz_tar(&f, |flush| {

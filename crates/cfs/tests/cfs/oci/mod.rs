@@ -232,16 +232,7 @@ fn hostile_tars() {
             {
                 let mut t = Tar::default();
                 let name = vec![b'a'; 2 << 20];
-                t.raw(
-                    b"././@LongLink",
-                    b'L',
-                    name.len() as u64,
-                    &name,
-                    b"",
-                    0o644,
-                    (0, 0),
-                );
-                t.file("x", b"x");
+                t.long_name(&name).file("x", b"x");
                 t.done()
             },
             "over the limit max_extension",

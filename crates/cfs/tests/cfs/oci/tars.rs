@@ -88,18 +88,21 @@ impl Tar {
         self.raw(name.as_bytes(), kind, 0, b"", b"", 0o600, (major, minor));
         self
     }
+    /// A GNU long name (`././@LongLink`, type `L`) for the next entry.
+    pub fn long_name(&mut self, name: &[u8]) -> &mut Self {
+        self.raw(
+            b"././@LongLink",
+            b'L',
+            name.len() as u64,
+            name,
+            b"",
+            0o644,
+            (0, 0),
+        );
+        self
+    }
     pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
-        let mut body = Vec::new();
-        for (k, v) in records {
-            let rest = k.len() + v.len() + 3;
-            let mut len = rest + 1;
-            while format!("{len}").len() + rest != len {
-                len += 1;
-            }
-            body.extend_from_slice(format!("{len} {k}=").as_bytes());
-            body.extend_from_slice(v);
-            body.push(b'\n');
-        }
+        let body = cfs_testkit::tar::pax_records(records);
         self.raw(
             b"PaxHeader",
             b'x',
