@@ -84,7 +84,11 @@ pub(crate) fn mount(
                 path: "/dev/fuse".into(),
                 source: e.into(),
             })?;
-        let mnt = fuse_fsmount(dev.as_fd()).map_err(fuse_err("mount FUSE (fsopen) for"))?;
+        let checks = match mode {
+            MountMode::FuseOverlay => CallerChecks::ByOverlay,
+            _ => CallerChecks::ByKernel,
+        };
+        let mnt = fuse_fsmount(dev.as_fd(), checks).map_err(fuse_err("mount FUSE (fsopen) for"))?;
         (dev, Some(mnt))
     } else {
         if mode == MountMode::FuseOverlay {
@@ -189,6 +193,31 @@ fn server_args(
     })
 }
 
+/// Who checks a caller's permissions on a FUSE mount's files (the server
+/// never does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallerChecks {
+    /// The kernel, against each file's mode and owner (`default_permissions`):
+    /// a FUSE mount that callers reach.
+    ByKernel,
+    /// overlayfs, against its own copy of each file's mode and owner, with
+    /// the caller's credentials: the overlay's lower layer, which only
+    /// overlayfs reaches (the mount stays detached, its fd closed once the
+    /// overlay holds it), with the mounter's credentials. With
+    /// `default_permissions` the kernel would check those too, and the
+    /// mounter may not read a file it must look up: in a user namespace
+    /// that maps only its own uid, a `0700` directory of another owner
+    /// (`/usr/share/polkit-1/rules.d`) can't have its `user.overlay.*`
+    /// xattrs read (reading a `user.` xattr needs read permission), so its
+    /// lookup, and a caller's `stat`, failed with EACCES where the kernel
+    /// mode shows it. Without the option FUSE checks only the exec bits of
+    /// regular files and leaves the rest to the server, which has nothing to
+    /// keep from overlayfs: the image is the mounter's to read. An image
+    /// with ACLs still gets `default_permissions`: the kernel turns it on
+    /// with `FUSE_POSIX_ACL`, which overlayfs needs to see the ACLs.
+    ByOverlay,
+}
+
 /// `fsopen("fuse")` over the open `/dev/fuse`: a detached, read-only mount
 /// owned by this user (ids as seen in this user namespace).
 ///
@@ -198,12 +227,15 @@ fn server_args(
 /// of each directory after a cold walk costs a GETATTR round trip (15,154 of
 /// them on `/usr`: the first warm walk under fuse+overlay ran 2–3× the later
 /// ones); fusermount3 mounts with `MS_RDONLY`, which already does this.
-fn fuse_fsmount(dev: rustix::fd::BorrowedFd<'_>) -> Result<OwnedFd, KernelError> {
+fn fuse_fsmount(
+    dev: rustix::fd::BorrowedFd<'_>,
+    checks: CallerChecks,
+) -> Result<OwnedFd, KernelError> {
     use std::os::fd::AsRawFd;
     let ctx = FsContext::open("fuse")?;
     let uid = rustix::process::geteuid().as_raw();
     let gid = rustix::process::getegid().as_raw();
-    for p in [
+    let mut params = vec![
         Param::Str("source", "cfs".into()),
         Param::Flag("ro"),
         Param::Str("subtype", "cfs".into()),
@@ -211,10 +243,13 @@ fn fuse_fsmount(dev: rustix::fd::BorrowedFd<'_>) -> Result<OwnedFd, KernelError>
         Param::Str("rootmode", "40000".into()),
         Param::Str("user_id", uid.to_string().into()),
         Param::Str("group_id", gid.to_string().into()),
-        Param::Flag("default_permissions"),
         Param::Flag("allow_other"),
-    ] {
-        ctx.set(&p)?;
+    ];
+    if checks == CallerChecks::ByKernel {
+        params.push(Param::Flag("default_permissions"));
+    }
+    for p in &params {
+        ctx.set(p)?;
     }
     ctx.create_and_mount(MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NOATIME)
 }

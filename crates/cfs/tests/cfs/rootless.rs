@@ -333,6 +333,77 @@ fn user_namespace_gets_fuse_overlay_with_kernel_reads() {
     s.tag.assert_none_left(Duration::from_secs(5));
 }
 
+/// Files of an owner the user namespace doesn't map, which its root may
+/// not read (`0700`, `0600`), as `/usr/share/polkit-1/rules.d` is in a
+/// distribution's `/usr`: every mode shows them, with their modes and the
+/// overflow owner, and refuses to list or read them, as the kernel would in
+/// that namespace. fuse+overlay once failed their lookup (stat: EACCES),
+/// because its FUSE lower checked the mounter's permission to read their
+/// `user.overlay.*` xattrs.
+#[test]
+fn user_namespace_shows_files_its_root_may_not_read() {
+    require!(need::rootless(TOOLS));
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("private")).unwrap();
+    std::fs::write(src.join("private/inline"), b"small\n").unwrap();
+    std::fs::write(src.join("private/external"), "x".repeat(100_000)).unwrap();
+    std::fs::write(src.join("locked"), "y".repeat(100_000)).unwrap();
+    std::fs::write(src.join("open"), b"anyone\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (p, mode) in [("private", 0o700), ("locked", 0o600)] {
+        std::fs::set_permissions(src.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for p in ["private", "private/inline", "private/external", "locked"] {
+        std::os::unix::fs::lchown(src.join(p), Some(4242), Some(4242)).unwrap();
+    }
+    let (image, objects, _) = build(t.path(), &src);
+    let home = t.path().join("user");
+    std::fs::create_dir(&home).unwrap();
+    cfs_testkit::command::run_ok(std::process::Command::new("chmod").args([
+        os("-R"),
+        os("a+rX"),
+        t.path().as_os_str(),
+    ]));
+    cfs_testkit::command::run_ok(
+        std::process::Command::new("chown").args([os(TEST_USER), home.as_os_str()]),
+    );
+    let s = Setup {
+        _t: t,
+        image,
+        objects,
+        home,
+        tag: Tag::new(),
+    };
+    let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid").unwrap();
+    let overflow = overflow.trim();
+    let script = r#"mkdir -p m
+        $CFS mount --explain --basedir "$OBJECTS" "$IMAGE" m > explained
+        head -n 1 explained
+        stat -c '%n %a %u' m/private m/locked m/open
+        ls m/private 2>/dev/null && echo listed || echo "list refused"
+        cat m/locked > /dev/null 2>&1 && echo read || echo "read refused"
+        cat m/open
+        $CFS unmount m"#;
+    let shown = |mode: &str, owner: &str| {
+        format!(
+            "mode: {mode}\nm/private 700 {owner}\nm/locked 600 {owner}\nm/open 644 0\n\
+             list refused\nread refused\nanyone\n"
+        )
+    };
+    assert_eq!(
+        run_ok(As::UserNs, &s, script),
+        shown("fuse+overlay", overflow),
+        "fuse+overlay in a user namespace"
+    );
+    assert_eq!(
+        run_ok(As::User, &s, script),
+        shown("fuse", "4242"),
+        "standalone FUSE as the plain user"
+    );
+    s.tag.assert_none_left(Duration::from_secs(5));
+}
+
 /// One reader of the killed-server test: `cat`, `getfattr` (never cached by
 /// the kernel) and `ls -l` over the tree until one fails, then the error.
 /// `pass$i` tells that it got through the tree once.
