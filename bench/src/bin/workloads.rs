@@ -14,23 +14,17 @@
 //! (comma-separated ids) select rows and workloads; `CFS_BENCH_COLD` and
 //! `CFS_BENCH_WARM` set the repetitions (3 and 5). Each row first waits (up
 //! to 15 min) until under 5 % of the CPU is used outside nice'd processes.
+//! `CFS_BENCH_INTERLEAVE=N` instead mounts every row at once and runs them
+//! in turn, N rounds, for paired ratios (see `cfs_bench::workloads::interleave`).
 
 use cfs_bench::workloads::rows::{self, Row};
-use cfs_bench::workloads::server::{self, Server};
+use cfs_bench::workloads::server;
 use cfs_bench::workloads::setup::{self, Bench, UringSwitch};
-use cfs_bench::workloads::who::{self, Place};
-use cfs_bench::workloads::{Workload, WORKLOADS};
+use cfs_bench::workloads::who::Place;
+use cfs_bench::workloads::{interleave, once, Run, Workload, WORKLOADS};
 use cfs_bench::{busy_share, cfs, drop_caches, wait_quiet};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-/// One run: wall time, the server's CPU time, what the script printed.
-#[derive(Debug, Clone)]
-struct Run {
-    wall: Duration,
-    cpu: Option<Duration>,
-    out: String,
-}
 
 /// A row's results for one workload.
 #[derive(Debug, Clone, Default)]
@@ -74,20 +68,8 @@ fn load() -> String {
         .join(" ")
 }
 
-fn once(place: &Place, server: Option<Server>, script: &str) -> std::result::Result<Run, String> {
-    let cpu0 = server.map(|s| s.cpu_fine());
-    let t = Instant::now();
-    let out = place.run(script);
-    let wall = t.elapsed();
-    who::check(&out, script)?;
-    Ok(Run {
-        wall,
-        cpu: server.map(|s| s.cpu_fine().saturating_sub(cpu0.unwrap_or_default())),
-        out: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-    })
-}
-
 fn measure_row(b: &Bench, row: &Row, workloads: &[Workload]) -> RowResult {
+    let mnt = b.mnt();
     let mut res = RowResult::default();
     let _uring = if row.uring {
         match UringSwitch::on() {
@@ -101,7 +83,7 @@ fn measure_row(b: &Bench, row: &Row, workloads: &[Workload]) -> RowResult {
         None
     };
     drop_caches();
-    let (place, took) = match Place::mount(row.who, &row.mount) {
+    let (place, took) = match Place::mount(row.who, &row.mount_at(&mnt)) {
         Ok(p) => p,
         Err(e) => {
             res.error = Some(e);
@@ -112,7 +94,7 @@ fn measure_row(b: &Bench, row: &Row, workloads: &[Workload]) -> RowResult {
     let server = row
         .server
         .as_ref()
-        .and_then(|m| server::find(&m.names, &b.mnt(), m.arg.as_deref()));
+        .and_then(|m| server::find(&m.names, &mnt, m.arg.as_deref()));
     if row.server.is_some() && server.is_none() {
         eprintln!("bench: {}: server process not found, no CPU times", row.id);
     }
@@ -124,7 +106,7 @@ fn measure_row(b: &Bench, row: &Row, workloads: &[Workload]) -> RowResult {
         if row.only.is_some_and(|only| !only.contains(&w.id)) {
             continue;
         }
-        let script = w.script(&b.mnt());
+        let script = w.script(&mnt);
         let mut r = Result::default();
         for _ in 0..cold_n {
             drop_caches();
@@ -160,7 +142,7 @@ fn measure_row(b: &Bench, row: &Row, workloads: &[Workload]) -> RowResult {
         std::thread::sleep(Duration::from_secs(10));
         res.idle_cpu = Some(s.cpu_fine().saturating_sub(c0));
     }
-    if let Err(e) = place.unmount(&row.unmount) {
+    if let Err(e) = place.unmount(&row.unmount_at(&mnt)) {
         eprintln!("bench: {}: unmount: {e}", row.id);
         res.error.get_or_insert(e);
     }
@@ -304,6 +286,22 @@ fn main() {
         rows.len(),
         load()
     );
+    if let Some(rounds) = std::env::var("CFS_BENCH_INTERLEAVE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        let (_, busy) = wait_quiet(Duration::from_secs(900));
+        eprintln!(
+            "bench: interleaved, {rounds} rounds (load {}, busy outside nice'd processes {:.0} %)",
+            load(),
+            busy * 100.0
+        );
+        interleave::run(&b, &rows, &workloads, rounds);
+        println!("load after: {}", load());
+        setup::restore_fuse(fuse_mode);
+        return;
+    }
     let mut results = Vec::new();
     // Each row waits (up to 15 min) for a quiet machine: under 5 % of the
     // CPU used outside nice'd processes.

@@ -2,12 +2,41 @@
 //! mounted by cfs in every mode and by its peers, and the jobs users run on
 //! such mounts, timed cold and warm, with each FUSE server's CPU time.
 
+pub mod interleave;
 pub mod rows;
 pub mod server;
 pub mod setup;
 pub mod who;
 
+use server::Server;
 use std::path::Path;
+use std::time::{Duration, Instant};
+use who::Place;
+
+/// One run: wall time, the server's CPU time, what the script printed.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Wall time of the script.
+    pub wall: Duration,
+    /// CPU time the row's FUSE server used meanwhile, if it has one.
+    pub cpu: Option<Duration>,
+    /// What the script printed, trimmed.
+    pub out: String,
+}
+
+/// Runs `script` once at `place`, timing it and `server`'s CPU.
+pub fn once(place: &Place, server: Option<Server>, script: &str) -> Result<Run, String> {
+    let cpu0 = server.map(|s| s.cpu_fine());
+    let t = Instant::now();
+    let out = place.run(script);
+    let wall = t.elapsed();
+    who::check(&out, script)?;
+    Ok(Run {
+        wall,
+        cpu: server.map(|s| s.cpu_fine().saturating_sub(cpu0.unwrap_or_default())),
+        out: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    })
+}
 
 /// One job: a shell script over the mount point `MNT`, and what it prints
 /// (a count compared across rows, so a broken mount shows).

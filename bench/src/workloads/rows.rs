@@ -24,9 +24,9 @@ pub struct Row {
     pub label: String,
     /// Who mounts and runs the workloads.
     pub who: Who,
-    /// Mount script.
+    /// Mount script, the mount point written [`MNT`] (see [`Row::mount_at`]).
     pub mount: String,
-    /// Unmount script.
+    /// Unmount script, the mount point written [`MNT`].
     pub unmount: String,
     /// Its FUSE server, if it has one.
     pub server: Option<ServerMatch>,
@@ -34,6 +34,23 @@ pub struct Row {
     pub uring: bool,
     /// The only workloads it can run (all when `None`).
     pub only: Option<&'static [&'static str]>,
+}
+
+/// How the scripts of a [`Row`] write its mount point, filled in by
+/// [`Row::mount_at`] and [`Row::unmount_at`]: the sequential bench mounts
+/// every row at `DIR/mnt`, the interleaved one each at a place of its own.
+pub const MNT: &str = "@MNT@";
+
+impl Row {
+    /// The mount script for a mount at `mnt`.
+    pub fn mount_at(&self, mnt: &std::path::Path) -> String {
+        self.mount.replace(MNT, &mnt.display().to_string())
+    }
+
+    /// The unmount script for a mount at `mnt`.
+    pub fn unmount_at(&self, mnt: &std::path::Path) -> String {
+        self.unmount.replace(MNT, &mnt.display().to_string())
+    }
 }
 
 /// Whether the cfs measured has the io_uring transport (`cfs mount --help`
@@ -56,7 +73,7 @@ const URING: &str = " --fuse-transport uring ";
 /// Every row this machine can run, in order.
 pub fn all(b: &Bench) -> Vec<Row> {
     let cfs = cfs().display().to_string();
-    let mnt = b.mnt().display().to_string();
+    let mnt = MNT;
     let repo = b.cfs_repo().display().to_string();
     let transports = has_transports();
     let cfs_mount = |flags: &str| format!("{cfs} --repo {repo} mount {flags} usr {mnt}");

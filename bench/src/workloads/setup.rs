@@ -6,7 +6,8 @@
 //! DIR/cfsctl-repo     cfsctl init --insecure; cfsctl create-image TREE usr
 //! DIR/tree.sqsh       mksquashfs TREE
 //! DIR/peers/bin/      cfsctl (cargo install composefs-ctl), erofsfuse if built
-//! DIR/mnt             the one mount point, owned by the plain user
+//! DIR/mnt             the mount point, owned by the plain user
+//! DIR/mnt-ID          row ID's own, when rows are interleaved
 //! ```
 
 use crate::cfs;
@@ -50,6 +51,15 @@ impl Bench {
     /// The mount point.
     pub fn mnt(&self) -> PathBuf {
         self.dir.join("mnt")
+    }
+    /// Row `id`'s own mount point (for interleaved rows, all mounted at
+    /// once), made and given to the plain user if missing.
+    pub fn mnt_of(&self, id: &str) -> PathBuf {
+        let at = self.dir.join(format!("mnt-{id}"));
+        if std::fs::create_dir(&at).is_ok() {
+            run(Command::new("chown").arg(USER).arg(&at));
+        }
+        at
     }
     /// `cfsctl`.
     pub fn cfsctl(&self) -> PathBuf {
