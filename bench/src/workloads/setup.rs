@@ -150,8 +150,19 @@ impl Bench {
             });
         }
         // The plain user reads everything (the repositories are private by
-        // default) and owns the mount point.
-        run(Command::new("chmod").arg("-R").arg("a+rX").arg(&self.dir));
+        // default) and owns the mount point. Only what was built: the mount
+        // points may have mounts on them (a read-only one fails `chmod`).
+        run(Command::new("chmod").arg("a+rx").arg(&self.dir));
+        for built in [
+            self.cfs_repo(),
+            self.cfsctl_repo(),
+            self.sqsh(),
+            self.dir.join("peers"),
+        ] {
+            if built.exists() {
+                run(Command::new("chmod").arg("-R").arg("a+rX").arg(built));
+            }
+        }
         let _ = std::fs::create_dir(self.mnt());
         run(Command::new("chown").arg(USER).arg(self.mnt()));
     }
