@@ -1,10 +1,17 @@
 //! What an IMAGE argument names, the one rule every command that reads an
 //! image shares (`dump`, `ls`, `objects`, `missing-objects`, `mount`,
-//! `fuse-serve`, `create-dumpfile`): `-` is standard input; an existing
-//! path, or anything spelled as a path (a `/` in it, or a leading `.`), is
-//! an image file; an image name or id is looked up in the repository
-//! (`--repo`, `CFS_REPO` or the default one); anything else is a file (that
-//! then can't be read, and the error says so).
+//! `fuse-serve`, `create-dumpfile`): `-` is standard input; anything spelled
+//! as a path (a `/` in it, or a leading `.`) is an image file; an image name
+//! or id is looked up in the repository (`--repo`, `CFS_REPO` or the default
+//! one), **whatever the current directory holds**; anything else is a file
+//! (that then can't be read, and the error says so).
+//!
+//! The spelling alone decides, never what exists: if a file could shadow a
+//! name, root running `cfs mount app /mnt` in a directory others can write
+//! (`/tmp`) would mount the image a plain user left there as `app` (setuid
+//! files, devices and all) instead of the repository's. A file in the
+//! current directory is `./NAME`; when a name is not found and such a file
+//! exists, the error says so.
 
 use anyhow::Context;
 use cfs_format::reader::Image;
@@ -29,15 +36,25 @@ impl ImageArg {
         if arg == Path::new("-") {
             return ImageArg::Stdin;
         }
-        let text = arg.to_str();
-        let spelled_as_path = text.is_none_or(|t| t.contains('/') || t.starts_with('.'));
-        if spelled_as_path || arg.exists() {
-            return ImageArg::File(arg.to_path_buf());
-        }
-        match text {
-            Some(name) if is_name_or_id(name) => ImageArg::Name(name.to_owned()),
+        match arg.to_str() {
+            Some(t) if !t.contains('/') && !t.starts_with('.') && is_name_or_id(t) => {
+                ImageArg::Name(t.to_owned())
+            }
             _ => ImageArg::File(arg.to_path_buf()),
         }
+    }
+}
+
+/// `err`, met looking up the image name `name`, told (when the current
+/// directory has an entry of that name, which the user may have meant)
+/// how to name that file instead.
+pub fn with_file_hint(err: anyhow::Error, name: &str) -> anyhow::Error {
+    if std::fs::symlink_metadata(name).is_ok() {
+        err.context(format!(
+            "{name:?} is an image name; for the file {name} here, write ./{name}"
+        ))
+    } else {
+        err
     }
 }
 
@@ -54,12 +71,14 @@ pub fn read_image(arg: &Path, repo: Option<&Path>) -> anyhow::Result<(String, Ve
         ImageArg::Stdin | ImageArg::File(_) => read_file(arg),
         ImageArg::Name(name) => {
             let path = super::repo::repo_path(repo)?;
-            let r = super::repo::open_repo(&path).with_context(|| {
-                format!(
-                    "{name:?} is not a file, and the repository to look it up in can't be opened"
-                )
-            })?;
-            let (id, mut file) = r.open_image(&name)?;
+            let r = super::repo::open_repo(&path)
+                .with_context(|| {
+                    format!("{name:?} is an image name, and the repository to look it up in can't be opened")
+                })
+                .map_err(|e| with_file_hint(e, &name))?;
+            let (id, mut file) = r
+                .open_image(&name)
+                .map_err(|e| with_file_hint(e.into(), &name))?;
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)
                 .with_context(|| format!("could not read image {id} ({name})"))?;
@@ -113,8 +132,11 @@ mod tests {
             (".hidden", ImageArg::File(".hidden".into())),
             ("-dash", ImageArg::File("-dash".into())),
             ("a b", ImageArg::File("a b".into())),
-            // An existing file wins over a name.
             ("/", ImageArg::File("/".into())),
+            // What exists doesn't matter: `src` is this crate's directory
+            // when the tests run, and still a name.
+            ("src", ImageArg::Name("src".into())),
+            ("./src", ImageArg::File("./src".into())),
         ];
         for (arg, want) in table {
             assert_eq!(&ImageArg::parse(Path::new(arg)), want, "{arg}");

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 /// Options of `cfs mount`.
 #[derive(Args, Debug)]
 pub struct MountArgs {
-    /// An image file (`-`: standard input, a file), or an image name (a
-    /// ref or a 64-hex image id) in the repository (`--repo`, `CFS_REPO`, or
-    /// the default repository).
+    /// An image name (a ref or a 64-hex image id) in the repository
+    /// (`--repo`, `CFS_REPO`, or the default repository), or an image file
+    /// spelled as a path (`./image.cfs`, `/path/image.cfs`; `-`: standard
+    /// input, a file). A bare word is always a name.
     image: String,
     /// Where to mount it.
     mountpoint: PathBuf,
@@ -163,9 +164,10 @@ pub fn locate_image(
             .collect();
         return Ok((file, objects, None));
     }
-    let repo = super::repo::open_repo(&super::repo::repo_path(repo)?)?;
+    let hint = |e: anyhow::Error| super::input::with_file_hint(e, image);
+    let repo = super::repo::open_repo(&super::repo::repo_path(repo)?).map_err(hint)?;
     let objects = repo.objects().path().to_path_buf();
-    let pending = repo.begin_mount(image)?;
+    let pending = repo.begin_mount(image).map_err(|e| hint(e.into()))?;
     Ok((
         pending.image_file().to_path_buf(),
         vec![objects],

@@ -8,7 +8,10 @@
 //!   their lock; planted symlinks in a user's repository aren't followed.
 //! - `pins`: a mounted image keeps its objects through `rm` and `gc`, in
 //!   every mode, as root and as the user, and only while the mount exists.
+//! - `names`: a file the user leaves in a shared directory never stands in
+//!   for one of root's image names.
 
+mod names;
 mod pins;
 mod private;
 mod race;

@@ -46,7 +46,7 @@ fn digest_mounts_show_the_checked_bytes_after_an_in_place_rewrite() {
             r#"
             d="$PWD/digest{i}"; mkdir "$d"; cd "$d"; mkdir m
             cp "$IMAGE" img
-            {mount} --digest "$DIGEST" img m
+            {mount} --digest "$DIGEST" ./img m
             list m > before
             dd if="$IMAGE_B" of=img conv=notrunc status=none
             touch rewritten
@@ -144,7 +144,7 @@ fn a_served_image_that_changes_answers_eio_and_the_server_lives() {
                 r#"
                 d="$PWD/changed{i}-{j}"; mkdir "$d"; cd "$d"; mkdir m
                 cp "$IMAGE" img
-                {mount} img m
+                {mount} ./img m
                 ls m > /dev/null
                 server=$(pgrep -f -- "__serve .*--mountpoint $d/m( |\$)" | head -n1)
                 {how}
