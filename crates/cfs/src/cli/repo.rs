@@ -112,7 +112,8 @@ impl TreeFlags {
 pub struct DumpfileArgs {
     #[command(flatten)]
     tree: TreeFlags,
-    /// A directory, or an image (a file, `-` for stdin, or a name in the repository).
+    /// A directory or an image file, spelled as a path (`./dir`), `-` for stdin, or
+    /// an image name in the repository (a bare word is always a name).
     source: PathBuf,
     /// Where to write the dumpfile (default `-`, stdout).
     out: Option<PathBuf>,
@@ -389,7 +390,13 @@ fn import_image(repo: Option<&Path>, file: &Path, name: &str, force: bool) -> an
 
 /// `cfs create-dumpfile DIR|IMAGE [OUT|-]`.
 fn create_dumpfile(repo: Option<&Path>, a: &DumpfileArgs) -> anyhow::Result<()> {
-    let tree = if a.source.is_dir() {
+    // A directory only when spelled as a path, as an image file is
+    // (`super::input`): a bare word is an image name.
+    let is_dir = matches!(
+        super::input::ImageArg::parse(&a.source),
+        super::input::ImageArg::File(_)
+    ) && a.source.is_dir();
+    let tree = if is_dir {
         // Through the image and back: the dump of a directory is the dump
         // of the image `create-image` makes of it, as `cfs dump` prints it.
         let options = a.tree.options();

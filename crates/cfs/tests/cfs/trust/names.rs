@@ -1,8 +1,8 @@
 //! An image name is a name whatever the current directory holds: a file a
 //! plain user leaves in a directory everyone can write (`/tmp`), named like
 //! one of root's images, never stands in for it when root works there
-//! (dump, mount), and a name root's repository lacks fails, saying how to
-//! name the file if that was meant.
+//! (dump, create-dumpfile, mount), and a name root's repository lacks
+//! fails, saying how to name the file if that was meant.
 
 use crate::cfs;
 use cfs_testkit::users::{setup_test_user, As, Script};
@@ -24,9 +24,11 @@ fn a_file_in_the_current_directory_never_stands_in_for_a_name() {
     let repo = t.path().join("repo");
     let r = cfs().repo(&repo);
     r.ok([os("create-image"), root_src.as_os_str(), os("app")]);
+    r.ok([os("create-image"), root_src.as_os_str(), os("base")]);
 
     // The shared directory, and the user's images in it: `app`, named like
-    // root's, and `absent`, like none of them.
+    // root's, and `absent`, like none of them; and a directory `base`, named
+    // like root's other image.
     let shared = t.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     set_mode(t.path(), 0o755);
@@ -41,15 +43,23 @@ fn a_file_in_the_current_directory_never_stands_in_for_a_name() {
     }
     .run(
         r#"mkdir src; echo mine > src/users-file
-           $CFS mkfs src app; $CFS mkfs src absent; rm -r src; ls"#,
+           $CFS mkfs src app; $CFS mkfs src absent; mv src base; ls"#,
     );
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "absent\napp\n", "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "absent\napp\nbase\n",
+        "{o:?}"
+    );
 
     let in_shared = |args: &[&std::ffi::OsStr]| {
         let mut c = r.command(args);
         c.current_dir(&shared).output().unwrap()
     };
     let dumped = cfs_testkit::ok(in_shared(&[os("dump"), os("app")]));
+    assert!(dumped.contains("/roots-file "), "{dumped}");
+    assert!(!dumped.contains("users-file"), "{dumped}");
+
+    let dumped = cfs_testkit::ok(in_shared(&[os("create-dumpfile"), os("base")]));
     assert!(dumped.contains("/roots-file "), "{dumped}");
     assert!(!dumped.contains("users-file"), "{dumped}");
 
