@@ -77,9 +77,14 @@ struct Setup {
 }
 
 fn setup_image() -> Setup {
+    setup_with(make_tree)
+}
+
+/// [`setup_image`] of the tree `make` writes into the directory it is given.
+fn setup_with(make: impl FnOnce(&Path)) -> Setup {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
-    make_tree(&src);
+    make(&src);
     let (image, objects, _) = build(t.path(), &src);
     let home = t.path().join("user");
     std::fs::create_dir(&home).unwrap();
@@ -343,38 +348,20 @@ fn user_namespace_gets_fuse_overlay_with_kernel_reads() {
 #[test]
 fn user_namespace_shows_files_its_root_may_not_read() {
     require!(need::rootless(TOOLS));
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    std::fs::create_dir_all(src.join("private")).unwrap();
-    std::fs::write(src.join("private/inline"), b"small\n").unwrap();
-    std::fs::write(src.join("private/external"), "x".repeat(100_000)).unwrap();
-    std::fs::write(src.join("locked"), "y".repeat(100_000)).unwrap();
-    std::fs::write(src.join("open"), b"anyone\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    for (p, mode) in [("private", 0o700), ("locked", 0o600)] {
-        std::fs::set_permissions(src.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-    for p in ["private", "private/inline", "private/external", "locked"] {
-        std::os::unix::fs::lchown(src.join(p), Some(4242), Some(4242)).unwrap();
-    }
-    let (image, objects, _) = build(t.path(), &src);
-    let home = t.path().join("user");
-    std::fs::create_dir(&home).unwrap();
-    cfs_testkit::command::run_ok(std::process::Command::new("chmod").args([
-        os("-R"),
-        os("a+rX"),
-        t.path().as_os_str(),
-    ]));
-    cfs_testkit::command::run_ok(
-        std::process::Command::new("chown").args([os(TEST_USER), home.as_os_str()]),
-    );
-    let s = Setup {
-        _t: t,
-        image,
-        objects,
-        home,
-        tag: Tag::new(),
-    };
+    let s = setup_with(|src| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(src.join("private")).unwrap();
+        std::fs::write(src.join("private/inline"), b"small\n").unwrap();
+        std::fs::write(src.join("private/external"), "x".repeat(100_000)).unwrap();
+        std::fs::write(src.join("locked"), "y".repeat(100_000)).unwrap();
+        std::fs::write(src.join("open"), b"anyone\n").unwrap();
+        for (p, mode) in [("private", 0o700), ("locked", 0o600)] {
+            std::fs::set_permissions(src.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        for p in ["private", "private/inline", "private/external", "locked"] {
+            std::os::unix::fs::lchown(src.join(p), Some(4242), Some(4242)).unwrap();
+        }
+    });
     let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid").unwrap();
     let overflow = overflow.trim();
     let script = r#"mkdir -p m
