@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 /// Arguments of `cfs fuse-serve`.
 #[derive(Args, Debug)]
 pub struct FuseServeArgs {
-    /// The image: a path, or an image id or a ref name in the repository.
+    /// The image: a ref name or an image id in the repository, or a file
+    /// spelled as a path (`./image.cfs`; a bare word is always a name).
     pub image: String,
     /// Where to mount it.
     pub mountpoint: PathBuf,

@@ -54,20 +54,20 @@ enum Command {
     Mkfs(mkfs::MkfsArgs),
     /// Print an image as a canonical dumpfile (as `composefs-info dump`).
     Dump {
-        /// Images to dump, one after the other: files, `-` for stdin, or
-        /// names in the repository.
+        /// Images to dump, one after the other: names in the repository,
+        /// files spelled as paths (`./image.cfs`), or `-` for stdin.
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
     /// List the paths in an image, with symlink targets and backing objects.
     Ls {
-        /// Images to list (files, `-`, or names in the repository).
+        /// Images to list (names in the repository, files spelled as paths, or `-`).
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
     /// List the backing objects images refer to, sorted, each once.
     Objects {
-        /// Images to read (files, `-`, or names in the repository).
+        /// Images to read (names in the repository, files spelled as paths, or `-`).
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -77,7 +77,7 @@ enum Command {
         /// (default: the repository's objects).
         #[arg(long)]
         basedir: Option<PathBuf>,
-        /// Images to read (files, `-`, or names in the repository).
+        /// Images to read (names in the repository, files spelled as paths, or `-`).
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
