@@ -73,7 +73,7 @@ pub fn read_image(arg: &Path, repo: Option<&Path>) -> anyhow::Result<(String, Ve
             let path = super::repo::repo_path(repo)?;
             let r = super::repo::open_repo(&path)
                 .with_context(|| {
-                    format!("{name:?} is an image name, and the repository to look it up in can't be opened")
+                    format!("the repository to look up image {name:?} in can't be opened")
                 })
                 .map_err(|e| with_file_hint(e, &name))?;
             let (id, mut file) = r
