@@ -183,13 +183,14 @@ pub fn send<T: Serialize>(
         return Err(ProtocolError::TooManyFds);
     }
     // MSG_NOSIGNAL: a client gone away is an error here, not a SIGPIPE.
-    let sent = sendmsg(
-        sock,
-        &[IoSlice::new(&text)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )
-    .map_err(std::io::Error::from)?;
+    let sent = retry_interrupted(|| {
+        sendmsg(
+            &sock,
+            &[IoSlice::new(&text)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+    })?;
     if sent != text.len() {
         return Err(ProtocolError::Io(std::io::Error::other(
             "message cut short",
@@ -204,13 +205,14 @@ pub fn recv<T: DeserializeOwned>(sock: impl AsFd) -> Result<(T, Vec<OwnedFd>), P
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = recvmsg(
-        sock,
-        &mut [IoSliceMut::new(&mut buf)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(std::io::Error::from)?;
+    let got = retry_interrupted(|| {
+        recvmsg(
+            &sock,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+    })?;
     let mut fds = Vec::new();
     for msg in control.drain() {
         if let RecvAncillaryMessage::ScmRights(rights) = msg {
@@ -227,6 +229,21 @@ pub fn recv<T: DeserializeOwned>(sock: impl AsFd) -> Result<(T, Vec<OwnedFd>), P
         return Err(ProtocolError::Closed);
     }
     Ok((decode(&buf[..got.bytes])?, fds))
+}
+
+/// Runs one socket call again when a signal cut it short. A socket with a
+/// timeout (`SO_RCVTIMEO`, `SO_SNDTIMEO`) fails with `EINTR` even under
+/// `SA_RESTART`, and glibc signals every thread of a process when one of
+/// them changes its ids; nothing was sent or received in that case.
+fn retry_interrupted<T>(
+    mut call: impl FnMut() -> rustix::io::Result<T>,
+) -> Result<T, std::io::Error> {
+    loop {
+        match call() {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return other.map_err(std::io::Error::from),
+        }
+    }
 }
 
 /// Parses one message's bytes: the version first, then the body.
@@ -262,6 +279,31 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    /// A stopped and continued process sees `EINTR` from a socket wait
+    /// with a timeout (signal(7)); a receive waits on through it.
+    #[test]
+    fn a_stop_and_continue_does_not_cut_a_timed_receive() {
+        let (ours, theirs) = pair();
+        rustix::net::sockopt::set_socket_timeout(
+            &theirs,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(std::time::Duration::from_secs(30)),
+        )
+        .unwrap();
+        let waiter = std::thread::spawn(move || recv::<Request>(&theirs).map(|(r, _)| r));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let me = std::process::id();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -STOP {me}; sleep 0.2; kill -CONT {me}"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        send(&ours, &Request::Hello, &[]).unwrap();
+        let got = waiter.join().unwrap();
+        assert!(matches!(got, Ok(Request::Hello)), "{got:?}");
     }
 
     #[test]
