@@ -25,6 +25,8 @@
 //! one whose fds did not all fit, is refused, never read in part.
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::io::Errno;
+use rustix::net::sockopt::{set_socket_timeout, socket_timeout, Timeout};
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
@@ -32,6 +34,7 @@ use rustix::net::{
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
+use std::time::{Duration, Instant};
 
 /// The protocol version this code speaks.
 pub const VERSION: u32 = 1;
@@ -183,7 +186,7 @@ pub fn send<T: Serialize>(
         return Err(ProtocolError::TooManyFds);
     }
     // MSG_NOSIGNAL: a client gone away is an error here, not a SIGPIPE.
-    let sent = retry_interrupted(|| {
+    let sent = retry_interrupted(sock.as_fd(), Timeout::Send, || {
         sendmsg(
             &sock,
             &[IoSlice::new(&text)],
@@ -205,7 +208,7 @@ pub fn recv<T: DeserializeOwned>(sock: impl AsFd) -> Result<(T, Vec<OwnedFd>), P
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = retry_interrupted(|| {
+    let got = retry_interrupted(sock.as_fd(), Timeout::Recv, || {
         recvmsg(
             &sock,
             &mut [IoSliceMut::new(&mut buf)],
@@ -231,19 +234,44 @@ pub fn recv<T: DeserializeOwned>(sock: impl AsFd) -> Result<(T, Vec<OwnedFd>), P
     Ok((decode(&buf[..got.bytes])?, fds))
 }
 
-/// Runs one socket call again when a signal cut it short. A socket with a
-/// timeout (`SO_RCVTIMEO`, `SO_SNDTIMEO`) fails with `EINTR` even under
-/// `SA_RESTART`, and glibc signals every thread of a process when one of
-/// them changes its ids; nothing was sent or received in that case.
+/// Runs one socket call again when a signal cut it short, within the
+/// socket's own timeout (`SO_RCVTIMEO` or `SO_SNDTIMEO`, `which`).
+///
+/// A wait with such a timeout fails with `EINTR` even under `SA_RESTART`
+/// and even with no handler, when the process was stopped and continued
+/// (signal(7)); nothing was sent or received then. Each retry waits only
+/// what is left of the first call's timeout, so signals can't stretch it,
+/// and ends as a timeout would (`EAGAIN`).
 fn retry_interrupted<T>(
+    sock: BorrowedFd<'_>,
+    which: Timeout,
     mut call: impl FnMut() -> rustix::io::Result<T>,
 ) -> Result<T, std::io::Error> {
-    loop {
+    let timeout = socket_timeout(sock, which).ok().flatten();
+    let start = Instant::now();
+    let mut shortened = false;
+    let result = loop {
         match call() {
-            Err(rustix::io::Errno::INTR) => continue,
-            other => return other.map_err(std::io::Error::from),
+            Err(Errno::INTR) => {
+                let Some(timeout) = timeout else { continue };
+                let left = timeout.saturating_sub(start.elapsed());
+                // The kernel takes a zero timeout as none at all.
+                if left < Duration::from_millis(1) {
+                    break Err(Errno::AGAIN);
+                }
+                if let Err(e) = set_socket_timeout(sock, which, Some(left)) {
+                    break Err(e);
+                }
+                shortened = true;
+            }
+            other => break other,
         }
+    };
+    if shortened {
+        // The next message waits as long as the socket says again.
+        let _ = set_socket_timeout(sock, which, timeout);
     }
+    result.map_err(std::io::Error::from)
 }
 
 /// Parses one message's bytes: the version first, then the body.
@@ -281,29 +309,62 @@ mod tests {
         .unwrap()
     }
 
+    /// Stops and continues this process (SIGSTOP, SIGCONT) every 100 ms
+    /// for `seconds`, from a child.
+    fn stop_and_continue_me(seconds: u32) -> std::process::Child {
+        let me = std::process::id();
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "end=$(($(date +%s) + {seconds})); \
+                 while [ $(date +%s) -lt $end ]; do \
+                 kill -STOP {me}; sleep 0.05; kill -CONT {me}; sleep 0.05; done"
+            ))
+            .spawn()
+            .unwrap()
+    }
+
+    fn with_receive_timeout(sock: &OwnedFd, seconds: u64) {
+        set_socket_timeout(sock, Timeout::Recv, Some(Duration::from_secs(seconds))).unwrap();
+    }
+
     /// A stopped and continued process sees `EINTR` from a socket wait
-    /// with a timeout (signal(7)); a receive waits on through it.
+    /// with a timeout (signal(7)): a receive waits on through it, and a
+    /// message sent after is received.
     #[test]
     fn a_stop_and_continue_does_not_cut_a_timed_receive() {
         let (ours, theirs) = pair();
-        rustix::net::sockopt::set_socket_timeout(
-            &theirs,
-            rustix::net::sockopt::Timeout::Recv,
-            Some(std::time::Duration::from_secs(30)),
-        )
-        .unwrap();
+        with_receive_timeout(&theirs, 30);
         let waiter = std::thread::spawn(move || recv::<Request>(&theirs).map(|(r, _)| r));
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let me = std::process::id();
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -STOP {me}; sleep 0.2; kill -CONT {me}"))
-            .status()
-            .unwrap();
-        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(stop_and_continue_me(1).wait().unwrap().success());
         send(&ours, &Request::Hello, &[]).unwrap();
         let got = waiter.join().unwrap();
         assert!(matches!(got, Ok(Request::Hello)), "{got:?}");
+    }
+
+    /// Stops and continues can't stretch a receive's timeout: it times
+    /// out (`EAGAIN`) while they go on, and the socket keeps its timeout.
+    #[test]
+    fn stops_and_continues_do_not_stretch_a_timeout() {
+        let (_ours, theirs) = pair();
+        with_receive_timeout(&theirs, 1);
+        let mut signals = stop_and_continue_me(8);
+        let got = recv::<Request>(&theirs).map(|(r, _)| r);
+        let signals_still_going = signals.try_wait().unwrap().is_none();
+        let _ = signals.kill();
+        let _ = signals.wait();
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::CONT);
+        assert!(
+            matches!(&got, Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{got:?}"
+        );
+        assert!(signals_still_going, "the receive outlasted 8 s of signals");
+        assert_eq!(
+            socket_timeout(&theirs, Timeout::Recv).unwrap(),
+            Some(Duration::from_secs(1))
+        );
     }
 
     #[test]
