@@ -83,6 +83,30 @@ fn refused_text(r: Response) -> String {
     }
 }
 
+/// A `sleep` running as the test user, killed when dropped.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn of_test_user() -> Sleeper {
+        use std::os::unix::process::CommandExt;
+        let (uid, gid) = super::test_user_ids();
+        let child = std::process::Command::new("sleep")
+            .arg("600")
+            .uid(uid)
+            .gid(gid)
+            .spawn()
+            .expect("start sleep as the test user");
+        Sleeper(child)
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The other mount, which every hostile request must leave alone: still
 /// there, the same files.
 fn assert_good_mount_intact(h: &Home, svc: &Service, listing: &str) {
@@ -153,6 +177,10 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
     }
     let rootdir = h.top().join("rootdir");
     std::fs::create_dir(&rootdir).unwrap();
+    // A process of the user's: it owns /proc/PID, which a mount would cover
+    // for every set-user-ID program that process executes.
+    let sleeper = Sleeper::of_test_user();
+    let own_proc = std::path::PathBuf::from(format!("/proc/{}", sleeper.0.id()));
 
     let cases = as_test_user(|| {
         let img = || open(&image, OFlags::RDONLY);
@@ -242,6 +270,15 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
                 &objs(),
             ),
             "already has a file system",
+        );
+        case(
+            "mount point: /proc/PID of the user's own process",
+            mount(
+                &img(),
+                &open(&own_proc, OFlags::PATH | OFlags::DIRECTORY),
+                &objs(),
+            ),
+            "(proc): the service mounts only on ordinary file systems",
         );
         case(
             "objects: a file",
