@@ -15,7 +15,10 @@
 //!   ([`MOUNTPOINT_FILE_SYSTEMS`]: not FUSE, not `/proc`, `/sys` or any
 //!   other pseudo file system). Like `fusermount3`, the service mounts only
 //!   where the user could have made the directory; unlike it, it looks at
-//!   the directory it was given, not a path.
+//!   the directory it was given, not a path;
+//! - an **unmount's directory**: a directory in the client's mount
+//!   namespace, not on FUSE (the name is looked up in it while other
+//!   unmounts wait).
 
 use cfs_mount::service::Peer;
 use rustix::fd::{AsFd, BorrowedFd};
@@ -223,6 +226,26 @@ pub(crate) fn mountpoint(peer: &Peer, fd: BorrowedFd<'_>) -> Result<(), Problem>
     match location(peer, fd, what)? {
         Some(magic) => mountpoint_file_system(magic),
         None => refused("the mount point is not in your mount namespace"),
+    }
+}
+
+/// Checks the directory fd of an unmount request: a directory in the
+/// client's mount namespace, not on FUSE. The service looks the name up in
+/// it while no other unmount may run, so a FUSE server (one mounted with
+/// `allow_other`, which root may enter) that never answered that lookup
+/// would hold every user's unmounts.
+pub(crate) fn unmount_parent(peer: &Peer, fd: BorrowedFd<'_>) -> Result<(), Problem> {
+    let what = "the mount point's parent directory";
+    let seen = look(fd, what)?;
+    if seen.kind != 0o040000 {
+        return refused(format!(
+            "the mount point's parent is {}, not a directory",
+            kind_name(seen.kind)
+        ));
+    }
+    match location(peer, fd, what)? {
+        Some(magic) => not_fuse(magic, "the mount point's parent directory"),
+        None => refused("the mount point's parent directory is not in your mount namespace"),
     }
 }
 

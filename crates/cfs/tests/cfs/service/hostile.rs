@@ -181,6 +181,24 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
     // for every set-user-ID program that process executes.
     let sleeper = Sleeper::of_test_user();
     let own_proc = std::path::PathBuf::from(format!("/proc/{}", sleeper.0.id()));
+    // A FUSE mount root may enter (allow_other): an unmount must not look a
+    // name up in it (its server could hold every user's unmounts), and the
+    // user's own mount, to name in such a request.
+    let fuse = h.top().join("fuse");
+    std::fs::create_dir(&fuse).unwrap();
+    crate::cfs().ok([
+        cfs_testkit::os("fuse-serve"),
+        cfs_testkit::os("--basedir"),
+        objects.as_os_str(),
+        image.as_os_str(),
+        fuse.as_os_str(),
+    ]);
+    let good_id = cfs_mount::identity::mount_id_at(
+        open(&h.dir, OFlags::PATH | OFlags::DIRECTORY).as_fd(),
+        OsStr::new("good"),
+    )
+    .unwrap()
+    .to_string();
 
     let cases = as_test_user(|| {
         let img = || open(&image, OFlags::RDONLY);
@@ -320,6 +338,19 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
                 &[dir.as_fd()],
             ),
             "not a mount the service made",
+        );
+        case(
+            "unmount: a name in a FUSE directory",
+            refusal(
+                &svc,
+                &Request::Unmount {
+                    name: b"d".to_vec(),
+                    mount_id: good_id.clone(),
+                    lazy: false,
+                },
+                &[open(&fuse, OFlags::PATH | OFlags::DIRECTORY).as_fd()],
+            ),
+            "parent directory is on a FUSE file system",
         );
         for (name, bytes, want) in [
             ("message: not JSON", &b"\x00\xff garbage"[..], "malformed"),
