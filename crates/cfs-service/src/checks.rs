@@ -11,10 +11,14 @@
 //!   mounts; and a layer outside the caller's namespace it won't take);
 //! - the **mount point**: a directory (an `O_PATH` fd of a symlink is a
 //!   symlink, refused), owned by the client's uid, not a mount point
-//!   already, in the client's mount namespace, not on FUSE. Like
-//!   `fusermount3`, the service mounts only where the user could have made
-//!   the directory; unlike it, it looks at the directory it was given, not
-//!   a path.
+//!   already, in the client's mount namespace, on an ordinary file system
+//!   ([`MOUNTPOINT_FILE_SYSTEMS`]: not FUSE, not `/proc`, `/sys` or any
+//!   other pseudo file system). Like `fusermount3`, the service mounts only
+//!   where the user could have made the directory; unlike it, it looks at
+//!   the directory it was given, not a path;
+//! - an **unmount's directory**: a directory in the client's mount
+//!   namespace, not on FUSE (the name is looked up in it while other
+//!   unmounts wait).
 
 use cfs_mount::service::Peer;
 use rustix::fd::{AsFd, BorrowedFd};
@@ -24,6 +28,53 @@ use std::time::Instant;
 
 /// `FUSE_SUPER_MAGIC`.
 const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
+
+/// The file systems a mount point may be on (`statfs` magic, name): those
+/// that hold users' own directories. Owning a directory is not enough
+/// elsewhere: a user owns `/proc/PID` of each of its processes, and a
+/// mount there is what a set-user-ID program that process executes reads
+/// as `/proc/self` (`fusermount3 -u` trusts `/proc/self/mounts` to say which
+/// mounts are the user's, and unmounted root's); a user owns the cgroup
+/// directories delegated to it. `fusermount3` keeps such a list for the
+/// same reason (Linux's `include/uapi/linux/magic.h` has the numbers).
+pub(crate) const MOUNTPOINT_FILE_SYSTEMS: &[(u64, &str)] = &[
+    (0xEF53, "ext2/3/4"),
+    (0x5846_5342, "xfs"),
+    (0x9123_683E, "btrfs"),
+    (0xF2F5_2010, "f2fs"),
+    (0xCA45_1A4E, "bcachefs"),
+    (0x2FC1_2FC1, "zfs"),
+    (0x0102_1994, "tmpfs"),
+    (0x8584_58F6, "ramfs"),
+    (0x794C_7630, "overlayfs"),
+    (0xE0F5_E1E2, "erofs"),
+    (0x7371_7368, "squashfs"),
+    (0x6969, "nfs"),
+    (0xFF53_4D42, "cifs"),
+    (0xFE53_4D42, "smb2"),
+    (0x00C3_6400, "ceph"),
+    (0x0116_1970, "gfs2"),
+    (0x3434, "nilfs2"),
+    (0x3153_464A, "jfs"),
+    (0x5265_4973, "reiserfs"),
+    (0x2011_BAB0, "exfat"),
+    (0x4D44, "vfat"),
+    (0x7366_746E, "ntfs3"),
+    (0x2405_1905, "ubifs"),
+];
+
+/// Names of file systems a mount point is refused on, for the message.
+const PSEUDO_FILE_SYSTEMS: &[(u64, &str)] = &[
+    (0x9FA0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x6367_7270, "cgroup2"),
+    (0x0027_E0EB, "cgroup"),
+    (0x1CD1, "devpts"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0xCAFE_4A11, "bpf"),
+    (0x7363_6673, "securityfs"),
+];
 
 /// What is wrong with a request: refused (the client's doing) or failed
 /// (the service's).
@@ -173,9 +224,47 @@ pub(crate) fn mountpoint(peer: &Peer, fd: BorrowedFd<'_>) -> Result<(), Problem>
         ));
     }
     match location(peer, fd, what)? {
-        Some(magic) => not_fuse(magic, "the mount point"),
+        Some(magic) => mountpoint_file_system(magic),
         None => refused("the mount point is not in your mount namespace"),
     }
+}
+
+/// Checks the directory fd of an unmount request: a directory in the
+/// client's mount namespace, not on FUSE. The service looks the name up in
+/// it while no other unmount may run, so a FUSE server (one mounted with
+/// `allow_other`, which root may enter) that never answered that lookup
+/// would hold every user's unmounts.
+pub(crate) fn unmount_parent(peer: &Peer, fd: BorrowedFd<'_>) -> Result<(), Problem> {
+    let what = "the mount point's parent directory";
+    let seen = look(fd, what)?;
+    if seen.kind != 0o040000 {
+        return refused(format!(
+            "the mount point's parent is {}, not a directory",
+            kind_name(seen.kind)
+        ));
+    }
+    match location(peer, fd, what)? {
+        Some(magic) => not_fuse(magic, "the mount point's parent directory"),
+        None => refused("the mount point's parent directory is not in your mount namespace"),
+    }
+}
+
+/// Whether a mount point may be on the file system of `magic`
+/// ([`MOUNTPOINT_FILE_SYSTEMS`]).
+fn mountpoint_file_system(magic: u64) -> Result<(), Problem> {
+    not_fuse(magic, "the mount point")?;
+    if MOUNTPOINT_FILE_SYSTEMS.iter().any(|&(m, _)| m == magic) {
+        return Ok(());
+    }
+    let name = PSEUDO_FILE_SYSTEMS
+        .iter()
+        .find(|&&(m, _)| m == magic)
+        .map_or(String::new(), |(_, n)| format!(" ({n})"));
+    refused(format!(
+        "the mount point is on a file system of type {magic:#x}{name}: the service mounts only \
+         on ordinary file systems (ext4, xfs, btrfs, tmpfs, ...), never over /proc/PID, /sys \
+         or another pseudo file system"
+    ))
 }
 
 /// Reads the image (of `size` bytes) whole, giving up at `deadline`; the
@@ -212,4 +301,32 @@ pub(crate) fn describe(fd: BorrowedFd<'_>) -> String {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(magic: u64) -> String {
+        match mountpoint_file_system(magic) {
+            Err(Problem::Refused(why)) => why,
+            other => panic!("{magic:#x}: not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_mount_point_on_proc_sysfs_or_cgroup_is_refused() {
+        assert!(refusal(0x9FA0).contains("(proc)"), "{}", refusal(0x9FA0));
+        assert!(refusal(0x6265_6572).contains("(sysfs)"));
+        assert!(refusal(0x6367_7270).contains("(cgroup2)"));
+        assert!(refusal(0x1234_5678).contains("type 0x12345678:"));
+        assert!(refusal(FUSE_SUPER_MAGIC).contains("FUSE"));
+    }
+
+    #[test]
+    fn a_mount_point_on_an_ordinary_file_system_is_taken() {
+        for (magic, name) in MOUNTPOINT_FILE_SYSTEMS {
+            assert_eq!(mountpoint_file_system(*magic), Ok(()), "{name}");
+        }
+    }
 }

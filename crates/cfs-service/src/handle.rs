@@ -312,6 +312,7 @@ fn unmount(
     if pin.mount.mnt_ns_id != peer.mnt_ns_id {
         return refused("that mount is not in your mount namespace");
     }
+    checks::unmount_parent(peer, parent.as_fd())?;
     // One unmount at a time: between the check that the name still has
     // this mount on top and the unmount, no other request changes mounts
     // (and the peer, in a namespace of the initial user namespace, can't).

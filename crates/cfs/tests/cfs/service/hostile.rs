@@ -83,6 +83,30 @@ fn refused_text(r: Response) -> String {
     }
 }
 
+/// A `sleep` running as the test user, killed when dropped.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn of_test_user() -> Sleeper {
+        use std::os::unix::process::CommandExt;
+        let (uid, gid) = super::test_user_ids();
+        let child = std::process::Command::new("sleep")
+            .arg("600")
+            .uid(uid)
+            .gid(gid)
+            .spawn()
+            .expect("start sleep as the test user");
+        Sleeper(child)
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The other mount, which every hostile request must leave alone: still
 /// there, the same files.
 fn assert_good_mount_intact(h: &Home, svc: &Service, listing: &str) {
@@ -153,6 +177,28 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
     }
     let rootdir = h.top().join("rootdir");
     std::fs::create_dir(&rootdir).unwrap();
+    // A process of the user's: it owns /proc/PID, which a mount would cover
+    // for every set-user-ID program that process executes.
+    let sleeper = Sleeper::of_test_user();
+    let own_proc = std::path::PathBuf::from(format!("/proc/{}", sleeper.0.id()));
+    // A FUSE mount root may enter (allow_other): an unmount must not look a
+    // name up in it (its server could hold every user's unmounts), and the
+    // user's own mount, to name in such a request.
+    let fuse = h.top().join("fuse");
+    std::fs::create_dir(&fuse).unwrap();
+    crate::cfs().ok([
+        cfs_testkit::os("fuse-serve"),
+        cfs_testkit::os("--basedir"),
+        objects.as_os_str(),
+        image.as_os_str(),
+        fuse.as_os_str(),
+    ]);
+    let good_id = cfs_mount::identity::mount_id_at(
+        open(&h.dir, OFlags::PATH | OFlags::DIRECTORY).as_fd(),
+        OsStr::new("good"),
+    )
+    .unwrap()
+    .to_string();
 
     let cases = as_test_user(|| {
         let img = || open(&image, OFlags::RDONLY);
@@ -244,6 +290,15 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
             "already has a file system",
         );
         case(
+            "mount point: /proc/PID of the user's own process",
+            mount(
+                &img(),
+                &open(&own_proc, OFlags::PATH | OFlags::DIRECTORY),
+                &objs(),
+            ),
+            "(proc): the service mounts only on ordinary file systems",
+        );
+        case(
             "objects: a file",
             mount(&img(), &mp(), &img()),
             "not a directory",
@@ -283,6 +338,19 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
                 &[dir.as_fd()],
             ),
             "not a mount the service made",
+        );
+        case(
+            "unmount: a name in a FUSE directory",
+            refusal(
+                &svc,
+                &Request::Unmount {
+                    name: b"d".to_vec(),
+                    mount_id: good_id.clone(),
+                    lazy: false,
+                },
+                &[open(&fuse, OFlags::PATH | OFlags::DIRECTORY).as_fd()],
+            ),
+            "parent directory is on a FUSE file system",
         );
         for (name, bytes, want) in [
             ("message: not JSON", &b"\x00\xff garbage"[..], "malformed"),
