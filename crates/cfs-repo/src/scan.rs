@@ -433,13 +433,21 @@ fn read_content(
         kept: (size <= INLINE_CONTENT_MAX).then(Vec::new),
     };
     let mut hasher = FsVerityHasher::new();
+    // At most one byte past the size scanned: a file its owner keeps
+    // extending must fail, not be hashed for ever.
     let total = hasher
-        .update_from(&mut file)
+        .update_from((&mut file).take(size.saturating_add(1)))
         .map_err(|source| ScanError::Io {
             op: "read",
             path: path(),
             source,
         })?;
+    if total > size {
+        return Err(ScanError::Source(SourceError::Changed {
+            path: path(),
+            what: format!("it grew past the {size} bytes scanned"),
+        }));
+    }
     if total != size {
         return Err(ScanError::SizeChanged {
             path: path(),

@@ -248,3 +248,56 @@ fn errors_name_the_path() {
         "{msg}"
     );
 }
+
+/// A file its owner keeps extending (sparse `set_len`, free to do) from the
+/// moment the scan opens it to hash it: the scan fails naming it, one byte
+/// past the size it saw, instead of reading for ever.
+#[test]
+fn a_file_that_keeps_growing_fails_the_scan() {
+    use rustix::fs::inotify;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("grows");
+    let f = fs::File::create(&file).unwrap();
+    f.set_len(256 << 20).unwrap();
+    // Told when the file is opened (the scan's O_PATH open is not an open
+    // for inotify; its read is), without blocking.
+    let watch =
+        inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).unwrap();
+    inotify::add_watch(&watch, &file, inotify::WatchFlags::OPEN).unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let grower = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while rustix::io::read(&watch, &mut buf).is_err() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            while !stop.load(Ordering::Relaxed) {
+                let len = f.metadata().unwrap().len();
+                if f.set_len(len + (1 << 30)).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let (done, result) = std::sync::mpsc::channel();
+    let root = tmp.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = done.send(scan(&root, &ScanOptions::default()).map(|_| ()));
+    });
+    let outcome = result.recv_timeout(std::time::Duration::from_secs(30));
+    stop.store(true, Ordering::Relaxed);
+    grower.join().unwrap();
+    let e = outcome.expect("scan still reading after 30 s").unwrap_err();
+    assert!(matches!(e, ScanError::Source(_)), "{e}");
+    assert!(
+        e.to_string().contains(
+            "grows: changed since it was scanned (it grew past the 268435456 bytes scanned)"
+        ),
+        "{e}"
+    );
+}

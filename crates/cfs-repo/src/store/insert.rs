@@ -150,9 +150,15 @@ impl ObjectStore {
             };
         // Hash what is in the new file: the clone read back, or each chunk as it is written.
         let reader = if cloned { tmp.as_fd() } else { src };
-        loop {
+        // At most one byte more than scanned: a file its owner keeps
+        // extending (`truncate -s +1G` in a loop costs nothing) must fail
+        // here, not be copied until the store's file system is full.
+        while total <= size {
+            let want = buf
+                .len()
+                .min(usize::try_from((size - total).saturating_add(1)).unwrap_or(usize::MAX));
             // At the offset read so far: the fd's own position does not matter.
-            let n = match rustix::io::pread(reader, &mut buf, total) {
+            let n = match rustix::io::pread(reader, &mut buf[..want], total) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(Errno::INTR) => continue,
@@ -169,7 +175,9 @@ impl ObjectStore {
             total += n as u64;
         }
         let after = Identity::of(src).map_err(StoreError::io("stat", path))?;
-        let changed = if total != size {
+        let changed = if total > size {
+            Some(format!("it grew past the {size} bytes scanned"))
+        } else if total != size {
             Some(format!("{size} bytes when scanned, {total} read"))
         } else {
             source.seen.difference(&after)

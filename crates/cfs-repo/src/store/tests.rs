@@ -175,3 +175,37 @@ fn full_file_system_is_an_error_naming_the_file_and_stores_nothing() {
     assert_eq!(store.hash_object(&ins.digest).unwrap(), ins.digest);
     assert_eq!(store.list().unwrap().len(), 1);
 }
+
+/// A source that never ends (its owner extending it as fast as it is read)
+/// fails one byte past the size scanned: it is not copied until the store's
+/// file system is full. `/dev/zero` plays the file, claimed to be 8 KiB.
+#[test]
+fn a_file_that_keeps_growing_fails_instead_of_filling_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(ObjectStore::create(&tmp.path().join("objects")).unwrap());
+    let (done, result) = std::sync::mpsc::channel();
+    let store2 = store.clone();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open("/dev/zero").unwrap();
+        let seen = Identity {
+            size: 8192,
+            ..Identity::of(&file).unwrap()
+        };
+        let path = std::path::Path::new("/dev/zero");
+        let _ = done.send(store2.insert_file(SourceFile {
+            file: &file,
+            path,
+            seen,
+        }));
+    });
+    let e = result
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("insert_file still copying after 20 s")
+        .unwrap_err();
+    assert!(matches!(e, StoreError::SourceChanged { .. }), "{e}");
+    assert!(
+        e.to_string().contains("grew past the 8192 bytes scanned"),
+        "{e}"
+    );
+    assert!(store.list().unwrap().is_empty());
+}

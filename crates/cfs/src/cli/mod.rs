@@ -242,12 +242,33 @@ const MAX_MESSAGE: usize = 2000;
 
 /// An error message made safe to print: control characters (which input
 /// quoted in an error may hold: escape sequences, backspaces, NULs) shown as
-/// `\xHH` / `\u{…}` escapes, and the whole cut at [`MAX_MESSAGE`]
-/// characters. Invalid UTF-8 was already replaced when the message was made.
+/// `\xHH` / `\u{…}` escapes, and the whole cut to [`MAX_MESSAGE`]
+/// characters by leaving out its middle: the end says why (the cause, an
+/// errno), and a long quoted path must not push it out. Invalid UTF-8 was
+/// already replaced when the message was made.
 fn for_terminal(message: &str) -> String {
+    let chars: Vec<char> = message.chars().collect();
+    let (head, tail, left_out) = if chars.len() > MAX_MESSAGE {
+        let half = MAX_MESSAGE / 2;
+        (
+            &chars[..half],
+            &chars[chars.len() - half..],
+            chars.len() - 2 * half,
+        )
+    } else {
+        (&chars[..], &chars[..0], 0)
+    };
     let mut out = String::new();
-    let mut chars = message.chars();
-    for c in chars.by_ref().take(MAX_MESSAGE) {
+    escape_into(&mut out, head);
+    if left_out > 0 {
+        out.push_str(&format!(" … ({left_out} characters left out) … "));
+        escape_into(&mut out, tail);
+    }
+    out
+}
+
+fn escape_into(out: &mut String, chars: &[char]) {
+    for &c in chars {
         match c {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
@@ -256,11 +277,6 @@ fn for_terminal(message: &str) -> String {
             c => out.push(c),
         }
     }
-    let rest = chars.count();
-    if rest > 0 {
-        out.push_str(&format!("… ({rest} more characters)"));
-    }
-    out
 }
 
 /// True when the error comes from writing to a closed pipe.
@@ -297,8 +313,19 @@ mod tests {
             for_terminal("a\x1b[2Jb\nc\td\x00e\x7f\u{9b}f"),
             "a\\x1b[2Jb\\nc\\td\\x00e\\x7f\\u{9b}f"
         );
-        let long = "x".repeat(super::MAX_MESSAGE + 5);
-        assert!(for_terminal(&long).ends_with("… (5 more characters)"));
+        // A long message loses its middle, never its end: the cause.
+        let long = format!(
+            "could not open /t/{}f: File name too long (os error 36)",
+            "d/".repeat(super::MAX_MESSAGE)
+        );
+        let shown = for_terminal(&long);
+        assert!(shown.starts_with("could not open /t/d/d/"), "{shown}");
+        assert!(
+            shown.ends_with("d/d/f: File name too long (os error 36)"),
+            "{shown}"
+        );
+        assert!(shown.contains(" characters left out) … "), "{shown}");
+        assert!(shown.chars().count() < super::MAX_MESSAGE + 40, "{shown}");
     }
 
     #[test]

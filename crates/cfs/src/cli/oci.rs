@@ -305,24 +305,35 @@ fn inspect(r: &Repository, name: &str) -> anyhow::Result<OciInspect> {
 /// `cfs oci inspect` as text.
 fn print_inspect(i: &OciInspect) -> anyhow::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
-    writeln!(out, "name:      {}", i.name)?;
-    writeln!(out, "image id:  {}", i.image_id.as_deref().unwrap_or("-"))?;
-    writeln!(out, "manifest:  {}", i.manifest)?;
-    writeln!(out, "config:    {}", i.config)?;
-    writeln!(out, "platform:  {}/{}", i.os, i.architecture)?;
-    writeln!(out, "layers:")?;
+    out.write_all(inspect_text(i).as_bytes())?;
+    Ok(out.flush()?)
+}
+
+/// What [`print_inspect`] prints. The platform and media types are the
+/// image's own strings (a registry's, or the owner's of a layout), checked
+/// by nothing: they are escaped as error messages are, so an image can't
+/// send escape sequences to the terminal. Names and digests were checked.
+fn inspect_text(i: &OciInspect) -> String {
+    let shown = super::for_terminal;
+    let mut out = String::new();
+    out.push_str(&format!("name:      {}\n", i.name));
+    let id = i.image_id.as_deref().unwrap_or("-");
+    out.push_str(&format!("image id:  {id}\n"));
+    out.push_str(&format!("manifest:  {}\n", i.manifest));
+    out.push_str(&format!("config:    {}\n", i.config));
+    let (os, arch) = (shown(&i.os), shown(&i.architecture));
+    out.push_str(&format!("platform:  {os}/{arch}\nlayers:\n"));
     for l in &i.layers {
-        writeln!(
-            out,
-            "  {} {:>12} {}\n    diff_id {}\n    record  {}",
+        out.push_str(&format!(
+            "  {} {:>12} {}\n    diff_id {}\n    record  {}\n",
             l.digest,
             l.size,
-            l.media_type,
+            shown(&l.media_type),
             l.diff_id,
             l.record.as_deref().unwrap_or("missing")
-        )?;
+        ));
     }
-    Ok(out.flush()?)
+    out
 }
 
 /// Runs a pull with per-layer progress bars when stderr is a terminal.
@@ -369,4 +380,40 @@ fn with_progress<T>(
         b.finish();
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image's config and manifest are someone else's JSON: `"os":
+    /// "linux\u001b]0;title\u0007"` must reach the terminal escaped.
+    #[test]
+    fn inspect_escapes_the_images_own_strings() {
+        let i = OciInspect {
+            name: "esc".into(),
+            image_id: None,
+            manifest: "sha256:m".into(),
+            config: "sha256:c".into(),
+            os: "linux\x1b]0;PWN\x07".into(),
+            architecture: "amd64\x1b[31m".into(),
+            layers: vec![OciLayer {
+                digest: "sha256:l".into(),
+                size: 1,
+                media_type: "application/x\x1b[2J".into(),
+                diff_id: "sha256:d".into(),
+                record: None,
+            }],
+        };
+        let text = inspect_text(&i);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("platform:  linux\\x1b]0;PWN\\x07/amd64\\x1b[31m\n"),
+            "{text}"
+        );
+        assert!(text.contains(" application/x\\x1b[2J\n"), "{text}");
+    }
 }

@@ -193,15 +193,22 @@ fn lock_wait() -> LockWait {
 
 /// Tells the terminal that the lock is busy, and who holds it.
 fn say_waiting(c: &Contention<'_>) {
+    eprintln!("{}", waiting_message(c));
+}
+
+/// The line [`say_waiting`] prints. The holder's command line is another
+/// process's, maybe another user's (whose `argv[0]` can hold terminal escape
+/// sequences): it is escaped as error messages are.
+fn waiting_message(c: &Contention<'_>) -> String {
     let until = match c.timeout {
         Some(t) => format!("for up to {:.1}s", t.as_secs_f64()),
         None => "(--lock-timeout SECONDS to give up)".to_owned(),
     };
-    eprintln!(
+    super::for_terminal(&format!(
         "cfs: {} is {}; waiting {until}",
         c.path.display(),
         repository::describe_holders(c.holders)
-    );
+    ))
 }
 
 /// Opens a repository with this process's lock policy.
@@ -630,5 +637,29 @@ mod tests {
     fn human_sizes() {
         assert_eq!(human(512), "512 B");
         assert_eq!(human(1536), "1.5 KiB");
+    }
+
+    /// A lock holder's command line is another process's: a user holding
+    /// the lock of a repository root works in can name its process
+    /// `evil\e]0;title\a\e[31m` and must not reach root's terminal with it.
+    #[test]
+    fn the_waiting_line_escapes_the_holders_command_line() {
+        let holders = [repository::LockHolder {
+            pid: 42,
+            mode: repository::LockMode::Exclusive,
+            command: Some("evil\x1b]0;pwned\x07\x1b[31mRED sleep 30".into()),
+        }];
+        let c = Contention {
+            path: Path::new("/r/lock"),
+            wanted: repository::LockMode::Shared,
+            holders: &holders,
+            timeout: None,
+        };
+        let line = waiting_message(&c);
+        assert!(!line.chars().any(|ch| ch.is_control()), "{line:?}");
+        assert!(
+            line.contains("pid 42 (exclusive, evil\\x1b]0;pwned\\x07\\x1b[31mRED sleep 30)"),
+            "{line}"
+        );
     }
 }
