@@ -1,8 +1,9 @@
 //! Paths inside a repository, opened relative to its directory fd.
 //!
-//! A repository may belong to another user than the one running cfs (root
-//! working in a user's repository), who can plant a symlink at any name in
-//! it (`lock`, `images`, `objects/ab`). So no repository path is ever handed
+//! cfs opens only repositories of the caller or of root (`open.rs`), but
+//! even those may hold a symlink at any name (`lock`, `images`,
+//! `objects/ab`): copied in, restored, or written by a program fooled by
+//! hostile input. So no repository path is ever handed
 //! to a path-based call: each is opened with `openat2(repo_fd, rel,
 //! RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (a symlink anywhere on the way,
 //! an absolute path or a `..` leaving the repository fails with `ELOOP` or

@@ -73,6 +73,24 @@ pub enum RepoError {
         /// Why not.
         reason: String,
     },
+    /// The repository's top directory belongs to another user than the
+    /// caller or root: its owner could change anything in it (plant objects
+    /// that imports would take as theirs, swap images, read what is put in).
+    #[error(
+        "{}: the repository belongs to uid {owner}, neither you (uid {you}) nor root; its owner \
+         can change any object or image in it, and read what goes in, so cfs uses only \
+         repositories of the caller or of root: run cfs as uid {owner}, or use a repository of \
+         your own",
+        .path.display()
+    )]
+    OtherOwner {
+        /// The repository.
+        path: PathBuf,
+        /// Its top directory's owner.
+        owner: u32,
+        /// The caller's effective uid.
+        you: u32,
+    },
     /// The repository lock was not free within the time allowed.
     #[error("{}: still locked after {waited:?}{holders}", .path.display())]
     LockTimeout {

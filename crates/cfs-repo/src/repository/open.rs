@@ -133,8 +133,27 @@ impl Repository {
 }
 
 /// Opens the top directory (the path is the caller's: symlinks in it are
-/// followed, as for any path given on a command line).
+/// followed, as for any path given on a command line), which must be the
+/// caller's own or root's ([`RepoError::OtherOwner`]): whoever owns a
+/// repository controls what every image in it holds. (Root of a user
+/// namespace sees the machine's root as unmapped, so it takes only its own.)
 fn open_top(path: &Path) -> Result<OwnedFd, RepoError> {
+    let dir = open_dir(path)?;
+    let owner = rustix::fs::fstat(&dir)
+        .map_err(RepoError::io("stat", path))?
+        .st_uid;
+    let you = rustix::process::geteuid().as_raw();
+    if owner != you && owner != 0 {
+        return Err(RepoError::OtherOwner {
+            path: path.to_path_buf(),
+            owner,
+            you,
+        });
+    }
+    Ok(dir)
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd, RepoError> {
     rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,

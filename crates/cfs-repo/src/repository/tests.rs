@@ -474,3 +474,49 @@ fn an_image_given_as_bytes_is_stored_unnamed_pinned_with_its_owner_and_collected
     );
     assert!(repo.image_ids().unwrap().is_empty());
 }
+
+/// A repository, or an empty directory, that belongs to another user (not
+/// root) is neither opened nor made a repository: its owner could plant
+/// the objects an import dedups against, or read what the caller imports.
+#[test]
+fn a_repository_of_another_user_is_refused_naming_its_owner() {
+    if !rustix::process::geteuid().is_root() {
+        cfs_testkit::report_skip("needs root to give a directory to another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let theirs = tmp.path().join("theirs");
+    Repository::init(&theirs).unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let nobody = Some(rustix::process::Uid::from_raw(65534));
+    for dir in [&theirs, &empty] {
+        rustix::fs::chown(dir, nobody, None).unwrap();
+    }
+    let empty_mode = mode_of(&empty);
+    for (what, got) in [
+        ("open", Repository::open(&theirs).err()),
+        ("init", Repository::init(&theirs).err()),
+        ("init of an empty directory", Repository::init(&empty).err()),
+    ] {
+        let Some(RepoError::OtherOwner {
+            owner: 65534,
+            you: 0,
+            ..
+        }) = got
+        else {
+            panic!("{what}: {got:?}");
+        };
+    }
+    assert!(!empty.join(crate::repository::VERSION_FILE).exists());
+    assert_eq!(
+        mode_of(&empty),
+        empty_mode,
+        "init changed the mode of another's directory"
+    );
+    let message = Repository::open(&theirs).err().unwrap().to_string();
+    assert!(
+        message.contains("belongs to uid 65534, neither you (uid 0) nor root"),
+        "{message}"
+    );
+}

@@ -30,13 +30,15 @@ fn missing_objects_refuse_the_mount_in_every_mode() {
     require!(need::rootless(TOOLS));
     let s = Scratch::new();
     repo_missing_an_object(&s);
-    // Each run its own mount point and error file (root's are root's).
-    let script = |fuse: &str, n: usize| {
+    // Each run its own mount point and error file (root's are root's), and
+    // root its own copy of the repository (it uses no other user's).
+    let script = |fuse: &str, n: usize, r: &str| {
         format!(
-            r#"mkdir -p m{n}
-               if $CFS --repo r mount {fuse} doc m{n} 2>err{n}; then echo mounted; fi
+            r#"[ -d {r} ] || {{ cp -a r {r} && chown -R 0:0 {r}; }}
+               mkdir -p m{n}
+               if $CFS --repo {r} mount {fuse} doc m{n} 2>err{n}; then echo mounted; fi
                cat err{n}
-               $CFS --repo r mount {fuse} --no-check-objects doc m{n}
+               $CFS --repo {r} mount {fuse} --no-check-objects doc m{n}
                cat m{n}/small
                if cat m{n}/d/big >/dev/null 2>&1; then echo read; fi
                $CFS unmount m{n}"#
@@ -51,7 +53,12 @@ fn missing_objects_refuse_the_mount_in_every_mode() {
     .into_iter()
     .enumerate()
     {
-        let out = s.run_ok(who, &[], &script(fuse, n));
+        let repo = if matches!(who, As::Root) {
+            "root-r"
+        } else {
+            "r"
+        };
+        let out = s.run_ok(who, &[], &script(fuse, n, repo));
         let lines: Vec<&str> = out.lines().collect();
         assert!(
             lines[0].starts_with("cfs: cannot mount doc: 1 of the 1 objects ")

@@ -87,6 +87,16 @@ pub fn compare_rootless(repo: &Path, name: &str, rootfs: &Path, work: &Path) {
     cfs_testkit::command::run_ok(
         Command::new("chown").args([os(cfs_testkit::users::TEST_USER), home.as_os_str()]),
     );
+    // The user's own copy: root's repository is unmapped in a user
+    // namespace, so not one its root may use.
+    let user_repo = home.join("repo");
+    cfs_testkit::command::run_ok(Command::new("cp").arg("-a").arg(repo).arg(&user_repo));
+    cfs_testkit::command::run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg(cfs_testkit::users::TEST_USER)
+            .arg(&user_repo),
+    );
     let script = format!(
         "mkdir -p \"$HOME_DIR/m\"\n\
          \"$CFS\" --repo \"$REPO\" oci mount --explain '{name}' \"$HOME_DIR/m\" >&2\n\
@@ -99,7 +109,10 @@ pub fn compare_rootless(repo: &Path, name: &str, rootfs: &Path, work: &Path) {
         cfs: &cfs(),
         who: As::UserNs,
         dir: &home,
-        env: &[("REPO", repo.as_os_str()), ("HOME_DIR", home.as_os_str())],
+        env: &[
+            ("REPO", user_repo.as_os_str()),
+            ("HOME_DIR", home.as_os_str()),
+        ],
         limit: Duration::from_secs(120),
         tag: Some(&tag),
     }

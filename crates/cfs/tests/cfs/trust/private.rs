@@ -1,7 +1,10 @@
 //! Private repositories: a plain user can read no file of root's repository
 //! nor of another user's, can't hold their lock (so can't delay root's
 //! import or gc), and a symlink planted in a user's repository is not
-//! followed by root working there. A busy lock is reported with its holder.
+//! followed by root working there. A repository of another user is not
+//! root's to use (its owner controls every object in it); root's is
+//! everyone's to read if root opens it. A busy lock is reported with its
+//! holder.
 
 use crate::cfs;
 use cfs_testkit::users::{setup_test_user, As, Script, TEST_USER};
@@ -117,6 +120,64 @@ fn a_plain_user_can_neither_read_nor_lock_roots_repository() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "done\n", "{o:?}");
+}
+
+/// A user makes a repository (and an empty directory) in a directory root
+/// works in too. Root's import there would put root's files where that user
+/// reads them, and dedup against the objects that user planted; its mount
+/// would show what that user chose. Root is refused every use, naming the
+/// owner; the user's own use goes on, and root's readable repository is
+/// open to the user.
+#[test]
+fn root_uses_no_repository_of_another_user() {
+    require!(need::root());
+    if let Err(e) = setup_test_user() {
+        skip!("no test user: {e}");
+    }
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let o = as_(
+        As::User,
+        t.path(),
+        "mkdir src empty; echo mine > src/f; $CFS --repo urepo create-image src img",
+    );
+    assert!(o.status.success(), "{o:?}");
+    let secret = t.path().join("secret");
+    tree(&secret);
+    let owner = format!(
+        "belongs to uid {}, neither you (uid 0) nor root",
+        uid_of(TEST_USER)
+    );
+    for args in [
+        vec![os("create-image"), secret.as_os_str(), os("s")],
+        vec![os("images")],
+        vec![os("dump"), os("img")],
+        vec![os("mount"), os("img"), t.path().join("mnt").as_os_str()],
+    ] {
+        let err = cfs().repo(&t.path().join("urepo")).fails(&args);
+        assert!(err.contains(&owner), "{args:?}: {err}");
+    }
+    let err = cfs().repo(&t.path().join("empty")).fails(["init"]);
+    assert!(err.contains(&owner), "init: {err}");
+    assert!(!t.path().join("empty/cfs-repo-version").exists());
+    let o = as_(
+        As::User,
+        t.path(),
+        "$CFS --repo urepo images | cut -f1; find urepo/objects -type f | wc -l",
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "img\n1\n", "{o:?}");
+    // Root's own repository, opened by root to others: the user reads it.
+    let rrepo = t.path().join("rrepo");
+    cfs()
+        .repo(&rrepo)
+        .ok([os("create-image"), secret.as_os_str(), os("r")]);
+    std::fs::set_permissions(&rrepo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = as_(As::User, t.path(), "$CFS --repo rrepo images | cut -f1");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "r\n", "{o:?}");
 }
 
 fn uid_of(user: &str) -> u32 {
