@@ -158,10 +158,10 @@ fn root_uses_no_repository_of_another_user() {
         vec![os("dump"), os("img")],
         vec![os("mount"), os("img"), t.path().join("mnt").as_os_str()],
     ] {
-        let err = cfs().repo(&t.path().join("urepo")).fails(&args);
+        let err = cfs().repo(t.path().join("urepo")).fails(&args);
         assert!(err.contains(&owner), "{args:?}: {err}");
     }
-    let err = cfs().repo(&t.path().join("empty")).fails(["init"]);
+    let err = cfs().repo(t.path().join("empty")).fails(["init"]);
     assert!(err.contains(&owner), "init: {err}");
     assert!(!t.path().join("empty/cfs-repo-version").exists());
     let o = as_(
