@@ -166,7 +166,7 @@ impl ObjectStore {
             };
             hasher.update(&buf[..n]);
             if !cloned {
-                write_all(&tmp, &buf[..n]).map_err(StoreError::store(
+                write_sparse(&tmp, &buf[..n], total).map_err(StoreError::store(
                     "write",
                     what,
                     self.path(),
@@ -234,7 +234,7 @@ impl ObjectStore {
                 Err(e) => return Err(StoreError::std_io("read", what)(e)),
             };
             hasher.update(&buf[..n]);
-            write_all(tmp, &buf[..n]).map_err(StoreError::store(
+            write_sparse(tmp, &buf[..n], size - left).map_err(StoreError::store(
                 "write",
                 &what.display().to_string(),
                 self.path(),
@@ -289,6 +289,8 @@ impl ObjectStore {
         }
         let rel = digest.object_path();
         let failed = |op| StoreError::store(op, what, self.path());
+        // Written sparse, the file may end in a hole: its length is set here.
+        rustix::fs::ftruncate(&tmp, size).map_err(failed("size"))?;
         rustix::fs::fdatasync(&tmp).map_err(failed("sync"))?;
         rustix::fs::fchmod(&tmp, Mode::from_raw_mode(0o644)).map_err(failed("chmod"))?;
         let fd = self.maybe_enable_verity(tmp)?;
@@ -327,6 +329,47 @@ impl ObjectStore {
             Err(e) => Err(failed("link")(e)),
         }
     }
+}
+
+/// The blocks [`write_sparse`] leaves as holes when they are all zeros.
+const HOLE_BLOCK: usize = 4096;
+
+/// Writes `data` at `offset` of a new object (empty until now, sized by
+/// [`ObjectStore::publish`]), leaving every all-zero block a hole: a sparse
+/// source (a file of a few bytes on disk that says it holds a terabyte, a
+/// tar entry of compressed zeros) costs the store what it costs its owner,
+/// not its apparent size. The digest is of every byte, holes read as zeros.
+fn write_sparse(fd: &OwnedFd, data: &[u8], offset: u64) -> rustix::io::Result<()> {
+    let mut run: Option<usize> = None;
+    for (i, block) in data.chunks(HOLE_BLOCK).enumerate() {
+        let at = i * HOLE_BLOCK;
+        match (block.iter().all(|&b| b == 0), run) {
+            (false, None) => run = Some(at),
+            (true, Some(start)) => {
+                pwrite_all(fd, &data[start..at], offset + start as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    match run {
+        Some(start) => pwrite_all(fd, &data[start..], offset + start as u64),
+        None => Ok(()),
+    }
+}
+
+fn pwrite_all(fd: &OwnedFd, mut data: &[u8], mut offset: u64) -> rustix::io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::pwrite(fd, data, offset) {
+            Ok(n) => {
+                data = &data[n..];
+                offset += n as u64;
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn write_all(fd: &OwnedFd, mut data: &[u8]) -> rustix::io::Result<()> {

@@ -209,3 +209,57 @@ fn a_file_that_keeps_growing_fails_instead_of_filling_the_store() {
     );
     assert!(store.list().unwrap().is_empty());
 }
+
+/// A sparse source (32 MiB said, a few KiB written) and a stream of zeros
+/// (a tar entry of compressed zeros) are stored sparse: holes in the
+/// object, the digest and the bytes those of the whole content.
+#[test]
+fn zeros_are_stored_as_holes() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    const SIZE: u64 = 32 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ObjectStore::create(&tmp.path().join("objects")).unwrap();
+    let src = tmp.path().join("sparse");
+    let mut f = std::fs::File::create(&src).unwrap();
+    for (at, bytes) in [
+        (0, &b"head"[..]),
+        (SIZE / 2 + 1, b"middle"),
+        (SIZE - 3, b"end"),
+    ] {
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+    drop(f);
+    let mut want = vec![0u8; SIZE as usize];
+    want[..4].copy_from_slice(b"head");
+    want[(SIZE / 2 + 1) as usize..][..6].copy_from_slice(b"middle");
+    want[(SIZE - 3) as usize..].copy_from_slice(b"end");
+    let file = std::fs::File::open(&src).unwrap();
+    let from_file = store
+        .insert_file(SourceFile {
+            file: &file,
+            path: &src,
+            seen: Identity::of(&file).unwrap(),
+        })
+        .unwrap();
+    let zeros_then_end = std::io::repeat(0).take(SIZE - 3).chain(&b"end"[..]);
+    let from_stream = store
+        .insert_reader(&mut zeros_then_end.take(SIZE), SIZE, Path::new("layer:z"))
+        .unwrap();
+    let mut stream_want = vec![0u8; SIZE as usize];
+    stream_want[(SIZE - 3) as usize..].copy_from_slice(b"end");
+    for (ins, content) in [(from_file, &want), (from_stream, &stream_want)] {
+        assert_eq!(ins.digest, cfs_format::fsverity::digest(content));
+        let path = store.object_path(&ins.digest);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), SIZE);
+        assert!(
+            meta.blocks() * 512 < 1 << 20,
+            "{} bytes on disk for {SIZE}",
+            meta.blocks() * 512
+        );
+        assert!(std::fs::read(&path).unwrap() == *content);
+        assert_eq!(store.hash_object(&ins.digest).unwrap(), ins.digest);
+    }
+}
