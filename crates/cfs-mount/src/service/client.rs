@@ -221,7 +221,8 @@ pub(crate) fn mount(cfg: &MountConfig, target: &Path) -> Result<MountId, MountEr
 /// takes, since reading it can't wait on a file system (the image could be
 /// on this user's own FUSE server) and its bytes can't change while the
 /// service reads them. The copy reads at offsets, leaving `file`'s own
-/// offset alone.
+/// offset alone. An image that already is such a memfd (`--digest`'s
+/// checked copy) is sent as it is.
 pub fn sealed_copy(file: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, MountError> {
     use rustix::fs::{MemfdFlags, SealFlags};
     let io = |op: &'static str| {
@@ -231,6 +232,10 @@ pub fn sealed_copy(file: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, MountEr
             source: e.into(),
         }
     };
+    let frozen = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK;
+    if rustix::fs::fcntl_get_seals(file).is_ok_and(|s| s.contains(frozen)) {
+        return rustix::io::fcntl_dupfd_cloexec(file, 0).map_err(io("duplicate the image's fd"));
+    }
     let memfd =
         rustix::fs::memfd_create("cfs-image", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
             .map_err(io("make a memfd for the image"))?;

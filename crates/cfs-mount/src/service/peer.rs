@@ -373,3 +373,56 @@ pub fn unmount_for(
         .unwrap_or_else(|_| Err(io(Errno::IO)))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+
+    fn pidfd_of(pid: u32) -> OwnedFd {
+        pidfd_open(Pid::from_raw(pid as i32).unwrap(), PidfdFlags::empty()).unwrap()
+    }
+
+    #[test]
+    fn a_process_in_the_initial_user_namespace_is_charged_to_its_own_uid() {
+        if !crate::Privilege::probe().initial_admin() {
+            println!("skipped: needs root in the initial user namespace");
+            return;
+        }
+        let me = pidfd_of(std::process::id());
+        assert_eq!(account_uid(me.as_fd(), 4242).unwrap(), 4242);
+    }
+
+    #[test]
+    fn a_process_in_nested_user_namespaces_is_charged_to_their_creator() {
+        if !crate::Privilege::probe().initial_admin() {
+            println!("skipped: needs root in the initial user namespace");
+            return;
+        }
+        // uid 4321 makes a user namespace, and root there one more inside.
+        let child = std::process::Command::new("setpriv")
+            .args(["--reuid=4321", "--regid=4321", "--clear-groups"])
+            .args(["unshare", "-Ur", "unshare", "-Ur", "sleep", "30"])
+            .spawn();
+        let Ok(mut child) = child else {
+            println!("skipped: no setpriv or unshare");
+            return;
+        };
+        let pidfd = pidfd_of(child.id());
+        // In both namespaces once it runs `sleep`.
+        let comm = format!("/proc/{}/comm", child.id());
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::read_to_string(&comm).unwrap_or_default() != "sleep\n"
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // 0: its uid as the kernel reports it (root of the inner namespace,
+        // unmapped there, were it asked from the initial one).
+        let got = account_uid(pidfd.as_fd(), 0);
+        let depth = std::fs::read_link(format!("/proc/{}/ns/user", child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(got.unwrap(), 4321, "{depth:?}");
+    }
+}
