@@ -3,8 +3,9 @@
 //! loop devices (loop(4)), `FS_IOC_MEASURE_VERITY` (fsverity(7)), handing
 //! fds to a server across `exec` (sd_listen_fds(3)), and for the mount
 //! service: the peer of a socket (`SO_PEERPIDFD`, `SO_PEERGROUPS`, socket(7)),
-//! its namespaces (`PIDFD_GET_MNT_NAMESPACE`, `NS_GET_USERNS`,
-//! `NS_GET_MNTNS_ID`, ioctl_nsfs(2)), idmapped mounts (mount_setattr(2)),
+//! its namespaces (`PIDFD_GET_MNT_NAMESPACE`, `PIDFD_GET_USER_NAMESPACE`,
+//! `NS_GET_USERNS`, `NS_GET_PARENT`, `NS_GET_OWNER_UID`, `NS_GET_MNTNS_ID`,
+//! ioctl_nsfs(2)), idmapped mounts (mount_setattr(2)),
 //! and a thread entering a mount namespace as another user (setns(2),
 //! capabilities(7)). Nothing here decides anything; the callers do, from
 //! what `options.rs` builds.
@@ -505,8 +506,16 @@ pub fn take_handed_over(names: &[&str]) -> Result<Vec<OwnedFd>, String> {
 
 /// `PIDFD_GET_MNT_NAMESPACE` (`_IO(0xFF, 3)`, Linux 6.11, `linux/pidfd.h`).
 const PIDFD_GET_MNT_NAMESPACE: rustix::ioctl::Opcode = 0xFF03;
+/// `PIDFD_GET_USER_NAMESPACE` (`_IO(0xFF, 9)`, Linux 6.11, `linux/pidfd.h`).
+const PIDFD_GET_USER_NAMESPACE: rustix::ioctl::Opcode = 0xFF09;
 /// `NS_GET_USERNS` (`_IO(0xb7, 0x1)`, `linux/nsfs.h`): the owning user namespace.
 const NS_GET_USERNS: rustix::ioctl::Opcode = 0xb701;
+/// `NS_GET_PARENT` (`_IO(0xb7, 0x2)`): the parent of a user namespace.
+const NS_GET_PARENT: rustix::ioctl::Opcode = 0xb702;
+/// `NS_GET_OWNER_UID` (`_IO(0xb7, 0x4)`): the uid that created a user
+/// namespace, as the caller's namespace maps it, written through the
+/// argument (a `uid_t *`, though the opcode encodes no argument).
+const NS_GET_OWNER_UID: rustix::ioctl::Opcode = 0xb704;
 /// `NS_GET_MNTNS_ID` (`_IOR(0xb7, 0x5, __u64)`, Linux 6.8).
 const NS_GET_MNTNS_ID: rustix::ioctl::Opcode = 0x8008_b705;
 
@@ -529,6 +538,31 @@ pub fn pidfd_mount_namespace(pidfd: BorrowedFd<'_>) -> rustix::io::Result<OwnedF
 /// The user namespace owning the namespace `ns` (an nsfs fd).
 pub fn namespace_owner(ns: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
     ioctl_fd::<NS_GET_USERNS>(ns)
+}
+
+/// The user namespace of the process `pidfd` refers to, as an nsfs fd.
+pub fn pidfd_user_namespace(pidfd: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
+    ioctl_fd::<PIDFD_GET_USER_NAMESPACE>(pidfd)
+}
+
+/// The parent of the user namespace `userns` (`EPERM` for the initial one,
+/// or one outside this process's namespace).
+pub fn user_namespace_parent(userns: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
+    ioctl_fd::<NS_GET_PARENT>(userns)
+}
+
+/// The uid that created the user namespace `userns`, in this process's
+/// user namespace.
+#[allow(unsafe_code)]
+pub fn user_namespace_owner_uid(userns: BorrowedFd<'_>) -> rustix::io::Result<u32> {
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t (a u32) through the
+    // pointer Getter passes, to a value Getter owns for the call.
+    unsafe {
+        rustix::ioctl::ioctl(
+            userns,
+            rustix::ioctl::Getter::<NS_GET_OWNER_UID, u32>::new(),
+        )
+    }
 }
 
 /// The 64-bit id of the mount namespace `ns` (what `statmount` and

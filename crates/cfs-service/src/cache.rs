@@ -65,7 +65,8 @@ impl Cache {
         self.repo()?.pins()
     }
 
-    /// The live mounts made for `uid`.
+    /// The mounts made for the user `uid` that may still exist (live, or
+    /// that the kernel could not tell).
     pub fn live_mounts_of(&self, uid: u32) -> Result<usize, RepoError> {
         Ok(self
             .pins()?

@@ -3,9 +3,12 @@
 //! `AT_STATX_DONT_SYNC`, `statmount`), so that a client's own FUSE server
 //! can't stall the service by not answering:
 //!
-//! - the **image**: a regular file opened for reading, within the size
-//!   limit, in the client's mount namespace (or a memfd, which is in none),
-//!   and not on FUSE; then read whole, before a deadline;
+//! - the **image**: a memfd sealed against writing, growing and shrinking
+//!   (`cfs mount` copies the image into one), opened for reading, within
+//!   the size limit. Reading it never waits on another file system (an
+//!   image on the client's own FUSE server, even under an overlay, could
+//!   stall a read forever: no deadline interrupts a `pread`), and the seals
+//!   keep its bytes from changing while they are read;
 //! - an **object directory**: a directory in the client's mount namespace,
 //!   not on FUSE (overlayfs asks a layer's file system for `statfs` when it
 //!   mounts; and a layer outside the caller's namespace it won't take);
@@ -21,10 +24,9 @@
 //!   unmounts wait).
 
 use cfs_mount::service::Peer;
-use rustix::fd::{AsFd, BorrowedFd};
-use rustix::fs::{AtFlags, OFlags, StatxFlags};
+use rustix::fd::BorrowedFd;
+use rustix::fs::{AtFlags, OFlags, SealFlags, StatxFlags};
 use rustix::io::Errno;
-use std::time::Instant;
 
 /// `FUSE_SUPER_MAGIC`.
 const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
@@ -154,8 +156,14 @@ fn not_fuse(magic: u64, what: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// The seals the image's memfd must have: no write (nor writable mapping
+/// left), no growing, no shrinking; memfd_create(2).
+const IMAGE_SEALS: SealFlags = SealFlags::WRITE
+    .union(SealFlags::GROW)
+    .union(SealFlags::SHRINK);
+
 /// Checks the image fd; returns its size.
-pub(crate) fn image(peer: &Peer, fd: BorrowedFd<'_>, max_bytes: u64) -> Result<u64, Problem> {
+pub(crate) fn image(fd: BorrowedFd<'_>, max_bytes: u64) -> Result<u64, Problem> {
     let what = "the image";
     let flags = rustix::fs::fcntl_getfl(fd).map_err(failed(what))?;
     if flags.contains(OFlags::PATH) {
@@ -171,18 +179,26 @@ pub(crate) fn image(peer: &Peer, fd: BorrowedFd<'_>, max_bytes: u64) -> Result<u
             kind_name(seen.kind)
         ));
     }
+    // EINVAL for anything but shmem or hugetlbfs; a tmpfs file not made by
+    // memfd_create carries F_SEAL_SEAL from its creation, so it never has
+    // these.
+    match rustix::fs::fcntl_get_seals(fd) {
+        Ok(seals) if seals.contains(IMAGE_SEALS) => {}
+        Ok(_) | Err(Errno::INVAL) => {
+            return refused(
+                "the image is not a memfd sealed against writing, growing and shrinking \
+                 (F_SEAL_WRITE, F_SEAL_GROW, F_SEAL_SHRINK): the service reads only images it \
+                 can read without waiting on a file system, and that can't change meanwhile \
+                 (cfs mount sends one)",
+            )
+        }
+        Err(e) => return Err(failed(what)(e)),
+    }
     if seen.size > max_bytes {
         return refused(format!(
             "the image is {} bytes, over the service's limit of {max_bytes}",
             seen.size
         ));
-    }
-    match location(peer, fd, what)? {
-        Some(magic) => not_fuse(magic, what)?,
-        // A memfd lives on a kernel-internal mount, in no namespace, and
-        // answers F_GET_SEALS; anything else outside the namespace is refused.
-        None if rustix::fs::fcntl_get_seals(fd).is_ok() => {}
-        None => return refused("the image is not a file in your mount namespace (nor a memfd)"),
     }
     Ok(seen.size)
 }
@@ -267,29 +283,21 @@ fn mountpoint_file_system(magic: u64) -> Result<(), Problem> {
     ))
 }
 
-/// Reads the image (of `size` bytes) whole, giving up at `deadline`; the
-/// file must still have that size after.
-pub(crate) fn read_image(
-    fd: BorrowedFd<'_>,
-    size: u64,
-    deadline: Instant,
-) -> Result<Vec<u8>, Problem> {
+/// Reads the image (a sealed memfd of `size` bytes, [`image`]) whole. A
+/// memfd's reads are page copies from memory (or swap) and its holes read
+/// as zeros: nothing a client does makes them wait.
+pub(crate) fn read_image(fd: BorrowedFd<'_>, size: u64) -> Result<Vec<u8>, Problem> {
     let mut bytes = vec![0u8; size as usize];
     let mut at = 0usize;
     while at < bytes.len() {
-        if Instant::now() > deadline {
-            return refused("reading the image took longer than the service's request timeout");
-        }
         let end = (at + (1 << 20)).min(bytes.len());
         match rustix::io::pread(fd, &mut bytes[at..end], at as u64) {
+            // Sealed against shrinking: can't happen, refused all the same.
             Ok(0) => return refused("the image shrank while the service read it"),
             Ok(n) => at += n,
             Err(Errno::INTR) => {}
             Err(e) => return Err(failed("reading the image")(e)),
         }
-    }
-    if look(fd.as_fd(), "the image")?.size != size {
-        return refused("the image changed size while the service read it");
     }
     Ok(bytes)
 }
@@ -321,6 +329,63 @@ mod tests {
         assert!(refusal(0x6367_7270).contains("(cgroup2)"));
         assert!(refusal(0x1234_5678).contains("type 0x12345678:"));
         assert!(refusal(FUSE_SUPER_MAGIC).contains("FUSE"));
+    }
+
+    fn memfd(bytes: &[u8], seals: rustix::fs::SealFlags) -> std::fs::File {
+        use rustix::fs::MemfdFlags;
+        use std::io::Write;
+        let fd =
+            rustix::fs::memfd_create("t", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+        let mut f = std::fs::File::from(fd);
+        f.write_all(bytes).unwrap();
+        rustix::fs::fcntl_add_seals(&f, seals).unwrap();
+        f
+    }
+
+    #[test]
+    fn the_image_must_be_a_sealed_memfd() {
+        use rustix::fd::AsFd;
+        let sealed = memfd(b"image", IMAGE_SEALS);
+        assert_eq!(image(sealed.as_fd(), 5), Ok(5));
+        assert!(
+            matches!(image(sealed.as_fd(), 4), Err(Problem::Refused(w)) if w.contains("over the service's limit of 4"))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("image"), b"image").unwrap();
+        let plain = std::fs::File::open(dir.path().join("image")).unwrap();
+        // A tmpfs file made by open(2), not memfd_create (which /dev/shm
+        // is, where there is one): F_GET_SEALS answers it, F_SEAL_SEAL.
+        let shm = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open("/dev/shm/cfs-service-checks-test")
+            .ok();
+        let _ = std::fs::remove_file("/dev/shm/cfs-service-checks-test");
+        let mut refused_ones = vec![
+            ("a regular file", plain),
+            ("an unsealed memfd", memfd(b"image", SealFlags::empty())),
+            (
+                "a memfd that may still grow",
+                memfd(b"image", SealFlags::WRITE | SealFlags::SHRINK),
+            ),
+            (
+                "a memfd that may still be written",
+                memfd(b"image", SealFlags::GROW | SealFlags::SHRINK),
+            ),
+        ];
+        if let Some(shm) = shm {
+            refused_ones.push(("a file on tmpfs", shm));
+        }
+        for (what, f) in refused_ones {
+            match image(f.as_fd(), 1 << 20) {
+                Err(Problem::Refused(why)) => {
+                    assert!(why.contains("not a memfd sealed"), "{what}: {why}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
     }
 
     #[test]

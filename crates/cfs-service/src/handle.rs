@@ -5,11 +5,13 @@
 //! without end.
 
 use crate::checks::{self, refused, Problem};
+use crate::limits::MountRefusal;
 use crate::validate::{self, ImageFacts};
 use crate::State;
 use cfs_format::Digest;
 use cfs_mount::service::protocol::{self, ProtocolError, Request, Response, MAX_OBJECT_DIRS};
 use cfs_mount::service::{MountForPeer, Peer, ServiceVerity};
+use cfs_repo::repository::PinState;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -38,10 +40,13 @@ pub(crate) fn connection(state: &State, conn: OwnedFd) {
             return;
         }
     };
-    let Some(slot) = state.gate.request(peer.uid, limits.max_requests_per_user) else {
+    let Some(slot) = state
+        .gate
+        .request(peer.account_uid, limits.max_requests_per_user)
+    else {
         let why = format!(
             "uid {} has {} requests in progress, the most the service takes at once",
-            peer.uid, limits.max_requests_per_user
+            peer.account_uid, limits.max_requests_per_user
         );
         log(&peer, &format!("refused: {why}"));
         refuse_unread(&conn, why);
@@ -128,7 +133,7 @@ fn describe(r: &Response) -> String {
 }
 
 fn log(peer: &Peer, what: &str) {
-    crate::log(&format!("uid {} pid {}: {what}", peer.uid, peer.pid));
+    crate::log(&format!("{}: {what}", peer.describe()));
 }
 
 /// Refuses a request without reading it (see [`answer_unread`]).
@@ -183,22 +188,42 @@ fn mount(
         })
         .transpose()?;
     let (image, mountpoint, dirs) = (&fds[0], &fds[1], &fds[2..]);
-    let size = checks::image(peer, image.as_fd(), state.limits.max_image_bytes)?;
+    let size = checks::image(image.as_fd(), state.limits.max_image_bytes)?;
     checks::mountpoint(peer, mountpoint.as_fd())?;
     for d in dirs {
         checks::object_dir(peer, d.as_fd())?;
     }
-    let live = state
-        .cache
-        .live_mounts_of(peer.uid)
-        .map_err(|e| Problem::Failed(format!("the service's cache: {e}")))?;
-    if live >= state.limits.max_mounts_per_user {
-        return refused(format!(
-            "uid {} has {live} service mounts, the most the service makes for one user",
-            peer.uid
-        ));
-    }
-    let bytes = checks::read_image(image.as_fd(), size, deadline)?;
+    let uid = peer.account_uid;
+    let max = state.limits.max_mounts_per_user;
+    // Counted from here until the pin is written (or the mount given up):
+    // parallel requests can't all pass the check.
+    let _mount_slot = state
+        .gate
+        .mount(uid, max, || state.cache.live_mounts_of(uid))
+        .map_err(|e| match e {
+            MountRefusal::Full { live, making } => Problem::Refused(format!(
+                "uid {uid} has {live} service mounts{}, the most the service makes for one user",
+                if making > 0 {
+                    format!(" and {making} being made")
+                } else {
+                    String::new()
+                }
+            )),
+            MountRefusal::Count(e) => Problem::Failed(format!("the service's cache: {e}")),
+        })?;
+    // The image is read only with a validation slot held: the memory all
+    // requests hold is at most --max-validations times the largest image.
+    let Some(validation) = state
+        .gate
+        .validation(state.limits.max_validations, deadline)
+    else {
+        return Err(Problem::Failed(format!(
+            "the service was busy validating other images until the request's deadline ({} s): \
+             try again",
+            state.limits.request_timeout
+        )));
+    };
+    let bytes = checks::read_image(image.as_fd(), size)?;
     let id = cfs_format::fsverity::digest(&bytes);
     if let Some(want) = expected {
         if want != id {
@@ -218,6 +243,7 @@ fn mount(
         |e: cfs_repo::repository::RepoError| Problem::Failed(format!("the service's cache: {e}"));
     let (pending, cached) = state.cache.begin(&id, &bytes).map_err(cache_err)?;
     drop(bytes);
+    drop(validation);
     let objects: Vec<BorrowedFd<'_>> = dirs.iter().map(|d| d.as_fd()).collect();
     let made = MountForPeer {
         image: pending.opened_image(),
@@ -244,7 +270,7 @@ fn mount(
     if let Err(e) = pending.pin_mount(
         record,
         &checks::describe(mountpoint.as_fd()),
-        Some(peer.uid),
+        Some(peer.account_uid),
     ) {
         let undone = made.undo(peer);
         return Err(Problem::Failed(format!(
@@ -263,14 +289,14 @@ fn mount(
 }
 
 /// What the service knows of image `id`: from memory, when this run of the
-/// service validated it and it is still cached; else validated now.
+/// service validated it and it is still cached; else validated now (the
+/// caller holds a validation slot).
 fn image_facts(state: &State, id: &Digest, bytes: &[u8]) -> Result<ImageFacts, Problem> {
     if let Some(f) = state.known(id) {
         if state.cache.has(id) {
             return Ok(f);
         }
     }
-    let _slot = state.gate.validation(state.limits.max_validations);
     let facts = validate::validate(bytes, &state.limits.image())
         .map_err(|r| Problem::Refused(format!("the image: {r}")))?;
     state.remember(facts);
@@ -303,10 +329,15 @@ fn unmount(
         .cache
         .pins()
         .map_err(|e| Problem::Failed(format!("the service's cache: {e}")))?;
-    let Some(pin) = pins.iter().find(|p| p.mount.mnt_id == id) else {
+    // A live pin only: mount ids start again at each boot, and a pin whose
+    // mount is gone may name a mount someone else made since.
+    let Some(pin) = pins
+        .iter()
+        .find(|p| p.mount.mnt_id == id && p.state == PinState::Live)
+    else {
         return refused("that is not a mount the service made");
     };
-    if pin.owner != Some(peer.uid) {
+    if pin.owner != Some(peer.account_uid) {
         return refused("that mount was not made for you: the service unmounts only your own");
     }
     if pin.mount.mnt_ns_id != peer.mnt_ns_id {

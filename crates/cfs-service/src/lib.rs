@@ -15,7 +15,8 @@
 //! - [`cache`]: validated images, root-owned, by image id; a cfs
 //!   repository whose pins are the live mounts, their owners, and what gc
 //!   keeps.
-//! - [`limits`]: per-uid and global caps, timeouts.
+//! - [`limits`]: per-user (the uid a client is charged to) and global
+//!   caps, timeouts.
 //!
 //! Mounting itself is `cfs_mount::service::MountForPeer` (the overlay
 //! created with the client's credentials, in its mount namespace).

@@ -1,8 +1,9 @@
-//! The client side: `cfs mount` in mode `service` opens the image, the
-//! object directories and the mount point itself, and sends the fds; `cfs
-//! unmount` of a service mount sends the mount's root and its parent. The
-//! service sees only fds this process opened with its own permissions: it
-//! can't be talked into opening a path.
+//! The client side: `cfs mount` in mode `service` opens the image (and
+//! copies it into a sealed memfd, [`sealed_copy`]), the object directories
+//! and the mount point itself, and sends the fds; `cfs unmount` of a
+//! service mount sends the mount's parent and its name. The service sees
+//! only fds this process opened with its own permissions: it can't be
+//! talked into opening a path.
 
 use super::protocol::{self, ProtocolError, Request, Response, ServiceVerity};
 use crate::error::{MountError, UnmountError};
@@ -196,12 +197,13 @@ pub(crate) fn mount(cfg: &MountConfig, target: &Path) -> Result<MountId, MountEr
             })
         }
     };
+    let sealed = sealed_copy(image_file.as_fd(), &cfg.image)?;
     let req = Request::Mount {
         objects: objects.len() as u32,
         image_id: cfg.expected_digest.map(|d| d.to_hex()),
         verity,
     };
-    let mut fds = vec![image_file.as_fd(), mountpoint.as_fd()];
+    let mut fds = vec![sealed.as_fd(), mountpoint.as_fd()];
     fds.extend(objects.iter().map(|o| o.as_fd()));
     let path = super::socket_path();
     let answer = Client::connect(&path, REQUEST_TIMEOUT).and_then(|c| c.call(&req, &fds));
@@ -212,6 +214,56 @@ pub(crate) fn mount(cfg: &MountConfig, target: &Path) -> Result<MountId, MountEr
         Ok(r) => Err(ServiceError::Unexpected(format!("{r:?}")).into()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A copy of the image `file` (at `path`, for messages) in a memfd sealed
+/// against writing, growing, shrinking and further seals: what the service
+/// takes, since reading it can't wait on a file system (the image could be
+/// on this user's own FUSE server) and its bytes can't change while the
+/// service reads them. The copy reads at offsets, leaving `file`'s own
+/// offset alone. An image that already is such a memfd (`--digest`'s
+/// checked copy) is sent as it is.
+pub fn sealed_copy(file: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, MountError> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let io = |op: &'static str| {
+        move |e: rustix::io::Errno| MountError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    };
+    let frozen = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK;
+    if rustix::fs::fcntl_get_seals(file).is_ok_and(|s| s.contains(frozen)) {
+        return rustix::io::fcntl_dupfd_cloexec(file, 0).map_err(io("duplicate the image's fd"));
+    }
+    let memfd =
+        rustix::fs::memfd_create("cfs-image", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+            .map_err(io("make a memfd for the image"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = match rustix::io::pread(file, &mut buf, at) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(io("read the image")(e)),
+        };
+        let mut done = 0;
+        while done < n {
+            match rustix::io::pwrite(&memfd, &buf[done..n], at + done as u64) {
+                Ok(w) => done += w,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(io("copy the image into a memfd")(e)),
+            }
+        }
+        at += n as u64;
+    }
+    rustix::fs::fcntl_add_seals(
+        &memfd,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )
+    .map_err(io("seal the memfd of the image"))?;
+    Ok(memfd)
 }
 
 /// Asks the service to unmount the service mount `mp` (which this process

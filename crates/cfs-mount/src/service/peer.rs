@@ -49,8 +49,12 @@ use std::path::{Path, PathBuf};
 /// when it connected: never what it says about itself.
 #[derive(Debug)]
 pub struct Peer {
-    /// Its effective uid (`SO_PEERCRED`), in the initial user namespace.
+    /// Its effective uid (`SO_PEERCRED`), in the initial user namespace:
+    /// whose files it may touch, what the mount is made as.
     pub uid: u32,
+    /// The user answerable for it ([`Peer::account_uid`]): what every
+    /// per-user limit is charged to, and who may unmount its mounts.
+    pub account_uid: u32,
     /// Its effective gid.
     pub gid: u32,
     /// Its supplementary groups (`SO_PEERGROUPS`).
@@ -80,8 +84,10 @@ impl Peer {
         let mnt_ns_id = sys::mount_namespace_id(mnt_ns.as_fd())?;
         let userns = sys::namespace_owner(mnt_ns.as_fd())?;
         let ino = rustix::fs::fstat(&userns)?.st_ino;
+        let uid = cred.uid.as_raw();
         Ok(Peer {
-            uid: cred.uid.as_raw(),
+            uid,
+            account_uid: account_uid(pidfd.as_fd(), uid)?,
             gid: cred.gid.as_raw(),
             groups,
             pid: cred.pid.as_raw_nonzero().get(),
@@ -97,6 +103,50 @@ impl Peer {
     pub fn pidfd(&self) -> BorrowedFd<'_> {
         self.pidfd.as_fd()
     }
+
+    /// The peer for logs and messages: `uid A pid P`, or `uid A (as uid U)
+    /// pid P` when it runs as another uid of A's user namespaces.
+    pub fn describe(&self) -> String {
+        if self.uid == self.account_uid {
+            format!("uid {} pid {}", self.uid, self.pid)
+        } else {
+            format!(
+                "uid {} (as uid {}) pid {}",
+                self.account_uid, self.uid, self.pid
+            )
+        }
+    }
+}
+
+/// The deepest nesting of user namespaces (`MAX_USER_NS_LEVEL` 32) and one.
+const MAX_USER_NAMESPACE_DEPTH: usize = 33;
+
+/// The user answerable for the process `pidfd` (whose uid is `uid`): for a
+/// process in the initial user namespace its uid; for one in a namespace
+/// of its own, the uid that created the outermost namespace above it (the
+/// child of the initial one), `NS_GET_OWNER_UID`. A user with subordinate
+/// ids (`/etc/subuid`, `unshare --map-auto`) runs processes as many uids,
+/// but all of them in namespaces it created: charged by uid, each would be
+/// a user of its own, with limits of its own. Root's containers are
+/// root's.
+fn account_uid(pidfd: BorrowedFd<'_>, uid: u32) -> std::io::Result<u32> {
+    let is_initial = |ns: &OwnedFd| -> std::io::Result<bool> {
+        Ok(rustix::fs::fstat(ns)?.st_ino == crate::detect::PROC_USER_INIT_INO)
+    };
+    let mut ns = sys::pidfd_user_namespace(pidfd)?;
+    if is_initial(&ns)? {
+        return Ok(uid);
+    }
+    for _ in 0..MAX_USER_NAMESPACE_DEPTH {
+        let parent = sys::user_namespace_parent(ns.as_fd())?;
+        if is_initial(&parent)? {
+            return Ok(sys::user_namespace_owner_uid(ns.as_fd())?);
+        }
+        ns = parent;
+    }
+    Err(std::io::Error::other(
+        "its user namespaces nest deeper than the kernel allows",
+    ))
 }
 
 /// A mount the service makes for a peer, from fds the service checked.
@@ -322,4 +372,57 @@ pub fn unmount_for(
         .join()
         .unwrap_or_else(|_| Err(io(Errno::IO)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+
+    fn pidfd_of(pid: u32) -> OwnedFd {
+        pidfd_open(Pid::from_raw(pid as i32).unwrap(), PidfdFlags::empty()).unwrap()
+    }
+
+    #[test]
+    fn a_process_in_the_initial_user_namespace_is_charged_to_its_own_uid() {
+        if !crate::Privilege::probe().initial_admin() {
+            println!("skipped: needs root in the initial user namespace");
+            return;
+        }
+        let me = pidfd_of(std::process::id());
+        assert_eq!(account_uid(me.as_fd(), 4242).unwrap(), 4242);
+    }
+
+    #[test]
+    fn a_process_in_nested_user_namespaces_is_charged_to_their_creator() {
+        if !crate::Privilege::probe().initial_admin() {
+            println!("skipped: needs root in the initial user namespace");
+            return;
+        }
+        // uid 4321 makes a user namespace, and root there one more inside.
+        let child = std::process::Command::new("setpriv")
+            .args(["--reuid=4321", "--regid=4321", "--clear-groups"])
+            .args(["unshare", "-Ur", "unshare", "-Ur", "sleep", "30"])
+            .spawn();
+        let Ok(mut child) = child else {
+            println!("skipped: no setpriv or unshare");
+            return;
+        };
+        let pidfd = pidfd_of(child.id());
+        // In both namespaces once it runs `sleep`.
+        let comm = format!("/proc/{}/comm", child.id());
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::read_to_string(&comm).unwrap_or_default() != "sleep\n"
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // 0: its uid as the kernel reports it (root of the inner namespace,
+        // unmapped there, were it asked from the initial one).
+        let got = account_uid(pidfd.as_fd(), 0);
+        let depth = std::fs::read_link(format!("/proc/{}/ns/user", child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(got.unwrap(), 4321, "{depth:?}");
+    }
 }

@@ -17,12 +17,18 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn open(path: &Path, flags: OFlags) -> OwnedFd {
+pub(super) fn open(path: &Path, flags: OFlags) -> OwnedFd {
     rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty())
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
-fn mount_request(objects: u32) -> Request {
+/// The image at `path` as the service takes it: copied into a sealed memfd
+/// (what `cfs mount` sends).
+pub(super) fn sealed(path: &Path) -> OwnedFd {
+    cfs_mount::service::client::sealed_copy(open(path, OFlags::RDONLY).as_fd(), path).unwrap()
+}
+
+pub(super) fn mount_request(objects: u32) -> Request {
     Request::Mount {
         objects,
         image_id: None,
@@ -201,7 +207,7 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
     .to_string();
 
     let cases = as_test_user(|| {
-        let img = || open(&image, OFlags::RDONLY);
+        let img = || sealed(&image);
         let objs = || open(&objects, OFlags::PATH | OFlags::DIRECTORY);
         let mp = || {
             open(
@@ -229,7 +235,7 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
         ] {
             case(
                 name,
-                mount(&open(&h.top().join(file), OFlags::RDONLY), &mp(), &objs()),
+                mount(&sealed(&h.top().join(file)), &mp(), &objs()),
                 want,
             );
         }
@@ -261,6 +267,29 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
             "image: O_PATH",
             mount(&open(&image, OFlags::PATH), &mp(), &objs()),
             "opened O_PATH",
+        );
+        // A file could be on the user's own FUSE server (under an overlay,
+        // where the FUSE check sees overlayfs), whose stalled read no
+        // deadline interrupts; a memfd not sealed could change meanwhile.
+        case(
+            "image: a regular file",
+            mount(&open(&image, OFlags::RDONLY), &mp(), &objs()),
+            "not a memfd sealed against writing, growing and shrinking",
+        );
+        let unsealed: OwnedFd = rustix::fs::memfd_create(
+            "image",
+            rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+        )
+        .unwrap();
+        std::io::Write::write_all(
+            &mut std::fs::File::from(unsealed.try_clone().unwrap()),
+            &std::fs::read(&image).unwrap(),
+        )
+        .unwrap();
+        case(
+            "image: a memfd not sealed",
+            mount(&unsealed, &mp(), &objs()),
+            "not a memfd sealed",
         );
         case(
             "mount point: root's",

@@ -12,6 +12,10 @@
 //!   slow requests, objects the user can't read (in a root-only directory,
 //!   hard-linked, symlinked, bind-mounted): each refused or unreadable, the
 //!   service alive and its other mounts intact; limits hold;
+//! - `limits`: a user's subordinate uids are that user to the limits;
+//!   parallel mounts can't pass the mount limit together; parallel large
+//!   images are read one validation slot at a time; a pin of a mount gone
+//!   unmounts nothing;
 //! - `fallback`: without a service, `cfs mount` mounts with FUSE as
 //!   before; a refused mount falls back too;
 //! - `units`: the service socket-activated (`systemd-socket-activate`)
@@ -22,6 +26,7 @@
 
 mod fallback;
 mod hostile;
+mod limits;
 mod mount;
 mod setuid;
 mod units;
