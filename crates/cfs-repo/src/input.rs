@@ -70,16 +70,16 @@ pub fn read_capped(input: &mut dyn Read, size: Option<u64>, cap: u64) -> io::Res
     let over = |what: String| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{what} over the limit of {cap} bytes"),
+            format!("{what}, over the limit of {cap} bytes"),
         )
     };
     if let Some(size) = size.filter(|&s| s > cap) {
-        return Err(over(format!("{size} bytes,")));
+        return Err(over(format!("{size} bytes")));
     }
     let mut bytes = Vec::with_capacity(size.unwrap_or(0) as usize);
     input.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {
-        return Err(over("it goes on".into()));
+        return Err(over(format!("more than {cap} bytes")));
     }
     Ok(bytes)
 }
