@@ -9,24 +9,108 @@
 //! reader decodes one frame and stops there, silently: a layer cut to its
 //! first frame, which the `tar_import` fuzz target found as `cfs import-tar`
 //! and `cfs oci pull` disagreeing on one input.)
+//!
+//! **What it expands to is bounded.** A few bytes of zstd can stand for
+//! gigabytes of zeros, which the import would hash and store. So the bytes
+//! a compressed layer decompresses to are charged to its image, with the
+//! compressed bytes read so far ([`ImageCharge::expand`]): past
+//! [`Limits::max_expansion_ratio`](crate::limits::Limits::max_expansion_ratio)
+//! (once past `expansion_floor`) the stream fails, naming the layer and the
+//! ratio.
 
+use crate::limits::ImageCharge;
 use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
 use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// The decompressed stream of a layer (see the module doc).
-pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>> {
-    let mut buf = BufReader::with_capacity(256 * 1024, reader);
+/// The decompressed stream of the layer `layer` (see the module doc), its
+/// expansion charged to `image`.
+pub fn decompress<'a, R: Read + 'a>(
+    reader: R,
+    layer: &str,
+    image: &'a ImageCharge,
+) -> io::Result<Box<dyn Read + 'a>> {
+    let read = Rc::new(Cell::new(0));
+    let counted = Counted {
+        inner: reader,
+        read: read.clone(),
+    };
+    let mut buf = BufReader::with_capacity(256 * 1024, counted);
     let head = buf.fill_buf()?;
+    let bounded = |inner: Box<dyn Read + 'a>| -> Box<dyn Read + 'a> {
+        Box::new(Expansion {
+            inner,
+            layer: layer.to_owned(),
+            read,
+            charged: 0,
+            decompressed: 0,
+            image,
+        })
+    };
     if head.starts_with(&GZIP_MAGIC) {
-        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(buf)))
+        Ok(bounded(Box::new(flate2::bufread::MultiGzDecoder::new(buf))))
     } else if head.starts_with(&ZSTD_MAGIC) {
-        Ok(Box::new(ZstdFrames::new(buf)))
+        Ok(bounded(Box::new(ZstdFrames::new(buf))))
     } else {
         Ok(Box::new(buf))
+    }
+}
+
+/// Counts the compressed bytes read.
+struct Counted<R> {
+    inner: R,
+    read: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Charges what a decompressor gives, and the compressed bytes read for it,
+/// to the image (see the module doc).
+struct Expansion<'a> {
+    inner: Box<dyn Read + 'a>,
+    layer: String,
+    /// Compressed bytes read ([`Counted`]).
+    read: Rc<Cell<u64>>,
+    /// Of those, already charged.
+    charged: u64,
+    /// Bytes this layer decompressed to.
+    decompressed: u64,
+    image: &'a ImageCharge,
+}
+
+impl Read for Expansion<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let read = self.read.get();
+        self.decompressed += n as u64;
+        let charged = self.image.expand(read - self.charged, n as u64);
+        self.charged = read;
+        charged.map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "layer {} decompresses to more than {} times its compressed size \
+                     ({} bytes from {read}): {e} (checked once the image's layers \
+                     decompress to more than expansion_floor = {} bytes)",
+                    self.layer,
+                    self.image.limits().max_expansion_ratio,
+                    self.decompressed,
+                    self.image.limits().expansion_floor,
+                ),
+            )
+        })?;
+        Ok(n)
     }
 }
 
@@ -111,6 +195,7 @@ impl<R: BufRead> Read for ZstdFrames<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Limits;
     use ruzstd::encoding::{compress_to_vec, CompressionLevel};
 
     fn zstd(data: &[u8]) -> Vec<u8> {
@@ -126,9 +211,57 @@ mod tests {
     }
 
     fn read_all(stream: &[u8]) -> io::Result<Vec<u8>> {
+        read_with(stream, &Limits::default())
+    }
+
+    fn read_with(stream: &[u8], limits: &Limits) -> io::Result<Vec<u8>> {
+        let image = ImageCharge::new(limits);
         let mut out = Vec::new();
-        decompress(stream)?.read_to_end(&mut out)?;
+        decompress(stream, "L", &image)?.read_to_end(&mut out)?;
         Ok(out)
+    }
+
+    /// The 263 KiB `.tar.zst` that wrote 8 GiB, scaled down to the limits.
+    #[test]
+    fn expansion_over_the_ratio_is_refused() {
+        let limits = Limits {
+            max_expansion_ratio: 100,
+            expansion_floor: 1 << 20,
+            ..Limits::default()
+        };
+        let zeros = vec![0u8; 4 << 20];
+        let gzip = |d: &[u8]| {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            e.write_all(d).unwrap();
+            e.finish().unwrap()
+        };
+        let varied: Vec<u8> = (0..4u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        // (stream, refused)
+        let table: Vec<(Vec<u8>, bool)> = vec![
+            (zstd(&zeros), true),
+            (gzip(&zeros), true),
+            // Under the floor, any ratio.
+            (zstd(&zeros[..1 << 20]), false),
+            // Real data compresses far less.
+            (zstd(&varied), false),
+            (gzip(&varied), false),
+            // A plain stream does not expand.
+            (zeros.clone(), false),
+        ];
+        for (stream, refused) in table {
+            let r = read_with(&stream, &limits);
+            assert_eq!(r.is_err(), refused, "{} bytes: {r:?}", stream.len());
+            if let Err(e) = r {
+                let e = e.to_string();
+                assert!(
+                    e.contains("layer L") && e.contains("max_expansion_ratio = 100"),
+                    "{e}"
+                );
+            }
+        }
     }
 
     #[test]

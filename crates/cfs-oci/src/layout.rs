@@ -216,12 +216,7 @@ impl Layout {
             fd: std::sync::Arc::new(fd),
         };
         let marker = dir.join("oci-layout");
-        let mut text = Vec::new();
-        layout
-            .open_file("oci-layout")?
-            .take(MAX_JSON)
-            .read_to_end(&mut text)
-            .map_err(OciError::io("read", &marker))?;
+        let text = layout.read_document("oci-layout")?;
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Marker {
@@ -238,7 +233,8 @@ impl Layout {
     }
 
     /// Opens the file `rel` of the layout, beneath it (no `..`, absolute
-    /// path or symlink leading out; `O_NONBLOCK` so a FIFO can't stall us).
+    /// path or symlink leading out), and only if it is a regular file
+    /// (opened `O_NONBLOCK`, so a FIFO can't stall us, and refused then).
     fn open_file(&self, rel: &str) -> Result<std::fs::File, OciError> {
         use rustix::fs::{OFlags, ResolveFlags};
         rustix::fs::openat2(
@@ -248,19 +244,23 @@ impl Layout {
             rustix::fs::Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )
-        .map(std::fs::File::from)
-        .map_err(|e| OciError::io("open", &self.dir.join(rel))(e.into()))
+        .map_err(io::Error::from)
+        .and_then(|fd| cfs_repo::input::regular(fd.into()))
+        .map_err(OciError::io("open", &self.dir.join(rel)))
+    }
+
+    /// Reads the document `rel` of the layout whole: at most [`MAX_JSON`]
+    /// bytes (a larger file is refused by its size, before it is read).
+    fn read_document(&self, rel: &str) -> Result<Vec<u8>, OciError> {
+        let mut f = self.open_file(rel)?;
+        cfs_repo::input::read_file_capped(&mut f, MAX_JSON)
+            .map_err(OciError::io("read", &self.dir.join(rel)))
     }
 
     /// The layout's `index.json`.
     pub fn index(&self) -> Result<Index, OciError> {
-        let p = self.dir.join("index.json");
-        let f = self.open_file("index.json")?;
-        let mut bytes = Vec::new();
-        f.take(MAX_JSON)
-            .read_to_end(&mut bytes)
-            .map_err(OciError::io("read", &p))?;
-        parse_json(&bytes, &p.display().to_string())
+        let bytes = self.read_document("index.json")?;
+        parse_json(&bytes, &self.dir.join("index.json").display().to_string())
     }
 
     /// Where a blob lives (checking the digest's syntax).
@@ -273,7 +273,7 @@ impl Layout {
         let rel = format!("blobs/sha256/{}", sha256_hex(&desc.digest)?);
         let f = self.open_file(&rel).map_err(|e| OciError::Digest {
             digest: desc.digest.clone(),
-            what: format!("cannot {e}"),
+            what: e.to_string(),
         })?;
         Ok(Verify::new(f, Some(desc.size)))
     }

@@ -63,6 +63,23 @@ pub struct Limits {
     pub max_sparse_holes: u64,
     /// Size of a stored layer record (and of one read back).
     pub max_record_bytes: u64,
+    /// Bytes a layer may have after its tar's end-of-archive block. A tar
+    /// is padded with zeros to a whole record (10 KiB by default, larger
+    /// with a larger blocking factor, `tar -b 8192` making 4 MiB records);
+    /// OCI tools write none. Without a bound, an endless stream of zeros
+    /// (`/dev/zero`, or a pipe that never closes) is an empty archive read
+    /// forever.
+    pub max_trailer: u64,
+    /// How many times its compressed bytes the layers of one image may
+    /// decompress to, once they have decompressed to more than
+    /// `expansion_floor`: past it, the layer being read is refused. Real
+    /// layers compress 2 to 10 times; a compressed stream of zeros expands
+    /// about 1,000 times (gzip) or 30,000 times (zstd), so that a 263 KiB
+    /// `.tar.zst` holding a file of zeros would write 8 GiB.
+    pub max_expansion_ratio: u64,
+    /// Decompressed bytes the layers of one image may always reach,
+    /// whatever their ratio (small layers are never refused for it).
+    pub expansion_floor: u64,
 }
 
 impl Default for Limits {
@@ -80,6 +97,9 @@ impl Default for Limits {
             max_xattr_bytes: 1 << 20,
             max_sparse_holes: 4 << 30,
             max_record_bytes: 1 << 30,
+            max_trailer: 4 << 20,
+            max_expansion_ratio: 100,
+            expansion_floor: 64 << 20,
         }
     }
 }
@@ -113,13 +133,16 @@ impl std::fmt::Display for Exceeded {
     }
 }
 
-/// The nodes and bytes charged so far to the layers of one image, shared by
+/// The nodes and bytes charged so far to the layers of one image, and the
+/// bytes their compressed streams were read and decompressed to, shared by
 /// the layers read in parallel.
 #[derive(Debug)]
 pub struct ImageCharge {
     limits: Limits,
     nodes: AtomicU64,
     bytes: AtomicU64,
+    compressed: AtomicU64,
+    decompressed: AtomicU64,
 }
 
 impl ImageCharge {
@@ -129,7 +152,26 @@ impl ImageCharge {
             limits: *limits,
             nodes: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            compressed: AtomicU64::new(0),
+            decompressed: AtomicU64::new(0),
         }
+    }
+
+    /// Charges `compressed` bytes read from a compressed layer and the
+    /// `decompressed` bytes they gave; past `max_expansion_ratio` (once past
+    /// `expansion_floor`), says so. Returns the image's totals so far:
+    /// (compressed, decompressed).
+    pub fn expand(&self, compressed: u64, decompressed: u64) -> Result<(u64, u64), Exceeded> {
+        let c = self.compressed.fetch_add(compressed, Ordering::Relaxed) + compressed;
+        let d = self.decompressed.fetch_add(decompressed, Ordering::Relaxed) + decompressed;
+        let ratio = self.limits.max_expansion_ratio;
+        if d > self.limits.expansion_floor && d > c.saturating_mul(ratio) {
+            return Err(Exceeded {
+                limit: "max_expansion_ratio",
+                value: ratio,
+            });
+        }
+        Ok((c, d))
     }
 
     /// The limits charged against.
@@ -235,6 +277,37 @@ pub fn charge_tree(charge: &mut LayerCharge<'_>, tree: &cfs_format::Tree) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expansion_is_bounded_past_its_floor() {
+        let limits = Limits {
+            max_expansion_ratio: 10,
+            expansion_floor: 1000,
+            ..Limits::default()
+        };
+        // (charges of (compressed, decompressed), refused at the last)
+        let table: &[(&[(u64, u64)], bool)] = &[
+            // Under the floor, any ratio.
+            (&[(1, 1000)], false),
+            (&[(1, 1001)], true),
+            // Past it, the ratio of the totals.
+            (&[(100, 900), (10, 200)], false),
+            (&[(100, 900), (10, 201)], true),
+            // Layers of one image share the floor.
+            (&[(0, 600), (0, 600)], true),
+        ];
+        for &(charges, refused) in table {
+            let image = ImageCharge::new(&limits);
+            let results: Vec<_> = charges.iter().map(|&(c, d)| image.expand(c, d)).collect();
+            let (last, before) = results.split_last().unwrap();
+            assert!(before.iter().all(Result::is_ok), "{charges:?}");
+            assert_eq!(
+                last.err().map(|e| e.limit),
+                refused.then_some("max_expansion_ratio"),
+                "{charges:?}"
+            );
+        }
+    }
 
     #[test]
     fn layer_and_image_limits_name_themselves() {

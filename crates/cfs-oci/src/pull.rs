@@ -422,10 +422,12 @@ fn import_layer(
         events,
     };
     let result = (|| {
-        let stream = compression::decompress(&mut counted).map_err(|source| OciError::Stream {
-            layer: l.digest.clone(),
-            what: "could not start decompressing".into(),
-            source,
+        let stream = compression::decompress(&mut counted, &l.digest, image).map_err(|source| {
+            OciError::Stream {
+                layer: l.digest.clone(),
+                what: "could not start decompressing".into(),
+                source,
+            }
         })?;
         let mut diff = Verify::new(stream, None);
         let r = tar::read_layer(&mut diff, &l.digest, repo.objects(), image)?;
@@ -448,7 +450,9 @@ fn import_layer(
 
 /// `cfs import-tar`: one tar (plain, gzip or zstd; `-` for stdin) as an
 /// image named `name`. Whiteouts in it are applied (to nothing) and dropped.
-/// The stream is read to its end, as a pull does.
+/// The stream is read to its end (within [`Limits::max_trailer`]), as a
+/// pull does. A file must be a regular file (it is opened without blocking:
+/// a FIFO is refused); standard input may be a pipe.
 pub fn import_tar(
     repo: &Repository,
     file: &Path,
@@ -460,23 +464,21 @@ pub fn import_tar(
     let input: Box<dyn Read> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::fs::File::open(file).map_err(OciError::io("open", file))?)
+        Box::new(cfs_repo::input::open_regular(file).map_err(OciError::io("open", file))?)
     };
-    let shown = file.display().to_string();
-    let mut stream = compression::decompress(input).map_err(|source| OciError::Stream {
-        layer: shown.clone(),
-        what: "could not start decompressing".into(),
-        source,
-    })?;
+    let shown = if file == Path::new("-") {
+        "stdin".to_owned()
+    } else {
+        file.display().to_string()
+    };
     let image = ImageCharge::new(limits);
+    let mut stream =
+        compression::decompress(input, &shown, &image).map_err(|source| OciError::Stream {
+            layer: shown.clone(),
+            what: "could not start decompressing".into(),
+            source,
+        })?;
     let (tree, stats) = tar::read_layer(&mut stream, &shown, repo.objects(), &image)?;
-    // What follows the tar's end is read too, as a pull reads it for the
-    // diff_id: a broken or trailing compressed frame there fails both.
-    std::io::copy(&mut stream, &mut std::io::sink()).map_err(|source| OciError::Stream {
-        layer: shown.clone(),
-        what: "reading to the end, after the tar".into(),
-        source,
-    })?;
     let mut merge = Merge::new();
     merge.apply(LayerRef {
         digest: &shown,

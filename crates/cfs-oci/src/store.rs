@@ -210,7 +210,7 @@ pub fn get_blob(repo: &Repository, digest: &str) -> Result<Vec<u8>, OciError> {
         what: repo.path().join(&rel).display().to_string(),
         reason: "missing or malformed blob link".into(),
     })?;
-    let bytes = repo.objects().read_object(&obj)?;
+    let bytes = repo.objects().read_object(&obj, crate::layout::MAX_JSON)?;
     let v = crate::layout::Verify::new(&bytes[..], None);
     v.finish(digest, Some(bytes.len() as u64))?;
     Ok(bytes)

@@ -135,7 +135,8 @@ pub fn shown_path(raw: &[u8]) -> String {
 }
 
 /// Reads one layer tar (already decompressed) into a layer tree, storing
-/// every regular file's content in `store`. `layer` names the layer in
+/// every regular file's content in `store`, then what follows the tar to
+/// the end of `input` (at most [`Limits::max_trailer`] bytes). `layer` names the layer in
 /// errors; its tree is charged to `image` (and held to the layer limits).
 pub fn read_layer(
     input: &mut dyn Read,
@@ -192,6 +193,7 @@ pub fn read_layer(
         }
         Ok(())
     })?;
+    read_trailer(archive.into_inner().inner, layer, limits)?;
     let pending = std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|p| p.into_inner()));
     for (id, stored) in pending {
         let ins = stored?;
@@ -201,6 +203,33 @@ pub fn read_layer(
     let stats = reader.stats;
     let tree = crate::merge::finish(reader.tree);
     Ok((tree, stats))
+}
+
+/// Reads what follows the tar's end-of-archive block to the end of the
+/// stream (a pull hashes it for the `diff_id`; a broken or trailing
+/// compressed frame there is an error), up to [`Limits::max_trailer`] bytes:
+/// zeros without end are an empty archive that would be read forever.
+fn read_trailer(rest: &mut dyn Read, layer: &str, limits: &Limits) -> Result<(), OciError> {
+    let max = limits.max_trailer;
+    let read = io::copy(
+        &mut Read::take(rest, max.saturating_add(1)),
+        &mut io::sink(),
+    )
+    .map_err(|source| OciError::Stream {
+        layer: layer.to_owned(),
+        what: "reading to the end, after the tar".into(),
+        source,
+    })?;
+    if read > max {
+        return Err(OciError::Invalid {
+            what: layer.to_owned(),
+            reason: format!(
+                "more than {max} bytes after the end of the tar archive (over the limit \
+                 max_trailer = {max}; a tar's padding to its record size is far less)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// What the stores running on the pool share with the reading thread.

@@ -174,6 +174,44 @@ fn entry_count_is_capped() {
 /// bytes are capped, each error naming its limit and the entry.
 /// GNU tar's first check: an empty or short stream, or a first block that is
 /// no header, is not a tar archive; an archive of zero blocks is an empty one.
+/// `cfs import-tar /dev/zero` ran forever: zeros are an empty archive,
+/// then read "to the end".
+#[test]
+fn what_follows_the_tar_is_bounded() {
+    let limits = Limits {
+        max_trailer: 10 * 1024,
+        ..Limits::default()
+    };
+    let tar = RawTar::default().file("f", b"hi").done();
+    let then =
+        |tail: Vec<u8>| -> Box<dyn Read> { Box::new(io::Cursor::new([&tar[..], &tail].concat())) };
+    let endless = |head: &[u8]| -> Box<dyn Read> {
+        Box::new(io::Cursor::new(head.to_vec()).chain(io::repeat(0)))
+    };
+    // (input, refused)
+    let table: Vec<(Box<dyn Read>, bool)> = vec![
+        // Padded to the default 10 KiB record: accepted.
+        (Box::new(io::repeat(0).take(10 * 1024)), false),
+        (then(vec![0; 10 * 1024 - 1024]), false),
+        // Anything but zeros after the end is read too (as a pull hashes it).
+        (then(vec![0xaa; 100]), false),
+        // Without end, or longer than the limit: refused.
+        (endless(&[]), true),
+        (endless(&tar), true),
+        (then(vec![0; 12 * 1024]), true),
+    ];
+    for (i, (mut input, refused)) in table.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::create(&dir.path().join("o")).unwrap();
+        let r = read_layer(&mut *input, "t", &store, &ImageCharge::new(&limits));
+        assert_eq!(r.is_err(), refused, "case {i}: {:?}", r.err());
+        if let Err(e) = r {
+            let e = e.to_string();
+            assert!(e.contains("over the limit max_trailer = 10240"), "{e}");
+        }
+    }
+}
+
 #[test]
 fn only_tar_archives_are_read() {
     let read = |data: &[u8]| read(data, &Limits::default());
@@ -465,7 +503,7 @@ fn content_of(tree: &Tree, store: &ObjectStore, path: &[u8]) -> Vec<u8> {
         return c.clone();
     }
     match &n.digest {
-        Some(d) => store.read_object(d).unwrap(),
+        Some(d) => store.read_object(d, u64::MAX).unwrap(),
         None => Vec::new(),
     }
 }

@@ -120,9 +120,13 @@ impl Repository {
         Ok(out)
     }
 
-    /// Reads a stored image's bytes.
+    /// Reads a stored image's bytes (at most [`MAX_IMAGE_BYTES`]).
+    ///
+    /// [`MAX_IMAGE_BYTES`]: crate::input::MAX_IMAGE_BYTES
     pub fn read_image(&self, id: &Digest) -> Result<Vec<u8>, RepoError> {
-        Ok(self.objects.read_object(id)?)
+        Ok(self
+            .objects
+            .read_object(id, crate::input::MAX_IMAGE_BYTES)?)
     }
 
     /// The objects an image refers to (its external files' backing objects), sorted.

@@ -247,14 +247,12 @@ impl ObjectStore {
         .map_err(StoreError::io("open", &self.object_path(digest)))
     }
 
-    /// Reads a whole object (images are metadata only and small).
-    pub fn read_object(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
-        use std::io::Read;
+    /// Reads a whole object (an image, a document) of at most `max_bytes`:
+    /// a larger one is refused by its size, before it is read.
+    pub fn read_object(&self, digest: &Digest, max_bytes: u64) -> Result<Vec<u8>, StoreError> {
         let mut file = self.open_object(digest)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)
-            .map_err(StoreError::std_io("read", &self.object_path(digest)))?;
-        Ok(data)
+        crate::input::read_file_capped(&mut file, max_bytes)
+            .map_err(StoreError::std_io("read", &self.object_path(digest)))
     }
 
     /// Makes every object name created since the last call durable: fsyncs

@@ -83,10 +83,14 @@ pub fn main_composefs_info(argv: Vec<OsString>) -> anyhow::Result<()> {
     }
 }
 
-/// Reads an image file into a tree (a plain read; mmap comes later).
+/// Reads an image file into a tree (a plain read; mmap comes later): a
+/// regular file only, opened without blocking, of at most
+/// [`MAX_IMAGE_BYTES`](cfs_repo::input::MAX_IMAGE_BYTES).
 pub fn load(path: &Path) -> anyhow::Result<Tree> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
+    use cfs_repo::input;
+    let bytes = input::open_regular(path)
+        .and_then(|mut f| input::read_file_capped(&mut f, input::MAX_IMAGE_BYTES))
+        .with_context(|| format!("could not read {}", path.display()))?;
     Image::open(bytes)
         .and_then(|img| img.to_tree())
         .with_context(|| format!("failed to load {}", path.display()))

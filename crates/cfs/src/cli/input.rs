@@ -16,7 +16,7 @@
 use anyhow::Context;
 use cfs_format::reader::Image;
 use cfs_format::Tree;
-use std::io::Read;
+use cfs_repo::input::{self, MAX_IMAGE_BYTES};
 use std::path::{Path, PathBuf};
 
 /// An IMAGE argument, classified.
@@ -79,27 +79,27 @@ pub fn read_image(arg: &Path, repo: Option<&Path>) -> anyhow::Result<(String, Ve
             let (id, mut file) = r
                 .open_image(&name)
                 .map_err(|e| with_file_hint(e.into(), &name))?;
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes)
+            let bytes = input::read_file_capped(&mut file, MAX_IMAGE_BYTES)
                 .with_context(|| format!("could not read image {id} ({name})"))?;
             Ok((name, bytes))
         }
     }
 }
 
-/// Reads a file, or standard input for `-`: what it is called in messages
-/// (`stdin` or the path), and its bytes.
+/// Reads an image file, or standard input for `-`: what it is called in
+/// messages (`stdin` or the path), and its bytes. Only a regular file is
+/// read (a FIFO or device is refused, without blocking on it), and at most
+/// [`MAX_IMAGE_BYTES`]: a larger file is refused by its size before it is
+/// read, standard input once it passes the cap.
 pub fn read_file(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
     if path == Path::new("-") {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .lock()
-            .read_to_end(&mut bytes)
+        let bytes = input::read_capped(&mut std::io::stdin().lock(), None, MAX_IMAGE_BYTES)
             .context("could not read stdin")?;
         return Ok(("stdin".into(), bytes));
     }
-    let bytes =
-        std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
+    let bytes = input::open_regular(path)
+        .and_then(|mut f| input::read_file_capped(&mut f, MAX_IMAGE_BYTES))
+        .with_context(|| format!("could not read {}", path.display()))?;
     Ok((path.display().to_string(), bytes))
 }
 

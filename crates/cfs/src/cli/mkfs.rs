@@ -127,7 +127,12 @@ fn read_dumpfile(a: &MkfsArgs) -> anyhow::Result<Tree> {
             .read_to_end(&mut input)
             .context("could not read stdin")?;
     } else {
-        input = std::fs::read(&a.source).with_context(|| format!("could not read {name}"))?;
+        // Opened without blocking, and refused unless a regular file: a
+        // FIFO would block the open.
+        let mut file = cfs_repo::input::open_regular(&a.source)
+            .with_context(|| format!("could not open {name}"))?;
+        file.read_to_end(&mut input)
+            .with_context(|| format!("could not read {name}"))?;
     }
     let strict = a.strict || std::env::var_os("CFS_PARSE_STRICT").is_some();
     let mode = if strict {

@@ -4,7 +4,8 @@
 //! OCI layout and through a real registry on loopback (Debian's
 //! `docker-registry`, pushed with `skopeo`), mounted and compared with
 //! `umoci unpack` of the same image; a hostile-tar corpus; tar bombs under a
-//! memory cap (`bombs`); sparse files from GNU tar (`sparse`); a registry
+//! memory cap (`bombs`); input without end, FIFOs and compressed zeros
+//! (`endless`); sparse files from GNU tar (`sparse`); a registry
 //! blob with a wrong digest; gc keeping what tags use.
 //!
 //! Mounting needs root, erofs and overlayfs; the registry needs
@@ -13,6 +14,7 @@
 
 mod bombs;
 mod compare;
+mod endless;
 mod names;
 mod registry;
 mod sparse;
