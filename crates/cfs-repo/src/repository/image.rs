@@ -68,6 +68,12 @@ impl Repository {
     /// `what` names the image in errors. The caller holds the shared lock.
     pub fn add_image(&self, image: &[u8], name: &str, what: &str) -> Result<Digest, RepoError> {
         super::refs::check_name(name)?;
+        if image.len() as u64 > crate::input::MAX_IMAGE_BYTES {
+            return Err(RepoError::ImageTooLarge {
+                what: what.to_owned(),
+                size: image.len() as u64,
+            });
+        }
         self.objects.sync()?;
         let stored = self.objects.insert_bytes_as(image, what)?;
         self.objects.sync()?;

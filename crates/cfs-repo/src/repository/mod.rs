@@ -91,6 +91,18 @@ pub enum RepoError {
         /// The caller's effective uid.
         you: u32,
     },
+    /// An image larger than cfs reads back ([`crate::input::MAX_IMAGE_BYTES`]):
+    /// stored, it could be neither mounted, dumped nor walked by gc.
+    #[error(
+        "{what}: the image would be {size} bytes, over the limit of {} bytes that cfs reads",
+        crate::input::MAX_IMAGE_BYTES
+    )]
+    ImageTooLarge {
+        /// The image, as the caller names it.
+        what: String,
+        /// Its size.
+        size: u64,
+    },
     /// The repository lock was not free within the time allowed.
     #[error("{}: still locked after {waited:?}{holders}", .path.display())]
     LockTimeout {

@@ -520,3 +520,23 @@ fn a_repository_of_another_user_is_refused_naming_its_owner() {
         "{message}"
     );
 }
+
+/// An image over the size cfs reads back is not stored (it could be neither
+/// mounted nor walked by gc). The bytes are zero pages never touched.
+#[test]
+fn an_image_over_the_read_limit_is_not_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repository::init(&tmp.path().join("repo")).unwrap();
+    let big = vec![0u8; crate::input::MAX_IMAGE_BYTES as usize + 1];
+    let e = repo.add_image(&big, "big", "the image of big").unwrap_err();
+    assert!(
+        matches!(e, RepoError::ImageTooLarge { size, .. } if size == big.len() as u64),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("the image of big: the image would be"),
+        "{e}"
+    );
+    assert!(repo.images().unwrap().is_empty());
+}
