@@ -75,7 +75,9 @@ pub struct Limits {
     /// `expansion_floor`: past it, the layer being read is refused. Real
     /// layers compress 2 to 10 times; a compressed stream of zeros expands
     /// about 1,000 times (gzip) or 30,000 times (zstd), so that a 263 KiB
-    /// `.tar.zst` holding a file of zeros would write 8 GiB.
+    /// `.tar.zst` holding a file of zeros would write 8 GiB. 1000 still
+    /// takes a gzip'd file of zeros (a `lastlog`) in an image that holds
+    /// data besides (`docs/oci.md`, "Why 1000 and 64 MiB").
     pub max_expansion_ratio: u64,
     /// Decompressed bytes the layers of one image may always reach,
     /// whatever their ratio (small layers are never refused for it).
@@ -98,7 +100,7 @@ impl Default for Limits {
             max_sparse_holes: 4 << 30,
             max_record_bytes: 1 << 30,
             max_trailer: 4 << 20,
-            max_expansion_ratio: 100,
+            max_expansion_ratio: 1000,
             expansion_floor: 64 << 20,
         }
     }
