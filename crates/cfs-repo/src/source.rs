@@ -11,6 +11,9 @@
 //! then checks that the inode it got is the one recorded before reading a
 //! byte. Anything else fails with [`SourceError`] naming the path.
 //!
+//! The scan itself reopens each directory it queued the same way
+//! ([`SourceTree::open_dir`], checked by device and inode number only).
+//!
 //! Why the root fd and not the parent directory's fd: the store step runs on
 //! the rayon pool over every file at once, and holding one fd per directory
 //! of a large tree would exceed the fd limit; `openat2` from the root walks
@@ -166,25 +169,8 @@ impl SourceTree {
     /// Nothing has been read from the file when this returns.
     pub fn open(&self, file: &ScannedFile) -> Result<std::fs::File, SourceError> {
         let path = || self.display_path(&file.rel);
-        let fd = open_beneath(&self.dir, &file.rel).map_err(|e| match e {
-            Errno::LOOP | Errno::XDEV => SourceError::Changed {
-                path: path(),
-                what: "a symlink is now on its path".into(),
-            },
-            Errno::NOTDIR => SourceError::Changed {
-                path: path(),
-                what: "a directory on its path is no longer a directory".into(),
-            },
-            Errno::NOENT => SourceError::Changed {
-                path: path(),
-                what: "it is gone".into(),
-            },
-            e => SourceError::Io {
-                op: "open",
-                path: path(),
-                source: e.into(),
-            },
-        })?;
+        let fd = open_beneath(&self.dir, &file.rel, OFlags::empty())
+            .map_err(|e| open_error(e, path()))?;
         let st = statx_fd(fd.as_fd()).map_err(|e| SourceError::Io {
             op: "stat",
             path: path(),
@@ -208,18 +194,69 @@ impl SourceTree {
         })?;
         Ok(std::fs::File::from(fd))
     }
+
+    /// Opens the directory `rel` below the root again (the scan does, to
+    /// read a directory it queued), beneath the root without following any
+    /// symlink, and checks that it is the inode `seen` (device and inode
+    /// number: a directory's size and mtime change as entries come and go).
+    pub fn open_dir(&self, rel: &Path, seen: &Identity) -> Result<OwnedFd, SourceError> {
+        let path = || self.display_path(rel);
+        let fd = if rel.as_os_str().is_empty() {
+            rustix::io::fcntl_dupfd_cloexec(&*self.dir, 0)
+        } else {
+            open_beneath(&self.dir, rel, OFlags::DIRECTORY)
+        }
+        .map_err(|e| open_error(e, path()))?;
+        let now = Identity::of(&fd).map_err(|e| SourceError::Io {
+            op: "stat",
+            path: path(),
+            source: e.into(),
+        })?;
+        if !seen.same_inode(&now) {
+            return Err(SourceError::Changed {
+                path: path(),
+                what: seen.difference(&now).unwrap_or_default(),
+            });
+        }
+        Ok(fd)
+    }
 }
 
-/// `openat2(dir, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY,
+/// The error for an `open_beneath` of `path` that failed with `e`.
+fn open_error(e: Errno, path: PathBuf) -> SourceError {
+    let what = match e {
+        Errno::LOOP | Errno::XDEV => "a symlink is now on its path",
+        Errno::NOTDIR => "a directory on its path is no longer a directory",
+        Errno::NOENT => "it is gone",
+        e => {
+            return SourceError::Io {
+                op: "open",
+                path,
+                source: e.into(),
+            }
+        }
+    };
+    SourceError::Changed {
+        path,
+        what: what.into(),
+    }
+}
+
+/// `openat2(dir, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | extra,
 /// RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, retried on `EAGAIN` (which
 /// `openat2` returns when a concurrent rename may have raced the walk).
-fn open_beneath(dir: &OwnedFd, rel: &Path) -> rustix::io::Result<OwnedFd> {
+fn open_beneath(dir: &OwnedFd, rel: &Path, extra: OFlags) -> rustix::io::Result<OwnedFd> {
     let mut tries = 0;
     loop {
         match rustix::fs::openat2(
             dir,
             rel,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            OFlags::RDONLY
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::NOCTTY
+                | OFlags::CLOEXEC
+                | extra,
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
         ) {
