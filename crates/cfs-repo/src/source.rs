@@ -335,6 +335,41 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_directory_is_reopened_only_as_the_inode_seen() {
+        let (tmp, tree, _file) = tree_with("f", b"hello");
+        let d = tmp.path().join("d");
+        let seen = Identity::of(std::fs::File::open(&d).unwrap()).unwrap();
+        // New entries change the size and mtime, not the inode: still fine.
+        std::fs::write(d.join("g"), b"more").unwrap();
+        tree.open_dir(Path::new("d"), &seen).unwrap();
+        assert!(tree.open_dir(Path::new(""), &seen).is_err());
+        // Swapped for another directory (the old one kept, so its inode
+        // number can't be reused).
+        std::fs::rename(&d, tmp.path().join("old")).unwrap();
+        std::fs::create_dir(&d).unwrap();
+        let e = tree
+            .open_dir(Path::new("d"), &seen)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("d: changed since it was scanned (it is another file"),
+            "{e}"
+        );
+        // Swapped for a symlink to the very same directory (`O_DIRECTORY |
+        // O_NOFOLLOW` meets a symlink: ENOTDIR).
+        std::fs::remove_dir(&d).unwrap();
+        std::os::unix::fs::symlink("old", &d).unwrap();
+        let e = tree
+            .open_dir(Path::new("d"), &seen)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("d: changed since it was scanned (a directory on its path is no longer a directory)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_modified_file_is_refused() {
         let (tmp, tree, file) = tree_with("f", b"hello");
         std::fs::write(tmp.path().join("d/f"), b"hello, longer").unwrap();
