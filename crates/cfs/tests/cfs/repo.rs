@@ -419,7 +419,8 @@ fn unreadable_file_is_named() {
 /// open files"). 600 sibling directories, each with a file: hashed under a
 /// limit of 64 fds, imported under 512 (the store keeps up to 256
 /// `objects/XX/` directories open), both give the id computed without a
-/// limit.
+/// limit; imported again under a soft limit of 64, which cfs raises to the
+/// hard limit.
 #[test]
 fn a_broad_tree_imports_under_a_small_fd_limit() {
     if !need::have_tool("prlimit") {
@@ -435,7 +436,7 @@ fn a_broad_tree_imports_under_a_small_fd_limit() {
     let expect = cfs().ok([OsStr::new("compute-id"), src.as_os_str()]);
     let repo = tmp.path().join("repo");
     ok(in_repo(&repo, &[&"init"]));
-    let limited = |nofile: u32, args: &[&dyn AsRef<OsStr>]| {
+    let limited = |nofile: &str, args: &[&dyn AsRef<OsStr>]| {
         let mut c = Command::new("prlimit");
         c.arg(format!("--nofile={nofile}"))
             .arg("--")
@@ -447,8 +448,15 @@ fn a_broad_tree_imports_under_a_small_fd_limit() {
         }
         ok(c.output().unwrap())
     };
-    assert_eq!(limited(64, &[&"compute-id", &src]), expect);
-    let id = limited(512, &[&"--repo", &repo, &"create-image", &src, &"broad"]);
+    assert_eq!(limited("64", &[&"compute-id", &src]), expect);
+    let id = limited("512", &[&"--repo", &repo, &"create-image", &src, &"broad"]);
+    assert_eq!(id, expect);
+    // A soft limit below what the store needs, under a hard limit above it:
+    // cfs raises its soft limit to the hard one at start.
+    let id = limited(
+        "64:1024",
+        &[&"--repo", &repo, &"create-image", &src, &"again"],
+    );
     assert_eq!(id, expect);
     assert!(fsck_json(&repo).0);
 }
