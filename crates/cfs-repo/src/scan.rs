@@ -33,14 +33,16 @@
 //! checked to be that inode (device and inode number): so the walk holds
 //! one directory fd at a time, however broad or deep the tree, and a
 //! directory swapped or replaced by a symlink in the meantime fails the
-//! scan. Every regular file is recorded as a [`ScannedFile`] (path below
-//! the root, inode, size, mtime) that is read later the same way (see
-//! [`crate::source`]). So no entry's path below the root may exceed
-//! [`PATH_MAX`]: a longer one is refused as it is found
-//! ([`ScanError::PathTooLong`]), which also bounds the memory each
-//! recorded path takes.
+//! scan. Every regular file is recorded as a [`ScannedFile`] (its
+//! directory and name, inode, size, mtime) that is read later the same way
+//! (see [`crate::source`]). No path is stored whole: each directory is
+//! kept in [`crate::source::Dirs`] as its name and parent, and a path put
+//! together when it is opened, so memory grows with the names, not with
+//! their depth. No entry's path below the root may exceed [`PATH_MAX`]: a
+//! longer one could not be opened, and is refused as it is found
+//! ([`ScanError::PathTooLong`]).
 
-use crate::source::{Identity, ScannedFile, SourceError, SourceTree};
+use crate::source::{DirId, Dirs, Identity, ScannedFile, SourceError, SourceTree};
 use cfs_format::fsverity::FsVerityHasher;
 use cfs_format::tree::TreeError;
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
@@ -213,20 +215,22 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
     let source = SourceTree::new(root, root_dir);
 
     let mut files: Vec<ScannedFile> = Vec::new();
+    let mut dirs = Dirs::default();
     let mut links: HashMap<(u32, u32, u64), NodeId> = HashMap::new();
-    // Directories still to read, by path below the root and inode: each is
-    // opened again when its turn comes (one directory fd at a time, however
-    // broad the tree), and must be the inode seen.
-    let mut queue = VecDeque::from([(NodeId::ROOT, PathBuf::new(), Identity::from_statx(&st))]);
-    while let Some((dir_id, dir_rel, dir_seen)) = queue.pop_front() {
+    // Directories still to read, by place in `dirs` and inode: each is
+    // opened again by its path when its turn comes (one directory fd at a
+    // time, however broad the tree), and must be the inode seen.
+    let mut queue = VecDeque::from([(NodeId::ROOT, DirId::ROOT, Identity::from_statx(&st))]);
+    while let Some((dir_id, dir, dir_seen)) = queue.pop_front() {
+        let dir_rel = dirs.path(dir);
         let dir_fd = source.open_dir(&dir_rel, &dir_seen)?;
         let dir_path = source.display_path(&dir_rel);
         let mut names = read_names(&dir_fd, &dir_path)?;
         names.sort();
         for name in names {
-            let rel = dir_rel.join(OsStr::from_bytes(name.to_bytes()));
-            let path = dir_path.join(OsStr::from_bytes(name.to_bytes()));
-            let len = rel.as_os_str().len();
+            let name_os = OsStr::from_bytes(name.to_bytes());
+            let path = dir_path.join(name_os);
+            let len = dir_rel.join(name_os).as_os_str().len();
             if len >= PATH_MAX {
                 return Err(ScanError::PathTooLong { path, len });
             }
@@ -290,11 +294,13 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
                 links.insert(key, id);
             }
             if is_dir {
-                queue.push_back((id, rel, Identity::from_statx(&st)));
+                let sub = dirs.add(dir, name_os);
+                queue.push_back((id, sub, Identity::from_statx(&st)));
             } else if ftype == Some(FileType::Regular) && size > 0 {
                 files.push(ScannedFile {
                     node: id,
-                    rel,
+                    dir,
+                    name: name_os.into(),
                     seen: Identity::from_statx(&st),
                 });
             }
@@ -302,6 +308,7 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
     }
 
     set_dir_nlinks(&mut tree);
+    let source = source.with_dirs(dirs);
     if options.skip_content {
         return Ok(Scan {
             tree,
@@ -449,7 +456,7 @@ fn read_content(
 ) -> Result<(cfs_format::Digest, Option<Vec<u8>>), ScanError> {
     let file = source.open(f)?;
     let size = f.seen.size;
-    let path = || source.display_path(&f.rel);
+    let path = || source.file_path(f);
     let mut file = KeepSmall {
         file,
         kept: (size <= INLINE_CONTENT_MAX).then(Vec::new),

@@ -4,8 +4,9 @@
 //! swap (`renameat2(RENAME_EXCHANGE)`) or replace any name in it with a
 //! symlink at any moment. So a file is never reopened by its path: the scan
 //! keeps the root directory open ([`SourceTree`]) and records, for each
-//! regular file, its path relative to that root and the inode it saw
-//! ([`Identity`]: device, inode number, size, mtime). A later read opens the
+//! regular file, its path relative to that root (as its directory in
+//! [`Dirs`] and its name) and the inode it saw ([`Identity`]: device, inode
+//! number, size, mtime). A later read opens the
 //! file with `openat2(root, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so
 //! no symlink, `..` or absolute path is followed anywhere on the way, and
 //! then checks that the inode it got is the one recorded before reading a
@@ -29,6 +30,7 @@
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxFlags};
 use rustix::io::Errno;
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -95,14 +97,64 @@ fn statx_fd(fd: std::os::fd::BorrowedFd<'_>) -> rustix::io::Result<rustix::fs::S
     rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
 }
 
+/// A directory in a [`Dirs`] table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirId(usize);
+
+impl DirId {
+    /// The scanned root.
+    pub const ROOT: DirId = DirId(0);
+}
+
+/// The directories below a scanned root, each kept as its name and its
+/// parent: a path is put together when it is needed, by following the
+/// parents up to the root. Whole paths are never stored, so memory grows
+/// with the names, not with their depth (a chain of long directory names,
+/// each file's path stored whole, would cost memory quadratic in the depth).
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// Parent and name of each directory; the root (first) has an empty name.
+    dirs: Vec<(DirId, Box<OsStr>)>,
+}
+
+impl Default for Dirs {
+    fn default() -> Dirs {
+        Dirs {
+            dirs: vec![(DirId::ROOT, OsStr::new("").into())],
+        }
+    }
+}
+
+impl Dirs {
+    /// Adds the directory `name` in `parent`.
+    pub fn add(&mut self, parent: DirId, name: &OsStr) -> DirId {
+        self.dirs.push((parent, name.into()));
+        DirId(self.dirs.len() - 1)
+    }
+
+    /// The path of `dir` relative to the root (empty for the root).
+    pub fn path(&self, dir: DirId) -> PathBuf {
+        let mut names = Vec::new();
+        let mut at = dir;
+        while at != DirId::ROOT {
+            let (parent, name) = &self.dirs[at.0];
+            names.push(&**name);
+            at = *parent;
+        }
+        names.iter().rev().collect()
+    }
+}
+
 /// A regular file found by a scan: where it is below the root, and which
 /// inode it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedFile {
     /// The tree node it became.
     pub node: cfs_format::NodeId,
-    /// Its path relative to the scanned root (names only: no `.`, `..` or `/` at the start).
-    pub rel: PathBuf,
+    /// The directory it is in, in its [`SourceTree`]'s [`Dirs`].
+    pub dir: DirId,
+    /// Its name in that directory.
+    pub name: Box<OsStr>,
     /// The inode the scan saw.
     pub seen: Identity,
 }
@@ -138,14 +190,25 @@ pub enum SourceError {
 pub struct SourceTree {
     path: PathBuf,
     dir: Arc<OwnedFd>,
+    dirs: Arc<Dirs>,
 }
 
 impl SourceTree {
-    /// A tree rooted at the open directory `dir`, found at `path`.
+    /// A tree rooted at the open directory `dir`, found at `path`, with no
+    /// directories below the root known yet.
     pub fn new(path: &Path, dir: OwnedFd) -> SourceTree {
         SourceTree {
             path: path.to_path_buf(),
             dir: Arc::new(dir),
+            dirs: Arc::new(Dirs::default()),
+        }
+    }
+
+    /// The same tree, its files' directories in `dirs`.
+    pub fn with_dirs(self, dirs: Dirs) -> SourceTree {
+        SourceTree {
+            dirs: Arc::new(dirs),
+            ..self
         }
     }
 
@@ -164,13 +227,24 @@ impl SourceTree {
         self.path.join(rel)
     }
 
+    /// The path of a scanned file relative to the root.
+    pub fn rel(&self, file: &ScannedFile) -> PathBuf {
+        self.dirs.path(file.dir).join(&*file.name)
+    }
+
+    /// The full path of a scanned file, for messages.
+    pub fn file_path(&self, file: &ScannedFile) -> PathBuf {
+        self.display_path(&self.rel(file))
+    }
+
     /// Opens a scanned file for reading, beneath the root without following
     /// any symlink, and checks that it is the inode the scan saw, unchanged.
     /// Nothing has been read from the file when this returns.
     pub fn open(&self, file: &ScannedFile) -> Result<std::fs::File, SourceError> {
-        let path = || self.display_path(&file.rel);
-        let fd = open_beneath(&self.dir, &file.rel, OFlags::empty())
-            .map_err(|e| open_error(e, path()))?;
+        let rel = self.rel(file);
+        let path = || self.display_path(&rel);
+        let fd =
+            open_beneath(&self.dir, &rel, OFlags::empty()).map_err(|e| open_error(e, path()))?;
         let st = statx_fd(fd.as_fd()).map_err(|e| SourceError::Io {
             op: "stat",
             path: path(),
@@ -283,13 +357,29 @@ mod tests {
         )
         .unwrap();
         let seen = Identity::of(std::fs::File::open(tmp.path().join(&rel)).unwrap()).unwrap();
+        let mut dirs = Dirs::default();
         let file = ScannedFile {
             node: cfs_format::NodeId::ROOT,
-            rel,
+            dir: dirs.add(DirId::ROOT, OsStr::new("d")),
+            name: OsStr::new(name).into(),
             seen,
         };
-        let tree = SourceTree::new(tmp.path(), dir);
+        let tree = SourceTree::new(tmp.path(), dir).with_dirs(dirs);
+        assert_eq!(tree.rel(&file), rel);
         (tmp, tree, file)
+    }
+
+    #[test]
+    fn paths_are_put_together_from_the_parents() {
+        let mut dirs = Dirs::default();
+        let a = dirs.add(DirId::ROOT, OsStr::new("a"));
+        let b = dirs.add(a, OsStr::new("b"));
+        let c = dirs.add(DirId::ROOT, OsStr::new("c"));
+        let bd = dirs.add(b, OsStr::new("d"));
+        assert_eq!(dirs.path(DirId::ROOT), PathBuf::new());
+        assert_eq!(dirs.path(a), PathBuf::from("a"));
+        assert_eq!(dirs.path(bd), PathBuf::from("a/b/d"));
+        assert_eq!(dirs.path(c), PathBuf::from("c"));
     }
 
     #[test]
