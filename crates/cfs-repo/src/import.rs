@@ -117,7 +117,7 @@ pub fn store_contents(
             let file = source.open(job)?;
             let ins = store.insert_file(SourceFile {
                 file: &file,
-                path: &source.display_path(&job.rel),
+                path: &source.file_path(job),
                 seen: job.seen,
             })?;
             if ins.new {
@@ -167,7 +167,7 @@ fn set_content(scan: &mut Scan, id: cfs_format::NodeId, digest: Digest, content:
 /// Reads a file that goes inline, checking it is still what the scan saw.
 fn read_small(source: &SourceTree, job: &ScannedFile) -> Result<Vec<u8>, ImportError> {
     let file = source.open(job)?;
-    let path = || source.display_path(&job.rel);
+    let path = || source.file_path(job);
     let mut content = Vec::with_capacity(job.seen.size as usize);
     (&file)
         .take(INLINE_CONTENT_MAX + 1)

@@ -24,13 +24,25 @@
 //! The walk is breadth-first over sorted names so that everything order-dependent
 //! (which name of a hard link is primary) is deterministic.
 //!
-//! Nothing is ever opened by its whole path: the walk goes from directory fd
-//! to directory fd (`O_NOFOLLOW`, each checked to be the inode `statx` saw),
-//! and every regular file is recorded as a [`ScannedFile`] (path below the
-//! root, inode, size, mtime) that is read later through the root fd kept in
-//! [`Scan::source`] (see [`crate::source`]).
+//! Nothing is ever opened by a path from outside the tree: everything goes
+//! through the root directory fd kept in [`Scan::source`]. A directory's
+//! entries are stat-ed (and opened `O_PATH | O_NOFOLLOW` for their xattrs)
+//! relative to that directory's fd. A subdirectory is queued as its path
+//! below the root and the inode `statx` saw, and opened when its turn comes
+//! with `openat2(root, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, then
+//! checked to be that inode (device and inode number): so the walk holds
+//! one directory fd at a time, however broad or deep the tree, and a
+//! directory swapped or replaced by a symlink in the meantime fails the
+//! scan. Every regular file is recorded as a [`ScannedFile`] (its
+//! directory and name, inode, size, mtime) that is read later the same way
+//! (see [`crate::source`]). No path is stored whole: each directory is
+//! kept in [`crate::source::Dirs`] as its name and parent, and a path put
+//! together when it is opened, so memory grows with the names, not with
+//! their depth. No entry's path below the root may exceed [`PATH_MAX`]: a
+//! longer one could not be opened, and is refused as it is found
+//! ([`ScanError::PathTooLong`]).
 
-use crate::source::{Identity, ScannedFile, SourceError, SourceTree};
+use crate::source::{DirId, Dirs, Identity, ScannedFile, SourceError, SourceTree};
 use cfs_format::fsverity::FsVerityHasher;
 use cfs_format::tree::TreeError;
 use cfs_format::{FileType, Node, NodeId, Stat, Timespec, Tree, Xattr};
@@ -76,6 +88,12 @@ pub struct ScanOptions {
     pub skip_content: bool,
 }
 
+/// The longest path the kernel resolves in one call, counting the
+/// terminating NUL (`PATH_MAX` in `linux/limits.h`): no entry's path below
+/// the scanned root may be longer than `PATH_MAX - 1` bytes, since its content
+/// is read by that path (see [`crate::source`]).
+pub const PATH_MAX: usize = 4096;
+
 /// Why a directory could not be scanned.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -108,6 +126,19 @@ pub enum ScanError {
     /// swapped for a symlink, modified).
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// An entry's path below the scanned root is too long to be opened
+    /// through the root (longer than [`PATH_MAX`] `- 1` bytes).
+    #[error(
+        "{}: its path below the scanned root is {len} bytes, longer than the limit of {} (PATH_MAX)",
+        shortened(.path),
+        PATH_MAX - 1
+    )]
+    PathTooLong {
+        /// The entry (full path; shortened in the message).
+        path: PathBuf,
+        /// The length of its path below the root, in bytes.
+        len: usize,
+    },
     /// A name the tree refuses (should not happen with names from the kernel).
     #[error("{}: {source}", .path.display())]
     Tree {
@@ -117,6 +148,22 @@ pub enum ScanError {
         #[source]
         source: TreeError,
     },
+}
+
+/// A long path for a message: its first and last 80 bytes around the
+/// number of bytes left out.
+fn shortened(path: &Path) -> String {
+    const KEEP: usize = 80;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() <= 2 * KEEP + 32 {
+        return path.display().to_string();
+    }
+    format!(
+        "{}[... {} bytes ...]{}",
+        String::from_utf8_lossy(&bytes[..KEEP]),
+        bytes.len() - 2 * KEEP,
+        String::from_utf8_lossy(&bytes[bytes.len() - KEEP..])
+    )
 }
 
 impl ScanError {
@@ -166,19 +213,27 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
     }
 
     let source = SourceTree::new(root, root_dir);
-    let walk_root =
-        rustix::io::fcntl_dupfd_cloexec(source.dir(), 0).map_err(ScanError::io("open", root))?;
 
     let mut files: Vec<ScannedFile> = Vec::new();
+    let mut dirs = Dirs::default();
     let mut links: HashMap<(u32, u32, u64), NodeId> = HashMap::new();
-    let mut queue = VecDeque::from([(NodeId::ROOT, walk_root, PathBuf::new())]);
-    while let Some((dir_id, dir_fd, dir_rel)) = queue.pop_front() {
+    // Directories still to read, by place in `dirs` and inode: each is
+    // opened again by its path when its turn comes (one directory fd at a
+    // time, however broad the tree), and must be the inode seen.
+    let mut queue = VecDeque::from([(NodeId::ROOT, DirId::ROOT, Identity::from_statx(&st))]);
+    while let Some((dir_id, dir, dir_seen)) = queue.pop_front() {
+        let dir_rel = dirs.path(dir);
+        let dir_fd = source.open_dir(&dir_rel, &dir_seen)?;
         let dir_path = source.display_path(&dir_rel);
         let mut names = read_names(&dir_fd, &dir_path)?;
         names.sort();
         for name in names {
-            let rel = dir_rel.join(OsStr::from_bytes(name.to_bytes()));
-            let path = dir_path.join(OsStr::from_bytes(name.to_bytes()));
+            let name_os = OsStr::from_bytes(name.to_bytes());
+            let path = dir_path.join(name_os);
+            let len = dir_rel.join(name_os).as_os_str().len();
+            if len >= PATH_MAX {
+                return Err(ScanError::PathTooLong { path, len });
+            }
             // With xattrs to read, the entry is opened O_PATH first and both
             // its stat and its xattrs come from that one inode.
             let path_fd = if options.xattrs == XattrMode::None {
@@ -239,13 +294,13 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
                 links.insert(key, id);
             }
             if is_dir {
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-                let fd = open_checked(&dir_fd, &name, flags, &st, &path)?;
-                queue.push_back((id, fd, rel));
+                let sub = dirs.add(dir, name_os);
+                queue.push_back((id, sub, Identity::from_statx(&st)));
             } else if ftype == Some(FileType::Regular) && size > 0 {
                 files.push(ScannedFile {
                     node: id,
-                    rel,
+                    dir,
+                    name: name_os.into(),
                     seen: Identity::from_statx(&st),
                 });
             }
@@ -253,6 +308,7 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
     }
 
     set_dir_nlinks(&mut tree);
+    let source = source.with_dirs(dirs);
     if options.skip_content {
         return Ok(Scan {
             tree,
@@ -281,33 +337,6 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Scan, ScanError> {
         external,
         unread: Vec::new(),
     })
-}
-
-/// Opens `name` in `dir` without following a symlink and checks that it is
-/// the inode `st` describes (a name swapped since the `statx` fails, naming
-/// `path`).
-fn open_checked(
-    dir: &OwnedFd,
-    name: &CStr,
-    flags: OFlags,
-    st: &rustix::fs::Statx,
-    path: &Path,
-) -> Result<OwnedFd, ScanError> {
-    let fd = rustix::fs::openat(
-        dir.as_fd(),
-        name,
-        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(ScanError::io("open", path))?;
-    let now = Identity::of(&fd).map_err(ScanError::io("stat", path))?;
-    if !Identity::from_statx(st).same_inode(&now) {
-        return Err(ScanError::Source(SourceError::Changed {
-            path: path.to_path_buf(),
-            what: "it was replaced while it was scanned".into(),
-        }));
-    }
-    Ok(fd)
 }
 
 /// The node for a stat result, before any content: C's `lcfs_load_node_from_file`.
@@ -427,7 +456,7 @@ fn read_content(
 ) -> Result<(cfs_format::Digest, Option<Vec<u8>>), ScanError> {
     let file = source.open(f)?;
     let size = f.seen.size;
-    let path = || source.display_path(&f.rel);
+    let path = || source.file_path(f);
     let mut file = KeepSmall {
         file,
         kept: (size <= INLINE_CONTENT_MAX).then(Vec::new),

@@ -4,12 +4,16 @@
 //! swap (`renameat2(RENAME_EXCHANGE)`) or replace any name in it with a
 //! symlink at any moment. So a file is never reopened by its path: the scan
 //! keeps the root directory open ([`SourceTree`]) and records, for each
-//! regular file, its path relative to that root and the inode it saw
-//! ([`Identity`]: device, inode number, size, mtime). A later read opens the
+//! regular file, its path relative to that root (as its directory in
+//! [`Dirs`] and its name) and the inode it saw ([`Identity`]: device, inode
+//! number, size, mtime). A later read opens the
 //! file with `openat2(root, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so
 //! no symlink, `..` or absolute path is followed anywhere on the way, and
 //! then checks that the inode it got is the one recorded before reading a
 //! byte. Anything else fails with [`SourceError`] naming the path.
+//!
+//! The scan itself reopens each directory it queued the same way
+//! ([`SourceTree::open_dir`], checked by device and inode number only).
 //!
 //! Why the root fd and not the parent directory's fd: the store step runs on
 //! the rayon pool over every file at once, and holding one fd per directory
@@ -26,6 +30,7 @@
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxFlags};
 use rustix::io::Errno;
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,14 +97,64 @@ fn statx_fd(fd: std::os::fd::BorrowedFd<'_>) -> rustix::io::Result<rustix::fs::S
     rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
 }
 
+/// A directory in a [`Dirs`] table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirId(usize);
+
+impl DirId {
+    /// The scanned root.
+    pub const ROOT: DirId = DirId(0);
+}
+
+/// The directories below a scanned root, each kept as its name and its
+/// parent: a path is put together when it is needed, by following the
+/// parents up to the root. Whole paths are never stored, so memory grows
+/// with the names, not with their depth (a chain of long directory names,
+/// each file's path stored whole, would cost memory quadratic in the depth).
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// Parent and name of each directory; the root (first) has an empty name.
+    dirs: Vec<(DirId, Box<OsStr>)>,
+}
+
+impl Default for Dirs {
+    fn default() -> Dirs {
+        Dirs {
+            dirs: vec![(DirId::ROOT, OsStr::new("").into())],
+        }
+    }
+}
+
+impl Dirs {
+    /// Adds the directory `name` in `parent`.
+    pub fn add(&mut self, parent: DirId, name: &OsStr) -> DirId {
+        self.dirs.push((parent, name.into()));
+        DirId(self.dirs.len() - 1)
+    }
+
+    /// The path of `dir` relative to the root (empty for the root).
+    pub fn path(&self, dir: DirId) -> PathBuf {
+        let mut names = Vec::new();
+        let mut at = dir;
+        while at != DirId::ROOT {
+            let (parent, name) = &self.dirs[at.0];
+            names.push(&**name);
+            at = *parent;
+        }
+        names.iter().rev().collect()
+    }
+}
+
 /// A regular file found by a scan: where it is below the root, and which
 /// inode it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedFile {
     /// The tree node it became.
     pub node: cfs_format::NodeId,
-    /// Its path relative to the scanned root (names only: no `.`, `..` or `/` at the start).
-    pub rel: PathBuf,
+    /// The directory it is in, in its [`SourceTree`]'s [`Dirs`].
+    pub dir: DirId,
+    /// Its name in that directory.
+    pub name: Box<OsStr>,
     /// The inode the scan saw.
     pub seen: Identity,
 }
@@ -135,14 +190,25 @@ pub enum SourceError {
 pub struct SourceTree {
     path: PathBuf,
     dir: Arc<OwnedFd>,
+    dirs: Arc<Dirs>,
 }
 
 impl SourceTree {
-    /// A tree rooted at the open directory `dir`, found at `path`.
+    /// A tree rooted at the open directory `dir`, found at `path`, with no
+    /// directories below the root known yet.
     pub fn new(path: &Path, dir: OwnedFd) -> SourceTree {
         SourceTree {
             path: path.to_path_buf(),
             dir: Arc::new(dir),
+            dirs: Arc::new(Dirs::default()),
+        }
+    }
+
+    /// The same tree, its files' directories in `dirs`.
+    pub fn with_dirs(self, dirs: Dirs) -> SourceTree {
+        SourceTree {
+            dirs: Arc::new(dirs),
+            ..self
         }
     }
 
@@ -161,30 +227,24 @@ impl SourceTree {
         self.path.join(rel)
     }
 
+    /// The path of a scanned file relative to the root.
+    pub fn rel(&self, file: &ScannedFile) -> PathBuf {
+        self.dirs.path(file.dir).join(&*file.name)
+    }
+
+    /// The full path of a scanned file, for messages.
+    pub fn file_path(&self, file: &ScannedFile) -> PathBuf {
+        self.display_path(&self.rel(file))
+    }
+
     /// Opens a scanned file for reading, beneath the root without following
     /// any symlink, and checks that it is the inode the scan saw, unchanged.
     /// Nothing has been read from the file when this returns.
     pub fn open(&self, file: &ScannedFile) -> Result<std::fs::File, SourceError> {
-        let path = || self.display_path(&file.rel);
-        let fd = open_beneath(&self.dir, &file.rel).map_err(|e| match e {
-            Errno::LOOP | Errno::XDEV => SourceError::Changed {
-                path: path(),
-                what: "a symlink is now on its path".into(),
-            },
-            Errno::NOTDIR => SourceError::Changed {
-                path: path(),
-                what: "a directory on its path is no longer a directory".into(),
-            },
-            Errno::NOENT => SourceError::Changed {
-                path: path(),
-                what: "it is gone".into(),
-            },
-            e => SourceError::Io {
-                op: "open",
-                path: path(),
-                source: e.into(),
-            },
-        })?;
+        let rel = self.rel(file);
+        let path = || self.display_path(&rel);
+        let fd =
+            open_beneath(&self.dir, &rel, OFlags::empty()).map_err(|e| open_error(e, path()))?;
         let st = statx_fd(fd.as_fd()).map_err(|e| SourceError::Io {
             op: "stat",
             path: path(),
@@ -208,18 +268,69 @@ impl SourceTree {
         })?;
         Ok(std::fs::File::from(fd))
     }
+
+    /// Opens the directory `rel` below the root again (the scan does, to
+    /// read a directory it queued), beneath the root without following any
+    /// symlink, and checks that it is the inode `seen` (device and inode
+    /// number: a directory's size and mtime change as entries come and go).
+    pub fn open_dir(&self, rel: &Path, seen: &Identity) -> Result<OwnedFd, SourceError> {
+        let path = || self.display_path(rel);
+        let fd = if rel.as_os_str().is_empty() {
+            rustix::io::fcntl_dupfd_cloexec(&*self.dir, 0)
+        } else {
+            open_beneath(&self.dir, rel, OFlags::DIRECTORY)
+        }
+        .map_err(|e| open_error(e, path()))?;
+        let now = Identity::of(&fd).map_err(|e| SourceError::Io {
+            op: "stat",
+            path: path(),
+            source: e.into(),
+        })?;
+        if !seen.same_inode(&now) {
+            return Err(SourceError::Changed {
+                path: path(),
+                what: seen.difference(&now).unwrap_or_default(),
+            });
+        }
+        Ok(fd)
+    }
 }
 
-/// `openat2(dir, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY,
+/// The error for an `open_beneath` of `path` that failed with `e`.
+fn open_error(e: Errno, path: PathBuf) -> SourceError {
+    let what = match e {
+        Errno::LOOP | Errno::XDEV => "a symlink is now on its path",
+        Errno::NOTDIR => "a directory on its path is no longer a directory",
+        Errno::NOENT => "it is gone",
+        e => {
+            return SourceError::Io {
+                op: "open",
+                path,
+                source: e.into(),
+            }
+        }
+    };
+    SourceError::Changed {
+        path,
+        what: what.into(),
+    }
+}
+
+/// `openat2(dir, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | extra,
 /// RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, retried on `EAGAIN` (which
 /// `openat2` returns when a concurrent rename may have raced the walk).
-fn open_beneath(dir: &OwnedFd, rel: &Path) -> rustix::io::Result<OwnedFd> {
+fn open_beneath(dir: &OwnedFd, rel: &Path, extra: OFlags) -> rustix::io::Result<OwnedFd> {
     let mut tries = 0;
     loop {
         match rustix::fs::openat2(
             dir,
             rel,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            OFlags::RDONLY
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::NOCTTY
+                | OFlags::CLOEXEC
+                | extra,
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
         ) {
@@ -246,13 +357,29 @@ mod tests {
         )
         .unwrap();
         let seen = Identity::of(std::fs::File::open(tmp.path().join(&rel)).unwrap()).unwrap();
+        let mut dirs = Dirs::default();
         let file = ScannedFile {
             node: cfs_format::NodeId::ROOT,
-            rel,
+            dir: dirs.add(DirId::ROOT, OsStr::new("d")),
+            name: OsStr::new(name).into(),
             seen,
         };
-        let tree = SourceTree::new(tmp.path(), dir);
+        let tree = SourceTree::new(tmp.path(), dir).with_dirs(dirs);
+        assert_eq!(tree.rel(&file), rel);
         (tmp, tree, file)
+    }
+
+    #[test]
+    fn paths_are_put_together_from_the_parents() {
+        let mut dirs = Dirs::default();
+        let a = dirs.add(DirId::ROOT, OsStr::new("a"));
+        let b = dirs.add(a, OsStr::new("b"));
+        let c = dirs.add(DirId::ROOT, OsStr::new("c"));
+        let bd = dirs.add(b, OsStr::new("d"));
+        assert_eq!(dirs.path(DirId::ROOT), PathBuf::new());
+        assert_eq!(dirs.path(a), PathBuf::from("a"));
+        assert_eq!(dirs.path(bd), PathBuf::from("a/b/d"));
+        assert_eq!(dirs.path(c), PathBuf::from("c"));
     }
 
     #[test]
@@ -295,6 +422,41 @@ mod tests {
         std::os::unix::fs::symlink("d2", tmp.path().join("d")).unwrap();
         let e = tree.open(&file).unwrap_err().to_string();
         assert!(e.contains("a symlink is now on its path"), "{e}");
+    }
+
+    #[test]
+    fn a_queued_directory_is_reopened_only_as_the_inode_seen() {
+        let (tmp, tree, _file) = tree_with("f", b"hello");
+        let d = tmp.path().join("d");
+        let seen = Identity::of(std::fs::File::open(&d).unwrap()).unwrap();
+        // New entries change the size and mtime, not the inode: still fine.
+        std::fs::write(d.join("g"), b"more").unwrap();
+        tree.open_dir(Path::new("d"), &seen).unwrap();
+        assert!(tree.open_dir(Path::new(""), &seen).is_err());
+        // Swapped for another directory (the old one kept, so its inode
+        // number can't be reused).
+        std::fs::rename(&d, tmp.path().join("old")).unwrap();
+        std::fs::create_dir(&d).unwrap();
+        let e = tree
+            .open_dir(Path::new("d"), &seen)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("d: changed since it was scanned (it is another file"),
+            "{e}"
+        );
+        // Swapped for a symlink to the very same directory (`O_DIRECTORY |
+        // O_NOFOLLOW` meets a symlink: ENOTDIR).
+        std::fs::remove_dir(&d).unwrap();
+        std::os::unix::fs::symlink("old", &d).unwrap();
+        let e = tree
+            .open_dir(Path::new("d"), &seen)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("d: changed since it was scanned (a directory on its path is no longer a directory)"),
+            "{e}"
+        );
     }
 
     #[test]

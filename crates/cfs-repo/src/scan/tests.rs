@@ -74,7 +74,7 @@ fn regular_files_by_size() {
         assert_eq!(n.stat.size, len as u64);
         assert_eq!(n.stat.mode & 0o170000, 0o100000);
     }
-    let mut external: Vec<_> = scan.external.iter().map(|f| f.rel.clone()).collect();
+    let mut external: Vec<_> = scan.external.iter().map(|f| scan.source.rel(f)).collect();
     external.sort();
     let expect: Vec<PathBuf> = ["a/b/c/big", "a/b/hl2", "a/hl1", "sixty-five", "zz-hl3"]
         .iter()
@@ -299,5 +299,144 @@ fn a_file_that_keeps_growing_fails_the_scan() {
             "grows: changed since it was scanned (it grew past the 268435456 bytes scanned)"
         ),
         "{e}"
+    );
+}
+
+/// The environment variable that makes [`broad_tree_scan_child`] run: the
+/// directory it scans.
+const BROAD_TREE_ENV: &str = "CFS_SCAN_BROAD_TREE";
+
+/// Regression: the scan held one open fd per queued directory, so a
+/// directory with more subdirectories than the fd limit (systemd's soft
+/// limit is 1,024) failed with "Too many open files". 300 of them, scanned
+/// in a child process limited to 64 fds.
+#[test]
+fn a_broad_tree_scans_under_a_small_fd_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        let d = tmp.path().join(format!("d{i:03}"));
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("f"), pattern(100 + i)).unwrap();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "scan::tests::broad_tree_scan_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(BROAD_TREE_ENV, tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("scanned 300 directories"),
+        "child failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run by [`a_broad_tree_scans_under_a_small_fd_limit`] in its own process.
+#[test]
+#[ignore = "run in a child process by a_broad_tree_scans_under_a_small_fd_limit"]
+fn broad_tree_scan_child() {
+    let Some(dir) = std::env::var_os(BROAD_TREE_ENV) else {
+        return;
+    };
+    let limit = rustix::process::Rlimit {
+        current: Some(64),
+        maximum: Some(64),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).unwrap();
+    for xattrs in [XattrMode::All, XattrMode::None] {
+        let options = ScanOptions {
+            xattrs,
+            ..ScanOptions::default()
+        };
+        let scan = scan(Path::new(&dir), &options).unwrap();
+        assert_eq!(scan.external.len(), 300);
+    }
+    println!("scanned 300 directories");
+}
+
+/// Makes `depth` nested directories named `name` below `root`, by fd (their
+/// paths may be too long for one call); returns the deepest one.
+fn nest(root: &Path, name: &str, depth: usize) -> OwnedFd {
+    let mut dir =
+        rustix::fs::open(root, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    for _ in 0..depth {
+        rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn write_at(dir: &OwnedFd, name: &str, content: &[u8]) {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    rustix::io::write(&fd, content).unwrap();
+}
+
+/// A path of exactly `PATH_MAX - 1` bytes below the root is scanned and
+/// read; one byte more is refused as it is found, naming the (shortened)
+/// path and the limit.
+#[test]
+fn paths_longer_than_path_max_are_refused() {
+    let long = "d".repeat(255);
+    let tmp = tempfile::tempdir().unwrap();
+    // 15 × (255 + 1) + 255 = 4,095 bytes.
+    let deep = nest(tmp.path(), &long, 15);
+    write_at(&deep, &"f".repeat(255), &pattern(100));
+    let scan = scan(tmp.path(), &ScanOptions::default()).unwrap();
+    assert_eq!(scan.external.len(), 1);
+    assert_eq!(
+        scan.source.rel(&scan.external[0]).as_os_str().len(),
+        PATH_MAX - 1
+    );
+    assert_eq!(scan.tree.nodes().count(), 17);
+
+    let tmp = tempfile::tempdir().unwrap();
+    // 15 × (255 + 1) + (1 + 1) + 254 = 4,096 bytes.
+    let deep = nest(tmp.path(), &long, 15);
+    rustix::fs::mkdirat(&deep, "e", Mode::from_raw_mode(0o755)).unwrap();
+    let e = rustix::fs::openat(
+        &deep,
+        "e",
+        OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
+    write_at(&e, &"f".repeat(254), b"");
+    let e = super::scan(tmp.path(), &ScanOptions::default()).unwrap_err();
+    assert!(
+        matches!(e, ScanError::PathTooLong { len: PATH_MAX, .. }),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("its path below the scanned root is 4096 bytes, longer than the limit of 4095 (PATH_MAX)"),
+        "{msg}"
+    );
+    assert!(msg.contains(" bytes ...]") && msg.len() < 400, "{msg}");
+    assert!(
+        msg.starts_with(&format!("{}/ddd", tmp.path().display())),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("{}: its path", "f".repeat(70))),
+        "{msg}"
     );
 }

@@ -122,6 +122,7 @@ enum Command {
 
 /// Runs the program named by `argv[0]`.
 pub fn main() -> ExitCode {
+    raise_fd_limit();
     let args: Vec<OsString> = std::env::args_os().collect();
     let prog = args
         .first()
@@ -146,6 +147,25 @@ pub fn main() -> ExitCode {
             eprintln!("{name}: {}", for_terminal(&error_message(&e)));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, as the Go runtime
+/// does and systemd advises (systemd keeps the soft limit at 1,024 only for
+/// programs that still use `select()`; cfs and the programs it starts,
+/// `fusermount3`, `skopeo` and itself, do not). The scan holds a constant
+/// number of fds, but the import's store step holds a few per worker thread
+/// (4 per CPU) plus up to 256 `objects/XX/` directories, which passes 1,024
+/// on a large machine. Failure changes nothing: the limit stays as it was.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.maximum.is_some() && limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
     }
 }
 

@@ -423,3 +423,90 @@ fn unreadable_file_is_named() {
     );
     let _: PathBuf = repo;
 }
+
+/// Regression: the scan held one fd per queued directory, so `cfs
+/// compute-id /usr` failed under the usual limit of 1,024 fds ("Too many
+/// open files"). 600 sibling directories, each with a file: hashed under a
+/// limit of 64 fds, imported under 512 (the store keeps up to 256
+/// `objects/XX/` directories open), both give the id computed without a
+/// limit; imported again under a soft limit of 64, which cfs raises to the
+/// hard limit.
+#[test]
+fn a_broad_tree_imports_under_a_small_fd_limit() {
+    if !need::have_tool("prlimit") {
+        skip!("no prlimit");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for i in 0..600 {
+        let d = src.join(format!("d{i:03}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("f"), format!("{i:0200}")).unwrap();
+    }
+    let expect = cfs().ok([OsStr::new("compute-id"), src.as_os_str()]);
+    let repo = tmp.path().join("repo");
+    ok(in_repo(&repo, &[&"init"]));
+    let limited = |nofile: &str, args: &[&dyn AsRef<OsStr>]| {
+        let mut c = Command::new("prlimit");
+        c.arg(format!("--nofile={nofile}"))
+            .arg("--")
+            .arg(cfs().exe())
+            .env_remove("CFS_REPO")
+            .stdin(Stdio::null());
+        for a in args {
+            c.arg(a);
+        }
+        ok(c.output().unwrap())
+    };
+    assert_eq!(limited("64", &[&"compute-id", &src]), expect);
+    let id = limited("512", &[&"--repo", &repo, &"create-image", &src, &"broad"]);
+    assert_eq!(id, expect);
+    // A soft limit below what the store needs, under a hard limit above it:
+    // cfs raises its soft limit to the hard one at start.
+    let id = limited(
+        "64:1024",
+        &[&"--repo", &repo, &"create-image", &src, &"again"],
+    );
+    assert_eq!(id, expect);
+    assert!(fsck_json(&repo).0);
+}
+
+/// A path below the scanned root longer than PATH_MAX − 1 bytes: refused
+/// as the scan finds it, naming the path (shortened) and the limit.
+#[test]
+fn a_path_past_path_max_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // 15 × (255 + 1) + (1 + 1) + 254 = 4,096 bytes below `src`, made by fd.
+    let name = "d".repeat(255);
+    let mut dir = rustix::fs::open(
+        &src,
+        rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    for n in std::iter::repeat_n(name.as_str(), 15).chain(["e"]) {
+        rustix::fs::mkdirat(&dir, n, rustix::fs::Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(
+            &dir,
+            n,
+            rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+    }
+    rustix::fs::mkdirat(
+        &dir,
+        "f".repeat(254),
+        rustix::fs::Mode::from_raw_mode(0o755),
+    )
+    .unwrap();
+    let e = cfs().fails([OsStr::new("compute-id"), src.as_os_str()]);
+    assert!(
+        e.contains("src/ddd")
+            && e.contains("its path below the scanned root is 4096 bytes, longer than the limit of 4095 (PATH_MAX)")
+            && e.len() < 600,
+        "{e}"
+    );
+}
