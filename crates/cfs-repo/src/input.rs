@@ -25,6 +25,10 @@ use std::path::Path;
 /// 400 MiB; the mount service takes at most 256 MiB.
 pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
 
+/// Largest dumpfile read into memory (`mkfs --from-file`): 1 GiB, some
+/// five million entries (a line is about 200 bytes with a digest).
+pub const MAX_DUMPFILE_BYTES: u64 = 1 << 30;
+
 /// Opens `path` for reading without blocking (a FIFO would block a plain
 /// open) and refuses anything but a regular file (see the module doc).
 pub fn open_regular(path: &Path) -> io::Result<File> {

@@ -266,7 +266,9 @@ fn measure_file(path: &Path) -> io::Result<cfs_format::Digest> {
     if path == Path::new("-") {
         return digest_reader(io::stdin().lock());
     }
-    digest_reader(std::fs::File::open(path)?)
+    // Opened without blocking, and refused unless a regular file: a FIFO
+    // would block the open, a device might never end.
+    digest_reader(cfs_repo::input::open_regular(path)?)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use cfs_format::Tree;
 use cfs_repo::scan::{self, ScanOptions, XattrMode};
 use clap::{Args, Parser};
 use std::ffi::OsString;
-use std::io::Read;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
@@ -119,21 +118,19 @@ pub fn run(a: &MkfsArgs) -> anyhow::Result<()> {
 }
 
 fn read_dumpfile(a: &MkfsArgs) -> anyhow::Result<Tree> {
-    let mut input = Vec::new();
+    use cfs_repo::input::{self, MAX_DUMPFILE_BYTES};
     let name = a.source.display();
-    if a.source.as_os_str() == "-" {
-        std::io::stdin()
-            .lock()
-            .read_to_end(&mut input)
-            .context("could not read stdin")?;
+    let input = if a.source.as_os_str() == "-" {
+        input::read_capped(&mut std::io::stdin().lock(), None, MAX_DUMPFILE_BYTES)
+            .context("could not read stdin")?
     } else {
         // Opened without blocking, and refused unless a regular file: a
         // FIFO would block the open.
-        let mut file = cfs_repo::input::open_regular(&a.source)
-            .with_context(|| format!("could not open {name}"))?;
-        file.read_to_end(&mut input)
-            .with_context(|| format!("could not read {name}"))?;
-    }
+        let mut file =
+            input::open_regular(&a.source).with_context(|| format!("could not open {name}"))?;
+        input::read_file_capped(&mut file, MAX_DUMPFILE_BYTES)
+            .with_context(|| format!("could not read {name}"))?
+    };
     let strict = a.strict || std::env::var_os("CFS_PARSE_STRICT").is_some();
     let mode = if strict {
         ParseMode::Strict

@@ -24,7 +24,8 @@ const CAP: u64 = 512 << 20;
 /// `stdin` (or none), capped in memory and killed (failing the test) after
 /// a minute.
 fn bounded(repo: &Path, args: &[&OsStr], stdin: Option<&Path>) -> Output {
-    let cmd = if args.first() == Some(&os("mkfs")) {
+    // Commands with no use for a repository refuse one.
+    let cmd = if args.first() == Some(&os("mkfs")) || args.first() == Some(&os("digest")) {
         cfs().command(args)
     } else {
         cfs().repo(repo).command(args)
@@ -118,6 +119,8 @@ fn fifos_named_as_input_are_refused_without_blocking() {
             "mkfs --from-file",
             vec![os("mkfs"), os("--from-file"), os("/dev/zero"), os(&out)],
         ),
+        ("digest", vec![os("digest"), os(&fifo)]),
+        ("digest", vec![os("digest"), os("/dev/zero")]),
     ];
     for (what, args) in cases {
         refused(bounded(&repo, args, None), what, "not a regular file");
