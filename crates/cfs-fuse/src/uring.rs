@@ -174,7 +174,7 @@ fn run(mut q: Queue, fs: &CfsFs, requests: &AtomicU64) {
             match event {
                 Event::Request(i) => {
                     out.clear();
-                    let (unique, answer) = match q.request(i) {
+                    let answer = match q.request(i) {
                         Some((header, op_in, payload)) => {
                             answer(fs, header, op_in, payload, &mut out)
                         }
@@ -186,7 +186,7 @@ fn run(mut q: Queue, fs: &CfsFs, requests: &AtomicU64) {
                         Answer::Error(e) => (-e.raw_os_error(), &[][..]),
                         Answer::None => (0, &[][..]),
                     };
-                    if let Err(e) = q.commit(i, unique, error, reply) {
+                    if let Err(e) = q.commit(i, error, reply) {
                         eprintln!("cfs-fuse: io_uring commit failed: {e}");
                         break 'serve;
                     }
@@ -225,20 +225,13 @@ fn run(mut q: Queue, fs: &CfsFs, requests: &AtomicU64) {
 }
 
 /// Parses and answers one ring request.
-fn answer(
-    fs: &CfsFs,
-    header: &[u8],
-    op_in: &[u8],
-    payload: &[u8],
-    out: &mut Vec<u8>,
-) -> (u64, Answer) {
-    let (unique, opcode) = crate::abi::InHeader::ref_from_prefix(header)
-        .map_or((0, 0), |(h, _)| (h.unique.get(), h.opcode.get()));
+fn answer(fs: &CfsFs, header: &[u8], op_in: &[u8], payload: &[u8], out: &mut Vec<u8>) -> Answer {
+    let opcode = crate::abi::InHeader::ref_from_prefix(header).map_or(0, |(h, _)| h.opcode.get());
     let arg = &op_in[..op_header_size(opcode)
         .unwrap_or(op_in.len())
         .min(op_in.len())];
     match Request::parse(header, Body { arg, rest: payload }) {
-        Ok(req) => (unique, fs.answer(&req, out)),
-        Err(_) => (unique, Answer::Error(Errno::IO)),
+        Ok(req) => fs.answer(&req, out),
+        Err(_) => Answer::Error(Errno::IO),
     }
 }

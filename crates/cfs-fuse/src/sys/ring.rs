@@ -239,9 +239,16 @@ impl Queue {
 
     #[allow(unsafe_code)]
     fn push(&mut self, entry: &Entry128) -> std::io::Result<()> {
-        // SAFETY: the only pointer an SQE of ours carries is a REGISTER's
-        // iovec array, whose slot was just marked as the kernel's: its
-        // buffers are neither lent out nor freed until the completion.
+        // SAFETY: an SQE of ours makes the kernel use the buffers of exactly
+        // one slot, and its completion (user_data = the slot's index) ends
+        // that use: a REGISTER names the slot's iovec array (hence its two
+        // buffers); a COMMIT_AND_FETCH names no memory, but the commit id
+        // `commit` reads from the slot's own header makes the kernel take
+        // back the entry registered with that slot's buffers. Both callers
+        // mark the slot as the kernel's before pushing, so its buffers are
+        // neither lent out nor freed until that completion is reaped. The
+        // wake-up poll names only the eventfd, which the queue holds for as
+        // long as the ring (dropped first).
         let pushed = unsafe { self.ring.submission().push(entry) };
         if pushed.is_err() {
             // Can't happen: the ring has room for every entry at once.
@@ -364,24 +371,36 @@ impl Queue {
         self.slots.first().map_or(0, |s| s.payload.len())
     }
 
-    /// Answers entry `index`'s request `unique` with `error` (0 or a negative
-    /// errno) and `reply`, and hands the entry back to the kernel
+    /// Answers entry `index`'s request with `error` (0 or a negative errno)
+    /// and `reply`, and hands the entry back to the kernel
     /// (`FUSE_IO_URING_CMD_COMMIT_AND_FETCH`, submitted by the next
     /// [`Queue::wait`]). A reply longer than the payload buffer answers EIO.
+    ///
+    /// The request is named by the commit id the kernel wrote into this
+    /// entry's own header, never by the caller: the kernel finds the entry
+    /// to take back (and to write the next request into) by that id alone
+    /// (`fuse_uring_commit_fetch`), so another request's id would hand it a
+    /// different entry's buffers while this queue believes them its own.
+    pub fn commit(&mut self, index: usize, error: i32, reply: &[u8]) -> std::io::Result<()> {
+        match self.answer(index, error, reply) {
+            Some(sqe) => self.push(&sqe.entry()),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Queue::commit`] up to the push: writes the answer into entry
+    /// `index`'s buffers, marks the entry as the kernel's and returns the
+    /// SQE that hands it back; `None` while the kernel holds the entry.
     #[allow(unsafe_code)]
-    pub fn commit(
-        &mut self,
-        index: usize,
-        unique: u64,
-        error: i32,
-        reply: &[u8],
-    ) -> std::io::Result<()> {
-        let Some(slot) = self.slots.get_mut(index).filter(|s| !s.in_kernel) else {
-            return Ok(());
-        };
+    fn answer(&mut self, index: usize, error: i32, reply: &[u8]) -> Option<Sqe128> {
+        let slot = self.slots.get_mut(index).filter(|s| !s.in_kernel)?;
         // SAFETY: the entry is not the kernel's (checked above) and `&mut
         // self` lends nothing else out: these are the only references.
         let (header, payload) = unsafe { (slot.header.as_mut(), slot.payload.as_mut()) };
+        // Written by the kernel with this entry's request (its unique), or
+        // still 0 (never filled): the kernel then finds no request (ENOENT)
+        // and takes no entry.
+        let unique = header.ring_ent_in_out.commit_id.get();
         let (error, reply) = if reply.len() > payload.len() {
             (-rustix::io::Errno::IO.raw_os_error(), &[][..])
         } else {
@@ -397,8 +416,13 @@ impl Queue {
         header.ring_ent_in_out.payload_sz = (reply.len() as u32).into();
         slot.in_kernel = true;
         let fd = self.dev.as_raw_fd();
-        let sqe = Sqe128::fuse_cmd(fd, CMD_COMMIT_AND_FETCH, self.qid, unique, index as u64);
-        self.push(&sqe.entry())
+        Some(Sqe128::fuse_cmd(
+            fd,
+            CMD_COMMIT_AND_FETCH,
+            self.qid,
+            unique,
+            index as u64,
+        ))
     }
 }
 
@@ -433,5 +457,45 @@ mod tests {
             unsafe { std::mem::transmute::<Entry128, [u8; 128]>(e) }
         };
         assert_eq!(as_bytes(ours.entry()), as_bytes(theirs));
+    }
+
+    /// The kernel finds the entry a commit hands back by the commit id
+    /// alone, so the answer to entry `i` must carry the id the kernel wrote
+    /// into entry `i`, whatever else the caller knows: with another entry's
+    /// id, the kernel would write its next request into buffers this queue
+    /// lends out as its own.
+    #[test]
+    fn a_commit_names_the_request_its_own_entry_holds() {
+        let dev = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+        let mut q = match Queue::new(dev, 0, 2, 64) {
+            Ok(q) => q,
+            Err(e) => {
+                println!("skipped: no io_uring with SINGLE_ISSUER|DEFER_TASKRUN here ({e})");
+                return;
+            }
+        };
+        for (i, id) in [(0, 41u64), (1, 42)] {
+            // SAFETY: test only: the entries were never handed to the kernel.
+            #[allow(unsafe_code)]
+            let header = unsafe { q.slots[i].header.as_mut() };
+            header.ring_ent_in_out.commit_id = id.into();
+        }
+        let sqe = q.answer(1, 0, b"hi").unwrap();
+        let req = UringCmdReq::ref_from_prefix(&sqe.cmd[..]).unwrap().0;
+        assert_eq!((req.commit_id.get(), sqe.user_data.get()), (42, 1));
+        assert!(
+            q.slots[1].in_kernel,
+            "entry 1 is the kernel's once answered"
+        );
+        assert!(q.request(1).is_none(), "and lends nothing out");
+        assert!(q.answer(1, 0, b"again").is_none(), "nor is answered twice");
+        // The answer's header names the same request.
+        // SAFETY: test only: nothing was submitted, the kernel holds nothing.
+        #[allow(unsafe_code)]
+        let in_out = unsafe { q.slots[1].header.as_ref() }.in_out;
+        let out = OutHeader::ref_from_prefix(&in_out[..]).unwrap().0;
+        assert_eq!((out.unique.get(), out.len.get()), (42, 18));
+        // Nothing was submitted: free the buffers rather than leak them.
+        q.slots[1].in_kernel = false;
     }
 }
