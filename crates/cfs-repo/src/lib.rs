@@ -11,7 +11,7 @@
 //! - [`repository`]: the repository (objects, images, names), with fsck, gc, locking and the
 //!   pins that keep mounted images alive; records other crates keep under
 //!   `streams/` (OCI: `cfs-oci`) reach it through [`repository::StreamRoots`].
-//! - [`sys`]: the one system call rustix lacks (`statmount`), the crate's only `unsafe`.
+//! - [`sys`]: the one system call rustix lacks (`statmount`) and the fs-verity ioctl, the crate's only `unsafe`.
 #![deny(unsafe_code)]
 
 pub mod import;

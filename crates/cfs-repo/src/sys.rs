@@ -1,8 +1,10 @@
-//! The one system call rustix does not wrap, and the crate's only `unsafe`:
+//! The crate's only `unsafe`: the one system call rustix does not wrap,
 //! `statmount(2)` (Linux 6.8; the mount namespace field of its request
 //! since 6.11), used to tell whether a mount recorded by a pin still exists,
-//! and which mount namespace and file system an open file is on.
-//! <https://man7.org/linux/man-pages/man2/statmount.2.html>
+//! and which mount namespace and file system an open file is on
+//! (<https://man7.org/linux/man-pages/man2/statmount.2.html>); and the
+//! `FS_IOC_ENABLE_VERITY` ioctl the object store asks for fs-verity with
+//! (<https://docs.kernel.org/filesystems/fsverity.html>).
 //!
 //! Mounts are named by their unique 64-bit id (`statx` `STATX_MNT_ID_UNIQUE`,
 //! Linux 6.8), which the kernel never reuses while it runs, and by the id of
@@ -200,6 +202,49 @@ fn statmount(mnt_id: u64, mnt_ns_id: u64) -> rustix::io::Result<Statmount> {
     Ok(unsafe { buf.assume_init() }.head)
 }
 
+/// `struct fsverity_enable_arg` (`include/uapi/linux/fsverity.h`).
+#[repr(C)]
+struct FsverityEnableArg {
+    version: u32,
+    hash_algorithm: u32,
+    block_size: u32,
+    salt_size: u32,
+    salt_ptr: u64,
+    sig_size: u32,
+    reserved1: u32,
+    sig_ptr: u64,
+    reserved2: [u64; 11],
+}
+
+/// `FS_IOC_ENABLE_VERITY = _IOW('f', 133, struct fsverity_enable_arg)`.
+const FS_IOC_ENABLE_VERITY: rustix::ioctl::Opcode =
+    rustix::ioctl::opcode::write::<FsverityEnableArg>(b'f', 133);
+
+/// Enables fs-verity (sha256, 4096-byte blocks, no salt: the digest objects
+/// are named by) on a file opened read-only with no writable fd left.
+#[allow(unsafe_code)]
+pub(crate) fn enable_verity(fd: std::os::fd::BorrowedFd<'_>) -> rustix::io::Result<()> {
+    let arg = FsverityEnableArg {
+        version: 1,
+        hash_algorithm: 1, // FS_VERITY_HASH_ALG_SHA256
+        block_size: 4096,
+        salt_size: 0,
+        salt_ptr: 0,
+        sig_size: 0,
+        reserved1: 0,
+        sig_ptr: 0,
+        reserved2: [0; 11],
+    };
+    // SAFETY: FS_IOC_ENABLE_VERITY reads exactly one `fsverity_enable_arg`
+    // (128 bytes, the size encoded in the opcode) from the pointer and writes
+    // nothing; `arg` is that struct with `repr(C)` layout, fully initialised,
+    // and lives across the call. salt_ptr and sig_ptr are null with sizes 0.
+    unsafe {
+        let ioctl = rustix::ioctl::Setter::<FS_IOC_ENABLE_VERITY, FsverityEnableArg>::new(arg);
+        rustix::ioctl::ioctl(fd, ioctl)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +258,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<Statmount>(), 512);
         assert_eq!(std::mem::offset_of!(Statmount, mnt_id), 40);
         assert_eq!(std::mem::offset_of!(Statmount, mnt_ns_id), 112);
+        assert_eq!(std::mem::size_of::<FsverityEnableArg>(), 128);
+        assert_eq!(std::mem::offset_of!(FsverityEnableArg, salt_ptr), 16);
+        assert_eq!(std::mem::offset_of!(FsverityEnableArg, sig_ptr), 32);
+        assert_eq!(FS_IOC_ENABLE_VERITY, 0x4080_6685);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use super::{ObjectStore, StoreError};
 use rustix::fs::{Mode, OFlags};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 /// Whether objects get kernel fs-verity.
@@ -41,49 +41,6 @@ impl VeritySupport {
     }
 }
 
-/// `struct fsverity_enable_arg` (`include/uapi/linux/fsverity.h`).
-#[repr(C)]
-struct FsverityEnableArg {
-    version: u32,
-    hash_algorithm: u32,
-    block_size: u32,
-    salt_size: u32,
-    salt_ptr: u64,
-    sig_size: u32,
-    reserved1: u32,
-    sig_ptr: u64,
-    reserved2: [u64; 11],
-}
-
-/// `FS_IOC_ENABLE_VERITY = _IOW('f', 133, struct fsverity_enable_arg)`.
-const FS_IOC_ENABLE_VERITY: rustix::ioctl::Opcode =
-    rustix::ioctl::opcode::write::<FsverityEnableArg>(b'f', 133);
-
-/// Enables fs-verity (sha256, 4096-byte blocks, no salt: the digest objects
-/// are named by) on a file opened read-only with no writable fd left.
-#[allow(unsafe_code)]
-fn enable_verity(fd: BorrowedFd<'_>) -> rustix::io::Result<()> {
-    let arg = FsverityEnableArg {
-        version: 1,
-        hash_algorithm: 1, // FS_VERITY_HASH_ALG_SHA256
-        block_size: 4096,
-        salt_size: 0,
-        salt_ptr: 0,
-        sig_size: 0,
-        reserved1: 0,
-        sig_ptr: 0,
-        reserved2: [0; 11],
-    };
-    // SAFETY: FS_IOC_ENABLE_VERITY reads exactly one `fsverity_enable_arg`
-    // (128 bytes, the size encoded in the opcode) from the pointer and writes
-    // nothing; `arg` is that struct with `repr(C)` layout, fully initialised,
-    // and lives across the call. salt_ptr and sig_ptr are null with sizes 0.
-    unsafe {
-        let ioctl = rustix::ioctl::Setter::<FS_IOC_ENABLE_VERITY, FsverityEnableArg>::new(arg);
-        rustix::ioctl::ioctl(fd, ioctl)
-    }
-}
-
 impl ObjectStore {
     /// Enables fs-verity on a fully written temporary object unless the store
     /// already knows it can't. `file` is the writable fd; it is reopened
@@ -102,7 +59,7 @@ impl ObjectStore {
         )
         .map_err(StoreError::io("reopen", self.path()))?;
         drop(file);
-        match enable_verity(ro.as_fd()) {
+        match crate::sys::enable_verity(ro.as_fd()) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {
                 self.set_verity(VeritySupport::Enabled);
             }
