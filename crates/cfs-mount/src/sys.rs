@@ -1,7 +1,7 @@
 //! The thin syscall layer, and every `unsafe` of the crate: filesystem
 //! contexts (`fsopen`/`fsconfig`/`fsmount`, see fsopen(2)), `move_mount(2)`,
 //! loop devices (loop(4)), `FS_IOC_MEASURE_VERITY` (fsverity(7)), handing
-//! fds to a server across `exec` (sd_listen_fds(3)), and for the mount
+//! fds to a server across `exec`, taking socket-activated fds (sd_listen_fds(3)), and for the mount
 //! service: the peer of a socket (`SO_PEERPIDFD`, `SO_PEERGROUPS`, socket(7)),
 //! its namespaces (`PIDFD_GET_MNT_NAMESPACE`, `PIDFD_GET_USER_NAMESPACE`,
 //! `NS_GET_USERNS`, `NS_GET_PARENT`, `NS_GET_OWNER_UID`, `NS_GET_MNTNS_ID`,
@@ -12,7 +12,8 @@
 //!
 //! **Invariant** of every `unsafe` block here: a raw fd number is used only
 //! while an [`OwnedFd`] of this process owns it (or, across `exec`, while the
-//! `LISTEN_FDS` contract says the parent opened it for us; or once the kernel
+//! `LISTEN_FDS` or [`HANDED_FDS_VAR`] contract says the parent opened it for
+//! us; or once the kernel
 //! returned it as new from an ioctl or `getsockopt`, when it becomes owned at
 //! once), and every ioctl, `getsockopt` or `mount_setattr` argument is a
 //! `repr(C)` value or buffer laid out as the uapi expects, living across the
@@ -376,14 +377,21 @@ pub fn measure_verity(file: BorrowedFd<'_>) -> rustix::io::Result<Measured> {
 /// `LISTEN_FDS`-numbered fds start here (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: i32 = 3;
 
-/// Makes `command` start its program with `fds` as fds 3, 4, … (in order,
-/// without `FD_CLOEXEC`), as the socket-activation protocol does, and sets
-/// `LISTEN_FDS` and `LISTEN_FDNAMES` (the `names`, `:`-joined). Returns
-/// copies that must stay open until the command is spawned.
+/// The variable that tells a re-executed `cfs` its handed-over fds:
+/// `NAME=FD` pairs, `:`-joined, in order (`fuse=7:control=8:…`).
+pub const HANDED_FDS_VAR: &str = "CFS_HANDED_FDS";
+
+/// Makes `command` start its program with `fds` open (without
+/// `FD_CLOEXEC`) at the numbers they have here, named in
+/// [`HANDED_FDS_VAR`] for [`take_handed_over`]. Returns the fds, which must
+/// stay open until the command is spawned.
 ///
-/// `LISTEN_PID` is left unset (and removed): its value, the child's pid,
-/// exists only after `fork`, and the environment can't be changed safely
-/// between `fork` and `exec`; the child checks the names instead.
+/// The fds keep their numbers: moving them to fixed ones (3, 4, … as
+/// socket activation does) with `dup2` between fork and exec could close
+/// the close-on-exec pipe through which the standard library reports a
+/// failed `exec`, which takes the lowest free numbers when `spawn` runs;
+/// the child then wrote that report into a handed-over fd and `spawn` said
+/// it had succeeded.
 #[allow(unsafe_code)]
 pub fn hand_over_at_exec(
     command: &mut std::process::Command,
@@ -391,37 +399,53 @@ pub fn hand_over_at_exec(
 ) -> std::io::Result<Vec<OwnedFd>> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let n = fds.len() as i32;
-    let names: Vec<&str> = fds.iter().map(|(name, _)| *name).collect();
-    // Copies numbered above every target, so no dup2 below clobbers a source.
-    let high = fds
+    let raw: Vec<i32> = fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    let named: Vec<String> = fds
         .iter()
-        .map(|(_, fd)| rustix::io::fcntl_dupfd_cloexec(fd, LISTEN_FDS_START + n))
-        .collect::<Result<Vec<OwnedFd>, _>>()?;
-    drop(fds);
-    let raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
-    command
-        .env("LISTEN_FDS", n.to_string())
-        .env("LISTEN_FDNAMES", names.join(":"))
-        .env_remove("LISTEN_PID");
+        .map(|(name, fd)| format!("{name}={}", fd.as_raw_fd()))
+        .collect();
+    command.env(HANDED_FDS_VAR, named.join(":"));
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // dup2(2), which is async-signal-safe and allocates nothing (`raw` was
-    // allocated before the fork and is only read). Its sources are fds this
-    // process owns (`high`, which the caller keeps open until after spawn),
-    // numbered at least LISTEN_FDS_START + n, so dup2 onto
-    // LISTEN_FDS_START..+n can't close a source that is still needed; dup2
-    // leaves the copies without FD_CLOEXEC, so they survive exec.
+    // fcntl(2), which is async-signal-safe and allocates nothing (`raw` was
+    // allocated before the fork and is only read). It clears FD_CLOEXEC on
+    // fds this process owns (returned to the caller, who keeps them open
+    // until after spawn), so each is the fd named in the environment; no fd
+    // is closed or renumbered, so none of the standard library's (its
+    // exec-error pipe) is touched.
     unsafe {
         command.pre_exec(move || {
-            for (i, &from) in raw.iter().enumerate() {
-                if libc::dup2(from, LISTEN_FDS_START + i as i32) < 0 {
+            for &fd in &raw {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
             Ok(())
         });
     }
-    Ok(high)
+    Ok(fds.into_iter().map(|(_, fd)| fd).collect())
+}
+
+/// The `NAME=FD` pairs of [`HANDED_FDS_VAR`]'s value, if they are exactly
+/// `names`, in order, each fd above stderr and each once.
+fn parse_handed(value: &str, names: &[&str]) -> Option<Vec<i32>> {
+    let pairs: Vec<&str> = if value.is_empty() {
+        Vec::new()
+    } else {
+        value.split(':').collect()
+    };
+    if pairs.len() != names.len() {
+        return None;
+    }
+    let mut fds = Vec::with_capacity(names.len());
+    for (pair, want) in pairs.iter().zip(names) {
+        let (name, fd) = pair.split_once('=')?;
+        let fd: i32 = fd.parse().ok().filter(|&fd| fd > 2)?;
+        if name != *want || fds.contains(&fd) {
+            return None;
+        }
+        fds.push(fd);
+    }
+    Some(fds)
 }
 
 /// The fds systemd passed by socket activation (sd_listen_fds(3)), with
@@ -464,42 +488,39 @@ pub fn take_socket_activation() -> Result<Option<Vec<(String, OwnedFd)>>, String
     Ok(Some(out))
 }
 
-/// Takes the fds a parent handed over with [`hand_over_at_exec`], checking
-/// that `LISTEN_FDNAMES` is exactly `names`: one [`OwnedFd`] per name, in
-/// order. The variables are removed, so this succeeds once per process.
+/// Takes the fds [`hand_over_at_exec`] handed this process, named
+/// `names` in that order ([`HANDED_FDS_VAR`], removed, so this succeeds
+/// once per process). Runs first in `cfs __serve`, while it is one thread:
+/// the fds were open across exec, so nothing it opened since has their
+/// numbers, and no other thread reads the environment.
 #[allow(unsafe_code)]
 pub fn take_handed_over(names: &[&str]) -> Result<Vec<OwnedFd>, String> {
     use std::os::fd::FromRawFd;
-    let var = |k| std::env::var(k).unwrap_or_default();
-    let want = names.join(":");
-    if var("LISTEN_FDS") != names.len().to_string() || var("LISTEN_FDNAMES") != want {
+    let value = std::env::var(HANDED_FDS_VAR).unwrap_or_default();
+    let Some(fds) = parse_handed(&value, names) else {
         return Err(format!(
-            "no fds handed over (LISTEN_FDS={}, LISTEN_FDNAMES={want}): \
-             this command is run by `cfs mount`",
-            names.len()
+            "no fds handed over ({HANDED_FDS_VAR}={value:?}, wanted {}): this command is run \
+             by `cfs mount`",
+            names.join(":")
         ));
-    }
-    if let Ok(pid) = std::env::var("LISTEN_PID") {
-        if pid != std::process::id().to_string() {
-            return Err(format!("LISTEN_PID {pid} is not this process"));
-        }
-    }
-    for k in ["LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"] {
-        std::env::remove_var(k);
-    }
-    let fds = LISTEN_FDS_START..LISTEN_FDS_START + names.len() as i32;
-    for fd in fds.clone() {
-        // SAFETY: only borrowed for this one fcntl, which fails harmlessly
-        // (EBADF) on a closed fd.
+    };
+    std::env::remove_var(HANDED_FDS_VAR);
+    for &fd in &fds {
+        // SAFETY: only borrowed for this one fcntl, which fails (EBADF) on
+        // a closed fd and changes nothing else.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)
             .map_err(|e| format!("handed-over fd {fd}: {e}"))?;
     }
-    // SAFETY: LISTEN_FDS/LISTEN_FDNAMES (checked above, then removed so this
-    // runs once) say these fds were opened for this process by its parent,
-    // and fcntl just proved each open; nothing else in this process refers
-    // to them, so owning them closes each exactly once.
-    Ok(fds.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect())
+    // SAFETY: the variable (checked, then removed so this runs once) says
+    // the parent left these fds open for this process, each number once,
+    // and fcntl just proved each open: open since exec, so nothing this
+    // process opened has their numbers, and it closes no fd it does not
+    // own; owning them closes each exactly once.
+    Ok(fds
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect())
 }
 
 // ---- The mount service: who the peer is, its namespaces, acting there. ----
@@ -722,6 +743,56 @@ pub fn become_user_with_sys_admin(uid: u32, gid: u32, groups: &[u32]) -> rustix:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dev_null() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    #[test]
+    fn handed_fds_are_named_in_order_each_once() {
+        let names = ["fuse", "control"];
+        assert_eq!(parse_handed("fuse=7:control=9", &names), Some(vec![7, 9]));
+        for bad in [
+            "",
+            "fuse=7",
+            "control=9:fuse=7",
+            "fuse=7:control=7",
+            "fuse=2:control=9",
+            "fuse=x:control=9",
+            "fuse=7:control=9:image=10",
+            "fuse7:control=9",
+        ] {
+            assert_eq!(parse_handed(bad, &names), None, "{bad}");
+        }
+        assert_eq!(parse_handed("", &[]), Some(vec![]));
+    }
+
+    /// The handed fds reach the program open at the numbers named, and an
+    /// exec that fails is still reported as such (the standard library's
+    /// exec-error pipe is never closed on the way).
+    #[test]
+    fn handed_fds_arrive_and_a_failed_exec_is_an_error() {
+        let handed = || vec![("fuse", dev_null()), ("control", dev_null())];
+        let mut command = std::process::Command::new("sh");
+        command.arg("-c").arg(
+            "for p in $(echo \"$CFS_HANDED_FDS\" | tr : ' '); do \
+               [ -e /proc/self/fd/${p#*=} ] && echo ${p%=*}; done",
+        );
+        let keep = hand_over_at_exec(&mut command, handed()).unwrap();
+        let out = command.output().unwrap();
+        drop(keep);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "fuse\ncontrol\n");
+        for _ in 0..20 {
+            let mut command = std::process::Command::new("/nonexistent/cfs-handed-fds-test");
+            command
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null());
+            let keep = hand_over_at_exec(&mut command, handed()).unwrap();
+            let e = command.spawn().map(|_| ()).unwrap_err();
+            drop(keep);
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        }
+    }
 
     #[test]
     fn kmsg_records_and_prefixes() {

@@ -10,10 +10,12 @@
 //!
 //! The detached server is `EXE __serve --mountpoint … --mode … …` (the
 //! CLI's hidden [`SERVE_SUBCOMMAND`], whose arguments are [`ServerArgs`],
-//! parsed with clap), given its fds by the systemd socket-activation
-//! protocol (sd_listen_fds(3), [`crate::sys::hand_over_at_exec`]): fd 3 the
-//! FUSE connection, 4 a control socket, 5 the image, 6 the objects
-//! directory; `LISTEN_FDNAMES=fuse:control:image[:objects]`.
+//! parsed with clap), given its fds open across exec at the numbers they
+//! had in `cfs mount`, named in `CFS_HANDED_FDS=fuse=N:control=N:image=N[:objects=N]`
+//! ([`crate::sys::hand_over_at_exec`]): the FUSE connection, a control
+//! socket, the image, the objects directory. (Not renumbered to 3, 4, … as
+//! socket activation does: `dup2` between fork and exec could close the
+//! pipe through which the standard library reports a failed exec.)
 //!
 //! The control socket carries two lines. The server writes `ready` once it
 //! has answered FUSE_INIT (or `error: …` if it could not start); `cfs mount`
