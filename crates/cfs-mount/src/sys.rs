@@ -479,8 +479,10 @@ pub fn take_socket_activation() -> Result<Option<Vec<(String, OwnedFd)>>, String
         rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)
             .map_err(|e| format!("socket-activation fd {fd}: {e}"))?;
         // SAFETY: LISTEN_PID names this process and LISTEN_FDS these fds,
-        // which systemd opened for it (and fcntl just proved open); the
-        // variables are gone, so nothing else takes ownership of them.
+        // which systemd opened for it (and fcntl just proved open). The
+        // service calls this first, still one thread: the fds were open
+        // across exec, so nothing it opened since has their numbers, and
+        // with the variables gone nothing else takes ownership of them.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let name = names.next().filter(|n| !n.is_empty()).unwrap_or("unknown");
         out.push((name.to_string(), owned));

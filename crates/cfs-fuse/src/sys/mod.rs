@@ -64,7 +64,9 @@ pub fn map_immutable(file: &File) -> std::io::Result<Option<memmap2::Mmap>> {
     // and its truncation for as long as the file exists; a memfd with
     // F_SEAL_WRITE and F_SEAL_SHRINK refuses the same, and seals can never
     // be removed. So no byte of the mapping changes and no page disappears
-    // while it lives, which is map_unchecked's contract.
+    // while it lives, which is map_unchecked's contract. (An I/O error
+    // re-reading an evicted page, or a verity block tampered below the file
+    // system, still raises SIGBUS: the disk, not another user, fails then.)
     unsafe { map_unchecked(file) }.map(Some)
 }
 
