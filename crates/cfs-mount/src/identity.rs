@@ -52,6 +52,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 use rustix::mount::UnmountFlags;
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8): a 64-bit mount id never reused.
@@ -317,6 +318,109 @@ impl OpenMountPoint {
     }
 }
 
+/// At most this many symlinks are followed in one path (`MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
+
+/// A directory to mount on, opened (`O_PATH`) by [`open_mount_target`].
+#[derive(Debug)]
+pub struct MountTarget {
+    /// The directory: a mount is attached to it by this fd, never by path.
+    pub fd: OwnedFd,
+    /// Its path with every symlink resolved (for mountinfo and the server).
+    pub path: PathBuf,
+}
+
+/// Opens the directory `target` to mount on, one component at a time, each
+/// with `RESOLVE_NO_SYMLINKS` beneath the last: a symlink on the way is
+/// followed only when it belongs to this process's user or to root, so
+/// that whoever owns a directory on the path can't send the mount elsewhere
+/// by swapping a name for a symlink (before or after it is looked at: the
+/// fd is what gets mounted on). The open asks the file system nothing
+/// beyond the lookups.
+pub fn open_mount_target(target: &Path) -> Result<MountTarget, IdentifyError> {
+    use std::path::Component;
+    let abs = std::path::absolute(target).map_err(|source| IdentifyError::Io {
+        path: target.to_path_buf(),
+        source,
+    })?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: Errno| IdentifyError::Io {
+            path,
+            source: e.into(),
+        }
+    };
+    let open = |dir: BorrowedFd<'_>, name: &std::ffi::OsStr| {
+        openat2(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    let root = || {
+        openat2(
+            rustix::fs::CWD,
+            "/",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::empty(),
+        )
+        .map_err(io(Path::new("/")))
+    };
+    let me = rustix::process::geteuid().as_raw();
+    // The directories resolved so far, from "/"; the names still to walk.
+    let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(root()?, PathBuf::from("/"))];
+    let mut pending: std::collections::VecDeque<OsString> = abs
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == "." {
+            continue;
+        }
+        if name == ".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            continue;
+        }
+        let (dir, dir_path) = stack.last().expect("the stack holds / at least");
+        let path = dir_path.join(&name);
+        let fd = open(dir.as_fd(), &name).map_err(io(&path))?;
+        let st = statx(
+            &fd,
+            "",
+            AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+            StatxFlags::TYPE | StatxFlags::UID,
+        )
+        .map_err(io(&path))?;
+        if u32::from(st.stx_mode) & 0o170000 == 0o120000 {
+            links += 1;
+            if (st.stx_uid != me && st.stx_uid != 0) || links > MAX_SYMLINKS {
+                return Err(IdentifyError::Symlink(path));
+            }
+            let to = rustix::fs::readlinkat(&fd, "", Vec::new()).map_err(io(&path))?;
+            let to = PathBuf::from(OsString::from_vec(to.into_bytes()));
+            if to.is_absolute() {
+                stack.truncate(1);
+            }
+            for c in to.components().rev() {
+                if !matches!(c, Component::RootDir | Component::Prefix(_)) {
+                    pending.push_front(c.as_os_str().to_owned());
+                }
+            }
+            continue;
+        }
+        stack.push((fd, path));
+    }
+    let (fd, path) = stack.pop().expect("the stack holds / at least");
+    Ok(MountTarget { fd, path })
+}
+
 /// `/proc/self/fd` is procfs, so `/proc/self/fd/N` is the fd's magic link.
 fn check_proc_fd() -> rustix::io::Result<()> {
     let s = rustix::fs::statfs("/proc/self/fd")?;
@@ -330,6 +434,7 @@ fn check_proc_fd() -> rustix::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn ids_round_trip_as_text() {
@@ -339,6 +444,36 @@ mod tests {
         for bad in ["", "u", "x1", "r1", "r1.", "u-1"] {
             assert!(bad.parse::<MountId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn mount_targets_follow_only_symlinks_of_this_user_or_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("a/b/../b", d.join("mine")).unwrap();
+        let t = open_mount_target(&d.join("mine/.")).unwrap();
+        assert_eq!(t.path, d.join("a/b"));
+        let st = rustix::fs::fstat(&t.fd).unwrap();
+        assert_eq!(st.st_ino, std::fs::metadata(d.join("a/b")).unwrap().ino());
+        if rustix::process::geteuid().is_root() {
+            // Another user's symlink, on the path or last.
+            std::os::unix::fs::symlink(d.join("a"), d.join("theirs")).unwrap();
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                d.join("theirs"),
+                Some(rustix::fs::Uid::from_raw(65534)),
+                None,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+            for p in ["theirs", "theirs/b"] {
+                let e = open_mount_target(&d.join(p)).unwrap_err();
+                assert!(matches!(e, IdentifyError::Symlink(_)), "{p}: {e}");
+            }
+        }
+        let e = open_mount_target(&d.join("missing")).unwrap_err();
+        assert!(matches!(e, IdentifyError::Io { .. }), "{e}");
     }
 
     #[test]

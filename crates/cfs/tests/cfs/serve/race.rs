@@ -98,6 +98,125 @@ fn unmount_never_follows_a_symlink_a_user_flips() {
     );
 }
 
+/// Root's `cfs mount` goes where it was told, never through a symlink a
+/// plain user planted on the path: not when the mount point already is one
+/// (it used to be followed, and root's directory covered), and not when the
+/// user flips the name between its directory and a symlink to root's while
+/// root mounts again and again (the mount was attached by path, resolved
+/// again after the checks). Kernel mode, fuse+overlay and standalone FUSE.
+#[test]
+fn mount_never_follows_a_symlink_a_user_plants_or_flips() {
+    require!(
+        need::rootless(super::TOOLS),
+        need::kernel_mounts(),
+        need::tools(&["/usr/bin/python3"])
+    );
+    let s = setup();
+    let rootside = s.t.path().join("rootside");
+    std::fs::create_dir(&rootside).unwrap();
+    std::fs::write(rootside.join("marker"), b"root's own\n").unwrap();
+    let _unmount_rootside = Guard(rootside.clone());
+    let _unmount_user = Guard(s.home.join("m"));
+    let _unmount_user_side = Guard(s.home.join("s"));
+    let untouched = |when: &str| {
+        assert_eq!(
+            std::fs::read(rootside.join("marker")).ok().as_deref(),
+            Some(&b"root's own\n"[..]),
+            "root's directory was covered by a mount through the user's symlink ({when})"
+        );
+    };
+    let user = |script: &str| {
+        cfs_testkit::command::run_ok(
+            Command::new("setpriv")
+                .args(["--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups"])
+                .args(["sh", "-c", script])
+                .current_dir(&s.home),
+        )
+    };
+    let mount = |modes: &str, at: &std::path::Path| {
+        crate::cfs().run([
+            os("mount"),
+            os(modes),
+            os("--basedir"),
+            s.objects.as_os_str(),
+            s.image.as_os_str(),
+            at.as_os_str(),
+        ])
+    };
+    let unmount_both = || {
+        for name in ["m", "s"] {
+            let p = s.home.join(name);
+            if !p.is_symlink() && !cfs_testkit::mounts::mounted_under(&p).is_empty() {
+                let _ = crate::cfs().run([os("unmount"), p.as_os_str()]);
+            }
+        }
+    };
+
+    // A symlink planted beforehand.
+    user(&format!("ln -s '{}' link", rootside.display()));
+    for fuse in ["--fuse=no", "--fuse=yes", "--fuse=standalone"] {
+        let o = mount(fuse, &s.home.join("link"));
+        untouched(fuse);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("symlink"),
+            "{fuse}: mounting on the user's symlink: {o:?}"
+        );
+    }
+    // Root's own symlink is root's choice, and followed.
+    std::os::unix::fs::symlink(s.home.join("m"), s.t.path().join("rootlink")).unwrap();
+    user("mkdir m");
+    let o = mount("--fuse=no", &s.t.path().join("rootlink"));
+    assert!(o.status.success(), "through root's own symlink: {o:?}");
+    assert!(!cfs_testkit::mounts::mounted_under(&s.home.join("m")).is_empty());
+    unmount_both();
+
+    // The name flipped (renameat2 RENAME_EXCHANGE) while root mounts.
+    let flipper = format!(
+        r#"
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+os.symlink({rootside:?}, "s")
+end = time.time() + 4
+while time.time() < end:
+    libc.renameat2(-100, b"m", -100, b"s", 2)
+"#,
+        rootside = rootside.display().to_string()
+    );
+    let mut flipping = s
+        .tag
+        .mark(
+            Command::new("timeout")
+                .arg(LIMIT.as_secs().to_string())
+                .args(["setpriv", "--reuid", TEST_USER, "--regid", TEST_USER])
+                .args(["--init-groups", "/usr/bin/python3", "-c", &flipper])
+                .current_dir(&s.home)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+        )
+        .spawn()
+        .unwrap();
+    let (mut mounted, mut refused) = (0, 0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let fuse = ["--fuse=no", "--fuse=yes", "--fuse=standalone"][(mounted + refused) % 3];
+        if mount(fuse, &s.home.join("m")).status.success() {
+            mounted += 1;
+        } else {
+            refused += 1;
+        }
+        untouched(&format!(
+            "{fuse}, {mounted} mounts, {refused} refusals so far"
+        ));
+        unmount_both();
+    }
+    let flipped = flipping.wait().unwrap();
+    assert!(flipped.success(), "the user's flipper failed: {flipped}");
+    unmount_both();
+    println!("mount race: {mounted} mounts in the user's directory, {refused} refusals");
+    untouched("at the end");
+}
+
 /// Unmounts a path when dropped (lazily; errors ignored).
 struct Guard(std::path::PathBuf);
 
