@@ -9,11 +9,10 @@
 //! other mount, and root unmounts that one instead (the `cfs unmount` race).
 //!
 //! ## How
-//! 1. The parent directory is resolved once (symlinks in it are the
-//!    caller's choice, so they are followed then: `/var/run` works) and
-//!    opened with `openat2(RESOLVE_NO_SYMLINKS)` on the resolved path: if any
-//!    component turns into a symlink meanwhile, the open fails instead of
-//!    following it. The mount point is then opened `O_PATH` beneath that
+//! 1. The parent directory is opened once, one component at a time with
+//!    `openat2(RESOLVE_NO_SYMLINKS)` ([`open_mount_target`]): a symlink on
+//!    the way is followed only when it is the caller's or root's (`/var/run`
+//!    works), never one another user planted or swaps in. The mount point is then opened `O_PATH` beneath that
 //!    directory fd (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), which enters
 //!    whatever is mounted there, without asking its filesystem anything (a
 //!    dead FUSE server doesn't get in the way).
@@ -231,20 +230,13 @@ impl OpenMountPoint {
         let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
             return Err(IdentifyError::NotMounted(abs));
         };
-        let parent = std::fs::canonicalize(parent).map_err(|source| IdentifyError::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
+        // Symlinks on the way are followed only if the caller's or root's.
+        let MountTarget {
+            fd: dir_fd,
+            path: parent,
+        } = open_mount_target(parent)?;
         let path = parent.join(name);
         let no_links = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        let dir_fd = openat2(
-            rustix::fs::CWD,
-            &parent,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            no_links,
-        )
-        .map_err(io(&parent))?;
         let root = openat2(
             &dir_fd,
             name,
@@ -275,7 +267,7 @@ impl OpenMountPoint {
         self.id
     }
 
-    /// The resolved path (parent canonicalised, the last name as given).
+    /// The resolved path (the parent resolved, the last name as given).
     pub fn path(&self) -> &Path {
         &self.path
     }

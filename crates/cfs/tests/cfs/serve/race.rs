@@ -98,6 +98,45 @@ fn unmount_never_follows_a_symlink_a_user_flips() {
     );
 }
 
+/// A symlink a plain user planted on the path is not followed by root's
+/// `cfs unmount`: `cfs unmount ~user/link/mnt`, with `link` pointing at a
+/// root directory holding root's own cfs mount at `mnt`, is refused and
+/// root's mount stays (it used to be unmounted).
+#[test]
+fn unmount_never_follows_a_symlink_a_user_planted() {
+    require!(need::rootless(super::TOOLS), need::kernel_mounts());
+    let s = setup();
+    let rootside = s.t.path().join("rootside");
+    std::fs::create_dir_all(rootside.join("mnt")).unwrap();
+    let _unmount = Guard(rootside.join("mnt"));
+    let o = crate::cfs().run([
+        os("mount"),
+        os("--basedir"),
+        s.objects.as_os_str(),
+        s.image.as_os_str(),
+        rootside.join("mnt").as_os_str(),
+    ]);
+    assert!(o.status.success(), "root's mount: {o:?}");
+    cfs_testkit::command::run_ok(
+        Command::new("setpriv")
+            .args(["--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups"])
+            .args(["ln", "-s"])
+            .arg(&rootside)
+            .arg(s.home.join("link")),
+    );
+    let o = crate::cfs().run([os("unmount"), s.home.join("link/mnt").as_os_str()]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("symlink"),
+        "unmount through the user's link: {o:?}"
+    );
+    assert!(
+        std::fs::read(rootside.join("mnt/inline")).is_ok(),
+        "root's mount was unmounted through the user's link"
+    );
+    let o = crate::cfs().run([os("unmount"), rootside.join("mnt").as_os_str()]);
+    assert!(o.status.success(), "root's own unmount: {o:?}");
+}
+
 /// Root's `cfs mount` goes where it was told, never through a symlink a
 /// plain user planted on the path: not when the mount point already is one
 /// (it used to be followed, and root's directory covered), and not when the
