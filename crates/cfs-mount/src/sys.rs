@@ -377,7 +377,9 @@ pub fn measure_verity(file: BorrowedFd<'_>) -> rustix::io::Result<Measured> {
 const LISTEN_FDS_START: i32 = 3;
 
 /// Makes `command` start its program with `fds` as fds 3, 4, … (in order,
-/// without `FD_CLOEXEC`), as the socket-activation protocol does, and sets
+/// without `FD_CLOEXEC`) and no other fd above stdio (every other fd this
+/// process inherited is closed at exec), as the socket-activation protocol
+/// does, and sets
 /// `LISTEN_FDS` and `LISTEN_FDNAMES` (the `names`, `:`-joined). Returns
 /// copies that must stay open until the command is spawned.
 ///
@@ -411,12 +413,26 @@ pub fn hand_over_at_exec(
     // numbered at least LISTEN_FDS_START + n, so dup2 onto
     // LISTEN_FDS_START..+n can't close a source that is still needed; dup2
     // leaves the copies without FD_CLOEXEC, so they survive exec.
+    // close_range(2) with CLOSE_RANGE_CLOEXEC (a plain system call, also
+    // async-signal-safe) only sets FD_CLOEXEC on every fd above them.
     unsafe {
         command.pre_exec(move || {
             for (i, &from) in raw.iter().enumerate() {
                 if libc::dup2(from, LISTEN_FDS_START + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            // Nothing else of the caller's goes along: an inherited pipe's
+            // reader would wait, and a lock stay held, as long as the server.
+            let first = (LISTEN_FDS_START + n) as libc::c_uint;
+            if libc::syscall(
+                libc::SYS_close_range,
+                first,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
