@@ -256,6 +256,92 @@ while time.time() < end:
     untouched("at the end");
 }
 
+/// Every mount root makes of a repository image is pinned, even when the
+/// plain user owning the mount point's directory moves it while root
+/// mounts (`renameat2(RENAME_EXCHANGE)` with a symlink): the pin is taken
+/// from the id of the mount made, not from whatever the path shows later
+/// (the watcher used to look at the path, found nothing new there, and left
+/// the mount unpinned without a word; `cfs gc` then removed what it reads).
+#[test]
+fn a_mount_is_pinned_wherever_the_user_moves_its_directory() {
+    require!(
+        need::rootless(super::TOOLS),
+        need::kernel_mounts(),
+        need::tools(&["/usr/bin/python3"])
+    );
+    let s = setup();
+    let repo = s.t.path().join("repo");
+    crate::cfs().ok([
+        os("--repo"),
+        repo.as_os_str(),
+        os("create-image"),
+        s.t.path().join("src").as_os_str(),
+        os("app"),
+    ]);
+    let elsewhere = s.t.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let _unmount_m = Guard(s.home.join("m"));
+    let _unmount_s = Guard(s.home.join("s"));
+    let flipper = format!(
+        r#"
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+os.mkdir("m")
+os.symlink({elsewhere:?}, "s")
+end = time.time() + 4
+while time.time() < end:
+    libc.renameat2(-100, b"m", -100, b"s", 2)
+"#,
+        elsewhere = elsewhere.display().to_string()
+    );
+    let mut flipping = s
+        .tag
+        .mark(
+            Command::new("timeout")
+                .arg(LIMIT.as_secs().to_string())
+                .args(["setpriv", "--reuid", TEST_USER, "--regid", TEST_USER])
+                .args(["--init-groups", "/usr/bin/python3", "-c", &flipper])
+                .current_dir(&s.home)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+        )
+        .spawn()
+        .unwrap();
+    let pins = || std::fs::read_dir(repo.join("pins")).map_or(0, |d| d.count());
+    let (mut mounted, mut elsewhere_named) = (0, 0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let before = pins();
+        let o = crate::cfs().run([
+            os("--repo"),
+            repo.as_os_str(),
+            os("mount"),
+            os("app"),
+            s.home.join("m").as_os_str(),
+        ]);
+        if o.status.success() {
+            mounted += 1;
+            let on_s = !cfs_testkit::mounts::mounted_under(&s.home.join("s")).is_empty();
+            elsewhere_named += usize::from(on_s);
+            assert_eq!(
+                pins(),
+                before + 1,
+                "mount {mounted} (on {}) was not pinned: {o:?}",
+                if on_s { "s" } else { "m" }
+            );
+        }
+        for name in ["m", "s"] {
+            let p = s.home.join(name);
+            if !p.is_symlink() && !cfs_testkit::mounts::mounted_under(&p).is_empty() {
+                let _ = crate::cfs().run([os("unmount"), p.as_os_str()]);
+            }
+        }
+    }
+    let flipped = flipping.wait().unwrap();
+    assert!(flipped.success(), "the user's flipper failed: {flipped}");
+    println!("pin race: {mounted} mounts pinned, {elsewhere_named} of them under the other name");
+}
+
 /// Unmounts a path when dropped (lazily; errors ignored).
 struct Guard(std::path::PathBuf);
 
