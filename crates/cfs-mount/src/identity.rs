@@ -327,7 +327,7 @@ pub struct MountTarget {
 /// followed only when it belongs to this process's user or to root, so
 /// that whoever owns a directory on the path can't send the mount elsewhere
 /// by swapping a name for a symlink (before or after it is looked at: the
-/// fd is what gets mounted on). The open asks the file system nothing
+/// fd is what gets mounted on). Whose symlinks: [`trusted_owners`]. The open asks the file system nothing
 /// beyond the lookups.
 pub fn open_mount_target(target: &Path) -> Result<MountTarget, IdentifyError> {
     use std::path::Component;
@@ -361,7 +361,7 @@ pub fn open_mount_target(target: &Path) -> Result<MountTarget, IdentifyError> {
         )
         .map_err(io(Path::new("/")))
     };
-    let me = rustix::process::geteuid().as_raw();
+    let trusted = trusted_owners();
     // The directories resolved so far, from "/"; the names still to walk.
     let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(root()?, PathBuf::from("/"))];
     let mut pending: std::collections::VecDeque<OsString> = abs
@@ -392,7 +392,7 @@ pub fn open_mount_target(target: &Path) -> Result<MountTarget, IdentifyError> {
         .map_err(io(&path))?;
         if u32::from(st.stx_mode) & 0o170000 == 0o120000 {
             links += 1;
-            if (st.stx_uid != me && st.stx_uid != 0) || links > MAX_SYMLINKS {
+            if !trusted.contains(&st.stx_uid) || links > MAX_SYMLINKS {
                 return Err(IdentifyError::Symlink(path));
             }
             let to = rustix::fs::readlinkat(&fd, "", Vec::new()).map_err(io(&path))?;
@@ -411,6 +411,23 @@ pub fn open_mount_target(target: &Path) -> Result<MountTarget, IdentifyError> {
     }
     let (fd, path) = stack.pop().expect("the stack holds / at least");
     Ok(MountTarget { fd, path })
+}
+
+/// Whose symlinks [`open_mount_target`] follows: this process's user and
+/// root. In a user namespace, root of the initial one shows as the overflow
+/// uid (as does every user the namespace doesn't map), and is trusted
+/// there too: a mount made there changes only that namespace's tree, never
+/// what root of the initial namespace sees (`/var/run` must keep working).
+fn trusted_owners() -> Vec<u32> {
+    let mut uids = vec![rustix::process::geteuid().as_raw(), 0];
+    if !crate::detect::in_initial_userns() {
+        let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65534);
+        uids.push(overflow);
+    }
+    uids
 }
 
 /// `/proc/self/fd` is procfs, so `/proc/self/fd/N` is the fd's magic link.
