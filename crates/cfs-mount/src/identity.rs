@@ -327,8 +327,9 @@ pub struct MountTarget {
 /// followed only when it belongs to this process's user or to root, so
 /// that whoever owns a directory on the path can't send the mount elsewhere
 /// by swapping a name for a symlink (before or after it is looked at: the
-/// fd is what gets mounted on). Whose: this process's user and root (in a user namespace, also the overflow uid root shows as). The open asks the file system nothing
-/// beyond the lookups.
+/// fd is what gets mounted on). In a user namespace, the overflow uid
+/// that root shows as there is trusted too. The open asks the file system
+/// nothing beyond the lookups.
 pub fn open_mount_target(target: &Path) -> Result<MountTarget, IdentifyError> {
     use std::path::Component;
     let abs = std::path::absolute(target).map_err(|source| IdentifyError::Io {
