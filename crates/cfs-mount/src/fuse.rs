@@ -26,7 +26,7 @@
 use crate::detect::Privilege;
 use crate::error::MountError;
 use crate::fusermount;
-use crate::identity::{self, MountId, OpenMountPoint};
+use crate::identity::{self, MountId, MountTarget, OpenMountPoint};
 use crate::image::CheckedImage;
 use crate::options::{MountConfig, Param, ServeMode, Verity, OVERLAY_SOURCE};
 use crate::server::{self, Server, ServerArgs};
@@ -45,11 +45,12 @@ use std::path::Path;
 pub(crate) fn mount(
     cfg: &MountConfig,
     image: CheckedImage,
-    target: &Path,
+    mount_point: &MountTarget,
     mode: MountMode,
     how: Server,
     privilege: Privilege,
 ) -> Result<Option<MountId>, MountError> {
+    let target = mount_point.path.as_path();
     let args = server_args(cfg, target, mode, privilege)?;
     let objects = match (args.serve.mode, cfg.basedirs.first()) {
         (ServeMode::Standalone, Some(dir)) => Some(
@@ -114,8 +115,8 @@ pub(crate) fn mount(
         }
     };
     let attached = match (mode, &detached) {
-        (MountMode::FuseOverlay, Some(fuse_mnt)) => overlay(cfg, fuse_mnt.as_fd(), target),
-        (_, Some(fuse_mnt)) => sys::attach(fuse_mnt.as_fd(), target)
+        (MountMode::FuseOverlay, Some(fuse_mnt)) => overlay(cfg, fuse_mnt.as_fd(), mount_point),
+        (_, Some(fuse_mnt)) => sys::attach_to_fd(fuse_mnt.as_fd(), mount_point.fd.as_fd())
             .map(|()| identity::mount_id(fuse_mnt.as_fd()).ok())
             .map_err(|source| MountError::Attach {
                 path: target.to_path_buf(),
@@ -259,7 +260,7 @@ fn fuse_fsmount(
 fn overlay(
     cfg: &MountConfig,
     fuse: rustix::fd::BorrowedFd<'_>,
-    target: &Path,
+    target: &MountTarget,
 ) -> Result<Option<MountId>, MountError> {
     let err = |source| MountError::Overlay {
         path: cfg.image.clone(),
@@ -275,8 +276,8 @@ fn overlay(
         MountAttrFlags::empty()
     };
     let mnt = ctx.create_and_mount(attrs).map_err(err)?;
-    sys::attach(mnt.as_fd(), target).map_err(|source| MountError::Attach {
-        path: target.to_path_buf(),
+    sys::attach_to_fd(mnt.as_fd(), target.fd.as_fd()).map_err(|source| MountError::Attach {
+        path: target.path.clone(),
         source,
     })?;
     Ok(identity::mount_id(mnt.as_fd()).ok())

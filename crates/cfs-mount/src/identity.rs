@@ -9,11 +9,10 @@
 //! other mount, and root unmounts that one instead (the `cfs unmount` race).
 //!
 //! ## How
-//! 1. The parent directory is resolved once (symlinks in it are the
-//!    caller's choice, so they are followed then: `/var/run` works) and
-//!    opened with `openat2(RESOLVE_NO_SYMLINKS)` on the resolved path: if any
-//!    component turns into a symlink meanwhile, the open fails instead of
-//!    following it. The mount point is then opened `O_PATH` beneath that
+//! 1. The parent directory is opened once, one component at a time with
+//!    `openat2(RESOLVE_NO_SYMLINKS)` ([`open_mount_target`]): a symlink on
+//!    the way is followed only when it is the caller's or root's (`/var/run`
+//!    works), never one another user planted or swaps in. The mount point is then opened `O_PATH` beneath that
 //!    directory fd (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), which enters
 //!    whatever is mounted there, without asking its filesystem anything (a
 //!    dead FUSE server doesn't get in the way).
@@ -52,6 +51,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 use rustix::mount::UnmountFlags;
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8): a 64-bit mount id never reused.
@@ -230,20 +230,13 @@ impl OpenMountPoint {
         let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
             return Err(IdentifyError::NotMounted(abs));
         };
-        let parent = std::fs::canonicalize(parent).map_err(|source| IdentifyError::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
+        // Symlinks on the way are followed only if the caller's or root's.
+        let MountTarget {
+            fd: dir_fd,
+            path: parent,
+        } = open_mount_target(parent)?;
         let path = parent.join(name);
         let no_links = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        let dir_fd = openat2(
-            rustix::fs::CWD,
-            &parent,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            no_links,
-        )
-        .map_err(io(&parent))?;
         let root = openat2(
             &dir_fd,
             name,
@@ -274,7 +267,7 @@ impl OpenMountPoint {
         self.id
     }
 
-    /// The resolved path (parent canonicalised, the last name as given).
+    /// The resolved path (the parent resolved, the last name as given).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -317,6 +310,127 @@ impl OpenMountPoint {
     }
 }
 
+/// At most this many symlinks are followed in one path (`MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
+
+/// A directory to mount on, opened (`O_PATH`) by [`open_mount_target`].
+#[derive(Debug)]
+pub struct MountTarget {
+    /// The directory: a mount is attached to it by this fd, never by path.
+    pub fd: OwnedFd,
+    /// Its path with every symlink resolved (for mountinfo and the server).
+    pub path: PathBuf,
+}
+
+/// Opens the directory `target` to mount on, one component at a time, each
+/// with `RESOLVE_NO_SYMLINKS` beneath the last: a symlink on the way is
+/// followed only when it belongs to this process's user or to root, so
+/// that whoever owns a directory on the path can't send the mount elsewhere
+/// by swapping a name for a symlink (before or after it is looked at: the
+/// fd is what gets mounted on). In a user namespace, the overflow uid
+/// that root shows as there is trusted too. The open asks the file system
+/// nothing beyond the lookups.
+pub fn open_mount_target(target: &Path) -> Result<MountTarget, IdentifyError> {
+    use std::path::Component;
+    let abs = std::path::absolute(target).map_err(|source| IdentifyError::Io {
+        path: target.to_path_buf(),
+        source,
+    })?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: Errno| IdentifyError::Io {
+            path,
+            source: e.into(),
+        }
+    };
+    let open = |dir: BorrowedFd<'_>, name: &std::ffi::OsStr| {
+        openat2(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    let root = || {
+        openat2(
+            rustix::fs::CWD,
+            "/",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::empty(),
+        )
+        .map_err(io(Path::new("/")))
+    };
+    let trusted = trusted_owners();
+    // The directories resolved so far, from "/"; the names still to walk.
+    let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(root()?, PathBuf::from("/"))];
+    let mut pending: std::collections::VecDeque<OsString> = abs
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == "." {
+            continue;
+        }
+        if name == ".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            continue;
+        }
+        let (dir, dir_path) = stack.last().expect("the stack holds / at least");
+        let path = dir_path.join(&name);
+        let fd = open(dir.as_fd(), &name).map_err(io(&path))?;
+        let st = statx(
+            &fd,
+            "",
+            AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+            StatxFlags::TYPE | StatxFlags::UID,
+        )
+        .map_err(io(&path))?;
+        if u32::from(st.stx_mode) & 0o170000 == 0o120000 {
+            links += 1;
+            if !trusted.contains(&st.stx_uid) || links > MAX_SYMLINKS {
+                return Err(IdentifyError::Symlink(path));
+            }
+            let to = rustix::fs::readlinkat(&fd, "", Vec::new()).map_err(io(&path))?;
+            let to = PathBuf::from(OsString::from_vec(to.into_bytes()));
+            if to.is_absolute() {
+                stack.truncate(1);
+            }
+            for c in to.components().rev() {
+                if !matches!(c, Component::RootDir | Component::Prefix(_)) {
+                    pending.push_front(c.as_os_str().to_owned());
+                }
+            }
+            continue;
+        }
+        stack.push((fd, path));
+    }
+    let (fd, path) = stack.pop().expect("the stack holds / at least");
+    Ok(MountTarget { fd, path })
+}
+
+/// Whose symlinks [`open_mount_target`] follows: this process's user and
+/// root. In a user namespace, root of the initial one shows as the overflow
+/// uid (as does every user the namespace doesn't map), and is trusted
+/// there too: a mount made there changes only that namespace's tree, never
+/// what root of the initial namespace sees (`/var/run` must keep working).
+fn trusted_owners() -> Vec<u32> {
+    let mut uids = vec![rustix::process::geteuid().as_raw(), 0];
+    if !crate::detect::in_initial_userns() {
+        let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65534);
+        uids.push(overflow);
+    }
+    uids
+}
+
 /// `/proc/self/fd` is procfs, so `/proc/self/fd/N` is the fd's magic link.
 fn check_proc_fd() -> rustix::io::Result<()> {
     let s = rustix::fs::statfs("/proc/self/fd")?;
@@ -330,6 +444,7 @@ fn check_proc_fd() -> rustix::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn ids_round_trip_as_text() {
@@ -339,6 +454,36 @@ mod tests {
         for bad in ["", "u", "x1", "r1", "r1.", "u-1"] {
             assert!(bad.parse::<MountId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn mount_targets_follow_only_symlinks_of_this_user_or_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("a/b/../b", d.join("mine")).unwrap();
+        let t = open_mount_target(&d.join("mine/.")).unwrap();
+        assert_eq!(t.path, d.join("a/b"));
+        let st = rustix::fs::fstat(&t.fd).unwrap();
+        assert_eq!(st.st_ino, std::fs::metadata(d.join("a/b")).unwrap().ino());
+        if rustix::process::geteuid().is_root() {
+            // Another user's symlink, on the path or last.
+            std::os::unix::fs::symlink(d.join("a"), d.join("theirs")).unwrap();
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                d.join("theirs"),
+                Some(rustix::fs::Uid::from_raw(65534)),
+                None,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+            for p in ["theirs", "theirs/b"] {
+                let e = open_mount_target(&d.join(p)).unwrap_err();
+                assert!(matches!(e, IdentifyError::Symlink(_)), "{p}: {e}");
+            }
+        }
+        let e = open_mount_target(&d.join("missing")).unwrap_err();
+        assert!(matches!(e, IdentifyError::Io { .. }), "{e}");
     }
 
     #[test]

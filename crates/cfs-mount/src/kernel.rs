@@ -19,6 +19,7 @@
 //! detached mount or autoclear loop device vanishes with its last fd.
 
 use crate::error::MountError;
+use crate::identity::MountTarget;
 use crate::image::{CheckedImage, Frozen};
 use crate::options::{self, ErofsBacking, MountConfig};
 use crate::sys::{self, FsContext, Measured};
@@ -33,7 +34,7 @@ use std::path::{Path, PathBuf};
 pub(crate) fn mount(
     cfg: &MountConfig,
     image: &CheckedImage,
-    target: &Path,
+    target: &MountTarget,
 ) -> Result<OwnedFd, MountError> {
     check_basedirs(cfg)?;
     let userns = cfg.idmap.as_deref().map(open_userns).transpose()?;
@@ -72,8 +73,8 @@ pub(crate) fn mount(
     };
     let overlay = ctx.create_and_mount(attrs).map_err(overlay_err)?;
     drop(erofs_mnt);
-    sys::attach(overlay.as_fd(), target).map_err(|source| MountError::Attach {
-        path: target.to_path_buf(),
+    sys::attach_to_fd(overlay.as_fd(), target.fd.as_fd()).map_err(|source| MountError::Attach {
+        path: target.path.clone(),
         source,
     })?;
     Ok(overlay)

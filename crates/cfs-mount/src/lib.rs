@@ -49,6 +49,7 @@ pub use server::{Server, ServerCommand};
 pub use unmount::unmount;
 
 use image::CheckedImage;
+use rustix::io::Errno;
 use std::path::{Path, PathBuf};
 
 /// How an image gets mounted.
@@ -130,21 +131,16 @@ pub fn mount_with(
     server: Server,
 ) -> Result<Mounted, MountError> {
     let mode = decision.mode;
-    check_mountpoint(target)?;
-    // The server and mountinfo know the mount point by its absolute path.
-    let target = std::fs::canonicalize(target).map_err(|source| MountError::Io {
-        op: "resolve the mount point",
-        path: target.to_path_buf(),
-        source,
-    })?;
+    // Opened once: the mount goes on this fd, wherever the path leads later.
+    let target = open_mountpoint(target)?;
     let cfg = prepare(cfg, mode)?;
     kernel::check_basedirs(&cfg)?;
     if mode == MountMode::Service {
         // The service reads, checks and mounts its own copy of the image.
-        let id = service::client::mount(&cfg, &target)?;
+        let id = service::client::mount(&cfg, &target.path)?;
         return Ok(Mounted {
             mode,
-            mountpoint: target,
+            mountpoint: target.path,
             id: Some(id),
         });
     }
@@ -171,7 +167,7 @@ pub fn mount_with(
     };
     Ok(Mounted {
         mode,
-        mountpoint: target,
+        mountpoint: target.path,
         id,
     })
 }
@@ -214,30 +210,49 @@ fn prepare(cfg: &MountConfig, mode: MountMode) -> Result<MountConfig, MountError
     Ok(out)
 }
 
-/// The mount point must be an existing directory with nothing mounted on it.
-fn check_mountpoint(target: &Path) -> Result<(), MountError> {
+/// The mount point, opened ([`identity::open_mount_target`]): it must be
+/// an existing directory with nothing mounted on it, reached through no
+/// symlink another user owns.
+fn open_mountpoint(target: &Path) -> Result<identity::MountTarget, MountError> {
     let bad = |why: &str| MountError::BadMountpoint {
         path: target.to_path_buf(),
         why: why.to_string(),
     };
-    match std::fs::metadata(target) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(bad("does not exist (create it with mkdir)"))
+    let opened = identity::open_mount_target(target).map_err(|e| match e {
+        identity::IdentifyError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            bad("does not exist (create it with mkdir)")
         }
-        Err(e) => {
-            return Err(MountError::Io {
-                op: "look up the mount point",
-                path: target.to_path_buf(),
-                source: e,
-            })
-        }
-        Ok(m) if !m.is_dir() => return Err(bad("is not a directory (mount on a directory)")),
-        Ok(_) => {}
+        identity::IdentifyError::Symlink(link) => bad(&format!(
+            "{} is a symlink of another user: it is not followed (give the real path)",
+            link.display()
+        )),
+        identity::IdentifyError::Io { path, source } => MountError::Io {
+            op: "look up the mount point",
+            path,
+            source,
+        },
+        identity::IdentifyError::NotMounted(path) => MountError::Io {
+            op: "look up the mount point",
+            path,
+            source: Errno::INVAL.into(),
+        },
+    })?;
+    let is_dir = rustix::fs::statx(
+        &opened.fd,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH | rustix::fs::AtFlags::STATX_DONT_SYNC,
+        rustix::fs::StatxFlags::TYPE,
+    )
+    .is_ok_and(|s| u32::from(s.stx_mode) & 0o170000 == 0o040000);
+    if !is_dir {
+        return Err(bad("is not a directory (mount on a directory)"));
     }
-    if identity::OpenMountPoint::open(target).is_ok() {
+    if identity::mount_root_id(rustix::fd::AsFd::as_fd(&opened.fd)).is_ok() {
         return Err(bad(
             "already has a filesystem mounted on it (cfs unmount it first, or pick another directory)",
         ));
     }
-    Ok(())
+    Ok(opened)
 }

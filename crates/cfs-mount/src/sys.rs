@@ -383,8 +383,10 @@ pub const HANDED_FDS_VAR: &str = "CFS_HANDED_FDS";
 
 /// Makes `command` start its program with `fds` open (without
 /// `FD_CLOEXEC`) at the numbers they have here, named in
-/// [`HANDED_FDS_VAR`] for [`take_handed_over`]. Returns the fds, which must
-/// stay open until the command is spawned.
+/// [`HANDED_FDS_VAR`] for [`take_handed_over`], and no other fd above
+/// stdio (every other fd this process has is closed at exec: an inherited
+/// pipe's reader would wait, and a lock stay held, as long as the server).
+/// Returns the fds, which must stay open until the command is spawned.
 ///
 /// The fds keep their numbers: moving them to fixed ones (3, 4, … as
 /// socket activation does) with `dup2` between fork and exec could close
@@ -406,14 +408,25 @@ pub fn hand_over_at_exec(
         .collect();
     command.env(HANDED_FDS_VAR, named.join(":"));
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // fcntl(2), which is async-signal-safe and allocates nothing (`raw` was
-    // allocated before the fork and is only read). It clears FD_CLOEXEC on
-    // fds this process owns (returned to the caller, who keeps them open
-    // until after spawn), so each is the fd named in the environment; no fd
-    // is closed or renumbered, so none of the standard library's (its
-    // exec-error pipe) is touched.
+    // close_range(2) and fcntl(2), plain system calls, async-signal-safe,
+    // allocating nothing (`raw` was allocated before the fork and is only
+    // read). close_range with CLOSE_RANGE_CLOEXEC only sets FD_CLOEXEC on
+    // every fd above stdio; fcntl then clears it on fds this process owns
+    // (returned to the caller, who keeps them open until after spawn), so
+    // each is the fd named in the environment. No fd is closed or
+    // renumbered before exec, so the standard library's exec-error pipe
+    // (close-on-exec already) still reports a failed exec.
     unsafe {
         command.pre_exec(move || {
+            if libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             for &fd in &raw {
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());

@@ -102,7 +102,13 @@ fn unique_mount_id(fd: impl AsFd) -> rustix::io::Result<u64> {
 /// The mount `fd` (or the file it refers to) is on: its unique id and its
 /// namespace. `ENOSYS`/`EINVAL` on kernels before 6.11.
 pub fn mount_of(fd: impl AsFd) -> rustix::io::Result<MountId> {
-    let mnt_id = unique_mount_id(fd)?;
+    mount_by_unique_id(unique_mount_id(fd)?)
+}
+
+/// The mount whose unique id (`STATX_MNT_ID_UNIQUE`) is `mnt_id`, in this
+/// process's mount namespace: its [`MountId`]. `ENOENT` when there is no
+/// such mount there; `ENOSYS`/`EINVAL` on kernels before 6.11.
+pub fn mount_by_unique_id(mnt_id: u64) -> rustix::io::Result<MountId> {
     let sm = statmount(mnt_id, 0)?;
 
     if sm.mask & STATMOUNT_MNT_NS_ID == 0 || sm.mnt_ns_id == 0 {

@@ -232,11 +232,16 @@ pub fn mount_config(
     if explain {
         explain_decision(&decision, None)?;
     }
-    let pinning = pending.map(|p| super::pin::when_mounted(p, target));
+    // A foreground server returns only once unmounted: a watcher pins its
+    // mount when it appears. Any other mount is pinned by the id it returns.
+    let (pinning, pending) = match pending {
+        Some(p) if flags.foreground => (Some(super::pin::when_mounted(p, target)), None),
+        p => (None, p),
+    };
     let mount = |d: &cfs_mount::Decision| {
         flags
             .server()
-            .and_then(|server| Ok(cfs_mount::mount_with(cfg, target, d, server).map(drop)?))
+            .and_then(|server| Ok(cfs_mount::mount_with(cfg, target, d, server)?))
     };
     let mut mounted = mount(&decision);
     // The service refused or failed: the FUSE mode the decision names.
@@ -252,7 +257,10 @@ pub fn mount_config(
     if let Some(p) = pinning {
         p.finish(mounted.is_ok());
     }
-    mounted
+    if let (Some(p), Ok(m)) = (pending, &mounted) {
+        super::pin::mounted(p, m);
+    }
+    mounted.map(drop)
 }
 
 /// `--explain`: the mode and why (on stdout, flushed before mounting);

@@ -93,6 +93,29 @@ fn watch(
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+    warn(target, &"no new mount appeared there in time");
+}
+
+/// Pins the mount `mounted` returned (its id, not whatever is at its
+/// path now: a plain user owning the mount point's directory could have put
+/// the mount's directory under another name, or its own mount at the path,
+/// meanwhile), else the mount at its mount point.
+pub fn mounted(pending: PendingMount, mounted: &cfs_mount::Mounted) {
+    let target = mounted.mountpoint.as_path();
+    let pinned = match mounted.id {
+        Some(cfs_mount::MountId::Unique(id)) => cfs_repo::sys::mount_by_unique_id(id)
+            .map_err(|e| std::io::Error::from(e).to_string())
+            .and_then(|m| {
+                pending
+                    .pin_mount(m, &target.display().to_string(), None)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+        _ => pending.pin(target).map(drop).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = pinned {
+        warn(target, &e);
+    }
 }
 
 fn warn(target: &Path, e: &dyn std::fmt::Display) {

@@ -4,7 +4,7 @@ use super::{run_ok, setup, Setup};
 use cfs_testkit::mounts::bounded;
 use cfs_testkit::users::As;
 use cfs_testkit::{need, os, require};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A plain user mounts an image, and its objects, that live in the very
@@ -67,11 +67,13 @@ fn a_server_left_alone_in_its_mount_namespace_exits() {
     assert!(cfs_testkit::mounts::mounted_under(&s.home).is_empty());
 }
 
-/// A detached server holds none of its caller's stdio: reading `cfs mount`'s
-/// (and `cfs fuse-serve`'s) output to its end returns at once, not at
-/// unmount.
+/// A detached server holds none of its caller's fds, stdio or other:
+/// reading `cfs mount`'s (and `cfs fuse-serve`'s) output to its end returns
+/// at once, not at unmount, also when the caller had the pipes as fds 7 and
+/// 8 as well (a server used to keep every fd it inherited without
+/// `FD_CLOEXEC`: a pipe's reader waited, a `flock` stayed held).
 #[test]
-fn a_detached_server_keeps_no_stdio_of_its_caller() {
+fn a_detached_server_keeps_no_fd_of_its_caller() {
     require!(need::rootless(super::TOOLS));
     let s = setup();
     for (i, args) in [
@@ -84,8 +86,11 @@ fn a_detached_server_keeps_no_stdio_of_its_caller() {
     {
         let mnt = s.home.join(format!("stdio{i}"));
         std::fs::create_dir(&mnt).unwrap();
-        let mut cmd = crate::cfs().command(args.iter().map(os));
-        cmd.args([s.objects.as_os_str(), s.image.as_os_str(), mnt.as_os_str()])
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exec \"$@\" 7>&1 8>&2", "sh"])
+            .arg(crate::cfs().exe())
+            .args(args.iter().map(os))
+            .args([s.objects.as_os_str(), s.image.as_os_str(), mnt.as_os_str()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -98,6 +98,250 @@ fn unmount_never_follows_a_symlink_a_user_flips() {
     );
 }
 
+/// A symlink a plain user planted on the path is not followed by root's
+/// `cfs unmount`: `cfs unmount ~user/link/mnt`, with `link` pointing at a
+/// root directory holding root's own cfs mount at `mnt`, is refused and
+/// root's mount stays (it used to be unmounted).
+#[test]
+fn unmount_never_follows_a_symlink_a_user_planted() {
+    require!(need::rootless(super::TOOLS), need::kernel_mounts());
+    let s = setup();
+    let rootside = s.t.path().join("rootside");
+    std::fs::create_dir_all(rootside.join("mnt")).unwrap();
+    let _unmount = Guard(rootside.join("mnt"));
+    let o = crate::cfs().run([
+        os("mount"),
+        os("--basedir"),
+        s.objects.as_os_str(),
+        s.image.as_os_str(),
+        rootside.join("mnt").as_os_str(),
+    ]);
+    assert!(o.status.success(), "root's mount: {o:?}");
+    cfs_testkit::command::run_ok(
+        Command::new("setpriv")
+            .args(["--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups"])
+            .args(["ln", "-s"])
+            .arg(&rootside)
+            .arg(s.home.join("link")),
+    );
+    let o = crate::cfs().run([os("unmount"), s.home.join("link/mnt").as_os_str()]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("symlink"),
+        "unmount through the user's link: {o:?}"
+    );
+    assert!(
+        std::fs::read(rootside.join("mnt/inline")).is_ok(),
+        "root's mount was unmounted through the user's link"
+    );
+    let o = crate::cfs().run([os("unmount"), rootside.join("mnt").as_os_str()]);
+    assert!(o.status.success(), "root's own unmount: {o:?}");
+}
+
+/// Root's `cfs mount` goes where it was told, never through a symlink a
+/// plain user planted on the path: not when the mount point already is one
+/// (it used to be followed, and root's directory covered), and not when the
+/// user flips the name between its directory and a symlink to root's while
+/// root mounts again and again (the mount was attached by path, resolved
+/// again after the checks). Kernel mode, fuse+overlay and standalone FUSE.
+#[test]
+fn mount_never_follows_a_symlink_a_user_plants_or_flips() {
+    require!(
+        need::rootless(super::TOOLS),
+        need::kernel_mounts(),
+        need::tools(&["/usr/bin/python3"])
+    );
+    let s = setup();
+    let rootside = s.t.path().join("rootside");
+    std::fs::create_dir(&rootside).unwrap();
+    std::fs::write(rootside.join("marker"), b"root's own\n").unwrap();
+    let _unmount_rootside = Guard(rootside.clone());
+    let _unmount_user = Guard(s.home.join("m"));
+    let _unmount_user_side = Guard(s.home.join("s"));
+    let untouched = |when: &str| {
+        assert_eq!(
+            std::fs::read(rootside.join("marker")).ok().as_deref(),
+            Some(&b"root's own\n"[..]),
+            "root's directory was covered by a mount through the user's symlink ({when})"
+        );
+    };
+    let user = |script: &str| {
+        cfs_testkit::command::run_ok(
+            Command::new("setpriv")
+                .args(["--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups"])
+                .args(["sh", "-c", script])
+                .current_dir(&s.home),
+        )
+    };
+    let mount = |modes: &str, at: &std::path::Path| {
+        crate::cfs().run([
+            os("mount"),
+            os(modes),
+            os("--basedir"),
+            s.objects.as_os_str(),
+            s.image.as_os_str(),
+            at.as_os_str(),
+        ])
+    };
+    let unmount_both = || {
+        for name in ["m", "s"] {
+            let p = s.home.join(name);
+            if !p.is_symlink() && !cfs_testkit::mounts::mounted_under(&p).is_empty() {
+                let _ = crate::cfs().run([os("unmount"), p.as_os_str()]);
+            }
+        }
+    };
+
+    // A symlink planted beforehand.
+    user(&format!("ln -s '{}' link", rootside.display()));
+    for fuse in ["--fuse=no", "--fuse=yes", "--fuse=standalone"] {
+        let o = mount(fuse, &s.home.join("link"));
+        untouched(fuse);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("symlink"),
+            "{fuse}: mounting on the user's symlink: {o:?}"
+        );
+    }
+    // Root's own symlink is root's choice, and followed.
+    std::os::unix::fs::symlink(s.home.join("m"), s.t.path().join("rootlink")).unwrap();
+    user("mkdir m");
+    let o = mount("--fuse=no", &s.t.path().join("rootlink"));
+    assert!(o.status.success(), "through root's own symlink: {o:?}");
+    assert!(!cfs_testkit::mounts::mounted_under(&s.home.join("m")).is_empty());
+    unmount_both();
+
+    // The name flipped (renameat2 RENAME_EXCHANGE) while root mounts.
+    let flipper = format!(
+        r#"
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+os.symlink({rootside:?}, "s")
+end = time.time() + 4
+while time.time() < end:
+    libc.renameat2(-100, b"m", -100, b"s", 2)
+"#,
+        rootside = rootside.display().to_string()
+    );
+    let mut flipping = s
+        .tag
+        .mark(
+            Command::new("timeout")
+                .arg(LIMIT.as_secs().to_string())
+                .args(["setpriv", "--reuid", TEST_USER, "--regid", TEST_USER])
+                .args(["--init-groups", "/usr/bin/python3", "-c", &flipper])
+                .current_dir(&s.home)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+        )
+        .spawn()
+        .unwrap();
+    let (mut mounted, mut refused) = (0, 0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let fuse = ["--fuse=no", "--fuse=yes", "--fuse=standalone"][(mounted + refused) % 3];
+        if mount(fuse, &s.home.join("m")).status.success() {
+            mounted += 1;
+        } else {
+            refused += 1;
+        }
+        untouched(&format!(
+            "{fuse}, {mounted} mounts, {refused} refusals so far"
+        ));
+        unmount_both();
+    }
+    let flipped = flipping.wait().unwrap();
+    assert!(flipped.success(), "the user's flipper failed: {flipped}");
+    unmount_both();
+    println!("mount race: {mounted} mounts in the user's directory, {refused} refusals");
+    untouched("at the end");
+}
+
+/// Every mount root makes of a repository image is pinned, even when the
+/// plain user owning the mount point's directory moves it while root
+/// mounts (`renameat2(RENAME_EXCHANGE)` with a symlink): the pin is taken
+/// from the id of the mount made, not from whatever the path shows later
+/// (the watcher used to look at the path, found nothing new there, and left
+/// the mount unpinned without a word; `cfs gc` then removed what it reads).
+#[test]
+fn a_mount_is_pinned_wherever_the_user_moves_its_directory() {
+    require!(
+        need::rootless(super::TOOLS),
+        need::kernel_mounts(),
+        need::tools(&["/usr/bin/python3"])
+    );
+    let s = setup();
+    let repo = s.t.path().join("repo");
+    crate::cfs().ok([
+        os("--repo"),
+        repo.as_os_str(),
+        os("create-image"),
+        s.t.path().join("src").as_os_str(),
+        os("app"),
+    ]);
+    let elsewhere = s.t.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let _unmount_m = Guard(s.home.join("m"));
+    let _unmount_s = Guard(s.home.join("s"));
+    let flipper = format!(
+        r#"
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+os.mkdir("m")
+os.symlink({elsewhere:?}, "s")
+end = time.time() + 4
+while time.time() < end:
+    libc.renameat2(-100, b"m", -100, b"s", 2)
+"#,
+        elsewhere = elsewhere.display().to_string()
+    );
+    let mut flipping = s
+        .tag
+        .mark(
+            Command::new("timeout")
+                .arg(LIMIT.as_secs().to_string())
+                .args(["setpriv", "--reuid", TEST_USER, "--regid", TEST_USER])
+                .args(["--init-groups", "/usr/bin/python3", "-c", &flipper])
+                .current_dir(&s.home)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+        )
+        .spawn()
+        .unwrap();
+    let pins = || std::fs::read_dir(repo.join("pins")).map_or(0, |d| d.count());
+    let (mut mounted, mut elsewhere_named) = (0, 0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let before = pins();
+        let o = crate::cfs().run([
+            os("--repo"),
+            repo.as_os_str(),
+            os("mount"),
+            os("app"),
+            s.home.join("m").as_os_str(),
+        ]);
+        if o.status.success() {
+            mounted += 1;
+            let on_s = !cfs_testkit::mounts::mounted_under(&s.home.join("s")).is_empty();
+            elsewhere_named += usize::from(on_s);
+            assert_eq!(
+                pins(),
+                before + 1,
+                "mount {mounted} (on {}) was not pinned: {o:?}",
+                if on_s { "s" } else { "m" }
+            );
+        }
+        for name in ["m", "s"] {
+            let p = s.home.join(name);
+            if !p.is_symlink() && !cfs_testkit::mounts::mounted_under(&p).is_empty() {
+                let _ = crate::cfs().run([os("unmount"), p.as_os_str()]);
+            }
+        }
+    }
+    let flipped = flipping.wait().unwrap();
+    assert!(flipped.success(), "the user's flipper failed: {flipped}");
+    println!("pin race: {mounted} mounts pinned, {elsewhere_named} of them under the other name");
+}
+
 /// Unmounts a path when dropped (lazily; errors ignored).
 struct Guard(std::path::PathBuf);
 
