@@ -113,6 +113,17 @@ pub enum MountError {
     /// No mount mode fits this process (`--fuse=…` and its privileges).
     #[error("no way to mount here: {0}")]
     NoMode(#[from] NoMode),
+    /// A layer directory (`--basedir`, `--upperdir`, `--workdir`) can't be
+    /// used.
+    #[error("{what} {}: {why}", .path.display())]
+    BadLayer {
+        /// Which layer (`object directory`, `upper directory`, ...).
+        what: &'static str,
+        /// Its path, as given.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The mount point can't take the mount.
     #[error("mount point {}: {why}", .path.display())]
     BadMountpoint {

@@ -267,9 +267,7 @@ fn overlay(
         source,
     };
     let ctx = FsContext::open("overlay").map_err(err)?;
-    for p in overlay_params(&sys::fd_path(fuse), cfg) {
-        ctx.set(&p).map_err(err)?;
-    }
+    crate::set_overlay_params(&ctx, overlay_params(&sys::fd_path(fuse), cfg), err)?;
     let attrs = if cfg.read_only {
         MountAttrFlags::MOUNT_ATTR_RDONLY
     } else {

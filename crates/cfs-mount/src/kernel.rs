@@ -63,9 +63,11 @@ pub(crate) fn mount(
         source,
     };
     let ctx = FsContext::open("overlay").map_err(overlay_err)?;
-    for p in options::overlay_params(&lower, cfg, verity) {
-        ctx.set(&p).map_err(overlay_err)?;
-    }
+    crate::set_overlay_params(
+        &ctx,
+        options::overlay_params(&lower, cfg, verity),
+        overlay_err,
+    )?;
     let attrs = if cfg.read_only {
         MountAttrFlags::MOUNT_ATTR_RDONLY
     } else {

@@ -210,6 +210,80 @@ fn prepare(cfg: &MountConfig, mode: MountMode) -> Result<MountConfig, MountError
     Ok(out)
 }
 
+/// Sets the overlay parameters `params` on `ctx`, each layer directory
+/// given by path (`datadir+`, `upperdir`, `workdir`) opened first, as a
+/// mount point is ([`identity::open_mount_target`]: no symlink of another
+/// user followed), and given by fd ([`set_layer`]), so the kernel, which
+/// resolves paths as the mounter, uses the directory that was opened,
+/// whatever another user swaps on the path meanwhile. `err` names a failed
+/// `fsconfig`.
+pub(crate) fn set_overlay_params(
+    ctx: &sys::FsContext,
+    params: Vec<options::Param>,
+    err: impl Fn(sys::KernelError) -> MountError,
+) -> Result<(), MountError> {
+    for p in params {
+        let what = match &p {
+            options::Param::Str("datadir+", _) => "object directory",
+            options::Param::Str("upperdir", _) => "upper directory",
+            options::Param::Str("workdir", _) => "work directory",
+            _ => {
+                ctx.set(&p).map_err(&err)?;
+                continue;
+            }
+        };
+        let options::Param::Str(key, value) = p else {
+            unreachable!("matched as a string parameter above")
+        };
+        let path = PathBuf::from(value);
+        let bad = |why: String| MountError::BadLayer {
+            what,
+            path: path.clone(),
+            why,
+        };
+        let opened = identity::open_mount_target(&path).map_err(|e| match e {
+            identity::IdentifyError::Symlink(link) => bad(format!(
+                "{} is a symlink of another user: it is not followed (give the real path)",
+                link.display()
+            )),
+            e => bad(match std::error::Error::source(&e) {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            }),
+        })?;
+        // FSCONFIG_SET_FD takes no O_PATH fd: the directory itself, opened
+        // through the one just resolved.
+        let dir = rustix::fs::openat(
+            &opened.fd,
+            ".",
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| bad(format!("could not open it: {}", std::io::Error::from(e))))?;
+        set_layer(ctx, key, rustix::fd::AsFd::as_fd(&dir)).map_err(&err)?;
+    }
+    Ok(())
+}
+
+/// `key` = the directory `fd`: by fd (`FSCONFIG_SET_FD`, Linux 6.13+, so
+/// mountinfo shows its real path), else as `/proc/thread-self/fd/N`.
+pub(crate) fn set_layer(
+    ctx: &sys::FsContext,
+    key: &'static str,
+    fd: rustix::fd::BorrowedFd<'_>,
+) -> Result<(), sys::KernelError> {
+    match ctx.set_fd(key, fd) {
+        Err(e) if e.errno == Errno::INVAL => {
+            use std::os::fd::AsRawFd;
+            let path = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
+            ctx.set(&options::Param::Str(key, path.into()))
+        }
+        r => r,
+    }
+}
+
 /// The mount point, opened ([`identity::open_mount_target`]): it must be
 /// an existing directory with nothing mounted on it, reached through no
 /// symlink another user owns.

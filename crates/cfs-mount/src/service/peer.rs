@@ -36,8 +36,8 @@
 use super::protocol::ServiceVerity;
 use crate::error::{MountError, UnmountError};
 use crate::identity::MountId;
-use crate::options::{self, ErofsBacking, Param};
-use crate::sys::{self, FsContext, KernelError};
+use crate::options::{self, ErofsBacking};
+use crate::sys::{self, FsContext};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::mount::MountAttrFlags;
@@ -213,9 +213,9 @@ impl MountForPeer<'_> {
         // Layers by fd, configured before entering the peer's namespace:
         // where the kernel lacks FSCONFIG_SET_FD for them, the fallback path
         // /proc/thread-self/fd/N is resolved in the service's own /proc.
-        set_layer(&ctx, "lowerdir+", erofs).map_err(overlay_err)?;
+        crate::set_layer(&ctx, "lowerdir+", erofs).map_err(overlay_err)?;
         for dir in self.objects {
-            set_layer(&ctx, "datadir+", *dir).map_err(overlay_err)?;
+            crate::set_layer(&ctx, "datadir+", *dir).map_err(overlay_err)?;
         }
         let step = |op: &'static str| {
             let path = path.clone();
@@ -280,19 +280,6 @@ impl PeerMount {
             .join()
             .unwrap_or_else(|_| Err(io(Errno::IO)))
         })
-    }
-}
-
-/// `key` = the directory `fd`: by fd (`FSCONFIG_SET_FD`), else as
-/// `/proc/thread-self/fd/N`.
-fn set_layer(ctx: &FsContext, key: &'static str, fd: BorrowedFd<'_>) -> Result<(), KernelError> {
-    match ctx.set_fd(key, fd) {
-        Err(e) if e.errno == Errno::INVAL => {
-            use std::os::fd::AsRawFd;
-            let path = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
-            ctx.set(&Param::Str(key, path.into()))
-        }
-        r => r,
     }
 }
 

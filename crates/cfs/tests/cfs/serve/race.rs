@@ -363,3 +363,79 @@ impl Drop for Guard {
         }
     }
 }
+
+/// Root's `--upperdir`, `--workdir` and `--basedir` in a directory a plain
+/// user owns: the user's symlinks there to root's directories are not
+/// followed. overlayfs resolved the paths as root, so root's mount wrote
+/// its changes into root's directory behind the user's link. Now each
+/// layer is opened as a mount point is and given to overlayfs by fd.
+#[test]
+fn layer_directories_follow_no_symlink_of_another_user() {
+    require!(need::rootless(super::TOOLS), need::kernel_mounts());
+    let s = setup();
+    let victim = s.t.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let mnt = s.t.path().join("lm");
+    std::fs::create_dir(&mnt).unwrap();
+    let _unmount = Guard(mnt.clone());
+    cfs_testkit::command::run_ok(
+        Command::new("setpriv")
+            .args(["--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups"])
+            .args([
+                "sh",
+                "-c",
+                "ln -s \"$1\" up; ln -s \"$2\" objs; mkdir work real-up",
+            ])
+            .arg("sh")
+            .arg(&victim)
+            .arg(&s.objects)
+            .current_dir(&s.home),
+    );
+    let mount = |fuse: &str, upper: &str, basedir: &std::path::Path| {
+        crate::cfs().run([
+            os("mount"),
+            os(fuse),
+            os("--basedir"),
+            basedir.as_os_str(),
+            os("--upperdir"),
+            s.home.join(upper).as_os_str(),
+            os("--workdir"),
+            s.home.join("work").as_os_str(),
+            s.image.as_os_str(),
+            mnt.as_os_str(),
+        ])
+    };
+    for fuse in ["--fuse=no", "--fuse=yes"] {
+        for (upper, basedir, refused) in [
+            ("up", s.objects.clone(), "upper directory"),
+            ("real-up", s.home.join("objs"), "object directory"),
+        ] {
+            let o = mount(fuse, upper, &basedir);
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !o.status.success()
+                    && e.contains(refused)
+                    && e.contains("is a symlink of another user"),
+                "{fuse} {upper} {}: {e}",
+                basedir.display()
+            );
+        }
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "{fuse}");
+    }
+    // The user's own directories, given by their real paths, still serve.
+    let o = mount("--fuse=no", "real-up", &s.objects);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.contains(&format!(" {} ", mnt.display())))
+        .unwrap();
+    // By fd, and mountinfo still names the real directories.
+    assert!(
+        line.contains(&format!("upperdir={}", s.home.join("real-up").display())),
+        "{line}"
+    );
+    std::fs::write(mnt.join("new"), b"x").unwrap();
+    assert!(s.home.join("real-up/new").exists());
+    crate::cfs().ok([os("unmount"), mnt.as_os_str()]);
+}
