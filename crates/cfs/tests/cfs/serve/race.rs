@@ -211,30 +211,7 @@ fn mount_never_follows_a_symlink_a_user_plants_or_flips() {
     unmount_both();
 
     // The name flipped (renameat2 RENAME_EXCHANGE) while root mounts.
-    let flipper = format!(
-        r#"
-import ctypes, os, time
-libc = ctypes.CDLL(None, use_errno=True)
-os.symlink({rootside:?}, "s")
-end = time.time() + 4
-while time.time() < end:
-    libc.renameat2(-100, b"m", -100, b"s", 2)
-"#,
-        rootside = rootside.display().to_string()
-    );
-    let mut flipping = s
-        .tag
-        .mark(
-            Command::new("timeout")
-                .arg(LIMIT.as_secs().to_string())
-                .args(["setpriv", "--reuid", TEST_USER, "--regid", TEST_USER])
-                .args(["--init-groups", "/usr/bin/python3", "-c", &flipper])
-                .current_dir(&s.home)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null()),
-        )
-        .spawn()
-        .unwrap();
+    let mut flipping = flip_m_and_s(&s, "", &rootside);
     let (mut mounted, mut refused) = (0, 0);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(4) {
@@ -282,31 +259,7 @@ fn a_mount_is_pinned_wherever_the_user_moves_its_directory() {
     std::fs::create_dir(&elsewhere).unwrap();
     let _unmount_m = Guard(s.home.join("m"));
     let _unmount_s = Guard(s.home.join("s"));
-    let flipper = format!(
-        r#"
-import ctypes, os, time
-libc = ctypes.CDLL(None, use_errno=True)
-os.mkdir("m")
-os.symlink({elsewhere:?}, "s")
-end = time.time() + 4
-while time.time() < end:
-    libc.renameat2(-100, b"m", -100, b"s", 2)
-"#,
-        elsewhere = elsewhere.display().to_string()
-    );
-    let mut flipping = s
-        .tag
-        .mark(
-            Command::new("timeout")
-                .arg(LIMIT.as_secs().to_string())
-                .args(["setpriv", "--reuid", TEST_USER, "--regid", TEST_USER])
-                .args(["--init-groups", "/usr/bin/python3", "-c", &flipper])
-                .current_dir(&s.home)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null()),
-        )
-        .spawn()
-        .unwrap();
+    let mut flipping = flip_m_and_s(&s, "os.mkdir(\"m\")", &elsewhere);
     let pins = || std::fs::read_dir(repo.join("pins")).map_or(0, |d| d.count());
     let (mut mounted, mut elsewhere_named) = (0, 0);
     let start = Instant::now();
@@ -343,6 +296,36 @@ while time.time() < end:
 }
 
 /// Unmounts a path when dropped (lazily; errors ignored).
+/// As the test user in its home, after `first` (a Python statement), makes
+/// `s` a symlink to `to` and swaps the names `m` and `s`
+/// (`renameat2(RENAME_EXCHANGE)`) for 4 s, as fast as it can.
+fn flip_m_and_s(s: &super::Setup, first: &str, to: &std::path::Path) -> std::process::Child {
+    let flipper = format!(
+        r#"
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+{first}
+os.symlink({to:?}, "s")
+end = time.time() + 4
+while time.time() < end:
+    libc.renameat2(-100, b"m", -100, b"s", 2)
+"#,
+        to = to.display().to_string()
+    );
+    s.tag
+        .mark(
+            Command::new("timeout")
+                .arg(LIMIT.as_secs().to_string())
+                .args(["setpriv", "--reuid", TEST_USER, "--regid", TEST_USER])
+                .args(["--init-groups", "/usr/bin/python3", "-c", &flipper])
+                .current_dir(&s.home)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+        )
+        .spawn()
+        .unwrap()
+}
+
 struct Guard(std::path::PathBuf);
 
 impl Drop for Guard {

@@ -32,6 +32,13 @@ fn as_(who: As, dir: &Path, script: &str) -> Output {
     .run(script)
 }
 
+/// A temporary directory of mode `mode`, where root and the test user work.
+fn shared_dir(mode: u32) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    t
+}
+
 fn mode(p: &Path) -> u32 {
     std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o7777
 }
@@ -42,12 +49,7 @@ fn a_plain_user_can_neither_read_nor_lock_roots_repository() {
     if let Err(e) = setup_test_user() {
         skip!("no test user: {e}");
     }
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        t.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let t = shared_dir(0o755);
     let src = t.path().join("src");
     tree(&src);
     let repo = t.path().join("repo");
@@ -134,12 +136,7 @@ fn root_uses_no_repository_of_another_user() {
     if let Err(e) = setup_test_user() {
         skip!("no test user: {e}");
     }
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        t.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .unwrap();
+    let t = shared_dir(0o1777);
     let o = as_(
         As::User,
         t.path(),
