@@ -205,18 +205,7 @@ pub(crate) fn image(fd: BorrowedFd<'_>, max_bytes: u64) -> Result<u64, Problem> 
 
 /// Checks an object directory fd.
 pub(crate) fn object_dir(peer: &Peer, fd: BorrowedFd<'_>) -> Result<(), Problem> {
-    let what = "an object directory";
-    let seen = look(fd, what)?;
-    if seen.kind != 0o040000 {
-        return refused(format!(
-            "the object directory is {}, not a directory",
-            kind_name(seen.kind)
-        ));
-    }
-    match location(peer, fd, what)? {
-        Some(magic) => not_fuse(magic, "the object directory"),
-        None => refused("the object directory is not in your mount namespace"),
-    }
+    directory_not_on_fuse(peer, fd, "the object directory")
 }
 
 /// Checks the mount point fd.
@@ -251,17 +240,22 @@ pub(crate) fn mountpoint(peer: &Peer, fd: BorrowedFd<'_>) -> Result<(), Problem>
 /// `allow_other`, which root may enter) that never answered that lookup
 /// would hold every user's unmounts.
 pub(crate) fn unmount_parent(peer: &Peer, fd: BorrowedFd<'_>) -> Result<(), Problem> {
-    let what = "the mount point's parent directory";
+    directory_not_on_fuse(peer, fd, "the mount point's parent directory")
+}
+
+/// `fd` (`what`, for messages) is a directory in the client's mount
+/// namespace, not on FUSE.
+fn directory_not_on_fuse(peer: &Peer, fd: BorrowedFd<'_>, what: &str) -> Result<(), Problem> {
     let seen = look(fd, what)?;
     if seen.kind != 0o040000 {
         return refused(format!(
-            "the mount point's parent is {}, not a directory",
+            "{what} is {}, not a directory",
             kind_name(seen.kind)
         ));
     }
     match location(peer, fd, what)? {
-        Some(magic) => not_fuse(magic, "the mount point's parent directory"),
-        None => refused("the mount point's parent directory is not in your mount namespace"),
+        Some(magic) => not_fuse(magic, what),
+        None => refused(format!("{what} is not in your mount namespace")),
     }
 }
 

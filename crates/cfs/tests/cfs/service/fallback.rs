@@ -2,10 +2,9 @@
 //! did, and `--explain` says why; `--fuse=yes` never asks the service;
 //! `--fuse=no` without privilege needs it.
 
-use super::{home, run_ok, unavailable, Service};
+use super::{home, image_vars, run_ok, unavailable, Service};
 use cfs_testkit::require;
 use cfs_testkit::users::As;
-use std::ffi::OsStr;
 use std::time::Duration;
 
 #[test]
@@ -13,10 +12,7 @@ fn without_the_service_cfs_mount_falls_back_to_fuse() {
     require!(unavailable());
     let h = home();
     let (image, objects) = super::small_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[
-        ("IMAGE", image.as_os_str()),
-        ("OBJECTS", objects.as_os_str()),
-    ];
+    let vars = &image_vars(&image, &objects);
     for (who, mode, line) in [
         (As::User, "fuse", "fuse.cfs cfs"),
         (As::UserNs, "fuse+overlay", "overlay composefs"),
@@ -57,10 +53,7 @@ fn fuse_yes_never_asks_the_service() {
     let h = home();
     let svc = Service::start(&[]);
     let (image, objects) = super::small_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[
-        ("IMAGE", image.as_os_str()),
-        ("OBJECTS", objects.as_os_str()),
-    ];
+    let vars = &image_vars(&image, &objects);
     let out = run_ok(
         As::User,
         &h,

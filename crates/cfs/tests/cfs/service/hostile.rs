@@ -5,7 +5,7 @@
 //! for that user: `SO_PEERCRED` is the connecting thread's), or by `cfs`
 //! run as the user.
 
-use super::{as_test_user, home, run, run_ok, small_image, unavailable, Home, Service};
+use super::{as_test_user, home, image_vars, run, run_ok, small_image, unavailable, Home, Service};
 use cfs_mount::service::client::{Client, ServiceError};
 use cfs_mount::service::protocol::{self, Request, Response};
 use cfs_mount::service::ServiceVerity;
@@ -132,10 +132,7 @@ fn hostile_requests_are_refused_and_the_service_lives_on() {
     let h = home();
     let mut svc = Service::start(&["--request-timeout", "2"]);
     let (image, objects) = small_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[
-        ("IMAGE", image.as_os_str()),
-        ("OBJECTS", objects.as_os_str()),
-    ];
+    let vars = &image_vars(&image, &objects);
     // The mount that must survive everything below.
     let listing = run_ok(
         As::User,
@@ -635,10 +632,7 @@ fn limits_per_user_hold() {
         "3",
     ]);
     let (image, objects) = small_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[
-        ("IMAGE", image.as_os_str()),
-        ("OBJECTS", objects.as_os_str()),
-    ];
+    let vars = &image_vars(&image, &objects);
     let out = run(
         As::User,
         &h,

@@ -6,14 +6,15 @@
 //! given to another mount since) unmounts nothing.
 
 use super::hostile::{mount_request, open};
-use super::{as_test_user, home, run_ok, small_image, test_user_ids, unavailable, Service};
+use super::{
+    as_test_user, home, image_vars, run_ok, small_image, test_user_ids, unavailable, Service,
+};
 use cfs_mount::service::client::{Client, ServiceError};
 use cfs_mount::service::protocol::Request;
 use cfs_testkit::require;
 use cfs_testkit::users::{subordinate_ids, As};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::OFlags;
-use std::ffi::OsStr;
 use std::time::Duration;
 
 /// A client that connects and says nothing, holding a request slot (perl,
@@ -59,10 +60,7 @@ fn a_user_with_subordinate_ids_is_one_user_to_the_limits() {
         "30",
     ]);
     let (image, objects) = small_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[
-        ("IMAGE", image.as_os_str()),
-        ("OBJECTS", objects.as_os_str()),
-    ];
+    let vars = &image_vars(&image, &objects);
     // In the user's namespace with its subordinate ids: two clients as ids
     // 1 and 2 (subordinate uids in the kernel) hold the user's two request
     // slots; a third, as id 3, is the same user. Then a mount as the
@@ -115,10 +113,7 @@ fn parallel_mounts_stay_within_the_mount_limit() {
     let h = home();
     let svc = Service::start(&["--max-mounts-per-user", "1"]);
     let (image, objects) = small_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[
-        ("IMAGE", image.as_os_str()),
-        ("OBJECTS", objects.as_os_str()),
-    ];
+    let vars = &image_vars(&image, &objects);
     let out = run_ok(
         As::User,
         &h,

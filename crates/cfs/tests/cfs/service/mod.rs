@@ -263,6 +263,15 @@ make_src() {
 }
 "#;
 
+/// The variables scripts find an image and its objects by: `IMAGE`,
+/// `OBJECTS`.
+fn image_vars<'a>(image: &'a Path, objects: &'a Path) -> [(&'static str, &'a OsStr); 2] {
+    [
+        ("IMAGE", image.as_os_str()),
+        ("OBJECTS", objects.as_os_str()),
+    ]
+}
+
 /// A small tree (external and inline files) built by root into `dir` as
 /// `image.cfs` and `objects/`, readable by all.
 fn small_image(dir: &Path) -> (PathBuf, PathBuf) {

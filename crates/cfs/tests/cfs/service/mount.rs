@@ -188,10 +188,7 @@ fn a_mount_that_cannot_be_recorded_is_undone() {
         pins.as_os_str(),
     ]));
     let (image, objects) = super::small_image(h.top());
-    let vars: &[(&str, &std::ffi::OsStr)] = &[
-        ("IMAGE", image.as_os_str()),
-        ("OBJECTS", objects.as_os_str()),
-    ];
+    let vars = &super::image_vars(&image, &objects);
     let out = run(
         As::User,
         &h,

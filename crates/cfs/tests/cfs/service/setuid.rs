@@ -8,10 +8,9 @@
 //! fuse+overlay (whose FUSE superblock belongs to the user namespace and
 //! opens no devices either).
 
-use super::{home, run_ok, test_user_ids, unavailable, Service};
+use super::{home, image_vars, run_ok, test_user_ids, unavailable, Service};
 use cfs_testkit::require;
 use cfs_testkit::users::As;
-use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -59,10 +58,7 @@ fn setuid_root_runs_as_the_user_and_devices_do_not_open() {
     let h = home();
     let svc = Service::start(&[]);
     let (image, objects) = setuid_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[
-        ("IMAGE", image.as_os_str()),
-        ("OBJECTS", objects.as_os_str()),
-    ];
+    let vars = &image_vars(&image, &objects);
     let out = run_ok(
         As::User,
         &h,
@@ -105,10 +101,7 @@ fn a_user_namespace_gets_no_devices_from_the_service_and_falls_back() {
     let h = home();
     let svc = Service::start(&[]);
     let (image, objects) = setuid_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[
-        ("IMAGE", image.as_os_str()),
-        ("OBJECTS", objects.as_os_str()),
-    ];
+    let vars = &image_vars(&image, &objects);
     let out = run_ok(
         As::UserNs,
         &h,

@@ -9,10 +9,9 @@
 //! mounts in their namespaces, not its own. And `systemd-analyze verify`
 //! accepts both units.
 
-use super::{home, run_ok, small_image, unavailable, Service};
+use super::{home, image_vars, run_ok, small_image, unavailable, Service};
 use cfs_testkit::users::As;
 use cfs_testkit::{need, os, require};
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -84,10 +83,7 @@ fn socket_activated_under_the_units_restrictions() {
     // SocketMode=0666, which systemd-socket-activate does not set.
     super::chmod(&svc.socket(), 0o666);
     let (image, objects) = small_image(h.top());
-    let vars: &[(&str, &OsStr)] = &[
-        ("IMAGE", image.as_os_str()),
-        ("OBJECTS", objects.as_os_str()),
-    ];
+    let vars = &image_vars(&image, &objects);
     for who in [As::User, As::UserNs] {
         let out = run_ok(
             who,
