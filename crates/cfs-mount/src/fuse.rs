@@ -53,17 +53,7 @@ pub(crate) fn mount(
     let target = mount_point.path.as_path();
     let args = server_args(cfg, target, mode, privilege)?;
     let objects = match (args.serve.mode, cfg.basedirs.first()) {
-        (ServeMode::Standalone, Some(dir)) => Some(
-            rustix::fs::open(
-                dir,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| MountError::MissingBasedir {
-                path: dir.clone(),
-                source: Some(e.into()),
-            })?,
-        ),
+        (ServeMode::Standalone, Some(dir)) => Some(crate::open_layer_dir(dir, "object directory")?),
         _ => None,
     };
     let args = ServerArgs {

@@ -235,36 +235,48 @@ pub(crate) fn set_overlay_params(
         let options::Param::Str(key, value) = p else {
             unreachable!("matched as a string parameter above")
         };
-        let path = PathBuf::from(value);
-        let bad = |why: String| MountError::BadLayer {
-            what,
-            path: path.clone(),
-            why,
-        };
-        let opened = identity::open_mount_target(&path).map_err(|e| match e {
-            identity::IdentifyError::Symlink(link) => bad(format!(
-                "{} is a symlink of another user: it is not followed (give the real path)",
-                link.display()
-            )),
-            e => bad(match std::error::Error::source(&e) {
-                Some(source) => format!("{e}: {source}"),
-                None => e.to_string(),
-            }),
-        })?;
+        let found = open_layer_dir(Path::new(&value), what)?;
         // FSCONFIG_SET_FD takes no O_PATH fd: the directory itself, opened
-        // through the one just resolved.
-        let dir = rustix::fs::openat(
-            &opened.fd,
-            ".",
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| bad(format!("could not open it: {}", std::io::Error::from(e))))?;
-        set_layer(ctx, key, rustix::fd::AsFd::as_fd(&dir)).map_err(&err)?;
+        // through the one found; one the mounter may search but not read
+        // is named by its O_PATH fd instead.
+        let flags = rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::CLOEXEC;
+        match rustix::fs::openat(&found, ".", flags, rustix::fs::Mode::empty()) {
+            Ok(dir) => set_layer(ctx, key, rustix::fd::AsFd::as_fd(&dir)),
+            Err(_) => ctx.set(&options::Param::Str(
+                key,
+                sys::fd_path(rustix::fd::AsFd::as_fd(&found)),
+            )),
+        }
+        .map_err(&err)?;
     }
     Ok(())
+}
+
+/// Opens the layer directory `path` (`what`, for messages) as a mount
+/// point is ([`identity::open_mount_target`]: no symlink of another user
+/// followed): an `O_PATH` fd, which needs no read permission.
+pub(crate) fn open_layer_dir(
+    path: &Path,
+    what: &'static str,
+) -> Result<rustix::fd::OwnedFd, MountError> {
+    let bad = |why: String| MountError::BadLayer {
+        what,
+        path: path.to_path_buf(),
+        why,
+    };
+    let opened = identity::open_mount_target(path).map_err(|e| match e {
+        identity::IdentifyError::Symlink(link) => bad(format!(
+            "{} is a symlink of another user: it is not followed (give the real path)",
+            link.display()
+        )),
+        e => bad(match std::error::Error::source(&e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        }),
+    })?;
+    Ok(opened.fd)
 }
 
 /// `key` = the directory `fd`: by fd (`FSCONFIG_SET_FD`, Linux 6.13+, so

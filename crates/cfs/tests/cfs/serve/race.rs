@@ -405,6 +405,22 @@ fn layer_directories_follow_no_symlink_of_another_user() {
         }
         assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "{fuse}");
     }
+    // The standalone server's object directory is opened the same way.
+    let o = crate::cfs().run([
+        os("mount"),
+        os("--fuse=standalone"),
+        os("--basedir"),
+        s.home.join("objs").as_os_str(),
+        s.image.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && e.contains("object directory")
+            && e.contains("is a symlink of another user"),
+        "standalone: {e}"
+    );
     // The user's own directories, given by their real paths, still serve.
     let o = mount("--fuse=no", "real-up", &s.objects);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
